@@ -1,0 +1,260 @@
+// The JavaScript face of the core: flat verb-named functions registered in one block at the end.
+// Arguments travel through one scratch buffer per environment, shared with src/binding.ts, so a
+// call costs one crossing and no allocation. Every function takes the live TCP handle and reads its
+// fd through Node's own `fd` accessor in the same call: a spoofed object fails that accessor's
+// receiver check, and a closed handle reports -1.
+#include <napi.h>
+#include <string.h>
+#include "core.h"
+
+namespace {
+
+// Layout of the scratch buffer, in 32-bit slots unless said otherwise. Mirrored in src/binding.ts
+// through the `layout` export, so neither side hard-codes the other's numbers.
+enum Slot : int {
+  S_COUNT = 0,                       // options to apply
+  S_IDS = 1,                         // OPT_COUNT ids
+  S_VALUES = S_IDS + st::OPT_COUNT,  // OPT_COUNT values
+  S_FAILED_OPTION = 20,              // option id (or -1) that a failure concerns
+  S_FAILED_SYSCALL = 21,             // Syscall below
+  S_READ = 24,                       // OPT_COUNT values read back
+  S_QUEUES = 40,                     // outq, notsent, inq
+  S_FD = 44,                         // the fd a call used (for tests and diagnostics)
+  S_INT_SLOTS = 64,
+};
+constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
+constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
+constexpr size_t kScratchBytes = kCookieOffset + 8;
+static_assert(st::TI_COUNT <= 48, "TCP_INFO fields overflow the scratch area");
+
+enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2 };
+
+// Status returned to JavaScript: 0, a negative errno, or one of these.
+enum Status : int { ST_OK = 0, ST_E_HANDLE = 1, ST_E_NOFD = 2 };
+
+struct AddonData {
+  Napi::FunctionReference fd_getter;
+  Napi::Reference<Napi::ArrayBuffer> scratch_ref;
+  int32_t* slots = nullptr;
+  double* info = nullptr;
+  uint64_t* cookie = nullptr;
+};
+
+const char* const kInfoNames[st::TI_COUNT] = {
+    "state", "caState", "retransmits", "probes", "backoff", "options",
+    "rto", "ato", "sndMss", "rcvMss", "unacked", "sacked", "lost", "retrans",
+    "lastDataSent", "lastDataReceived", "lastAckReceived", "pmtu", "rcvSsthresh",
+    "rtt", "rttvar", "sndSsthresh", "sndCwnd", "advmss", "reordering",
+    "rcvRtt", "rcvSpace", "totalRetrans", "pacingRate", "bytesAcked",
+    "bytesReceived", "segsOut", "segsIn", "notsentBytes", "minRtt",
+    "deliveryRate", "bytesSent", "bytesRetrans", "sndWnd",
+};
+
+AddonData* Data(const Napi::CallbackInfo& info) {
+  return info.Env().GetInstanceData<AddonData>();
+}
+
+// Reads the fd of info[0] through Node's accessor; verifies it is TCP when info[1] is true.
+// Returns ST_OK with *fd set, or a status.
+int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
+  Napi::Env env = info.Env();
+  if (d == nullptr || d->slots == nullptr) return ST_E_HANDLE;
+  Napi::Value v = d->fd_getter.Call(info[0], {});
+  if (env.IsExceptionPending()) {
+    env.GetAndClearPendingException();
+    return ST_E_HANDLE;
+  }
+  if (!v.IsNumber()) return ST_E_HANDLE;
+  int n = v.As<Napi::Number>().Int32Value();
+  d->slots[S_FD] = n;
+  if (n < 0) return ST_E_NOFD;
+  if (info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value()) {
+    int rc = st::check_tcp(n);
+    if (rc != 0) {
+      d->slots[S_FAILED_OPTION] = -1;
+      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+      return rc;
+    }
+  }
+  *fd = n;
+  return ST_OK;
+}
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = Data(info);
+  if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "init(fdGetter, scratch) expects a function and an ArrayBuffer")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer ab = info[1].As<Napi::ArrayBuffer>();
+  if (ab.ByteLength() < kScratchBytes) {
+    Napi::RangeError::New(env, "scratch buffer too small").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  d->fd_getter = Napi::Persistent(info[0].As<Napi::Function>());
+  d->scratch_ref = Napi::Persistent(ab);
+  uint8_t* base = static_cast<uint8_t*>(ab.Data());
+  d->slots = reinterpret_cast<int32_t*>(base);
+  d->info = reinterpret_cast<double*>(base + kInfoOffset);
+  d->cookie = reinterpret_cast<uint64_t*>(base + kCookieOffset);
+  return env.Undefined();
+}
+
+// apply(handle, verify): applies slots[S_COUNT] options from S_IDS/S_VALUES, all or nothing.
+Napi::Value Apply(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    int32_t* s = d->slots;
+    int n = s[S_COUNT];
+    if (n < 0 || n > st::OPT_COUNT) n = 0;
+    int failed = 0;
+    rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &failed);
+    if (rc != 0) {
+      s[S_FAILED_OPTION] = s[S_IDS + failed];
+      s[S_FAILED_SYSCALL] = SYS_SETSOCKOPT;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
+// read(handle, verify): reads every supported option into S_READ (unsupported ones are skipped).
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    int32_t* s = d->slots;
+    for (int32_t id = 0; id < st::OPT_COUNT; id++) {
+      if (st::option_info(id).level < 0) continue;
+      rc = st::get_option(fd, id, s + S_READ + id);
+      if (rc != 0) {
+        s[S_FAILED_OPTION] = id;
+        s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+        break;
+      }
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
+Napi::Value TcpInfo(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    rc = st::tcp_info(fd, d->info);
+    if (rc < 0) {
+      d->slots[S_FAILED_OPTION] = -1;
+      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+    } else {
+      rc = ST_OK;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
+Napi::Value Queues(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    int32_t* s = d->slots;
+    rc = st::queues(fd, s + S_QUEUES, s + S_QUEUES + 1, s + S_QUEUES + 2);
+    if (rc != 0) {
+      s[S_FAILED_OPTION] = -1;
+      s[S_FAILED_SYSCALL] = SYS_IOCTL;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
+Napi::Value Cookie(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    rc = st::cookie(fd, d->cookie);
+    if (rc != 0) {
+      d->slots[S_FAILED_OPTION] = -1;
+      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
+Napi::Object Constants(Napi::Env env) {
+  Napi::Object c = Napi::Object::New(env);
+  Napi::Array options = Napi::Array::New(env, st::OPT_COUNT);
+  for (int32_t id = 0; id < st::OPT_COUNT; id++) {
+    const st::OptionInfo& o = st::option_info(id);
+    Napi::Object row = Napi::Object::New(env);
+    row.Set("id", id);
+    row.Set("name", o.name);
+    row.Set("supported", o.level >= 0);
+    row.Set("level", o.level);
+    row.Set("optname", o.optname);
+    options.Set(id, row);
+  }
+  c.Set("options", options);
+  Napi::Array names = Napi::Array::New(env, st::TI_COUNT);
+  for (int i = 0; i < st::TI_COUNT; i++) names.Set(i, kInfoNames[i]);
+  c.Set("infoFields", names);
+  int nstates = 0;
+  const char* const* state_names = st::tcp_state_names(&nstates);
+  Napi::Array states = Napi::Array::New(env, nstates);
+  for (int i = 0; i < nstates; i++) states.Set(i, state_names[i]);
+  c.Set("tcpStates", states);
+
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("bytes", static_cast<double>(kScratchBytes));
+  layout.Set("count", static_cast<double>(S_COUNT));
+  layout.Set("ids", static_cast<double>(S_IDS));
+  layout.Set("values", static_cast<double>(S_VALUES));
+  layout.Set("failedOption", static_cast<double>(S_FAILED_OPTION));
+  layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
+  layout.Set("read", static_cast<double>(S_READ));
+  layout.Set("queues", static_cast<double>(S_QUEUES));
+  layout.Set("fd", static_cast<double>(S_FD));
+  layout.Set("infoOffset", static_cast<double>(kInfoOffset));
+  layout.Set("cookieOffset", static_cast<double>(kCookieOffset));
+  c.Set("layout", layout);
+
+  Napi::Object status = Napi::Object::New(env);
+  status.Set("OK", static_cast<double>(ST_OK));
+  status.Set("E_HANDLE", static_cast<double>(ST_E_HANDLE));
+  status.Set("E_NOFD", static_cast<double>(ST_E_NOFD));
+  c.Set("status", status);
+  Napi::Array syscalls = Napi::Array::New(env, 3);
+  syscalls.Set(static_cast<uint32_t>(SYS_SETSOCKOPT), "setsockopt");
+  syscalls.Set(static_cast<uint32_t>(SYS_GETSOCKOPT), "getsockopt");
+  syscalls.Set(static_cast<uint32_t>(SYS_IOCTL), "ioctl");
+  c.Set("syscalls", syscalls);
+
+  Napi::Object platform = Napi::Object::New(env);
+  platform.Set("name", st::platform_name());
+  platform.Set("tcpInfo", st::has_tcp_info());
+  platform.Set("queues", st::has_queues());
+  platform.Set("cookie", st::has_cookie());
+  c.Set("platform", platform);
+  return c;
+}
+
+Napi::Object Register(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());  // deleted by Node when this environment (or worker) ends
+  exports.Set("init", Napi::Function::New(env, Init, "init"));
+  exports.Set("apply", Napi::Function::New(env, Apply, "apply"));
+  exports.Set("read", Napi::Function::New(env, Read, "read"));
+  exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
+  exports.Set("queues", Napi::Function::New(env, Queues, "queues"));
+  exports.Set("cookie", Napi::Function::New(env, Cookie, "cookie"));
+  exports.Set("constants", Constants(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(socktune, Register)

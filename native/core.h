@@ -1,0 +1,72 @@
+// socktune native core: plain C++ over a socket fd. Knows nothing of JavaScript or of policies.
+// Every function returns 0 or -errno; it never stores, dups or closes the fd it is given.
+#pragma once
+#include <stdint.h>
+
+namespace st {
+
+// Option ids shared with JavaScript (exported by the binding, never written as numbers in TS).
+enum Option : int32_t {
+  OPT_KEEPALIVE = 0,     // SO_KEEPALIVE, 0/1
+  OPT_KEEPIDLE = 1,      // TCP_KEEPIDLE (TCP_KEEPALIVE on Apple), seconds
+  OPT_KEEPINTVL = 2,     // TCP_KEEPINTVL, seconds
+  OPT_KEEPCNT = 3,       // TCP_KEEPCNT, probes
+  OPT_USER_TIMEOUT = 4,  // TCP_USER_TIMEOUT, milliseconds
+  OPT_LINGER = 5,        // SO_LINGER: -1 = off, 0 = on with a zero timeout (close sends RST)
+  OPT_NODELAY = 6,       // TCP_NODELAY, 0/1
+  OPT_REUSEADDR = 7,     // SO_REUSEADDR, 0/1
+  OPT_REUSEPORT = 8,     // SO_REUSEPORT, 0/1
+  OPT_COUNT = 9
+};
+
+struct OptionInfo {
+  const char* name;  // the kernel's name for the option, as users search for it
+  int level;         // -1 when the platform has no such option
+  int optname;
+};
+
+// The option table for this platform (platform aliases already resolved).
+const OptionInfo& option_info(int32_t id);
+
+// Sets one option. Linger: value < 0 turns it off, 0 turns on a zero-timeout linger.
+int set_option(int fd, int32_t id, int32_t value);
+// Reads one option in the same units set_option takes.
+int get_option(int fd, int32_t id, int32_t* value);
+
+// Applies n options in order, all or nothing: before overwriting an option that a later one could
+// still fail after, its current value is read, and on a failure the earlier ones are put back.
+// On failure *failed is the index of the option that failed.
+int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* failed);
+
+// 0 when fd is a TCP socket of the IPv4 or IPv6 family; -ENOTSOCK, -EPROTOTYPE, -EAFNOSUPPORT else.
+int check_tcp(int fd);
+
+// TCP_INFO, flattened into doubles (all fields fit in 53 bits). Returns the count written.
+enum InfoField : int {
+  TI_STATE, TI_CA_STATE, TI_RETRANSMITS, TI_PROBES, TI_BACKOFF, TI_OPTIONS,
+  TI_RTO, TI_ATO, TI_SND_MSS, TI_RCV_MSS, TI_UNACKED, TI_SACKED, TI_LOST, TI_RETRANS,
+  TI_LAST_DATA_SENT, TI_LAST_DATA_RECV, TI_LAST_ACK_RECV, TI_PMTU, TI_RCV_SSTHRESH,
+  TI_RTT, TI_RTTVAR, TI_SND_SSTHRESH, TI_SND_CWND, TI_ADVMSS, TI_REORDERING,
+  TI_RCV_RTT, TI_RCV_SPACE, TI_TOTAL_RETRANS, TI_PACING_RATE, TI_BYTES_ACKED,
+  TI_BYTES_RECEIVED, TI_SEGS_OUT, TI_SEGS_IN, TI_NOTSENT_BYTES, TI_MIN_RTT,
+  TI_DELIVERY_RATE, TI_BYTES_SENT, TI_BYTES_RETRANS, TI_SND_WND,
+  TI_COUNT
+};
+int tcp_info(int fd, double* out /* TI_COUNT */);
+
+// Send queue (bytes not yet acknowledged, of which not yet sent) and receive queue.
+int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq);
+
+// SO_COOKIE: the kernel's stable identity for this socket, never reused while the system runs.
+int cookie(int fd, uint64_t* value);
+
+// Kernel TCP state names indexed by tcpi_state (ESTABLISHED = 1 ...); count written to *n.
+const char* const* tcp_state_names(int* n);
+
+// Compile-time facts the binding exports for `socktune doctor` and errors.
+const char* platform_name();
+bool has_tcp_info();
+bool has_queues();
+bool has_cookie();
+
+}  // namespace st

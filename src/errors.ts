@@ -1,0 +1,89 @@
+/**
+ * Every error socktune throws is built here, in Node's own shapes: argument errors are
+ * `TypeError`/`RangeError` with a `code`; kernel errors carry `code`, a negative `errno`,
+ * `syscall` and the `option` they concern.
+ * @module
+ */
+import { getSystemErrorMap } from 'node:util';
+import { inspect } from 'node:util';
+
+/** Error codes of socktune's own (Node's codes are used where one fits). */
+export const codes = {
+  /** The socket is destroyed or its handle closed. */
+  SOCKET_CLOSED: 'ERR_SOCKET_CLOSED',
+  /** The socket has not connected yet (and the call cannot wait for it). */
+  NOT_CONNECTED: 'ERR_SOCKTUNE_NOT_CONNECTED',
+  /** A Unix-domain, UDP or otherwise non-TCP socket. */
+  NOT_TCP: 'ERR_SOCKTUNE_NOT_TCP',
+  /** `_handle` is not a handle Node created (spoofed or foreign object). */
+  INVALID_HANDLE: 'ERR_SOCKTUNE_INVALID_HANDLE',
+  /** The option or view does not exist on this platform. */
+  UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
+} as const;
+
+/** An error from the kernel, shaped like Node's system errors. */
+export interface KernelError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  option?: string;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'function') return `function ${(value as { name?: string }).name ?? ''}`;
+  if (typeof value === 'object') {
+    const name = (value as object).constructor?.name;
+    return name ? `an instance of ${name}` : inspect(value, { depth: 0 });
+  }
+  return `type ${typeof value} (${inspect(value)})`;
+}
+
+function withCode<E extends Error>(err: E, code: string): E & { code: string } {
+  Object.defineProperty(err, 'code', { value: code, enumerable: true, writable: true, configurable: true });
+  return err as E & { code: string };
+}
+
+/** `TypeError` ERR_INVALID_ARG_TYPE, worded like Node's. */
+export function invalidArgType(name: string, expected: string, actual: unknown): TypeError {
+  return withCode(
+    new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`),
+    'ERR_INVALID_ARG_TYPE',
+  );
+}
+
+/** `TypeError` ERR_INVALID_ARG_VALUE, worded like Node's, with an optional reason. */
+export function invalidArgValue(name: string, value: unknown, reason: string): TypeError {
+  return withCode(
+    new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, { depth: 0 })}`),
+    'ERR_INVALID_ARG_VALUE',
+  );
+}
+
+/** `RangeError` ERR_OUT_OF_RANGE, worded like Node's. */
+export function outOfRange(name: string, range: string, actual: unknown): RangeError {
+  return withCode(
+    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(actual)}`),
+    'ERR_OUT_OF_RANGE',
+  );
+}
+
+/** An `Error` (or `TypeError`) with one of socktune's `codes`. */
+export function socktuneError(code: string, message: string, type: 'Error' | 'TypeError' = 'Error'): Error & { code: string } {
+  return withCode(type === 'TypeError' ? new TypeError(message) : new Error(message), code);
+}
+
+const systemErrors = getSystemErrorMap();
+
+/** The one place a negative errno becomes an Error. */
+export function kernelError(errno: number, syscall: string, option?: string): KernelError {
+  const [code, text] = systemErrors.get(errno) ?? [`Unknown system error ${errno}`, 'unknown error'];
+  const what = option ? `${syscall} ${option}` : syscall;
+  const err = new Error(`${what} ${code}: ${text}`) as KernelError;
+  err.errno = errno;
+  err.code = code;
+  err.syscall = syscall;
+  if (option) err.option = option;
+  return err;
+}

@@ -1,0 +1,115 @@
+/**
+ * The one place that reads `_handle` from a Node socket and turns a native status into an error.
+ * Sockets are borrowed: the fd is read from the live handle inside each native call and never kept.
+ * @module
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import dgram from 'node:dgram';
+import { constants as osConstants } from 'node:os';
+import { TCP, constants, native, slots } from './binding.js';
+import { codes, invalidArgType, kernelError, socktuneError } from './errors.js';
+
+/** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
+export type TcpSocketLike = net.Socket | net.Server;
+
+interface WithHandle {
+  _handle?: { _parent?: unknown } | null;
+}
+
+const { layout, status, syscalls, options: optionTable } = constants;
+
+/** Handles whose fd has passed the SO_TYPE/SO_DOMAIN/SO_PROTOCOL check: a handle never changes fd. */
+const verified = new WeakSet<object>();
+
+/** The outcome of locating a handle: the handle, or why there is none yet. */
+export type HandleLookup = { handle: object } | { pending: true };
+
+function notTcp(what: string): Error {
+  return socktuneError(codes.NOT_TCP, `socktune works on TCP sockets only; got ${what}`, 'TypeError');
+}
+
+/**
+ * Finds the TCP handle of `socket`, or `{ pending: true }` for a socket that is still connecting.
+ * Throws for anything that is not a live TCP socket.
+ */
+export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
+  if (socket instanceof net.Socket) {
+    if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+    let handle = (socket as unknown as WithHandle)._handle;
+    // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
+    if (socket instanceof tls.TLSSocket && handle != null) handle = handle._parent as WithHandle['_handle'];
+    if (handle == null) {
+      if (socket.connecting) return { pending: true };
+      throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
+    }
+    if (!(handle instanceof TCP)) {
+      const kind = (handle as object).constructor?.name;
+      throw notTcp(kind === 'Pipe' ? 'a Unix-domain (pipe) socket' : `a ${kind ?? 'foreign'} handle`);
+    }
+    if (socket.connecting) return { pending: true };
+    return { handle };
+  }
+  if (socket instanceof net.Server) {
+    const handle = (socket as unknown as WithHandle)._handle;
+    if (handle == null) throw socktuneError(codes.NOT_CONNECTED, 'The server is not listening');
+    if (!(handle instanceof TCP)) throw notTcp('a server listening on a Unix-domain socket or pipe');
+    return { handle };
+  }
+  if (socket instanceof dgram.Socket) throw notTcp('a UDP (dgram) socket');
+  throw invalidArgType(name, 'an instance of net.Socket, tls.TLSSocket or net.Server', socket);
+}
+
+/** Like {@link lookupHandle}, but a connecting socket is an error too. */
+export function connectedHandle(socket: unknown, name = 'socket'): object {
+  const found = lookupHandle(socket, name);
+  if ('pending' in found) throw socktuneError(codes.NOT_CONNECTED, 'The socket is still connecting');
+  return found.handle;
+}
+
+type NativeCall = (handle: object, verify: boolean) => number;
+
+/**
+ * Runs one native call on `handle` and throws the error its status stands for.
+ * Returns normally on success; results are in the scratch slots.
+ */
+export function call(fn: NativeCall, handle: object): void {
+  const fresh = !verified.has(handle);
+  const rc = fn(handle, fresh);
+  if (rc === 0) {
+    if (fresh) verified.add(handle);
+    return;
+  }
+  throw statusError(rc);
+}
+
+function statusError(rc: number): Error {
+  if (rc === status.E_HANDLE) {
+    return socktuneError(
+      codes.INVALID_HANDLE,
+      "The socket's _handle is not a TCP handle created by Node.js (spoofed or foreign object)",
+      'TypeError',
+    );
+  }
+  if (rc === status.E_NOFD) return socktuneError(codes.SOCKET_CLOSED, 'The socket has no file descriptor (closed)');
+  const option = slots[layout.failedOption];
+  const syscall = syscalls[slots[layout.failedSyscall]] ?? 'unknown';
+  if (option < 0 && syscall === 'getsockopt' && rc < 0 && isCheckErrno(rc)) {
+    return notTcp('a socket that is not TCP over IPv4/IPv6');
+  }
+  return kernelError(rc, syscall, option >= 0 ? optionTable[option].name : undefined);
+}
+
+// What check_tcp answers for a socket that is not TCP over IPv4/IPv6.
+const { EPROTOTYPE, EAFNOSUPPORT, ENOTSOCK } = osConstants.errno;
+const checkErrnos = new Set<number>([-EPROTOTYPE, -EAFNOSUPPORT, -ENOTSOCK]);
+function isCheckErrno(rc: number): boolean {
+  return checkErrnos.has(rc);
+}
+
+/** The fd number the last native call used (diagnostics and tests only). */
+export function lastFd(): number {
+  return slots[layout.fd];
+}
+
+export { native };

@@ -1,0 +1,26 @@
+/**
+ * socktune: control the TCP lifecycle of Node.js sockets.
+ * @module
+ */
+export {
+  configure,
+  readOptions,
+  tcpInfo,
+  sendQueue,
+  receiveQueue,
+  socketCookie,
+  supportedOptions,
+  limits,
+} from './options.js';
+export type {
+  SocketOptions,
+  KeepAliveOptions,
+  AppliedOptions,
+  ConfigureResult,
+  TcpInfo,
+  TcpState,
+  SendQueue,
+} from './options.js';
+export type { TcpSocketLike } from './handle.js';
+export { codes } from './errors.js';
+export type { KernelError } from './errors.js';

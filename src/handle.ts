@@ -44,8 +44,8 @@ export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
       throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
     }
     if (!(handle instanceof TCP)) {
-      const kind = (handle as object).constructor?.name;
-      throw notTcp(kind === 'Pipe' ? 'a Unix-domain (pipe) socket' : `a ${kind ?? 'foreign'} handle`);
+      if ((handle as object).constructor?.name === 'Pipe') throw notTcp('a Unix-domain (pipe) socket');
+      throw invalidHandle();
     }
     if (socket.connecting) return { pending: true };
     return { handle };
@@ -83,14 +83,16 @@ export function call(fn: NativeCall, handle: object): void {
   throw statusError(rc);
 }
 
+function invalidHandle(): Error {
+  return socktuneError(
+    codes.INVALID_HANDLE,
+    "The socket's _handle is not a TCP handle created by Node.js (spoofed or foreign object)",
+    'TypeError',
+  );
+}
+
 function statusError(rc: number): Error {
-  if (rc === status.E_HANDLE) {
-    return socktuneError(
-      codes.INVALID_HANDLE,
-      "The socket's _handle is not a TCP handle created by Node.js (spoofed or foreign object)",
-      'TypeError',
-    );
-  }
+  if (rc === status.E_HANDLE) return invalidHandle();
   if (rc === status.E_NOFD) return socktuneError(codes.SOCKET_CLOSED, 'The socket has no file descriptor (closed)');
   const option = slots[layout.failedOption];
   const syscall = syscalls[slots[layout.failedSyscall]] ?? 'unknown';

@@ -104,8 +104,22 @@ function bool(name: string, value: unknown): boolean {
   return value;
 }
 
+/** Edit distance with transpositions, for "did you mean" hints on option names. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
 function unknownKey(where: string, key: string, known: string[]): never {
-  const hint = known.find((k) => k.toLowerCase() === key.toLowerCase());
+  const hint = known.find((k) => distance(k.toLowerCase(), key.toLowerCase()) <= 2);
   throw invalidArgValue(where, key, hint ? `has no option '${key}' (did you mean '${hint}'?)` : `has no option '${key}'; known: ${known.join(', ')}`);
 }
 

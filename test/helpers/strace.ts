@@ -1,0 +1,36 @@
+// strace as the external witness of what reached the kernel. A fixture script runs under
+// `strace -f`, marks the section of interest with access("/socktune-mark-<name>") calls, and the
+// helper returns the socket syscalls between the marks.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const run = promisify(execFile);
+const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
+
+export interface Traced {
+  /** Syscall lines between the `begin` and `end` marks. */
+  calls: string[];
+  /** What the fixture printed (JSON it reports). */
+  stdout: string;
+}
+
+const traced = 'setsockopt,getsockopt,ioctl,access,faccessat,faccessat2';
+
+/** Runs test/fixtures/<fixture> under strace and returns the socket syscalls between the marks. */
+export async function strace(fixture: string, args: string[] = [], extra: string[] = []): Promise<Traced> {
+  const { stdout, stderr } = await run(
+    'strace',
+    ['-f', '-qq', '-e', `trace=${traced}`, '-e', 'signal=none', ...extra, process.execPath, fixtures + fixture, ...args],
+    { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 },
+  );
+  const lines = stderr.split('\n');
+  const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
+  const end = lines.findIndex((l) => l.includes('/socktune-mark-end'));
+  if (begin < 0 || end < begin) throw new Error(`fixture ${fixture} left no marks:\n${stderr.slice(-2000)}`);
+  const calls = lines
+    .slice(begin + 1, end)
+    .filter((l) => /(setsockopt|getsockopt|ioctl)\(/.test(l))
+    .map((l) => l.replace(/^\[pid\s+\d+\]\s*/, ''));
+  return { calls, stdout };
+}

@@ -13,6 +13,8 @@ export interface Traced {
   calls: string[];
   /** What the fixture printed (JSON it reports). */
   stdout: string;
+  /** setsockopt calls made before the `begin` mark (to aim fault injection inside the section). */
+  setsBefore: number;
 }
 
 const traced = 'setsockopt,getsockopt,ioctl,access,faccessat,faccessat2';
@@ -32,5 +34,6 @@ export async function strace(fixture: string, args: string[] = [], extra: string
     .slice(begin + 1, end)
     .filter((l) => /(setsockopt|getsockopt|ioctl)\(/.test(l))
     .map((l) => l.replace(/^\[pid\s+\d+\]\s*/, ''));
-  return { calls, stdout };
+  const setsBefore = lines.slice(0, begin).filter((l) => /setsockopt\(/.test(l)).length;
+  return { calls, stdout, setsBefore };
 }

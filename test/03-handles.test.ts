@@ -1,0 +1,143 @@
+// Scenarios 4 and 5: sockets are borrowed. A destroyed socket whose fd number now belongs to
+// another socket leaves that socket untouched; non-TCP sockets, plain objects and spoofed handles
+// get clear errors and no syscall.
+import { afterEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { configure, readOptions, tcpInfo, sendQueue } from '../src/index.js';
+import { TCP } from '../src/binding.js';
+import { closeAll, pair, track } from './helpers/sockets.js';
+import { canUse } from './helpers/env.js';
+import { strace } from './helpers/strace.js';
+
+afterEach(closeAll);
+
+const fdOf = (s: net.Socket) => (s as unknown as { _handle: { fd: number } })._handle.fd;
+
+describe('a destroyed socket whose fd was reused', () => {
+  it('errors, and the socket that now owns the fd number is untouched', async () => {
+    const a = await pair();
+    const fd = fdOf(a.client);
+    a.client.destroy();
+    await once(a.client, 'close'); // the fd is closed by libuv on the next loop turn
+    // The lowest free fd is handed out next: open sockets until one gets the old number.
+    let owner: net.Socket | net.Server | undefined;
+    for (let i = 0; i < 10 && !owner; i++) {
+      const p = await pair();
+      owner = [p.server, p.client, p.peer].find((s) => fdOf(s as net.Socket) === fd);
+    }
+    expect(owner, 'fd number was not reused').toBeDefined();
+    const before = readOptions(owner!);
+    for (const op of [() => configure(a.client, { userTimeout: 4242, linger: 0 }), () => readOptions(a.client), () => tcpInfo(a.client), () => sendQueue(a.client)]) {
+      expect(op).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
+    }
+    expect(readOptions(owner!)).toEqual(before);
+  });
+
+  it('a live socket carrying a closed handle is refused by the native fd check', async () => {
+    const a = await pair();
+    const stale = (a.client as unknown as { _handle: object })._handle;
+    a.client.destroy();
+    const b = await pair();
+    const before = readOptions(b.client);
+    const impostor = track(new net.Socket());
+    (impostor as unknown as { _handle: object })._handle = stale;
+    expect(() => configure(impostor, { userTimeout: 4242 })).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
+    expect(readOptions(b.client)).toEqual(before);
+  });
+});
+
+describe('not a TCP socket', () => {
+  it('a Unix-domain socket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'socktune-'));
+    try {
+      const server = track(net.createServer().listen(join(dir, 's.sock')));
+      await once(server, 'listening');
+      const client = track(net.connect(join(dir, 's.sock')));
+      await once(client, 'connect');
+      for (const target of [client, server]) {
+        const err = catchError(() => configure(target, { noDelay: true }));
+        expect(err).toBeInstanceOf(TypeError);
+        expect(err).toMatchObject({ code: 'ERR_SOCKTUNE_NOT_TCP' });
+        expect(err.message).toMatch(/Unix-domain/);
+      }
+    } finally {
+      await closeAll();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a UDP socket', async () => {
+    const udp = dgram.createSocket('udp4');
+    udp.bind(0, '127.0.0.1');
+    await once(udp, 'listening');
+    try {
+      const err = catchError(() => configure(udp as never, { noDelay: true }));
+      expect(err).toMatchObject({ code: 'ERR_SOCKTUNE_NOT_TCP' });
+      expect(err.message).toMatch(/UDP/);
+    } finally {
+      udp.close();
+    }
+  });
+
+  it.each([
+    ['a plain object', {}],
+    ['null', null],
+    ['a number (an fd)', 3],
+    ['an object with _handle', { _handle: { fd: 3 } }],
+  ])('%s is an ERR_INVALID_ARG_TYPE', (_label, value) => {
+    for (const op of [() => configure(value as never, { noDelay: true }), () => readOptions(value as never), () => tcpInfo(value as never)]) {
+      expect(op).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    }
+  });
+
+  it('a net.Socket whose _handle is a plain object naming a live fd', async () => {
+    const b = await pair();
+    const spoof = track(new net.Socket());
+    (spoof as unknown as { _handle: object })._handle = { fd: fdOf(b.client) };
+    expect(() => configure(spoof, { userTimeout: 4242 })).toThrow(expect.objectContaining({ code: 'ERR_SOCKTUNE_INVALID_HANDLE' }));
+  });
+
+  it('a net.Socket whose _handle mimics a TCP handle (right prototype, own fd)', async () => {
+    const b = await pair();
+    const before = readOptions(b.client);
+    const fake = Object.create(TCP.prototype, { fd: { value: fdOf(b.client) } });
+    const spoof = track(new net.Socket());
+    (spoof as unknown as { _handle: object })._handle = fake;
+    const err = catchError(() => configure(spoof, { userTimeout: 4242 }));
+    expect(err).toBeInstanceOf(TypeError);
+    expect(err).toMatchObject({ code: 'ERR_SOCKTUNE_INVALID_HANDLE' });
+    expect(readOptions(b.client)).toEqual(before);
+  });
+
+  it('a socket that never connected', () => {
+    const s = track(new net.Socket());
+    expect(() => readOptions(s)).toThrow(expect.objectContaining({ code: 'ERR_SOCKTUNE_NOT_CONNECTED' }));
+    expect(() => configure(s, { noDelay: true })).toThrow(expect.objectContaining({ code: 'ERR_SOCKTUNE_NOT_CONNECTED' }));
+  });
+});
+
+describe.runIf(canUse('strace'))('refused sockets reach no syscall (strace)', () => {
+  it('destroyed, Unix-domain, UDP, spoofed and mimicking handles: no setsockopt or getsockopt', async () => {
+    const { calls, stdout } = await strace('handles.mjs');
+    const report = JSON.parse(stdout);
+    expect(report.errors).toEqual([
+      'ERR_SOCKET_CLOSED', 'ERR_SOCKTUNE_NOT_TCP', 'ERR_SOCKTUNE_NOT_TCP',
+      'ERR_SOCKTUNE_INVALID_HANDLE', 'ERR_SOCKTUNE_INVALID_HANDLE', 'ERR_SOCKET_CLOSED',
+    ]);
+    expect(calls).toEqual([]);
+  });
+});
+
+function catchError(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected an error');
+}

@@ -1,8 +1,8 @@
 // The JavaScript face of the core: flat verb-named functions registered in one block at the end.
 // Arguments travel through one scratch buffer per environment, shared with src/binding.ts, so a
-// call costs one crossing and no allocation. Every function takes the live TCP handle and reads its
-// fd through Node's own `fd` accessor in the same call: a spoofed object fails that accessor's
-// receiver check, and a closed handle reports -1.
+// call costs one crossing and no allocation. Every function takes the fd that src/handle.ts has
+// just read from the live handle (through Node's own accessor, in the same synchronous turn) and
+// uses it for this call only: nothing here stores, dups or closes it.
 #include <napi.h>
 #include <string.h>
 #include "core.h"
@@ -20,6 +20,7 @@ enum Slot : int {
   S_READ = 24,                       // OPT_COUNT values read back
   S_QUEUES = 40,                     // outq, notsent, inq
   S_FD = 44,                         // the fd a call used (for tests and diagnostics)
+  S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
   S_INT_SLOTS = 64,
 };
 constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
@@ -33,7 +34,6 @@ enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2 };
 enum Status : int { ST_OK = 0, ST_E_HANDLE = 1, ST_E_NOFD = 2 };
 
 struct AddonData {
-  Napi::FunctionReference fd_getter;
   Napi::Reference<Napi::ArrayBuffer> scratch_ref;
   int32_t* slots = nullptr;
   double* info = nullptr;
@@ -54,21 +54,16 @@ AddonData* Data(const Napi::CallbackInfo& info) {
   return info.Env().GetInstanceData<AddonData>();
 }
 
-// Reads the fd of info[0] through Node's accessor; verifies it is TCP when info[1] is true.
+// Takes the fd in info[0]; verifies it is a TCP socket of IPv4/IPv6 when slots[S_VERIFY] is set
+// (src/handle.ts asks once per handle: a handle's fd never changes while it is open).
 // Returns ST_OK with *fd set, or a status.
 int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
-  Napi::Env env = info.Env();
-  if (d == nullptr || d->slots == nullptr) return ST_E_HANDLE;
-  Napi::Value v = d->fd_getter.Call(info[0], {});
-  if (env.IsExceptionPending()) {
-    env.GetAndClearPendingException();
+  int32_t n;
+  if (d == nullptr || d->slots == nullptr || napi_get_value_int32(info.Env(), info[0], &n) != napi_ok)
     return ST_E_HANDLE;
-  }
-  if (!v.IsNumber()) return ST_E_HANDLE;
-  int n = v.As<Napi::Number>().Int32Value();
   d->slots[S_FD] = n;
   if (n < 0) return ST_E_NOFD;
-  if (info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value()) {
+  if (d->slots[S_VERIFY] != 0) {
     int rc = st::check_tcp(n);
     if (rc != 0) {
       d->slots[S_FAILED_OPTION] = -1;
@@ -83,17 +78,15 @@ int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   AddonData* d = Data(info);
-  if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsArrayBuffer()) {
-    Napi::TypeError::New(env, "init(fdGetter, scratch) expects a function and an ArrayBuffer")
-        .ThrowAsJavaScriptException();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "init(scratch) expects an ArrayBuffer").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  Napi::ArrayBuffer ab = info[1].As<Napi::ArrayBuffer>();
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
   if (ab.ByteLength() < kScratchBytes) {
     Napi::RangeError::New(env, "scratch buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  d->fd_getter = Napi::Persistent(info[0].As<Napi::Function>());
   d->scratch_ref = Napi::Persistent(ab);
   uint8_t* base = static_cast<uint8_t*>(ab.Data());
   d->slots = reinterpret_cast<int32_t*>(base);
@@ -102,7 +95,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// apply(handle, verify): applies slots[S_COUNT] options from S_IDS/S_VALUES, all or nothing.
+// apply(fd): applies slots[S_COUNT] options from S_IDS/S_VALUES, all or nothing.
 Napi::Value Apply(const Napi::CallbackInfo& info) {
   AddonData* d = Data(info);
   int fd;
@@ -121,7 +114,7 @@ Napi::Value Apply(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), rc);
 }
 
-// read(handle, verify): reads every supported option into S_READ (unsupported ones are skipped).
+// read(fd): reads every supported option into S_READ (unsupported ones are skipped).
 Napi::Value Read(const Napi::CallbackInfo& info) {
   AddonData* d = Data(info);
   int fd;
@@ -219,13 +212,14 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("read", static_cast<double>(S_READ));
   layout.Set("queues", static_cast<double>(S_QUEUES));
   layout.Set("fd", static_cast<double>(S_FD));
+  layout.Set("verify", static_cast<double>(S_VERIFY));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
   layout.Set("cookieOffset", static_cast<double>(kCookieOffset));
   c.Set("layout", layout);
 
   Napi::Object status = Napi::Object::New(env);
   status.Set("OK", static_cast<double>(ST_OK));
-  status.Set("E_HANDLE", static_cast<double>(ST_E_HANDLE));
+  status.Set("E_HANDLE", static_cast<double>(ST_E_HANDLE));  // not an fd number
   status.Set("E_NOFD", static_cast<double>(ST_E_NOFD));
   c.Set("status", status);
   Napi::Array syscalls = Napi::Array::New(env, 3);

@@ -11,20 +11,24 @@ const require = createRequire(import.meta.url);
 
 /** Status codes and raw calls of the native core (see native/binding.cc). */
 export interface NativeBinding {
-  init(fdGetter: (this: object) => number, scratch: ArrayBuffer): void;
-  /** Applies `slots[layout.count]` options; 0, a negative errno, or a status. */
-  apply(handle: object, verify: boolean): number;
-  read(handle: object, verify: boolean): number;
-  tcpInfo(handle: object, verify: boolean): number;
-  queues(handle: object, verify: boolean): number;
-  cookie(handle: object, verify: boolean): number;
+  init(scratch: ArrayBuffer): void;
+  /**
+   * Applies `slots[layout.count]` options to `fd`; 0, a negative errno, or a status. With
+   * `slots[layout.verify]` set, first checks that `fd` is a TCP socket of IPv4/IPv6
+   * (SO_TYPE/SO_DOMAIN/SO_PROTOCOL). Every call below does the same check the same way.
+   */
+  apply(fd: number): number;
+  read(fd: number): number;
+  tcpInfo(fd: number): number;
+  queues(fd: number): number;
+  cookie(fd: number): number;
   constants: {
     options: Array<{ id: number; name: string; supported: boolean; level: number; optname: number }>;
     infoFields: string[];
     tcpStates: string[];
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; read: number; queues: number; fd: number; infoOffset: number;
+      failedSyscall: number; read: number; queues: number; fd: number; verify: number; infoOffset: number;
       cookieOffset: number;
     };
     status: { OK: number; E_HANDLE: number; E_NOFD: number };
@@ -45,11 +49,15 @@ const { layout } = constants;
 /**
  * Node's own TCP handle class. Handles are checked against it, and the fd is read through its
  * `fd` accessor, whose receiver check rejects any object Node did not create.
- * `process.binding('tcp_wrap')` is on Node's allow-list (DEP0111 is documentation-only).
+ * `process.binding('tcp_wrap')` is on Node's allow-list (DEP0111 is documentation-only) on
+ * Node 20 through 26.
  */
 export const TCP: abstract new (...args: never[]) => object = (
   process as unknown as { binding(name: string): { TCP: abstract new (...args: never[]) => object } }
 ).binding('tcp_wrap').TCP;
+
+/** Node's `fd` accessor of TCP handles: throws "Illegal invocation" on any other receiver. */
+export const readFd: (this: object) => number = fdGetter();
 
 function fdGetter(): (this: object) => number {
   for (let p: object | null = TCP.prototype; p !== null; p = Object.getPrototypeOf(p)) {
@@ -67,4 +75,4 @@ export const infoSlots = new Float64Array(scratch, layout.infoOffset, constants.
 /** SO_COOKIE written by `native.cookie`. */
 export const cookieSlot = new BigUint64Array(scratch, layout.cookieOffset, 1);
 
-native.init(fdGetter(), scratch);
+native.init(scratch);

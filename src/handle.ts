@@ -1,13 +1,16 @@
 /**
- * The one place that reads `_handle` from a Node socket and turns a native status into an error.
- * Sockets are borrowed: the fd is read from the live handle inside each native call and never kept.
+ * The one place that reads `_handle` and the fd from a Node socket, and turns a native status into
+ * an error. Sockets are borrowed: the fd is read from the live handle through Node's own accessor
+ * immediately before each native call, in the same synchronous turn (nothing can close it in
+ * between), and is never kept. Reading it here rather than from C++ saves a JS call-back per
+ * operation (~150 ns, half a setsockopt).
  * @module
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
-import { TCP, constants, native, slots } from './binding.js';
+import { TCP, constants, native, readFd, slots } from './binding.js';
 import { codes, invalidArgType, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -19,8 +22,12 @@ interface WithHandle {
 
 const { layout, status, syscalls, options: optionTable } = constants;
 
-/** Handles whose fd has passed the SO_TYPE/SO_DOMAIN/SO_PROTOCOL check: a handle never changes fd. */
-const verified = new WeakSet<object>();
+/**
+ * Marks a handle whose fd has passed the SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (an open handle
+ * never changes fd). A symbol on the handle is a third of the cost of a WeakSet lookup.
+ */
+const kVerified = Symbol('socktune.verified');
+const VERIFY = layout.verify;
 
 /** The outcome of locating a handle: the handle, or why there is none yet. */
 export type HandleLookup = { handle: object } | { pending: true };
@@ -67,17 +74,25 @@ export function connectedHandle(socket: unknown, name = 'socket'): object {
   return found.handle;
 }
 
-type NativeCall = (handle: object, verify: boolean) => number;
+type NativeCall = (fd: number) => number;
 
 /**
- * Runs one native call on `handle` and throws the error its status stands for.
+ * Runs one native call on the fd of `handle` and throws the error its status stands for.
  * Returns normally on success; results are in the scratch slots.
  */
 export function call(fn: NativeCall, handle: object): void {
-  const fresh = !verified.has(handle);
-  const rc = fn(handle, fresh);
+  let fd: number;
+  try {
+    // Node's accessor checks its receiver: an object Node did not create throws here.
+    fd = readFd.call(handle);
+  } catch {
+    throw invalidHandle();
+  }
+  const fresh = (handle as Record<symbol, unknown>)[kVerified] !== true;
+  slots[VERIFY] = fresh ? 1 : 0;
+  const rc = fn(fd);
   if (rc === 0) {
-    if (fresh) verified.add(handle);
+    if (fresh) (handle as Record<symbol, unknown>)[kVerified] = true;
     return;
   }
   throw statusError(rc);

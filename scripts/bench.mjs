@@ -1,0 +1,296 @@
+// Benchmarks socktune against the bare syscalls it makes (the C floor addon in scripts/bench/floor,
+// built on demand), against Node's own setKeepAlive and net-keepalive, and measures memory growth per
+// call. Prints a table; with --json prints only a JSON object. Usage: node scripts/bench.mjs [--json]
+import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import { once } from 'node:events';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { nodedir } from './node-headers.mjs';
+
+const json = process.argv.includes('--json');
+
+// Bytes per call are only meaningful between full collections, so the script re-runs itself once with
+// --expose-gc; every measurement still happens in that one process.
+if (typeof globalThis.gc !== 'function') {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, ['--expose-gc', ...process.execArgv, self, ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
+
+const require = createRequire(import.meta.url);
+const here = dirname(fileURLToPath(import.meta.url));
+const { configure } = await import('../dist/index.js');
+
+const BATCHES = 15;
+// Calibration aims above the 20 ms floor per batch because code gets faster once the JIT settles.
+const MIN_BATCH_MS = 20;
+const TARGET_BATCH_MS = 30;
+const MEMORY_CALLS = 1_000_000;
+// A leak of even one small object per call is >= 16 bytes; collector noise spread over a million
+// calls stays far below one byte. So "0 bytes per call" is met below 1.
+const MEMORY_TOLERANCE = 1;
+
+const GOALS = { noDelay: 1.25, heartbeat: 1.1, netKeepaliveSpeedup: 10, bytesPerCall: 0 };
+
+// The two heartbeat settings alternated call by call: Node caches setKeepAlive's arguments, and a
+// repeat of the same values would let any layer skip work.
+const HEARTBEATS = [
+  { keepAlive: { idle: 10_000, interval: 5_000, count: 3 }, userTimeout: 40_000 },
+  { keepAlive: { idle: 11_000, interval: 6_000, count: 4 }, userTimeout: 45_000 },
+];
+// Option objects are built once so the loops time socktune, not the caller's allocations.
+const NO_DELAY = [{ noDelay: true }, { noDelay: false }];
+
+/** Kernel units of a heartbeat: TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds (rounded up, as socktune does). */
+function kernelValues({ keepAlive, userTimeout }) {
+  return [Math.ceil(keepAlive.idle / 1000), Math.ceil(keepAlive.interval / 1000), keepAlive.count, userTimeout];
+}
+
+function loadFloor() {
+  const dir = join(here, 'bench', 'floor');
+  const binary = join(dir, 'build', 'Release', 'floor.node');
+  const newestSource = Math.max(...['floor.cc', 'binding.gyp'].map((f) => statSync(join(dir, f)).mtimeMs));
+  if (!existsSync(binary) || statSync(binary).mtimeMs < newestSource) {
+    if (!json) process.stderr.write('building the floor addon (scripts/bench/floor) ...\n');
+    const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+    const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir()}`], { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) {
+      process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
+      throw new Error(`node-gyp failed to build ${dir}`);
+    }
+  }
+  return require(binary);
+}
+
+function loadNetKeepalive(socket) {
+  try {
+    const nk = require('net-keepalive');
+    // ffi-rs opens libc lazily, on the first call: probe it so a broken install is reported, not thrown mid-run.
+    nk.setKeepAliveProbes(socket, HEARTBEATS[0].keepAlive.count);
+    return { nk };
+  } catch (err) {
+    return { error: String(err?.message ?? err).split('\n')[0] };
+  }
+}
+
+async function loopback() {
+  const server = net.createServer();
+  const accepted = once(server, 'connection');
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = net.connect(server.address().port, '127.0.0.1');
+  await once(client, 'connect');
+  const [peer] = await accepted;
+  return {
+    client,
+    close() {
+      client.destroy();
+      peer.destroy();
+      server.close();
+    },
+  };
+}
+
+/**
+ * Finds an iteration count whose batch takes at least TARGET_BATCH_MS, confirmed by a run at that
+ * count (a cold first run is slow and would otherwise shrink the count).
+ */
+function calibrate(run) {
+  let n = 16;
+  for (;;) {
+    const batchNs = run(n) * n;
+    if (batchNs >= TARGET_BATCH_MS * 1e6) return n;
+    n = Math.max(n * 2, Math.ceil((n * TARGET_BATCH_MS * 1.1e6) / batchNs));
+  }
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Runs every benchmark in `runs` for BATCHES batches, interleaved batch by batch so that all of them
+ * see the same machine state (frequency, other load), and reports the median ns per op of each.
+ */
+function measure(runs) {
+  const entries = Object.entries(runs).map(([name, run]) => ({ name, run, n: calibrate(run), samples: [] }));
+  for (let b = 0; b < BATCHES; b++) for (const e of entries) e.samples.push(e.run(e.n));
+  return Object.fromEntries(
+    entries.map(({ name, n, samples }) => {
+      const ns = median(samples);
+      return [name, { ns, min: Math.min(...samples), max: Math.max(...samples), iterations: n, batchMs: (ns * n) / 1e6 }];
+    }),
+  );
+}
+
+/** Times `n` calls of `body(i)` and returns ns per call. */
+function timed(n, body) {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) body(i);
+  return Number(process.hrtime.bigint() - t0) / n;
+}
+
+function settledMemory() {
+  for (let i = 0; i < 3; i++) globalThis.gc();
+  const m = process.memoryUsage();
+  return { heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss };
+}
+
+function memoryGrowth(socket) {
+  const run = (n) => {
+    for (let i = 0; i < n; i++) configure(socket, HEARTBEATS[i & 1]);
+  };
+  // Warm-up first: compiled code, inline caches and socktune's per-handle state are one-time costs.
+  run(MEMORY_CALLS / 10);
+  const before = settledMemory();
+  run(MEMORY_CALLS);
+  const after = settledMemory();
+  // Node's `external` already includes `arrayBuffers`, so heapUsed + external covers all three once.
+  const heap = (m) => m.heapUsed + m.external;
+  const heapPerCall = (heap(after) - heap(before)) / MEMORY_CALLS;
+  const rssPerCall = (after.rss - before.rss) / MEMORY_CALLS;
+  return {
+    calls: MEMORY_CALLS,
+    operation: 'configure(socket, heartbeat)',
+    before,
+    after,
+    bytesPerCall: { heapAndExternal: heapPerCall, rss: rssPerCall },
+    goal: GOALS.bytesPerCall,
+    tolerance: MEMORY_TOLERANCE,
+    met: { heapAndExternal: heapPerCall < MEMORY_TOLERANCE, rss: rssPerCall < MEMORY_TOLERANCE },
+  };
+}
+
+async function main() {
+  const floor = loadFloor();
+  const conn = await loopback();
+  const { client } = conn;
+  const fd = client._handle.fd;
+  const [a, b] = HEARTBEATS.map(kernelValues);
+  const { nk, error: nkError } = loadNetKeepalive(client);
+
+  const noDelay = measure({
+    floor: (n) => floor.noDelay(fd, n),
+    // The same syscall with one Node-API crossing per op: the least any JS-called addon can cost.
+    floorPerCall: (n) => timed(n, () => floor.noDelay(fd, 1)),
+    socktune: (n) => timed(n, (i) => configure(client, NO_DELAY[i & 1])),
+  });
+
+  const heartbeatRuns = {
+    floor5: (n) => floor.heartbeat(fd, n, false, ...a, ...b),
+    floor9: (n) => floor.heartbeat(fd, n, true, ...a, ...b),
+    socktune: (n) => timed(n, (i) => configure(client, HEARTBEATS[i & 1])),
+    nodeSetKeepAlive: (n) => timed(n, (i) => client.setKeepAlive(true, HEARTBEATS[i & 1].keepAlive.idle)),
+  };
+  if (nk) {
+    heartbeatRuns.netKeepalive = (n) =>
+      timed(n, (i) => {
+        const { keepAlive, userTimeout } = HEARTBEATS[i & 1];
+        // net-keepalive has no idle setter: its documentation defers to Node's setKeepAlive for it.
+        client.setKeepAlive(true, keepAlive.idle);
+        nk.setKeepAliveInterval(client, keepAlive.interval);
+        nk.setKeepAliveProbes(client, keepAlive.count);
+        nk.setUserTimeout(client, userTimeout);
+      });
+  }
+  const heartbeat = measure(heartbeatRuns);
+  const memory = memoryGrowth(client);
+  conn.close();
+
+  const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
+  const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
+  const speedup = nk ? heartbeat.netKeepalive.ns / heartbeat.socktune.ns : undefined;
+  return {
+    node: process.version,
+    v8: process.versions.v8,
+    kernel: `${os.type()} ${os.release()}`,
+    arch: process.arch,
+    cpu: os.cpus()[0]?.model,
+    method: {
+      connection: 'loopback TCP 127.0.0.1, client socket',
+      batches: BATCHES,
+      minBatchMs: MIN_BATCH_MS,
+      statistic: 'median of batches, benchmarks of a group interleaved batch by batch',
+      batchesAtLeastMinMs: [...Object.values(noDelay), ...Object.values(heartbeat)].every((r) => r.batchMs >= MIN_BATCH_MS),
+    },
+    noDelay: {
+      floor: noDelay.floor,
+      floorPerCall: noDelay.floorPerCall,
+      socktune: noDelay.socktune,
+      ratio: noDelayRatio,
+      goal: GOALS.noDelay,
+      met: noDelayRatio <= GOALS.noDelay,
+    },
+    heartbeat: {
+      values: HEARTBEATS,
+      floor5: { ...heartbeat.floor5, syscalls: 'setsockopt TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, SO_KEEPALIVE' },
+      floor9: { ...heartbeat.floor9, syscalls: 'floor5 + getsockopt of the first four (rollback snapshots)' },
+      socktune: heartbeat.socktune,
+      ratio: heartbeatRatio,
+      ratioVsFloor9: heartbeat.socktune.ns / heartbeat.floor9.ns,
+      floor9VsFloor5: heartbeat.floor9.ns / heartbeat.floor5.ns,
+      goal: GOALS.heartbeat,
+      met: heartbeatRatio <= GOALS.heartbeat,
+    },
+    setKeepAlive: {
+      ...heartbeat.nodeSetKeepAlive,
+      note: 'socket.setKeepAlive(true, d), d alternating 10000/11000 ms; sets SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL=1, TCP_KEEPCNT=10',
+    },
+    netKeepalive: nk
+      ? { available: true, ...heartbeat.netKeepalive, speedup, goal: GOALS.netKeepaliveSpeedup, met: speedup >= GOALS.netKeepaliveSpeedup }
+      : { available: false, error: nkError, goal: GOALS.netKeepaliveSpeedup, met: null },
+    memory,
+  };
+}
+
+function printTable(r) {
+  const ns = (x) => `${x.toFixed(1)} ns/op`;
+  const times = (x) => `${x.toFixed(2)}×`;
+  const yes = (m) => (m ? 'yes' : 'no');
+  const rows = [
+    ['floor: setsockopt TCP_NODELAY (C loop)', ns(r.noDelay.floor.ns), '', '', ''],
+    ['  same, one Node-API call per op', ns(r.noDelay.floorPerCall.ns), `${times(r.noDelay.floorPerCall.ns / r.noDelay.floor.ns)} floor`, '', ''],
+    ['configure({ noDelay })', ns(r.noDelay.socktune.ns), `${times(r.noDelay.ratio)} floor`, `≤ ${r.noDelay.goal}×`, yes(r.noDelay.met)],
+    ['floor: 5 setsockopt heartbeat (C loop)', ns(r.heartbeat.floor5.ns), '', '', ''],
+    ['floor: 5 set + 4 getsockopt snapshots', ns(r.heartbeat.floor9.ns), `${times(r.heartbeat.floor9VsFloor5)} floor5`, '', ''],
+    ['configure({ keepAlive, userTimeout })', ns(r.heartbeat.socktune.ns), `${times(r.heartbeat.ratio)} floor5`, `≤ ${r.heartbeat.goal}×`, yes(r.heartbeat.met)],
+    ['  same, against the 9-syscall floor', '', `${times(r.heartbeat.ratioVsFloor9)} floor9`, '', ''],
+    ['node socket.setKeepAlive(true, d)', ns(r.setKeepAlive.ns), '', '', ''],
+  ];
+  if (r.netKeepalive.available) {
+    rows.push([
+      'net-keepalive, same heartbeat',
+      ns(r.netKeepalive.ns),
+      `socktune ${times(r.netKeepalive.speedup)} faster`,
+      `≥ ${r.netKeepalive.goal}×`,
+      yes(r.netKeepalive.met),
+    ]);
+  } else {
+    rows.push(['net-keepalive, same heartbeat', `failed to load: ${r.netKeepalive.error}`, '', `≥ ${r.netKeepalive.goal}×`, 'n/a']);
+  }
+  const m = r.memory;
+  const perCall = (x) => `${x.toFixed(3)} B/call`;
+  rows.push(
+    [`memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.heapAndExternal), '', `${m.goal} B/call`, yes(m.met.heapAndExternal)],
+    [`memory: RSS, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.rss), '', `${m.goal} B/call`, yes(m.met.rss)],
+  );
+  const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
+  console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}\n`);
+  console.log(line(head));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const row of rows) console.log(line(row));
+  console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
+}
+
+const result = await main();
+if (json) console.log(JSON.stringify(result, null, 2));
+else printTable(result);

@@ -1,0 +1,125 @@
+// Benchmark floor: the bare setsockopt/getsockopt syscalls socktune makes, looped in C and timed
+// with clock_gettime, so scripts/bench.mjs can tell the cost of the kernel from the cost of the API.
+// Bench-only; never part of the shipped package.
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <node_api.h>
+
+namespace {
+
+int64_t now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+napi_value fail(napi_env env, const char* what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "floor: %s failed: %s", what, strerror(err));
+  napi_throw_error(env, nullptr, msg);
+  return nullptr;
+}
+
+// Reads the first `count` arguments as int32 (a bool argument reads as 0 or 1).
+bool int_args(napi_env env, napi_callback_info info, int32_t* out, size_t count) {
+  napi_value argv[16];
+  size_t argc = 16;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < count) {
+    napi_throw_type_error(env, nullptr, "floor: missing arguments");
+    return false;
+  }
+  for (size_t i = 0; i < count; i++) {
+    bool b;
+    if (napi_get_value_int32(env, argv[i], &out[i]) == napi_ok) continue;
+    if (napi_get_value_bool(env, argv[i], &b) == napi_ok) {
+      out[i] = b;
+      continue;
+    }
+    napi_throw_type_error(env, nullptr, "floor: arguments must be numbers or booleans");
+    return false;
+  }
+  // The iteration count is always the second argument.
+  if (count > 1 && out[1] <= 0) {
+    napi_throw_range_error(env, nullptr, "floor: iterations must be > 0");
+    return false;
+  }
+  return true;
+}
+
+napi_value ns_per_op(napi_env env, int64_t elapsed, int32_t iterations) {
+  napi_value out;
+  napi_create_double(env, static_cast<double>(elapsed) / iterations, &out);
+  return out;
+}
+
+int set_int(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+// noDelay(fd, iterations): TCP_NODELAY alternating 1/0, as the JS benchmark alternates it.
+napi_value NoDelay(napi_env env, napi_callback_info info) {
+  int32_t a[2];
+  if (!int_args(env, info, a, 2)) return nullptr;
+  const int fd = a[0];
+  const int32_t n = a[1];
+  const int64_t t0 = now_ns();
+  for (int32_t i = 0; i < n; i++) {
+    if (set_int(fd, IPPROTO_TCP, TCP_NODELAY, (i & 1) == 0) != 0) return fail(env, "setsockopt(TCP_NODELAY)", errno);
+  }
+  return ns_per_op(env, now_ns() - t0, n);
+}
+
+// heartbeat(fd, iterations, snapshots, idleA, intervalA, countA, userTimeoutA, ...B): the five
+// sets of configure({ keepAlive: { idle, interval, count }, userTimeout }) in socktune's order
+// (timings before SO_KEEPALIVE), alternating between values A and B. With `snapshots`, each of the
+// first four is preceded by the getsockopt that socktune's all-or-nothing rollback needs.
+napi_value Heartbeat(napi_env env, napi_callback_info info) {
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) && defined(TCP_USER_TIMEOUT)
+  int32_t a[11];
+  if (!int_args(env, info, a, 11)) return nullptr;
+  const int fd = a[0];
+  const int32_t n = a[1];
+  const bool snapshots = a[2] != 0;
+  const int32_t* values[2] = {a + 3, a + 7};
+
+  static const int kTimings[4] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
+  const int64_t t0 = now_ns();
+  for (int32_t i = 0; i < n; i++) {
+    const int32_t* v = values[i & 1];
+    for (int k = 0; k < 4; k++) {
+      if (snapshots) {
+        int saved;
+        socklen_t len = sizeof saved;
+        if (getsockopt(fd, IPPROTO_TCP, kTimings[k], &saved, &len) != 0) return fail(env, "getsockopt", errno);
+      }
+      if (set_int(fd, IPPROTO_TCP, kTimings[k], v[k]) != 0) return fail(env, "setsockopt", errno);
+    }
+    if (set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1) != 0) return fail(env, "setsockopt(SO_KEEPALIVE)", errno);
+  }
+  return ns_per_op(env, now_ns() - t0, n);
+#else
+  (void)info;
+  napi_throw_error(env, nullptr, "floor: this platform lacks TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT/TCP_USER_TIMEOUT");
+  return nullptr;
+#endif
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"noDelay", nullptr, NoDelay, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"heartbeat", nullptr, Heartbeat, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

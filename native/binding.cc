@@ -4,8 +4,12 @@
 // just read from the live handle (through Node's own accessor, in the same synchronous turn) and
 // uses it for this call only: nothing here stores, dups or closes it.
 #include <napi.h>
+#include <errno.h>
 #include <string.h>
+#include <algorithm>
+#include <vector>
 #include "core.h"
+#include "diag.h"
 
 namespace {
 
@@ -21,7 +25,13 @@ enum Slot : int {
   S_QUEUES = 40,                     // outq, notsent, inq
   S_FD = 44,                         // the fd a call used (for tests and diagnostics)
   S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
-  S_INT_SLOTS = 64,
+  S_DIAG_STATES = 48,                // sock_diag filter: state bit mask
+  S_DIAG_FAMILY = 49,                // 0, AF_INET, AF_INET6
+  S_DIAG_SPORT = 50,                 // -1 or a local port
+  S_DIAG_DPORT = 51,                 // -1 or a remote port
+  S_DIAG_ANYPORT = 52,               // -1 or a port on either side
+  S_DIAG_COUNTS = 64,                // 16 counts by kernel state number
+  S_INT_SLOTS = 80,
 };
 constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
 constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
@@ -179,6 +189,61 @@ Napi::Value Cookie(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), rc);
 }
 
+// Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in info[0]
+// limits the dump to those sockets (the process view).
+bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter* f) {
+  if (d == nullptr || d->slots == nullptr) return false;
+  const int32_t* s = d->slots;
+  f->state_mask = static_cast<uint32_t>(s[S_DIAG_STATES]);
+  f->family = s[S_DIAG_FAMILY];
+  f->sport = s[S_DIAG_SPORT];
+  f->dport = s[S_DIAG_DPORT];
+  f->any_port = s[S_DIAG_ANYPORT];
+  if (info.Length() > 0 && info[0].IsTypedArray()) {
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_uint32_array) return false;
+    Napi::Uint32Array inodes = info[0].As<Napi::Uint32Array>();
+    f->inodes = inodes.Data();
+    f->n_inodes = inodes.ElementLength();
+    f->inode_filter = true;
+  }
+  return true;
+}
+
+void CountVisit(const st::DiagEntry& e, void* ctx) {
+  int32_t* counts = static_cast<int32_t*>(ctx);
+  counts[e.state < 16 ? e.state : 0]++;
+}
+
+// diagCount([inodes]): counts TCP sockets by state into S_DIAG_COUNTS; 0 or -errno.
+Napi::Value DiagCount(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  st::DiagFilter f;
+  if (!TakeDiagFilter(info, d, &f)) return Napi::Number::New(info.Env(), -EINVAL);
+  int32_t* counts = d->slots + S_DIAG_COUNTS;
+  std::fill(counts, counts + 16, 0);
+  return Napi::Number::New(info.Env(), st::diag_dump(f, CountVisit, counts));
+}
+
+void ListVisit(const st::DiagEntry& e, void* ctx) {
+  static_cast<std::vector<st::DiagEntry>*>(ctx)->push_back(e);
+}
+
+// diagList([inodes]): an ArrayBuffer of DiagEntry records, or a negative errno.
+Napi::Value DiagList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = Data(info);
+  st::DiagFilter f;
+  if (!TakeDiagFilter(info, d, &f)) return Napi::Number::New(env, -EINVAL);
+  std::vector<st::DiagEntry> entries;
+  int rc = st::diag_dump(f, ListVisit, &entries);
+  if (rc != 0) return Napi::Number::New(env, rc);
+  size_t bytes = entries.size() * sizeof(st::DiagEntry);
+  Napi::ArrayBuffer out = Napi::ArrayBuffer::New(env, bytes);
+  if (bytes > 0) memcpy(out.Data(), entries.data(), bytes);
+  return out;
+}
+
 Napi::Object Constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
   Napi::Array options = Napi::Array::New(env, st::OPT_COUNT);
@@ -213,6 +278,13 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("queues", static_cast<double>(S_QUEUES));
   layout.Set("fd", static_cast<double>(S_FD));
   layout.Set("verify", static_cast<double>(S_VERIFY));
+  layout.Set("diagStates", static_cast<double>(S_DIAG_STATES));
+  layout.Set("diagFamily", static_cast<double>(S_DIAG_FAMILY));
+  layout.Set("diagSport", static_cast<double>(S_DIAG_SPORT));
+  layout.Set("diagDport", static_cast<double>(S_DIAG_DPORT));
+  layout.Set("diagAnyPort", static_cast<double>(S_DIAG_ANYPORT));
+  layout.Set("diagCounts", static_cast<double>(S_DIAG_COUNTS));
+  layout.Set("diagEntryBytes", static_cast<double>(sizeof(st::DiagEntry)));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
   layout.Set("cookieOffset", static_cast<double>(kCookieOffset));
   c.Set("layout", layout);
@@ -233,6 +305,13 @@ Napi::Object Constants(Napi::Env env) {
   platform.Set("tcpInfo", st::has_tcp_info());
   platform.Set("queues", st::has_queues());
   platform.Set("cookie", st::has_cookie());
+  platform.Set("sockDiag", st::has_diag());
+  int inet = -1, inet6 = -1;
+  st::diag_families(&inet, &inet6);
+  Napi::Object families = Napi::Object::New(env);
+  families.Set("inet", static_cast<double>(inet));
+  families.Set("inet6", static_cast<double>(inet6));
+  c.Set("families", families);
   c.Set("platform", platform);
   return c;
 }
@@ -245,6 +324,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
   exports.Set("queues", Napi::Function::New(env, Queues, "queues"));
   exports.Set("cookie", Napi::Function::New(env, Cookie, "cookie"));
+  exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
+  exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("constants", Constants(env));
   return exports;
 }

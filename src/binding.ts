@@ -22,6 +22,10 @@ export interface NativeBinding {
   tcpInfo(fd: number): number;
   queues(fd: number): number;
   cookie(fd: number): number;
+  /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
+  diagCount(inodes?: Uint32Array): number;
+  /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
+  diagList(inodes?: Uint32Array): ArrayBuffer | number;
   constants: {
     options: Array<{ id: number; name: string; supported: boolean; level: number; optname: number }>;
     infoFields: string[];
@@ -29,11 +33,13 @@ export interface NativeBinding {
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
       failedSyscall: number; read: number; queues: number; fd: number; verify: number; infoOffset: number;
-      cookieOffset: number;
+      cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
+      diagAnyPort: number; diagCounts: number; diagEntryBytes: number;
     };
+    families: { inet: number; inet6: number };
     status: { OK: number; E_HANDLE: number; E_NOFD: number };
     syscalls: string[];
-    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean };
+    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean };
   };
 }
 

@@ -24,3 +24,5 @@ export type {
 export type { TcpSocketLike } from './handle.js';
 export { codes } from './errors.js';
 export type { KernelError } from './errors.js';
+export { connectionStates, listConnections } from './diagnose/states.js';
+export type { ConnectionFilter, ConnectionStates, Connection } from './diagnose/states.js';

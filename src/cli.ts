@@ -6,7 +6,10 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { selfCheck, type SelfCheck } from './diagnose/selfcheck.js';
+import { connectionStates, listConnections, type ConnectionFilter } from './diagnose/states.js';
+import { topOf } from './diagnose/top.js';
 import { table, paint } from './format.js';
+import type { TcpState } from './options.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -53,4 +56,80 @@ program
     process.exitCode = check.ok ? 0 : 1;
   });
 
-await program.parseAsync(process.argv);
+interface FilterFlags {
+  process?: boolean;
+  port?: string;
+  localPort?: string;
+  remotePort?: string;
+  family?: string;
+  state?: string[];
+  source?: string;
+}
+
+function integerFlag(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new Error(`--${name} must be a whole number, got '${v}'`);
+  return Number(v);
+}
+
+/** Turns CLI flags into a ConnectionFilter; state names accept ss's dashes and any case. */
+function filterFrom(o: FilterFlags): ConnectionFilter {
+  const f: ConnectionFilter = {};
+  if (o.process) f.process = true;
+  if (o.port !== undefined) f.port = integerFlag('port', o.port);
+  if (o.localPort !== undefined) f.localPort = integerFlag('local-port', o.localPort);
+  if (o.remotePort !== undefined) f.remotePort = integerFlag('remote-port', o.remotePort);
+  if (o.family !== undefined) f.family = integerFlag('family', o.family) as 4 | 6;
+  if (o.state?.length) f.states = o.state.map((s) => s.toUpperCase().replace(/-/g, '_').replace(/^ESTAB$/, 'ESTABLISHED')) as TcpState[];
+  if (o.source !== undefined) f.source = o.source as ConnectionFilter['source'];
+  return f;
+}
+
+function withFilterFlags(cmd: Command): Command {
+  return cmd
+    .option('--process', 'only sockets of this process (default: the whole network namespace)')
+    .option('--port <port>', 'a port on either side')
+    .option('--local-port <port>', 'local port')
+    .option('--remote-port <port>', 'remote port')
+    .option('--family <4|6>', 'address family')
+    .option('--state <state...>', "states to count (kernel names; ss's TIME-WAIT spelling works too)")
+    .option('--source <netlink|proc>', 'where to read (default: netlink, else /proc/net/tcp)');
+}
+
+const bar = (n: number, max: number, width = 30) => '#'.repeat(max > 0 ? Math.round((n / max) * width) : 0);
+
+withFilterFlags(program.command('stat'))
+  .description('count TCP sockets by state, with the peers and ports holding TIME_WAIT and CLOSE_WAIT')
+  .option('--top <n>', 'rows per ranking', '5')
+  .option('--json', 'print JSON (the shape of connectionStates(), plus top)')
+  .action((opts: FilterFlags & { top: string; json?: boolean }) => {
+    const filter = filterFrom(opts);
+    const counts = connectionStates(filter);
+    const limit = integerFlag('top', opts.top) ?? 5;
+    const wantTop = limit > 0 && (counts.states.TIME_WAIT > 0 || counts.states.CLOSE_WAIT > 0);
+    const top = wantTop ? topOf(listConnections({ ...filter, states: ['TIME_WAIT', 'CLOSE_WAIT'] }), limit) : {};
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ ...counts, top })}\n`);
+      return;
+    }
+    const rows = Object.entries(counts.states).filter(([, n]) => n > 0);
+    const max = Math.max(0, ...rows.map(([, n]) => n));
+    const out = [
+      `TCP sockets in this ${counts.scope === 'process' ? 'process' : 'network namespace'} (${counts.source}): ${counts.total}`,
+      '',
+      table(['state', 'count', ''], rows.map(([s, n]) => [s, String(n), bar(n, max)])),
+    ];
+    for (const [state, t] of Object.entries(top)) {
+      if (t.peers.length === 0) continue;
+      out.push('', `${state} by peer / destination / local port:`);
+      const len = Math.max(t.peers.length, t.destinations.length, t.localPorts.length);
+      const cell = (e?: { key: string; count: number }) => (e ? `${e.count} ${e.key}` : '');
+      out.push(table(['peer', 'destination', 'local port'], Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])])));
+    }
+    process.stdout.write(`${out.join('\n')}\n`);
+  });
+
+await program.parseAsync(process.argv).catch((err: Error) => {
+  process.stderr.write(`socktune: ${err.message}\n`);
+  process.exitCode = 2;
+});

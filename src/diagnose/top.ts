@@ -1,0 +1,49 @@
+/**
+ * Who holds the TIME_WAIT and CLOSE_WAIT sockets: the peers and local ports with the most of them,
+ * the two questions people answer with `ss | awk | sort | uniq -c`.
+ * @module
+ */
+import type { Connection } from './states.js';
+
+/** One row of a ranking. */
+export interface TopEntry {
+  /** A peer address, or a local port. */
+  key: string;
+  count: number;
+}
+
+/** Rankings for one state. */
+export interface TopOfState {
+  /** Remote addresses with the most sockets in the state. */
+  peers: TopEntry[];
+  /** Remote address:port pairs (the destination a client is churning against). */
+  destinations: TopEntry[];
+  /** Local ports with the most sockets in the state. */
+  localPorts: TopEntry[];
+}
+
+function rank(counts: Map<string, number>, limit: number): TopEntry[] {
+  return [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, limit).map(([key, count]) => ({ key, count }));
+}
+
+function bump(m: Map<string, number>, k: string): void {
+  m.set(k, (m.get(k) ?? 0) + 1);
+}
+
+/** Ranks peers, destinations and local ports for each of `states` (default TIME_WAIT and CLOSE_WAIT). */
+export function topOf(connections: Connection[], limit = 5, states = ['TIME_WAIT', 'CLOSE_WAIT']): Record<string, TopOfState> {
+  const out: Record<string, TopOfState> = {};
+  for (const state of states) {
+    const peers = new Map<string, number>();
+    const destinations = new Map<string, number>();
+    const ports = new Map<string, number>();
+    for (const c of connections) {
+      if (c.state !== state) continue;
+      bump(peers, c.remoteAddress);
+      bump(destinations, c.family === 6 ? `[${c.remoteAddress}]:${c.remotePort}` : `${c.remoteAddress}:${c.remotePort}`);
+      bump(ports, String(c.localPort));
+    }
+    out[state] = { peers: rank(peers, limit), destinations: rank(destinations, limit), localPorts: rank(ports, limit) };
+  }
+  return out;
+}

@@ -1,0 +1,98 @@
+// connectionStates() and `socktune stat --json` count exactly what `ss` sees, state by state, for
+// sockets made in known states inside a namespace of the test's own.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { once } from 'node:events';
+import { connectionStates, listConnections } from '../src/index.js';
+import { canUse } from './helpers/env.js';
+import { Netns, ssCounts } from './helpers/netns.js';
+import { closeAll, pair, track } from './helpers/sockets.js';
+
+const run = promisify(execFile);
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
+
+describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
+  const ns = new Netns('states');
+  let made: Record<string, number>;
+
+  beforeAll(async () => {
+    ns.create();
+    const { ready } = await ns.start(fixture, ['3', '20', '40', '15']);
+    made = JSON.parse(ready);
+  }, 60_000);
+  afterAll(() => ns.destroy());
+
+  it('socktune stat --json, state by state', async () => {
+    const ours = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json']));
+    const theirs = ssCounts(await ns.exec('ss', ['-Htan']));
+    expect(ours.scope).toBe('namespace');
+    expect(ours.source).toBe('netlink');
+    expect(ours.states).toMatchObject({
+      LISTEN: made.listeners,
+      ESTABLISHED: made.established,
+      TIME_WAIT: made.timeWait,
+      CLOSE_WAIT: made.closeWait,
+      FIN_WAIT2: made.finWait2,
+    });
+    for (const [state, n] of Object.entries(ours.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
+    expect(ours.total).toBe(Object.values(theirs).reduce((a, b) => a + b, 0));
+    expect(ours.top.TIME_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.timeWait }]);
+    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait }]);
+  });
+
+  it('the /proc/net/tcp fallback counts the same', async () => {
+    const viaNetlink = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--top', '0']));
+    const viaProc = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--top', '0', '--source', 'proc']));
+    expect(viaProc.source).toBe('proc');
+    expect(viaProc.states).toEqual(viaNetlink.states);
+  });
+
+  it('filters by state and port as ss does', async () => {
+    const tw = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--state', 'time-wait', '--top', '0']));
+    expect(tw.total).toBe(made.timeWait);
+    const listen = (await ns.exec('ss', ['-Htln'])).trim().split('\n');
+    const port = Number(listen[0].split(/\s+/)[3].split(':').pop());
+    const one = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--port', String(port), '--top', '0']));
+    const theirs = ssCounts(await ns.exec('ss', ['-Htan', `( sport = :${port} or dport = :${port} )`]));
+    for (const [state, n] of Object.entries(one.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
+  });
+});
+
+describe('process view', () => {
+  afterAll(closeAll);
+
+  it('counts only this process\'s sockets, by inode', async () => {
+    const before = connectionStates({ process: true });
+    const { client, peer } = await pair();
+    const server2 = track(net.createServer().listen(0, '127.0.0.1'));
+    await once(server2, 'listening');
+    const after = connectionStates({ process: true });
+    expect(after.scope).toBe('process');
+    expect(after.states.ESTABLISHED - before.states.ESTABLISHED).toBe(2);
+    expect(after.states.LISTEN - before.states.LISTEN).toBe(2);
+    const mine = listConnections({ process: true, port: client.localPort! });
+    expect(mine.map((c) => c.state).sort()).toEqual(['ESTABLISHED', 'ESTABLISHED']);
+    expect(mine.find((c) => c.localPort === client.localPort)?.remotePort).toBe(peer.localPort);
+    const viaProc = connectionStates({ process: true, source: 'proc' });
+    expect(viaProc.states).toEqual(after.states);
+  });
+
+  it('lists IPv6 addresses as inet_ntop writes them', async () => {
+    const { client } = await pair('::1');
+    const [c] = listConnections({ process: true, localPort: client.localPort!, family: 6 });
+    expect(c).toMatchObject({ family: 6, localAddress: '::1', remoteAddress: '::1', state: 'ESTABLISHED' });
+    const [p] = listConnections({ process: true, localPort: client.localPort!, family: 6, source: 'proc' });
+    expect(p).toMatchObject({ family: 6, localAddress: '::1', remoteAddress: '::1', state: 'ESTABLISHED' });
+  });
+
+  it('refuses bad filters before reading anything', () => {
+    expect(() => connectionStates({ states: ['TIME-WAIT' as never] })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => connectionStates({ port: 70000 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => connectionStates({ family: 5 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => connectionStates({ prt: 1 } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+});

@@ -9,6 +9,7 @@ import { selfCheck, type SelfCheck } from './diagnose/selfcheck.js';
 import { connectionStates, listConnections, type ConnectionFilter } from './diagnose/states.js';
 import { topOf } from './diagnose/top.js';
 import { table, paint } from './format.js';
+import { watch } from './watch.js';
 import type { TcpState } from './options.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -127,6 +128,17 @@ withFilterFlags(program.command('stat'))
       out.push(table(['peer', 'destination', 'local port'], Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])])));
     }
     process.stdout.write(`${out.join('\n')}\n`);
+  });
+
+withFilterFlags(program.command('watch'))
+  .description('live view of TCP state counts and the TIME_WAIT/CLOSE_WAIT trend (q or Ctrl-C quits)')
+  .option('--interval <ms>', 'milliseconds between refreshes', '1000')
+  .option('--count <n>', 'stop after n refreshes')
+  .option('--json', 'print one JSON line per refresh')
+  .action(async (opts: FilterFlags & { interval: string; count?: string; json?: boolean }) => {
+    const interval = integerFlag('interval', opts.interval)!;
+    if (interval < 50) throw new Error('--interval must be at least 50 ms');
+    await watch({ filter: filterFrom(opts), interval, count: integerFlag('count', opts.count), json: opts.json });
   });
 
 await program.parseAsync(process.argv).catch((err: Error) => {

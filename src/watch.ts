@@ -1,0 +1,121 @@
+/**
+ * `socktune watch`: a live terminal view of TCP state counts with the trend of TIME_WAIT and
+ * CLOSE_WAIT. A surface only: counts come from connectionStates().
+ * @module
+ */
+import { connectionStates, type ConnectionFilter, type ConnectionStates } from './diagnose/states.js';
+import { paint, table } from './format.js';
+
+/** Options of {@link watch}. */
+export interface WatchOptions {
+  filter: ConnectionFilter;
+  /** Milliseconds between refreshes. */
+  interval: number;
+  /** Stop after this many refreshes (default: until q or Ctrl-C). */
+  count?: number;
+  /** Print one JSON line per refresh instead of drawing. */
+  json?: boolean;
+  input?: NodeJS.ReadStream;
+  output?: NodeJS.WriteStream;
+}
+
+const sparks = '▁▂▃▄▅▆▇█';
+const HISTORY = 60;
+
+function sparkline(values: number[]): string {
+  const max = Math.max(...values);
+  const min = Math.min(...values);
+  return values.map((v) => sparks[max === min ? 0 : Math.round(((v - min) / (max - min)) * (sparks.length - 1))]).join('');
+}
+
+function rate(values: number[], intervalMs: number): string {
+  if (values.length < 2) return '';
+  const d = (values[values.length - 1] - values[values.length - 2]) / (intervalMs / 1000);
+  return `${d >= 0 ? '+' : ''}${d.toFixed(1)}/s`;
+}
+
+/** Renders one frame: counts with bars, then the TIME_WAIT and CLOSE_WAIT history. */
+export function renderFrame(s: ConnectionStates, history: Record<'TIME_WAIT' | 'CLOSE_WAIT', number[]>, intervalMs: number, width = 80): string {
+  const rows = Object.entries(s.states).filter(([name, n]) => n > 0 || name === 'TIME_WAIT' || name === 'CLOSE_WAIT' || name === 'ESTABLISHED');
+  const max = Math.max(1, ...rows.map(([, n]) => n));
+  const barWidth = Math.max(10, Math.min(50, width - 30));
+  const body = table(
+    ['state', 'count', ''],
+    rows.map(([name, n]) => {
+      const bar = '█'.repeat(Math.round((n / max) * barWidth));
+      const colour = name === 'CLOSE_WAIT' && n > 0 ? 'red' : name === 'TIME_WAIT' ? 'yellow' : 'green';
+      return [name, String(n), paint(bar, colour)];
+    }),
+  );
+  const trend = (['TIME_WAIT', 'CLOSE_WAIT'] as const).map(
+    (k) => `${k.padEnd(10)} ${sparkline(history[k].slice(-Math.min(HISTORY, width - 30)))} ${rate(history[k], intervalMs)}`,
+  );
+  return [
+    `socktune watch: ${s.total} TCP sockets in this ${s.scope === 'process' ? 'process' : 'network namespace'} (${s.source}), every ${intervalMs} ms`,
+    '',
+    body,
+    '',
+    'trend',
+    ...trend,
+  ].join('\n');
+}
+
+/** Runs the live view until q, Ctrl-C, SIGTERM or `count` refreshes. Resolves when it has cleaned up. */
+export function watch(opts: WatchOptions): Promise<void> {
+  const input = opts.input ?? process.stdin;
+  const output = opts.output ?? process.stdout;
+  const live = !opts.json && Boolean(output.isTTY);
+  const history = { TIME_WAIT: [] as number[], CLOSE_WAIT: [] as number[] };
+  let frames = 0;
+  return new Promise<void>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const stop = () => {
+      if (timer) clearInterval(timer);
+      input.off('data', onKey);
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      if (input.isTTY) input.setRawMode(false);
+      input.pause();
+      // Leave the alternate screen and show the cursor again.
+      if (live) output.write('\u001b[?25h\u001b[?1049l');
+      resolve();
+    };
+    const onKey = (key: Buffer) => {
+      const k = key.toString();
+      if (k === 'q' || k === 'Q' || k === '\u0003') stop();
+    };
+    const tick = () => {
+      try {
+        const s = connectionStates(opts.filter);
+        history.TIME_WAIT.push(s.states.TIME_WAIT);
+        history.CLOSE_WAIT.push(s.states.CLOSE_WAIT);
+        if (history.TIME_WAIT.length > HISTORY) {
+          history.TIME_WAIT.shift();
+          history.CLOSE_WAIT.shift();
+        }
+        if (opts.json) output.write(`${JSON.stringify({ time: new Date().toISOString(), ...s })}\n`);
+        else if (live) {
+          const frame = renderFrame(s, history, opts.interval, output.columns ?? 80);
+          output.write(`\u001b[H\u001b[2J${frame}\n\n${paint('q or Ctrl-C to quit', 'dim')}\n`);
+        }
+        else output.write(`${renderFrame(s, history, opts.interval)}\n\n`);
+        if (opts.count !== undefined && ++frames >= opts.count) stop();
+      } catch (err) {
+        stop();
+        reject(err);
+      }
+    };
+    if (live) output.write('\u001b[?1049h\u001b[?25l');
+    if (input.isTTY) {
+      input.setRawMode(true);
+      input.resume();
+      input.on('data', onKey);
+    }
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    timer = setInterval(tick, opts.interval);
+    tick();
+  });
+}
+
+

@@ -1,0 +1,72 @@
+// `socktune watch` in a real terminal (tmux): it draws counts and the trend, follows new
+// TIME_WAIT sockets, and quits cleanly on q and on Ctrl-C, restoring the screen.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { canUse } from './helpers/env.js';
+import { Netns } from './helpers/netns.js';
+
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
+
+function tmux(...args: string[]): string {
+  return execFileSync('tmux', args, { encoding: 'utf8' });
+}
+
+async function screenUntil(session: string, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  let screen = '';
+  while (Date.now() < end) {
+    screen = tmux('capture-pane', '-p', '-t', session);
+    if (pattern.test(screen)) return screen;
+    await sleep(100);
+  }
+  throw new Error(`screen never matched ${pattern}:\n${screen}`);
+}
+
+describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {
+  const ns = new Netns('watch');
+  const sessions: string[] = [];
+  beforeAll(() => ns.create());
+  afterAll(async () => {
+    for (const s of sessions) {
+      try {
+        tmux('kill-session', '-t', s);
+      } catch {
+        // already ended
+      }
+    }
+    await ns.destroy();
+  });
+
+  function open(tag: string): string {
+    const session = `st-${tag}-${process.pid}`;
+    sessions.push(session);
+    const cmd = `ip netns exec ${ns.name} ${process.execPath} ${cli} watch --interval 200; echo "EXITED $?"; sleep 30`;
+    tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', cmd);
+    return session;
+  }
+
+  it('draws the counts, follows new TIME_WAIT sockets, and quits on q', async () => {
+    const session = open('watch-q');
+    const first = await screenUntil(session, /socktune watch: \d+ TCP sockets/);
+    expect(first).toMatch(/^TIME_WAIT\s+0/m);
+    expect(first).toMatch(/q or Ctrl-C to quit/);
+    await ns.start(fixture, ['2', '0', '25', '0']);
+    const later = await screenUntil(session, /^TIME_WAIT\s+25\s+█+/m);
+    expect(later).toMatch(/^LISTEN\s+2\s+█+/m);
+    expect(later).toMatch(/^TIME_WAIT\s+[▁▂▃▄▅▆▇█]+ \+\d/m);
+    tmux('send-keys', '-t', session, 'q');
+    const after = await screenUntil(session, /EXITED \d+/);
+    expect(after).toMatch(/EXITED 0/);
+    expect(after).not.toMatch(/socktune watch:/); // the alternate screen is gone
+  });
+
+  it('quits on Ctrl-C with status 0', async () => {
+    const session = open('watch-c');
+    await screenUntil(session, /socktune watch:/);
+    tmux('send-keys', '-t', session, 'C-c');
+    expect(await screenUntil(session, /EXITED \d+/)).toMatch(/EXITED 0/);
+  });
+});

@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { selfCheck, type SelfCheck } from './diagnose/selfcheck.js';
+import { sysctlAudit, type SysctlAudit } from './diagnose/audit.js';
 import { connectionStates, listConnections, type ConnectionFilter } from './diagnose/states.js';
 import { topOf } from './diagnose/top.js';
 import { table, paint } from './format.js';
@@ -18,6 +19,28 @@ function show(value: unknown): string {
   if (value === undefined) return '';
   if (typeof value === 'object' && value !== null) return JSON.stringify(value);
   return String(value);
+}
+
+const severityColour = { ok: 'green', info: 'dim', warn: 'yellow', critical: 'red' } as const;
+
+function renderAudit(audit: SysctlAudit): string {
+  const lines = [
+    `sysctl audit: kernel ${audit.kernel.release}, ${audit.timeWait} TIME_WAIT sockets in this namespace`,
+    '',
+  ];
+  const order = { critical: 0, warn: 1, info: 2, ok: 3 } as const;
+  const findings = [...audit.findings].sort((a, b) => order[a.severity] - order[b.severity]);
+  for (const f of findings) {
+    const head = `${paint(f.severity.toUpperCase().padEnd(8), severityColour[f.severity])} ${f.setting} = ${f.value ?? '(absent)'}`;
+    lines.push(head);
+    if (f.severity !== 'ok') {
+      lines.push(`         ${f.meaning}`);
+      if (f.fix) lines.push(`         fix: ${f.fix}`);
+    }
+  }
+  const s = audit.summary;
+  lines.push('', `summary: ${s.critical} critical, ${s.warn} warn, ${s.info} info, ${s.ok} ok`);
+  return lines.join('\n');
 }
 
 function renderDoctor(check: SelfCheck): string {
@@ -49,12 +72,26 @@ const program = new Command()
 
 program
   .command('doctor')
-  .description('check which socket options and views work on this machine (exit 1 if something that should work does not)')
-  .option('--json', 'print JSON instead of a table')
-  .action(async (opts: { json?: boolean }) => {
+  .description(
+    'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls of this namespace and check which socket options work here. ' +
+      'Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
+  )
+  .option('--json', 'print JSON: the sysctlAudit() shape plus selfCheck and ok')
+  .option('--strict', 'exit 1 on warnings too')
+  .action(async (opts: { json?: boolean; strict?: boolean }) => {
+    const audit = sysctlAudit();
     const check = await selfCheck();
-    process.stdout.write(opts.json ? `${JSON.stringify({ selfCheck: check, ok: check.ok }, null, 2)}\n` : `${renderDoctor(check)}\n`);
-    process.exitCode = check.ok ? 0 : 1;
+    const attention = audit.summary.critical > 0 || (opts.strict === true && audit.summary.warn > 0);
+    const ok = check.ok && !attention;
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ ...audit, selfCheck: check, ok }, null, 2)}\n`);
+    } else {
+      const verdict = ok
+        ? paint(audit.summary.warn > 0 ? 'Nothing critical; the warnings above are worth a look.' : 'Nothing needs attention.', 'green')
+        : paint('Something needs attention: see CRITICAL findings or FAIL rows above.', 'red');
+      process.stdout.write(`${renderAudit(audit)}\n\n${renderDoctor(check)}\n\n${verdict}\n`);
+    }
+    process.exitCode = ok ? 0 : 1;
   });
 
 interface FilterFlags {

@@ -19,6 +19,8 @@ export const codes = {
   INVALID_HANDLE: 'ERR_SOCKTUNE_INVALID_HANDLE',
   /** The option or view does not exist on this platform. */
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
+  /** An optional peer dependency (prom-client) is not installed. */
+  MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
 } as const;
 
 /** An error from the kernel, shaped like Node's system errors. */

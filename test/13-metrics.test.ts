@@ -1,0 +1,75 @@
+// The Prometheus collector: its exposition parses with prom-client's own registry, and its numbers
+// are the kernel's (sockets made in a namespace of the test's own, read by ss and nstat).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { Registry } from 'prom-client';
+import { createCollector } from '../src/index.js';
+import { canUse } from './helpers/env.js';
+import { Netns, ssCounts } from './helpers/netns.js';
+import { closeAll, pair } from './helpers/sockets.js';
+
+const fixture = fileURLToPath(new URL('./fixtures/metrics.mjs', import.meta.url));
+const states = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+function samples(json: Array<{ name: string; values: Array<{ labels: Record<string, string>; value: number }> }>): Sample[] {
+  return json.flatMap((m) => m.values.map((v) => ({ name: m.name, labels: v.labels, value: v.value })));
+}
+
+describe('createCollector in this process', () => {
+  afterAll(closeAll);
+
+  it('registers its metrics and counts this process\'s sockets', async () => {
+    const registry = new Registry();
+    const { metrics } = await createCollector({ registry });
+    expect(metrics).toEqual([
+      'socktune_tcp_connections', 'socktune_sockstat', 'socktune_kernel_tcp_events_total',
+      'socktune_audit_findings', 'socktune_audit_finding',
+    ]);
+    const before = samples(await registry.getMetricsAsJSON() as never);
+    await pair();
+    const after = samples(await registry.getMetricsAsJSON() as never);
+    const est = (s: Sample[]) => s.find((x) => x.name === 'socktune_tcp_connections' && x.labels.scope === 'process' && x.labels.state === 'ESTABLISHED')!.value;
+    expect(est(after) - est(before)).toBe(2);
+    const text = await registry.metrics();
+    expect(text).toMatch(/^# TYPE socktune_kernel_tcp_events_total counter$/m);
+    expect(text).toMatch(/^socktune_audit_finding\{setting="net\.ipv4\.tcp_tw_reuse",severity="\w+"\} 1$/m);
+  });
+
+  it('a prefix and scopes can be chosen; registering twice in one registry is refused by prom-client', async () => {
+    const registry = new Registry();
+    await createCollector({ registry, prefix: 'app_tcp_', process: false, audit: false });
+    const names = (await registry.getMetricsAsJSON()).map((m) => m.name);
+    expect(names).toEqual(['app_tcp_tcp_connections', 'app_tcp_sockstat', 'app_tcp_kernel_tcp_events_total']);
+    const scopes = new Set(samples(await registry.getMetricsAsJSON() as never).filter((s) => s.name === 'app_tcp_tcp_connections').map((s) => s.labels.scope));
+    expect([...scopes]).toEqual(['namespace']);
+    await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toThrow(/already been registered/);
+  });
+});
+
+describe.runIf(canUse('ip', 'ss', 'nstat'))('createCollector against sockets made in a namespace', () => {
+  const ns = new Netns('metrics');
+  beforeAll(async () => {
+    ns.create();
+    await ns.start(states, ['2', '10', '30', '5']);
+  }, 60_000);
+  afterAll(() => ns.destroy());
+
+  it('namespace counts equal ss; sockstat tw and kernel counters equal the kernel\'s', async () => {
+    const out = JSON.parse(await ns.exec(process.execPath, [fixture]));
+    const theirs = ssCounts(await ns.exec('ss', ['-Htan']));
+    const all = out.samples as Sample[];
+    const ns_ = all.filter((s) => s.name === 'socktune_tcp_connections' && s.labels.scope === 'namespace');
+    for (const s of ns_) expect([s.labels.state, s.value]).toEqual([s.labels.state, theirs[s.labels.state] ?? 0]);
+    expect(all.find((s) => s.name === 'socktune_sockstat' && s.labels.protocol === 'TCP' && s.labels.field === 'tw')!.value).toBe(30);
+    const nstat = await ns.exec('nstat', ['-asz', 'TcpActiveOpens', 'TcpOutRsts']);
+    const active = Number(/TcpActiveOpens\s+(\d+)/.exec(nstat)![1]);
+    expect(all.find((s) => s.name === 'socktune_kernel_tcp_events_total' && s.labels.counter === 'ActiveOpens')!.value).toBe(active);
+    expect(out.text).toMatch(/^socktune_tcp_connections\{scope="namespace",state="CLOSE_WAIT"\} 5$/m);
+  });
+});

@@ -1,15 +1,17 @@
 // Benchmarks socktune against the bare syscalls it makes (the C floor addon in scripts/bench/floor,
-// built on demand), against Node's own setKeepAlive and net-keepalive, and measures memory growth per
-// call. Prints a table; with --json prints only a JSON object. Usage: node scripts/bench.mjs [--json]
+// built on demand), against Node's own setKeepAlive and net-keepalive, measures memory growth per
+// call, and times the diagnostics (counting ~50,000 TIME_WAIT sockets, scripts/bench/diag.mjs) against
+// a C sock_diag floor, ss and /proc. Prints a table; with --json prints only a JSON object.
+// Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { once } from 'node:events';
 import os from 'node:os';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { nodedir } from './node-headers.mjs';
+import { diagNotes, diagnostics, diagRows } from './bench/diag.mjs';
+import { loadFloor } from './bench/floor.mjs';
+import { BATCHES, MIN_BATCH_MS, measure, timed } from './bench/measure.mjs';
 
 const json = process.argv.includes('--json');
 
@@ -22,13 +24,8 @@ if (typeof globalThis.gc !== 'function') {
 }
 
 const require = createRequire(import.meta.url);
-const here = dirname(fileURLToPath(import.meta.url));
 const { configure } = await import('../dist/index.js');
 
-const BATCHES = 15;
-// Calibration aims above the 20 ms floor per batch because code gets faster once the JIT settles.
-const MIN_BATCH_MS = 20;
-const TARGET_BATCH_MS = 30;
 const MEMORY_CALLS = 1_000_000;
 // A leak of even one small object per call is >= 16 bytes; collector noise spread over a million
 // calls stays far below one byte. So "0 bytes per call" is met below 1.
@@ -48,22 +45,6 @@ const NO_DELAY = [{ noDelay: true }, { noDelay: false }];
 /** Kernel units of a heartbeat: TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds (rounded up, as socktune does). */
 function kernelValues({ keepAlive, userTimeout }) {
   return [Math.ceil(keepAlive.idle / 1000), Math.ceil(keepAlive.interval / 1000), keepAlive.count, userTimeout];
-}
-
-function loadFloor() {
-  const dir = join(here, 'bench', 'floor');
-  const binary = join(dir, 'build', 'Release', 'floor.node');
-  const newestSource = Math.max(...['floor.cc', 'binding.gyp'].map((f) => statSync(join(dir, f)).mtimeMs));
-  if (!existsSync(binary) || statSync(binary).mtimeMs < newestSource) {
-    if (!json) process.stderr.write('building the floor addon (scripts/bench/floor) ...\n');
-    const gyp = require.resolve('node-gyp/bin/node-gyp.js');
-    const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir()}`], { cwd: dir, encoding: 'utf8' });
-    if (r.status !== 0) {
-      process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
-      throw new Error(`node-gyp failed to build ${dir}`);
-    }
-  }
-  return require(binary);
 }
 
 function loadNetKeepalive(socket) {
@@ -93,47 +74,6 @@ async function loopback() {
       server.close();
     },
   };
-}
-
-/**
- * Finds an iteration count whose batch takes at least TARGET_BATCH_MS, confirmed by a run at that
- * count (a cold first run is slow and would otherwise shrink the count).
- */
-function calibrate(run) {
-  let n = 16;
-  for (;;) {
-    const batchNs = run(n) * n;
-    if (batchNs >= TARGET_BATCH_MS * 1e6) return n;
-    n = Math.max(n * 2, Math.ceil((n * TARGET_BATCH_MS * 1.1e6) / batchNs));
-  }
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/**
- * Runs every benchmark in `runs` for BATCHES batches, interleaved batch by batch so that all of them
- * see the same machine state (frequency, other load), and reports the median ns per op of each.
- */
-function measure(runs) {
-  const entries = Object.entries(runs).map(([name, run]) => ({ name, run, n: calibrate(run), samples: [] }));
-  for (let b = 0; b < BATCHES; b++) for (const e of entries) e.samples.push(e.run(e.n));
-  return Object.fromEntries(
-    entries.map(({ name, n, samples }) => {
-      const ns = median(samples);
-      return [name, { ns, min: Math.min(...samples), max: Math.max(...samples), iterations: n, batchMs: (ns * n) / 1e6 }];
-    }),
-  );
-}
-
-/** Times `n` calls of `body(i)` and returns ns per call. */
-function timed(n, body) {
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) body(i);
-  return Number(process.hrtime.bigint() - t0) / n;
 }
 
 function settledMemory() {
@@ -168,7 +108,7 @@ function memoryGrowth(socket) {
 }
 
 async function main() {
-  const floor = loadFloor();
+  const floor = loadFloor({ quiet: json });
   const conn = await loopback();
   const { client } = conn;
   const fd = client._handle.fd;
@@ -202,6 +142,7 @@ async function main() {
   const heartbeat = measure(heartbeatRuns);
   const memory = memoryGrowth(client);
   conn.close();
+  const diag = await diagnostics({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -246,6 +187,7 @@ async function main() {
       ? { available: true, ...heartbeat.netKeepalive, speedup, goal: GOALS.netKeepaliveSpeedup, met: speedup >= GOALS.netKeepaliveSpeedup }
       : { available: false, error: nkError, goal: GOALS.netKeepaliveSpeedup, met: null },
     memory,
+    diagnostics: diag,
   };
 }
 
@@ -279,6 +221,7 @@ function printTable(r) {
   rows.push(
     [`memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.heapAndExternal), '', `${m.goal} B/call`, yes(m.met.heapAndExternal)],
     [`memory: RSS, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.rss), '', `${m.goal} B/call`, yes(m.met.rss)],
+    ...diagRows(r.diagnostics),
   );
   const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
@@ -289,6 +232,7 @@ function printTable(r) {
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const row of rows) console.log(line(row));
   console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
+  for (const note of diagNotes(r.diagnostics)) console.log(note);
 }
 
 const result = await main();

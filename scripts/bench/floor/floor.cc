@@ -1,5 +1,6 @@
 // Benchmark floor: the bare setsockopt/getsockopt syscalls socktune makes, looped in C and timed
-// with clock_gettime, so scripts/bench.mjs can tell the cost of the kernel from the cost of the API.
+// with clock_gettime, so scripts/bench.mjs can tell the cost of the kernel from the cost of the API;
+// and a plain netlink sock_diag dump that counts TCP sockets by state (scripts/bench/diag.mjs).
 // Bench-only; never part of the shipped package.
 #include <errno.h>
 #include <netinet/in.h>
@@ -9,7 +10,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <node_api.h>
+#ifdef __linux__
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#endif
 
 namespace {
 
@@ -111,10 +118,90 @@ napi_value Heartbeat(napi_env env, napi_callback_info info) {
 #endif
 }
 
+#ifdef __linux__
+// One SOCK_DIAG_BY_FAMILY dump of TCP sockets of one family on `nl`, adding 1 to counts[state] per
+// socket. The kernel filters states itself. 0 or -errno.
+int dump_count(int nl, uint8_t family, uint32_t state_mask, uint32_t* counts) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.r.sdiag_family = family;
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = state_mask;
+  struct sockaddr_nl kernel;
+  memset(&kernel, 0, sizeof kernel);
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(nl, &req, sizeof req, 0, reinterpret_cast<struct sockaddr*>(&kernel), sizeof kernel) < 0) return -errno;
+
+  // The kernel caps dump datagrams at SKB_WITH_OVERHEAD(32 KiB); a truncated one would drop sockets
+  // from the count, so it is an error rather than an assumption.
+  static char buf[64 * 1024];
+  struct iovec iov = {buf, sizeof buf};
+  for (;;) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t n = recvmsg(nl, &msg, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) return -EIO;
+    if (msg.msg_flags & MSG_TRUNC) return -EMSGSIZE;
+    size_t len = static_cast<size_t>(n);
+    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
+        return e->error != 0 ? e->error : -EIO;
+      }
+      const struct inet_diag_msg* m = static_cast<const struct inet_diag_msg*>(NLMSG_DATA(h));
+      counts[m->idiag_state & 15]++;
+    }
+  }
+}
+#endif
+
+// diagCount(stateMask): TCP sockets of this network namespace (IPv4 then IPv6, one netlink socket)
+// counted by kernel state; an array of 16 counts indexed by state number. Bit n of stateMask
+// selects state n (-1 for all).
+napi_value DiagCount(napi_env env, napi_callback_info info) {
+#ifdef __linux__
+  int32_t a[1];
+  if (!int_args(env, info, a, 1)) return nullptr;
+  uint32_t counts[16] = {0};
+  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return fail(env, "socket(NETLINK_SOCK_DIAG)", errno);
+  int rc = dump_count(nl, AF_INET, static_cast<uint32_t>(a[0]), counts);
+  if (rc == 0) rc = dump_count(nl, AF_INET6, static_cast<uint32_t>(a[0]), counts);
+  close(nl);
+  if (rc != 0) return fail(env, "sock_diag dump", -rc);
+  napi_value out;
+  napi_create_array_with_length(env, 16, &out);
+  for (uint32_t i = 0; i < 16; i++) {
+    napi_value v;
+    napi_create_uint32(env, counts[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  return out;
+#else
+  (void)info;
+  napi_throw_error(env, nullptr, "floor: sock_diag is Linux only");
+  return nullptr;
+#endif
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"noDelay", nullptr, NoDelay, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"heartbeat", nullptr, Heartbeat, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"diagCount", nullptr, DiagCount, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -5,10 +5,9 @@
  */
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { selfCheck, type SelfCheck } from './diagnose/selfcheck.js';
-import { sysctlAudit, type SysctlAudit } from './diagnose/audit.js';
-import { connectionStates, listConnections, type ConnectionFilter } from './diagnose/states.js';
-import { topOf } from './diagnose/top.js';
+import type { SelfCheck } from './diagnose/selfcheck.js';
+import type { SysctlAudit } from './diagnose/audit.js';
+import { connectionReport, connectionStates, type ConnectionFilter } from './diagnose/states.js';
 import { table, paint } from './format.js';
 import { watch } from './watch.js';
 import type { TcpState } from './options.js';
@@ -79,6 +78,9 @@ program
   .option('--json', 'print JSON: the sysctlAudit() shape plus selfCheck and ok')
   .option('--strict', 'exit 1 on warnings too')
   .action(async (opts: { json?: boolean; strict?: boolean }) => {
+    // Loaded here so stat and watch start without the self-check's net/tls imports.
+    const { sysctlAudit } = await import('./diagnose/audit.js');
+    const { selfCheck } = await import('./diagnose/selfcheck.js');
     const audit = sysctlAudit();
     const check = await selfCheck();
     const attention = audit.summary.critical > 0 || (opts.strict === true && audit.summary.warn > 0);
@@ -142,12 +144,12 @@ withFilterFlags(program.command('stat'))
   .option('--json', 'print JSON (the shape of connectionStates(), plus top)')
   .action((opts: FilterFlags & { top: string; json?: boolean }) => {
     const filter = filterFrom(opts);
-    const counts = connectionStates(filter);
     const limit = integerFlag('top', opts.top) ?? 5;
-    const wantTop = limit > 0 && (counts.states.TIME_WAIT > 0 || counts.states.CLOSE_WAIT > 0);
-    const top = wantTop ? topOf(listConnections({ ...filter, states: ['TIME_WAIT', 'CLOSE_WAIT'] }), limit) : {};
+    // One dump serves both the counts and the rankings.
+    const counts = limit > 0 ? connectionReport(filter, limit) : { ...connectionStates(filter), top: {} };
+    const { top } = counts;
     if (opts.json) {
-      process.stdout.write(`${JSON.stringify({ ...counts, top })}\n`);
+      process.stdout.write(`${JSON.stringify(counts)}\n`);
       return;
     }
     const rows = Object.entries(counts.states).filter(([, n]) => n > 0);

@@ -24,8 +24,9 @@ export type {
 export type { TcpSocketLike } from './handle.js';
 export { codes } from './errors.js';
 export type { KernelError } from './errors.js';
-export { connectionStates, listConnections } from './diagnose/states.js';
-export type { ConnectionFilter, ConnectionStates, Connection } from './diagnose/states.js';
+export { connectionStates, listConnections, connectionReport } from './diagnose/states.js';
+export type { ConnectionFilter, ConnectionStates, ConnectionReport, Connection } from './diagnose/states.js';
+export type { TopOfState, TopEntry } from './diagnose/top.js';
 export { createCollector } from './metrics.js';
 export type { CollectorOptions, Collector } from './metrics.js';
 export { sysctlAudit, middleboxIdleTimeouts } from './diagnose/audit.js';

@@ -22,9 +22,15 @@ export interface TopOfState {
   localPorts: TopEntry[];
 }
 
-function rank(counts: Map<string, number>, limit: number): TopEntry[] {
-  return [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, limit).map(([key, count]) => ({ key, count }));
+/** The `limit` largest counts, most first (ties by key); keys become text only for the rows kept. */
+export function rankCounts<K>(counts: Map<K, number>, limit: number, label: (k: K) => string): TopEntry[] {
+  return [...counts]
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .slice(0, limit)
+    .map(([key, count]) => ({ key: label(key), count }));
 }
+
+const rank = (counts: Map<string, number>, limit: number) => rankCounts(counts, limit, (k) => k);
 
 function bump(m: Map<string, number>, k: string): void {
   m.set(k, (m.get(k) ?? 0) + 1);

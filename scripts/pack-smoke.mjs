@@ -15,6 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cleanEnv, mtime, run, tail as tailLines, walk } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
@@ -44,36 +45,7 @@ function info(msg) {
   console.log(`     ${msg}`);
 }
 
-/** The environment a child npm gets: none of the variables `npm run` sets for *this* package. */
-function cleanEnv(extra = {}) {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) {
-    if (/^npm_(package_|lifecycle_|command$|config_local_prefix$|config_prefix$)/i.test(k)) delete env[k];
-    if (/^(INIT_CWD|PREBUILDS_ONLY)$/.test(k)) delete env[k];
-  }
-  return { ...env, ...extra };
-}
-
-function run(cmd, argv, opts = {}) {
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
-  return { status: r.status ?? (r.error ? 127 : 1), stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
-}
-
-function tail(text, lines = 25) {
-  return text.trimEnd().split('\n').slice(-lines).map((l) => `       | ${l}`).join('\n');
-}
-
-function walk(dir, filter) {
-  const out = [];
-  if (!existsSync(dir)) return out;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...walk(p, filter));
-    else if (filter(p)) out.push(p);
-  }
-  return out;
-}
-const mtime = (p) => statSync(p).mtimeMs;
+const tail = (text, lines = 25) => tailLines(text, lines, '       | ');
 
 // ---------------------------------------------------------------- 1. build what is missing or stale
 

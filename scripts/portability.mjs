@@ -21,6 +21,7 @@ import {
 } from 'node:fs';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cleanEnv, mtime, run, tail as tailLines, walk } from './lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cacheRoot = join(root, 'node_modules', '.cache', 'socktune-node');
@@ -62,36 +63,7 @@ function usage(err) {
 
 // ---------------------------------------------------------------- helpers
 
-function cleanEnv(extra = {}) {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) {
-    // What `npm run` set for this package must not leak into a nested npm or into the tests.
-    if (/^npm_(package_|lifecycle_|command$|config_local_prefix$)/i.test(k)) delete env[k];
-    if (k === 'PREBUILDS_ONLY' || k === 'NODE_OPTIONS') delete env[k];
-  }
-  return { ...env, ...extra };
-}
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 << 20, ...opts });
-  return { status: r.status ?? (r.error ? 127 : 1), stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
-}
-
-function tail(text, lines = 30) {
-  return text.trimEnd().split('\n').slice(-lines).map((l) => `    | ${l}`).join('\n');
-}
-
-function walk(dir, filter) {
-  const out = [];
-  if (!existsSync(dir)) return out;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...walk(p, filter));
-    else if (filter(p)) out.push(p);
-  }
-  return out;
-}
-const mtime = (p) => statSync(p).mtimeMs;
+const tail = (text, lines = 30) => tailLines(text, lines, '    | ');
 
 class Failure extends Error {
   constructor(message, detail) {

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { configure, readOptions } from '../src/index.js';
 import { closeAll, pair } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
+import { catchError } from './helpers/errors.js';
 import { strace } from './helpers/strace.js';
 import { badValues, edges, optionFor } from './fixtures/validation-cases.mjs';
 
@@ -115,12 +116,3 @@ describe.runIf(canUse('strace'))('bad input reaches no syscall (strace)', () => 
     ]));
   });
 });
-
-function catchError(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected an error');
-}

@@ -12,6 +12,7 @@ import { configure, readOptions, tcpInfo, sendQueue } from '../src/index.js';
 import { TCP } from '../src/binding.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
+import { catchError } from './helpers/errors.js';
 import { strace } from './helpers/strace.js';
 
 afterEach(closeAll);
@@ -132,12 +133,3 @@ describe.runIf(canUse('strace'))('refused sockets reach no syscall (strace)', ()
     expect(calls).toEqual([]);
   });
 });
-
-function catchError(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected an error');
-}

@@ -154,41 +154,51 @@ export function connectionStates(filter?: ConnectionFilter): ConnectionStates {
   const f = normalize(filter);
   const inodes = f.process ? processInodes() : undefined;
   const scope = f.process ? 'process' : 'namespace';
-  if (useNetlink(f)) {
-    setDiagFilter(f);
-    const rc = inodes ? native.diagCount(inodes) : native.diagCount();
-    if (rc === 0) {
-      const states = emptyStates();
-      let total = 0;
-      for (let i = 1; i < constants.tcpStates.length; i++) {
-        const n = slots[layout.diagCounts + i];
-        states[constants.tcpStates[i] as Exclude<TcpState, 'UNKNOWN'>] = n;
-        total += n;
-      }
-      return { states, total, scope, source: 'netlink' };
-    }
-    if (f.source === 'netlink') throw kernelError(rc, 'sock_diag');
-  }
+  const counted = viaNetlink(f, inodes, (i) => {
+    const rc = i ? native.diagCount(i) : native.diagCount();
+    return rc === 0 ? countsFrom((n) => slots[layout.diagCounts + n]) : rc;
+  });
+  if (counted) return { ...counted, scope, source: 'netlink' };
+  return { ...countList(procConnections(f, inodes)), scope, source: 'proc' };
+}
+
+/**
+ * Runs a sock_diag call with the filter set, when netlink is to be used. Returns undefined to
+ * fall back to /proc (netlink unavailable or refused, and the caller did not insist on it).
+ */
+function viaNetlink<T>(f: Normalized, inodes: Uint32Array | undefined, dump: (inodes?: Uint32Array) => T | number): T | undefined {
+  if (!useNetlink(f)) return undefined;
+  setDiagFilter(f);
+  const out = dump(inodes);
+  if (typeof out !== 'number') return out;
+  if (f.source === 'netlink') throw kernelError(out, 'sock_diag');
+  return undefined;
+}
+
+/** Every state name with its count from `count(stateNumber)`, and the total. */
+function countsFrom(count: (state: number) => number): { states: ConnectionStates['states']; total: number } {
   const states = emptyStates();
   let total = 0;
-  for (const c of procConnections(f, inodes)) {
-    if (c.state !== 'UNKNOWN') states[c.state]++;
-    total++;
+  for (let i = 1; i < constants.tcpStates.length; i++) {
+    const n = count(i);
+    states[constants.tcpStates[i] as Exclude<TcpState, 'UNKNOWN'>] = n;
+    total += n;
   }
-  return { states, total, scope, source: 'proc' };
+  return { states, total };
+}
+
+function countList(list: Connection[]): { states: ConnectionStates['states']; total: number } {
+  const states = emptyStates();
+  for (const c of list) if (c.state !== 'UNKNOWN') states[c.state]++;
+  return { states, total: list.length };
 }
 
 /** Lists TCP sockets with addresses, ports, queues and inodes (same filter as {@link connectionStates}). */
 export function listConnections(filter?: ConnectionFilter): Connection[] {
   const f = normalize(filter);
   const inodes = f.process ? processInodes() : undefined;
-  if (useNetlink(f)) {
-    setDiagFilter(f);
-    const out = inodes ? native.diagList(inodes) : native.diagList();
-    if (typeof out !== 'number') return decode(out);
-    if (f.source === 'netlink') throw kernelError(out, 'sock_diag');
-  }
-  return procConnections(f, inodes);
+  const records = viaNetlink(f, inodes, (i) => (i ? native.diagList(i) : native.diagList()));
+  return records ? decode(records) : procConnections(f, inodes);
 }
 
 /** {@link connectionStates} plus who holds the TIME_WAIT and CLOSE_WAIT sockets. */
@@ -208,16 +218,10 @@ export function connectionReport(filter?: ConnectionFilter, limit = 5): Connecti
   const f = normalize(filter);
   const inodes = f.process ? processInodes() : undefined;
   const scope = f.process ? 'process' : 'namespace';
-  if (useNetlink(f)) {
-    setDiagFilter(f);
-    const out = inodes ? native.diagList(inodes) : native.diagList();
-    if (typeof out !== 'number') return { ...reportFromRecords(out, limit), scope, source: 'netlink' };
-    if (f.source === 'netlink') throw kernelError(out, 'sock_diag');
-  }
+  const records = viaNetlink(f, inodes, (i) => (i ? native.diagList(i) : native.diagList()));
+  if (records) return { ...reportFromRecords(records, limit), scope, source: 'netlink' };
   const list = procConnections(f, inodes);
-  const states = emptyStates();
-  for (const c of list) if (c.state !== 'UNKNOWN') states[c.state]++;
-  return { states, total: list.length, scope, source: 'proc', top: topOf(list, limit, [...ranked]) };
+  return { ...countList(list), scope, source: 'proc', top: topOf(list, limit, [...ranked]) };
 }
 
 function reportFromRecords(buf: ArrayBuffer, limit: number): Omit<ConnectionReport, 'scope' | 'source'> {
@@ -258,13 +262,7 @@ function reportFromRecords(buf: ArrayBuffer, limit: number): Omit<ConnectionRepo
       localPorts: rankCounts(ports, limit, String),
     };
   });
-  const states = emptyStates();
-  let total = 0;
-  for (let i = 1; i < constants.tcpStates.length; i++) {
-    states[constants.tcpStates[i] as Exclude<TcpState, 'UNKNOWN'>] = counts[i];
-    total += counts[i];
-  }
-  return { states, total, top };
+  return { ...countsFrom((n) => counts[n]), top };
 }
 
 function address(bytes: Uint8Array, v4: boolean): string {

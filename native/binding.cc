@@ -30,6 +30,10 @@ enum Slot : int {
   S_DIAG_SPORT = 50,                 // -1 or a local port
   S_DIAG_DPORT = 51,                 // -1 or a remote port
   S_DIAG_ANYPORT = 52,               // -1 or a port on either side
+  S_DIAG_SRC_FAMILY = 54,            // 0 or the family of the local address below
+  S_DIAG_DST_FAMILY = 55,            // 0 or the family of the remote address below
+  S_DIAG_SRC = 56,                   // 16 bytes: local address (network order)
+  S_DIAG_DST = 60,                   // 16 bytes: remote address
   S_DIAG_COUNTS = 64,                // 16 counts by kernel state number
   S_INT_SLOTS = 80,
 };
@@ -199,6 +203,10 @@ bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter
   f->sport = s[S_DIAG_SPORT];
   f->dport = s[S_DIAG_DPORT];
   f->any_port = s[S_DIAG_ANYPORT];
+  f->src_family = s[S_DIAG_SRC_FAMILY];
+  f->dst_family = s[S_DIAG_DST_FAMILY];
+  memcpy(f->src, s + S_DIAG_SRC, 16);
+  memcpy(f->dst, s + S_DIAG_DST, 16);
   if (info.Length() > 0 && info[0].IsTypedArray()) {
     Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
     if (ta.TypedArrayType() != napi_uint32_array) return false;
@@ -284,6 +292,10 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("diagDport", static_cast<double>(S_DIAG_DPORT));
   layout.Set("diagAnyPort", static_cast<double>(S_DIAG_ANYPORT));
   layout.Set("diagCounts", static_cast<double>(S_DIAG_COUNTS));
+  layout.Set("diagSrcFamily", static_cast<double>(S_DIAG_SRC_FAMILY));
+  layout.Set("diagDstFamily", static_cast<double>(S_DIAG_DST_FAMILY));
+  layout.Set("diagSrc", static_cast<double>(S_DIAG_SRC));
+  layout.Set("diagDst", static_cast<double>(S_DIAG_DST));
   layout.Set("diagEntryBytes", static_cast<double>(sizeof(st::DiagEntry)));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
   layout.Set("cookieOffset", static_cast<double>(kCookieOffset));

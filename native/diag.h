@@ -14,6 +14,10 @@ struct DiagFilter {
   const uint32_t* inodes = nullptr;   // sorted; only sockets with these inodes (this process)
   size_t n_inodes = 0;
   bool inode_filter = false;
+  int src_family = 0;                 // 0 any, else only sockets of this family with this local address
+  uint8_t src[16] = {0};
+  int dst_family = 0;                 // 0 any, else only sockets of this family with this remote address
+  uint8_t dst[16] = {0};
 };
 
 struct DiagEntry {

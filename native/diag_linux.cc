@@ -21,6 +21,11 @@ void diag_families(int* inet, int* inet6) {
 
 namespace {
 
+bool same_address(int want_family, const uint8_t* want, int family, const uint32_t* have) {
+  if (want_family != family) return false;
+  return memcmp(want, have, family == AF_INET ? 4 : 16) == 0;
+}
+
 int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen) {
   struct {
     struct nlmsghdr nlh;
@@ -62,6 +67,8 @@ int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* 
       if (f.dport >= 0 && dport != f.dport) continue;
       if (f.any_port >= 0 && sport != f.any_port && dport != f.any_port) continue;
       if (f.inode_filter && !std::binary_search(f.inodes, f.inodes + f.n_inodes, m->idiag_inode)) continue;
+      if (f.src_family != 0 && !same_address(f.src_family, f.src, m->idiag_family, m->id.idiag_src)) continue;
+      if (f.dst_family != 0 && !same_address(f.dst_family, f.dst, m->idiag_family, m->id.idiag_dst)) continue;
       DiagEntry e;
       e.family = m->idiag_family;
       e.state = m->idiag_state;

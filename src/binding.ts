@@ -34,7 +34,8 @@ export interface NativeBinding {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
       failedSyscall: number; read: number; queues: number; fd: number; verify: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
-      diagAnyPort: number; diagCounts: number; diagEntryBytes: number;
+      diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
+      diagDstFamily: number; diagSrc: number; diagDst: number;
     };
     families: { inet: number; inet6: number };
     status: { OK: number; E_HANDLE: number; E_NOFD: number };

@@ -101,6 +101,8 @@ interface FilterFlags {
   port?: string;
   localPort?: string;
   remotePort?: string;
+  localAddress?: string;
+  remoteAddress?: string;
   family?: string;
   state?: string[];
   source?: string;
@@ -119,6 +121,8 @@ function filterFrom(o: FilterFlags): ConnectionFilter {
   if (o.port !== undefined) f.port = integerFlag('port', o.port);
   if (o.localPort !== undefined) f.localPort = integerFlag('local-port', o.localPort);
   if (o.remotePort !== undefined) f.remotePort = integerFlag('remote-port', o.remotePort);
+  if (o.localAddress !== undefined) f.localAddress = o.localAddress;
+  if (o.remoteAddress !== undefined) f.remoteAddress = o.remoteAddress;
   if (o.family !== undefined) f.family = integerFlag('family', o.family) as 4 | 6;
   if (o.state?.length) f.states = o.state.map((s) => s.toUpperCase().replace(/-/g, '_').replace(/^ESTAB$/, 'ESTABLISHED')) as TcpState[];
   if (o.source !== undefined) f.source = o.source as ConnectionFilter['source'];
@@ -131,6 +135,8 @@ function withFilterFlags(cmd: Command): Command {
     .option('--port <port>', 'a port on either side')
     .option('--local-port <port>', 'local port')
     .option('--remote-port <port>', 'remote port')
+    .option('--local-address <ip>', 'local address')
+    .option('--remote-address <ip>', 'remote address')
     .option('--family <4|6>', 'address family')
     .option('--state <state...>', "states to count (kernel names; ss's TIME-WAIT spelling works too)")
     .option('--source <netlink|proc>', 'where to read (default: netlink, else /proc/net/tcp)');

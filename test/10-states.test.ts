@@ -59,6 +59,9 @@ describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
     const one = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--port', String(port), '--top', '0']));
     const theirs = ssCounts(await ns.exec('ss', ['-Htan', `( sport = :${port} or dport = :${port} )`]));
     for (const [state, n] of Object.entries(one.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
+    const to = JSON.parse(await ns.exec(process.execPath, [cli, 'stat', '--json', '--remote-address', '127.0.0.1', '--top', '0']));
+    const ssTo = ssCounts(await ns.exec('ss', ['-Htan', 'dst', '127.0.0.1']));
+    for (const [state, n] of Object.entries(to.states)) expect([state, n]).toEqual([state, ssTo[state] ?? 0]);
   });
 });
 
@@ -89,7 +92,25 @@ describe('process view', () => {
     expect(p).toMatchObject({ family: 6, localAddress: '::1', remoteAddress: '::1', state: 'ESTABLISHED' });
   });
 
+  it('filters by address in either spelling, through netlink and /proc alike', async () => {
+    const { client } = await pair('::1');
+    const v4 = await pair('127.0.0.1');
+    for (const source of ['netlink', 'proc'] as const) {
+      for (const spelling of ['::1', '0:0:0:0:0:0:0:1', '0000::0001']) {
+        const found = listConnections({ process: true, source, remoteAddress: spelling, remotePort: client.remotePort! });
+        expect(found.map((c) => c.localPort)).toEqual([client.localPort]);
+      }
+      const byLocal = listConnections({ process: true, source, localAddress: '127.0.0.1', localPort: v4.client.localPort! });
+      expect(byLocal).toHaveLength(1);
+      // An IPv4 filter never matches IPv6 sockets, and the other way round.
+      expect(listConnections({ process: true, source, localAddress: '127.0.0.1', localPort: client.localPort! })).toEqual([]);
+      expect(connectionStates({ process: true, source, remoteAddress: '::ffff:127.0.0.1' }).total).toBe(0);
+    }
+  });
+
   it('refuses bad filters before reading anything', () => {
+    expect(() => connectionStates({ remoteAddress: '10.1' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => connectionStates({ localAddress: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => connectionStates({ states: ['TIME-WAIT' as never] })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => connectionStates({ port: 70000 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
     expect(() => connectionStates({ family: 5 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));

@@ -5,6 +5,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { isIP } from 'node:net';
 import { constants, native, slots } from '../binding.js';
 import { invalidArgType, invalidArgValue, kernelError, outOfRange } from '../errors.js';
 import type { TcpState } from '../options.js';
@@ -24,6 +25,10 @@ export interface ConnectionFilter {
   remotePort?: number;
   /** A port on either side. */
   port?: number;
+  /** Local address (`'127.0.0.1'`, `'::1'`): only sockets of that family bound to it. */
+  localAddress?: string;
+  /** Remote address: only sockets of that family connected to it. */
+  remoteAddress?: string;
   /** Where to read: `'netlink'` (sock_diag), `'proc'` (/proc/net/tcp{,6}), or `'auto'` (netlink, else proc). */
   source?: 'auto' | 'netlink' | 'proc';
 }
@@ -75,12 +80,50 @@ interface Normalized {
   localPort: number;
   remotePort: number;
   port: number;
+  local: ParsedAddress | undefined;
+  remote: ParsedAddress | undefined;
   source: 'auto' | 'netlink' | 'proc';
+}
+
+interface ParsedAddress {
+  family: 4 | 6;
+  bytes: Uint8Array;
+  /** inet_ntop's spelling, to compare with addresses read from /proc. */
+  text: string;
+}
+
+/** Parses an IPv4 or IPv6 address (with `::` and a dotted IPv4 tail) into network-order bytes. */
+function parseAddress(name: string, v: unknown): ParsedAddress | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw invalidArgType(name, 'of type string', v);
+  const family = isIP(v) as 0 | 4 | 6;
+  if (family === 0) throw invalidArgValue(name, v, 'is not an IPv4 or IPv6 address');
+  const bytes = new Uint8Array(16);
+  if (family === 4) {
+    v.split('.').forEach((part, i) => (bytes[i] = Number(part)));
+  } else {
+    let text = v.split('%')[0];
+    const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+    if (tail) {
+      const [a, b, c, d] = tail[1].split('.').map(Number);
+      text = `${text.slice(0, -tail[1].length)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+    }
+    const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
+    const left = head ? head.split(':') : [];
+    const right = rest ? rest.split(':') : [];
+    const groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+    groups.forEach((g, i) => {
+      const n = parseInt(g, 16);
+      bytes[i * 2] = n >> 8;
+      bytes[i * 2 + 1] = n & 0xff;
+    });
+  }
+  return { family, bytes, text: address(bytes, family === 4) };
 }
 
 function normalize(filter: ConnectionFilter = {}): Normalized {
   if (typeof filter !== 'object' || filter === null) throw invalidArgType('filter', 'of type object', filter);
-  const known = ['process', 'family', 'states', 'localPort', 'remotePort', 'port', 'source'];
+  const known = ['process', 'family', 'states', 'localPort', 'remotePort', 'port', 'localAddress', 'remoteAddress', 'source'];
   for (const key in filter) if (!known.includes(key)) throw invalidArgValue('filter', key, `has no option '${key}'; known: ${known.join(', ')}`);
   const { process: proc = false, family, states, source = 'auto' } = filter;
   if (typeof proc !== 'boolean') throw invalidArgType('filter.process', 'of type boolean', proc);
@@ -103,6 +146,8 @@ function normalize(filter: ConnectionFilter = {}): Normalized {
     localPort: checkPort('filter.localPort', filter.localPort),
     remotePort: checkPort('filter.remotePort', filter.remotePort),
     port: checkPort('filter.port', filter.port),
+    local: parseAddress('filter.localAddress', filter.localAddress),
+    remote: parseAddress('filter.remoteAddress', filter.remoteAddress),
     source,
   };
 }
@@ -128,6 +173,12 @@ function setDiagFilter(f: Normalized): void {
   slots[layout.diagSport] = f.localPort;
   slots[layout.diagDport] = f.remotePort;
   slots[layout.diagAnyPort] = f.port;
+  const familyOf = (a: ParsedAddress | undefined) => (a === undefined ? 0 : a.family === 4 ? families.inet : families.inet6);
+  slots[layout.diagSrcFamily] = familyOf(f.local);
+  slots[layout.diagDstFamily] = familyOf(f.remote);
+  const bytes = new Uint8Array(slots.buffer, slots.byteOffset, slots.byteLength);
+  bytes.set(f.local?.bytes ?? new Uint8Array(16), layout.diagSrc * 4);
+  bytes.set(f.remote?.bytes ?? new Uint8Array(16), layout.diagDst * 4);
 }
 
 function useNetlink(f: Normalized): boolean {
@@ -348,13 +399,17 @@ function procConnections(f: Normalized, inodes: Uint32Array | undefined): Connec
       if (f.port >= 0 && localPort !== f.port && remotePort !== f.port) continue;
       const inode = Number(cols[9]);
       if (wanted && !wanted.has(inode)) continue;
+      const localAddress = procAddress(la, family === 4);
+      const remoteAddress = procAddress(ra, family === 4);
+      if (f.local && (f.local.family !== family || f.local.text !== localAddress)) continue;
+      if (f.remote && (f.remote.family !== family || f.remote.text !== remoteAddress)) continue;
       const [tx, rx] = cols[4].split(':');
       out.push({
         family,
         state: (constants.tcpStates[st] ?? 'UNKNOWN') as TcpState,
-        localAddress: procAddress(la, family === 4),
+        localAddress,
         localPort,
-        remoteAddress: procAddress(ra, family === 4),
+        remoteAddress,
         remotePort,
         inode,
         uid: Number(cols[7]),

@@ -23,7 +23,6 @@ enum Slot : int {
   S_FAILED_SYSCALL = 21,             // Syscall below
   S_READ = 24,                       // OPT_COUNT values read back
   S_QUEUES = 40,                     // outq, notsent, inq
-  S_FD = 44,                         // the fd a call used (for tests and diagnostics)
   S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
   S_DIAG_STATES = 48,                // sock_diag filter: state bit mask
   S_DIAG_FAMILY = 49,                // 0, AF_INET, AF_INET6
@@ -75,7 +74,6 @@ int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
   int32_t n;
   if (d == nullptr || d->slots == nullptr || napi_get_value_int32(info.Env(), info[0], &n) != napi_ok)
     return ST_E_HANDLE;
-  d->slots[S_FD] = n;
   if (n < 0) return ST_E_NOFD;
   if (d->slots[S_VERIFY] != 0) {
     int rc = st::check_tcp(n);
@@ -284,7 +282,6 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
   layout.Set("read", static_cast<double>(S_READ));
   layout.Set("queues", static_cast<double>(S_QUEUES));
-  layout.Set("fd", static_cast<double>(S_FD));
   layout.Set("verify", static_cast<double>(S_VERIFY));
   layout.Set("diagStates", static_cast<double>(S_DIAG_STATES));
   layout.Set("diagFamily", static_cast<double>(S_DIAG_FAMILY));

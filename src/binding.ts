@@ -32,7 +32,7 @@ export interface NativeBinding {
     tcpStates: string[];
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; read: number; queues: number; fd: number; verify: number; infoOffset: number;
+      failedSyscall: number; read: number; queues: number; verify: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
       diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
       diagDstFamily: number; diagSrc: number; diagDst: number;

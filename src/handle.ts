@@ -10,7 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
-import { TCP, constants, native, readFd, slots } from './binding.js';
+import { TCP, constants, readFd, slots } from './binding.js';
 import { codes, invalidArgType, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -123,10 +123,3 @@ const checkErrnos = new Set<number>([-EPROTOTYPE, -EAFNOSUPPORT, -ENOTSOCK]);
 function isCheckErrno(rc: number): boolean {
   return checkErrnos.has(rc);
 }
-
-/** The fd number the last native call used (diagnostics and tests only). */
-export function lastFd(): number {
-  return slots[layout.fd];
-}
-
-export { native };

@@ -41,29 +41,27 @@ export interface SelfCheck {
 
 interface Probe {
   name: string;
-  /** Options that differ from `before`, and how to pick the value out of a read. */
-  set: (before: AppliedOptions) => SocketOptions;
+  /** The option's value in a read, in configure()'s units. */
   pick: (o: AppliedOptions) => unknown;
+  /** A value different from `current`, to prove the write reached the kernel. */
+  next: (current: unknown) => unknown;
+  /** The configure() options that set `value`. */
+  set: (value: never) => SocketOptions;
 }
+
+const other = <T>(a: T, b: T) => (current: unknown) => (current === a ? b : a);
 
 const probes: Probe[] = [
-  { name: 'SO_KEEPALIVE', set: (b) => ({ keepAlive: b.keepAlive === false }), pick: (o) => o.keepAlive !== false },
-  { name: 'TCP_KEEPIDLE', set: (b) => ({ keepAlive: { idle: (b.keepAliveTimings?.idle ?? 0) === 61_000 ? 62_000 : 61_000 } }), pick: (o) => o.keepAliveTimings?.idle },
-  { name: 'TCP_KEEPINTVL', set: (b) => ({ keepAlive: { interval: (b.keepAliveTimings?.interval ?? 0) === 7_000 ? 8_000 : 7_000 } }), pick: (o) => o.keepAliveTimings?.interval },
-  { name: 'TCP_KEEPCNT', set: (b) => ({ keepAlive: { count: (b.keepAliveTimings?.count ?? 0) === 4 ? 5 : 4 } }), pick: (o) => o.keepAliveTimings?.count },
-  { name: 'TCP_USER_TIMEOUT', set: (b) => ({ userTimeout: b.userTimeout === 30_000 ? 31_000 : 30_000 }), pick: (o) => o.userTimeout },
-  { name: 'SO_LINGER', set: (b) => ({ linger: b.linger === 0 ? false : 0 }), pick: (o) => o.linger },
-  { name: 'TCP_NODELAY', set: (b) => ({ noDelay: !b.noDelay }), pick: (o) => o.noDelay },
-  { name: 'SO_REUSEADDR', set: (b) => ({ reuseAddress: !b.reuseAddress }), pick: (o) => o.reuseAddress },
-  { name: 'SO_REUSEPORT', set: (b) => ({ reusePort: !b.reusePort }), pick: (o) => o.reusePort },
+  { name: 'SO_KEEPALIVE', pick: (o) => o.keepAlive !== false, next: (c) => !c, set: (v: boolean) => ({ keepAlive: v }) },
+  { name: 'TCP_KEEPIDLE', pick: (o) => o.keepAliveTimings?.idle, next: other(61_000, 62_000), set: (v: number) => ({ keepAlive: { idle: v } }) },
+  { name: 'TCP_KEEPINTVL', pick: (o) => o.keepAliveTimings?.interval, next: other(7_000, 8_000), set: (v: number) => ({ keepAlive: { interval: v } }) },
+  { name: 'TCP_KEEPCNT', pick: (o) => o.keepAliveTimings?.count, next: other(4, 5), set: (v: number) => ({ keepAlive: { count: v } }) },
+  { name: 'TCP_USER_TIMEOUT', pick: (o) => o.userTimeout, next: other(30_000, 31_000), set: (v: number) => ({ userTimeout: v }) },
+  { name: 'SO_LINGER', pick: (o) => o.linger, next: other<false | 0>(0, false), set: (v: false | 0) => ({ linger: v }) },
+  { name: 'TCP_NODELAY', pick: (o) => o.noDelay, next: (c) => !c, set: (v: boolean) => ({ noDelay: v }) },
+  { name: 'SO_REUSEADDR', pick: (o) => o.reuseAddress, next: (c) => !c, set: (v: boolean) => ({ reuseAddress: v }) },
+  { name: 'SO_REUSEPORT', pick: (o) => o.reusePort, next: (c) => !c, set: (v: boolean) => ({ reusePort: v }) },
 ];
-
-function wanted(set: SocketOptions, pick: Probe['pick']): unknown {
-  const k = set.keepAlive;
-  if (typeof k === 'object') return k.idle ?? k.interval ?? k.count;
-  if (typeof k === 'boolean') return k;
-  return pick(set as AppliedOptions);
-}
 
 function message(err: unknown): string {
   const e = err as { code?: string; message?: string };
@@ -87,12 +85,11 @@ export async function selfCheck(): Promise<SelfCheck> {
         continue;
       }
       try {
-        const before = readOptions(client);
-        const set = probe.set(before);
-        configure(client, set);
-        const want = wanted(set, probe.pick);
+        const before = probe.pick(readOptions(client));
+        const want = probe.next(before);
+        configure(client, probe.set(want as never));
         const read = probe.pick(readOptions(client));
-        rows.push({ name: probe.name, supported: true, before: probe.pick(before), wrote: want, read, ok: read === want });
+        rows.push({ name: probe.name, supported: true, before, wrote: want, read, ok: read === want });
       } catch (err) {
         rows.push({ name: probe.name, supported: true, ok: false, error: message(err) });
       }

@@ -123,3 +123,19 @@ const checkErrnos = new Set<number>([-EPROTOTYPE, -EAFNOSUPPORT, -ENOTSOCK]);
 function isCheckErrno(rc: number): boolean {
   return checkErrnos.has(rc);
 }
+
+/**
+ * Bytes written by the application that have not reached the kernel yet: the stream's buffer plus
+ * libuv's write queue of the TCP handle (for a TLSSocket, the encrypted bytes queued on the TCP
+ * handle under the TLS layer). 0 once every write callback has run. 0 for a closed socket.
+ */
+export function pendingWriteBytes(socket: net.Socket): number {
+  let handle = (socket as unknown as WithHandle)._handle as ({ _parent?: unknown; writeQueueSize?: number } | null | undefined);
+  let queued = 0;
+  if (socket instanceof tls.TLSSocket && handle != null) {
+    queued += handle.writeQueueSize ?? 0;
+    handle = handle._parent as typeof handle;
+  }
+  queued += handle?.writeQueueSize ?? 0;
+  return socket.writableLength + queued;
+}

@@ -11,6 +11,7 @@ export {
   socketCookie,
   supportedOptions,
   limits,
+  tcpState,
 } from './options.js';
 export type {
   SocketOptions,
@@ -33,3 +34,12 @@ export { sysctlAudit, middleboxIdleTimeouts } from './diagnose/audit.js';
 export type { SysctlAudit, Finding, Severity, AuditOptions } from './diagnose/audit.js';
 export { sockstat, netCounters, readSysctl, kernelVersion } from './diagnose/proc.js';
 export type { Sockstat, NetCounters, TcpExtCounters, TcpCounters, KernelVersion } from './diagnose/proc.js';
+export { presets, compose, keepAliveBudget } from './policy/presets.js';
+export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions } from './policy/presets.js';
+export { resetClose, closeChannel } from './policy/reset.js';
+export type { ResetCloseOptions, CloseReport, CloseReason } from './policy/reset.js';
+export { closeCodes } from './policy/close.js';
+export { Guard } from './guard/guard.js';
+export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, ShutdownOptions, ShutdownReport } from './guard/guard.js';
+export { tune } from './integrations/tune.js';
+export { tuneServer } from './integrations/server.js';

@@ -338,6 +338,61 @@ export function sendQueue(socket: TcpSocketLike): SendQueue {
   return { unacked: outq - unsent, unsent };
 }
 
+/**
+ * Bytes the kernel still holds for sending, sent or not (SIOCOUTQ): 0 once the peer has
+ * acknowledged everything written. One ioctl; the reset path polls it.
+ */
+export function sendQueueBytes(socket: TcpSocketLike): number {
+  requirePlatform('queues', 'SIOCOUTQ');
+  call(native.queues, connectedHandle(socket));
+  return slots[layout.queues];
+}
+
+/** The activity the connection guard reads from TCP_INFO in one call. */
+export interface TcpActivity {
+  /** Kernel state name. */
+  state: TcpState;
+  /** Milliseconds since data was last received. */
+  lastDataReceived: number;
+  /** Milliseconds since data was last sent. */
+  lastDataSent: number;
+}
+
+const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;
+
+/**
+ * The kernel state and last-activity times of a connection (one TCP_INFO read, no object for the
+ * other fields). Writes into `out` so a scan over many sockets allocates nothing. Linux only.
+ */
+export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0 }): TcpActivity {
+  requirePlatform('tcpInfo', 'TCP_INFO');
+  call(native.tcpInfo, connectedHandle(socket));
+  out.state = (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
+  out.lastDataReceived = infoSlots[I.lastDataReceived];
+  out.lastDataSent = infoSlots[I.lastDataSent];
+  return out;
+}
+
+/** The kernel state of a connection (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), from TCP_INFO. Linux only. */
+export function tcpState(socket: TcpSocketLike): TcpState {
+  requirePlatform('tcpInfo', 'TCP_INFO');
+  call(native.tcpInfo, connectedHandle(socket));
+  return (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
+}
+
+/**
+ * Validates `options` as {@link configure} would, without touching any socket: throws the same
+ * errors. Policies use it so a bad preset fails where it is built, not on the first connection.
+ */
+export function checkOptions(options: SocketOptions): void {
+  encode(options);
+}
+
+/** Validates a duration or count against `range`: an integer, or the same errors `configure` throws. */
+export function checkInteger(name: string, value: unknown, range: { min: number; max: number }): number {
+  return integerIn(name, value, range);
+}
+
 /** Bytes received by the kernel and not yet read by the application (SIOCINQ). Linux only. */
 export function receiveQueue(socket: TcpSocketLike): number {
   requirePlatform('queues', 'SIOCINQ');

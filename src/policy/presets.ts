@@ -1,0 +1,264 @@
+/**
+ * Policies: plain, frozen data saying which kernel options a connection gets and how its life ends
+ * (deadlines, heartbeats, FIN or RST). `tune`, `tuneServer`, the agents and the undici connector
+ * read this data; nothing here touches a socket.
+ * @module
+ */
+import type net from 'node:net';
+import { checkInteger, checkOptions, limits, type KeepAliveOptions } from '../options.js';
+import { invalidArgType, invalidArgValue } from '../errors.js';
+
+/** How connections this side closes end. */
+export type ResetScope =
+  /** Always with FIN (Node's behaviour). */
+  | false
+  /** Every close this side starts (`end()`, `destroy()`, deadlines) ends with a safe RST. */
+  | 'always'
+  /**
+   * nginx's `reset_timedout_connection`: RST only for connections closed because they timed out
+   * or were abandoned (a `'timeout'` event, an idle, heartbeat, half-close or FIN-wait deadline);
+   * ordinary closes keep FIN.
+   */
+  | 'timeout';
+
+/** What the reset path does when the send queue is still not acknowledged at `drainTimeout`. */
+export type DrainTimeoutAction =
+  /** Reset anyway; the bytes that may not arrive are reported. */
+  | 'reset'
+  /** End with FIN instead, so the kernel keeps delivering; the connection may then pass TIME_WAIT. */
+  | 'fin';
+
+/** An application heartbeat: ping after the connection has sent nothing for `interval`. */
+export interface HeartbeatOptions {
+  /** Writer-idle time before a ping is sent, in milliseconds. */
+  interval: number;
+  /** Time to wait for any data from the peer after a ping, in milliseconds; then the connection is closed (reason `'heartbeat'`). */
+  timeout: number;
+  /** Writes the protocol's ping on `socket` (for example a WebSocket ping frame or a newline). */
+  ping: (socket: net.Socket) => void;
+}
+
+/** A policy: kernel options (the names of `configure`) plus lifecycle behaviour. */
+export interface Policy {
+  /** Names of the presets this policy was built from, joined with `+`. */
+  readonly name: string;
+  /** Keepalive timings, or `false` to turn keepalive off. Unset: left to the socket. */
+  readonly keepAlive?: false | Readonly<Required<KeepAliveOptions>>;
+  /** TCP_USER_TIMEOUT, milliseconds. Unset: left to the socket. */
+  readonly userTimeout?: number;
+  /** TCP_NODELAY. Unset: left to the socket. */
+  readonly noDelay?: boolean;
+  /** Close a connection with no data in either direction for this long, in milliseconds (reason `'idle'`). `false`: never. */
+  readonly idleTimeout: number | false;
+  /** Close a connection that has received nothing for this long, in milliseconds (reason `'idle'`). `false`: never. */
+  readonly readerIdleTimeout: number | false;
+  /** Close a connection that has sent nothing for this long, in milliseconds (reason `'idle'`). `false`: never. */
+  readonly writerIdleTimeout: number | false;
+  /** Application heartbeat, or `false`. */
+  readonly heartbeat: Readonly<HeartbeatOptions> | false;
+  /** The peer has ended (FIN received; kernel CLOSE_WAIT) and this side has not, for this long, in milliseconds: close (reason `'half-closed'`). `false`: never. */
+  readonly halfCloseTimeout: number | false;
+  /** This side has ended and the peer has sent no FIN for this long, in milliseconds: close (reason `'fin-wait'`). `false`: never. */
+  readonly finWaitTimeout: number | false;
+  /** How often the kernel state of every tracked connection is read (TCP_INFO), in milliseconds. */
+  readonly scanInterval: number;
+  /** Which closes end with RST instead of FIN. */
+  readonly reset: ResetScope;
+  /** How long a reset waits for the kernel send queue to be acknowledged, in milliseconds. */
+  readonly drainTimeout: number;
+  /** What a reset does when `drainTimeout` passes with bytes still unacknowledged. */
+  readonly onDrainTimeout: DrainTimeoutAction;
+  /**
+   * Pools (agents, undici): how long an idle pooled connection may wait for reuse when the server
+   * sent no `Keep-Alive: timeout=` hint, in milliseconds.
+   */
+  readonly poolIdleTimeout: number;
+  /** Pools: how much sooner than the server's announced `Keep-Alive: timeout=` an idle connection is evicted, in milliseconds. */
+  readonly poolIdleMargin: number;
+}
+
+/** What presets and {@link compose} accept: any subset of a policy's fields (a policy is one too). */
+export type PolicyOverrides = Partial<Omit<Policy, 'name' | 'keepAlive'>> & {
+  /** Keepalive timings; fields left out keep the preset's. `false` turns keepalive off. */
+  keepAlive?: false | KeepAliveOptions;
+  name?: string;
+};
+
+const MINUTE = 60_000;
+const never = { min: 1, max: 2 ** 31 - 1 };
+
+/** The neutral policy every preset starts from: nothing changed, Node's behaviour. */
+const base: Omit<Policy, 'name'> = {
+  idleTimeout: false,
+  readerIdleTimeout: false,
+  writerIdleTimeout: false,
+  heartbeat: false,
+  halfCloseTimeout: false,
+  finWaitTimeout: false,
+  scanInterval: 1000,
+  reset: false,
+  drainTimeout: 5000,
+  onDrainTimeout: 'reset',
+  poolIdleTimeout: 3000,
+  poolIdleMargin: 1000,
+};
+
+const lifecycleKeys = Object.keys(base);
+const kernelKeys = ['keepAlive', 'userTimeout', 'noDelay'];
+const knownKeys = ['name', ...kernelKeys, ...lifecycleKeys];
+
+function timeoutOrFalse(name: string, value: unknown): number | false {
+  if (value === false) return false;
+  return checkInteger(name, value, never);
+}
+
+/** Validates `policy` completely; throws the errors `configure` would, before any socket is touched. */
+function check(policy: Policy): Policy {
+  const { keepAlive, userTimeout, noDelay } = policy;
+  checkOptions({ keepAlive, userTimeout, noDelay });
+  for (const key of ['idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'halfCloseTimeout', 'finWaitTimeout'] as const) {
+    timeoutOrFalse(`policy.${key}`, policy[key]);
+  }
+  checkInteger('policy.scanInterval', policy.scanInterval, { min: 10, max: 2 ** 31 - 1 });
+  checkInteger('policy.drainTimeout', policy.drainTimeout, { min: 0, max: 2 ** 31 - 1 });
+  checkInteger('policy.poolIdleTimeout', policy.poolIdleTimeout, never);
+  checkInteger('policy.poolIdleMargin', policy.poolIdleMargin, { min: 0, max: 2 ** 31 - 1 });
+  if (policy.reset !== false && policy.reset !== 'always' && policy.reset !== 'timeout') {
+    throw invalidArgValue('policy.reset', policy.reset, "must be false, 'always' or 'timeout'");
+  }
+  if (policy.onDrainTimeout !== 'reset' && policy.onDrainTimeout !== 'fin') {
+    throw invalidArgValue('policy.onDrainTimeout', policy.onDrainTimeout, "must be 'reset' or 'fin'");
+  }
+  const hb = policy.heartbeat;
+  if (hb !== false) {
+    if (typeof hb !== 'object' || hb === null) throw invalidArgType('policy.heartbeat', 'false or an object { interval, timeout, ping }', hb);
+    checkInteger('policy.heartbeat.interval', hb.interval, never);
+    checkInteger('policy.heartbeat.timeout', hb.timeout, never);
+    if (typeof hb.ping !== 'function') throw invalidArgType('policy.heartbeat.ping', 'of type function', hb.ping);
+  }
+  return policy;
+}
+
+/**
+ * The fields a policy was built with, as opposed to the neutral defaults it inherits: composing a
+ * policy over another overrides only these (so `gracefulHeartbeat(rstOnClose())` keeps both).
+ */
+const kExplicit = Symbol('socktune.policy.explicit');
+
+/**
+ * Merges policies and overrides left to right into one validated, frozen policy. Keepalive
+ * timings merge field by field; every other field is replaced. A policy passed as a part
+ * contributes only the fields it was built with. Unknown fields are errors.
+ */
+export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
+  const names: string[] = [];
+  const explicit: Record<string, unknown> = {};
+  for (const given of parts) {
+    if (given === undefined) continue;
+    if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalidArgType('policy', 'of type object', given);
+    const part = ((given as Record<symbol, unknown>)[kExplicit] as PolicyOverrides | undefined) ?? given;
+    for (const key in part) {
+      if (!knownKeys.includes(key)) throw invalidArgValue('policy', key, `has no field '${key}'; known: ${knownKeys.join(', ')}`);
+      const value = (part as Record<string, unknown>)[key];
+      if (value === undefined) continue;
+      if (key === 'name') {
+        for (const n of String(value).split('+')) if (n && !names.includes(n)) names.push(n);
+      } else if (key === 'keepAlive' && typeof value === 'object' && value !== null) {
+        const prev = explicit.keepAlive;
+        explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...value };
+      } else {
+        explicit[key] = value;
+      }
+    }
+  }
+  const out: Record<string, unknown> = { ...base, ...explicit };
+  const ka = out.keepAlive;
+  if (typeof ka === 'object' && ka !== null) {
+    const { idle, interval, count } = ka as KeepAliveOptions;
+    if (idle === undefined || interval === undefined || count === undefined) {
+      throw invalidArgValue('policy.keepAlive', ka, 'needs idle, interval and count (a policy sets all three so every socket ends up the same)');
+    }
+    out.keepAlive = Object.freeze({ idle, interval, count });
+  } else if (ka === true) {
+    throw invalidArgValue('policy.keepAlive', ka, 'must be false or { idle, interval, count }');
+  }
+  if (typeof out.heartbeat === 'object' && out.heartbeat !== null) out.heartbeat = Object.freeze({ ...out.heartbeat });
+  out.name = names.join('+') || 'custom';
+  Object.defineProperty(out, kExplicit, { value: Object.freeze({ ...explicit, name: out.name }) });
+  return Object.freeze(check(out as unknown as Policy));
+}
+
+/** The keepalive budget: how long after the last packet keepalive alone declares the peer dead. */
+export function keepAliveBudget(keepAlive: Required<KeepAliveOptions>): number {
+  return keepAlive.idle + keepAlive.interval * keepAlive.count;
+}
+
+/**
+ * Graceful heartbeat: find a peer that vanished in about a minute, keep idle connections alive
+ * through middleboxes, and close connections the peer has half-closed or abandoned.
+ *
+ * Defaults and why:
+ * - `keepAlive: { idle: 30 s, interval: 10 s, count: 3 }`: the first probe after 30 s of silence
+ *   refreshes NAT and load-balancer state well inside the shortest common middlebox idle timeout
+ *   (Azure LB 4 min; AWS NLB 350 s; GCP firewall 10 min); three probes 10 s apart survive a lost
+ *   probe, so a vanished peer is declared dead (ETIMEDOUT) 60 s after its last packet.
+ * - `userTimeout`: the same 60 s budget (idle + interval × count) unless given, because keepalive
+ *   never fires while written data is unacknowledged; with it, data in flight to a vanished peer
+ *   fails in 60 s instead of ~15 minutes of retransmissions (tcp_retries2).
+ * - `halfCloseTimeout: 30 s` and `finWaitTimeout: 30 s`: a peer that sent FIN and an application
+ *   that never ended (CLOSE_WAIT), or a peer that never answers our FIN, is closed within a minute.
+ * - `idleTimeout`, `readerIdleTimeout`, `writerIdleTimeout`, `heartbeat`: off. An idle connection
+ *   to a live peer is what keepalive keeps; closing it is the application's call.
+ *
+ * What the peer sees: a keepalive probe (an empty ACK) after each 30 s of silence; nothing else.
+ *
+ * @param overrides fields to change (the names of `configure` plus the lifecycle fields); may be
+ *   another policy, such as `presets.rstOnClose()`
+ */
+function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
+  const keepAlive = { idle: 30_000, interval: 10_000, count: 3 };
+  const merged = compose({ name: 'graceful-heartbeat', keepAlive, halfCloseTimeout: MINUTE / 2, finWaitTimeout: MINUTE / 2 }, overrides);
+  // The user timeout follows the keepalive budget unless it was given.
+  if (overrides?.userTimeout !== undefined || merged.keepAlive === false || merged.keepAlive === undefined) return merged;
+  return compose(merged, { userTimeout: Math.min(keepAliveBudget(merged.keepAlive), limits.userTimeout.max) });
+}
+
+/**
+ * RST-on-close: connections this side closes end with RST instead of FIN, so this side keeps no
+ * TIME_WAIT (no ephemeral-port exhaustion, no EADDRNOTAVAIL) — but only after the peer has
+ * acknowledged every byte written.
+ *
+ * Defaults and why:
+ * - `reset: 'always'`; use `'timeout'` for nginx's narrower `reset_timedout_connection` (RST only
+ *   for connections closed on a timeout or deadline).
+ * - `drainTimeout: 5 s`: long enough for a full send buffer to drain at WAN speeds; bounded so a
+ *   reader that stopped reading cannot hold the connection.
+ * - `onDrainTimeout: 'reset'`: a peer that acknowledged nothing for 5 s is stuck or gone; the
+ *   connection is reset and the unacknowledged byte count is reported (never silently). Choose
+ *   `'fin'` to fall back to a normal close that keeps delivering.
+ *
+ * What the peer sees: every byte written, then ECONNRESET instead of an end-of-stream.
+ */
+function rstOnClose(overrides?: PolicyOverrides): Policy {
+  return compose({ name: 'rst-on-close', reset: 'always' }, overrides);
+}
+
+/** Ready-made policies. Each takes overrides (or another policy) and returns a new frozen policy. */
+export const presets = { gracefulHeartbeat, rstOnClose } as const;
+
+/** Whether applying `policy` needs the per-connection lifecycle tracker (deadlines, idle, heartbeat). */
+export function needsTracking(policy: Policy): boolean {
+  return (
+    policy.idleTimeout !== false || policy.readerIdleTimeout !== false || policy.writerIdleTimeout !== false ||
+    policy.heartbeat !== false || policy.halfCloseTimeout !== false || policy.finWaitTimeout !== false
+  );
+}
+
+/** The kernel options of `policy`, in `configure`'s shape. */
+export function kernelOptions(policy: Policy): { keepAlive?: false | KeepAliveOptions; userTimeout?: number; noDelay?: boolean } {
+  const out: { keepAlive?: false | KeepAliveOptions; userTimeout?: number; noDelay?: boolean } = {};
+  if (policy.keepAlive !== undefined) out.keepAlive = policy.keepAlive;
+  if (policy.userTimeout !== undefined) out.userTimeout = policy.userTimeout;
+  if (policy.noDelay !== undefined) out.noDelay = policy.noDelay;
+  return out;
+}

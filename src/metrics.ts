@@ -8,6 +8,8 @@ import { netCounters, sockstat } from './diagnose/proc.js';
 import { sysctlAudit } from './diagnose/audit.js';
 import { codes, socktuneError } from './errors.js';
 import type { Registry } from 'prom-client';
+import type { Guard } from './guard/guard.js';
+import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
@@ -21,6 +23,10 @@ export interface CollectorOptions {
   process?: boolean;
   /** Export the sysctl audit (default true; it reads ~15 files per scrape). */
   audit?: boolean;
+  /** Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`). */
+  guards?: Record<string, Guard>;
+  /** Count the closes socktune performs (the `socktune:close` channel) by reason and method (default true). */
+  closes?: boolean;
 }
 
 /** Kernel TCP counters exported as `socktune_kernel_tcp_events_total{counter=...}` (monotonic since boot). */
@@ -54,7 +60,11 @@ export interface Collector {
  * - `socktune_kernel_tcp_events_total{counter="TCPTimeWaitOverflow"|"OutRsts"|...}`: /proc/net/netstat and snmp.
  * - `socktune_audit_findings{severity}` and `socktune_audit_finding{setting,severity}` (1 per finding).
  *
- * Policy and guard counters join these when those layers exist.
+ * - `socktune_guard_connections{guard,state}`: connections a guard tracks, by kernel state at its latest scan.
+ * - `socktune_guard_closed_total{guard,reason}`: connections a guard closed (or saw die), by reason.
+ * - `socktune_closes_total{reason,method}` and `socktune_close_bytes_at_risk_total{reason}`: every close
+ *   socktune performed in this process since the collector was created (RST or FIN; bytes unacknowledged
+ *   when a drain timeout passed).
  *
  * Throws `ERR_SOCKTUNE_MISSING_PEER` when prom-client is not installed.
  */
@@ -118,6 +128,58 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
       }
     },
   });
+
+  const guards = Object.entries(options.guards ?? {});
+  if (guards.length > 0) {
+    gauge({
+      name: `${prefix}guard_connections`,
+      help: 'Connections tracked by each connection guard, by kernel state as of its latest scan',
+      labelNames: ['guard', 'state'] as const,
+      collect() {
+        this.reset();
+        for (const [name, guard] of guards) {
+          const { states, tracked } = guard.stats();
+          this.set({ guard: name, state: 'tracked' }, tracked);
+          for (const [state, n] of Object.entries(states)) this.set({ guard: name, state }, n ?? 0);
+        }
+      },
+    });
+    const closedName = `${prefix}guard_closed_total`;
+    names.push(closedName);
+    new client.Counter({
+      name: closedName,
+      help: 'Connections each guard closed (half-closed, fin-wait, idle, heartbeat, shutdown, stale) or saw die (dead)',
+      labelNames: ['guard', 'reason'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, guard] of guards) {
+          for (const [reason, n] of Object.entries(guard.stats().closed)) this.inc({ guard: name, reason }, n);
+        }
+      },
+    });
+  }
+
+  if (options.closes !== false) {
+    const closes = new client.Counter({
+      name: `${prefix}closes_total`,
+      help: 'Connections socktune closed in this process, by reason and by how (rst, fin, none)',
+      labelNames: ['reason', 'method'] as const,
+      registers,
+    });
+    const atRisk = new client.Counter({
+      name: `${prefix}close_bytes_at_risk_total`,
+      help: 'Bytes written but unacknowledged when a close passed its drain timeout, by reason',
+      labelNames: ['reason'] as const,
+      registers,
+    });
+    names.push(`${prefix}closes_total`, `${prefix}close_bytes_at_risk_total`);
+    closeChannel.subscribe((message) => {
+      const { reason, report } = message as { reason: CloseReason; report: CloseReport };
+      closes.inc({ reason, method: report.method });
+      if (report.bytesAtRisk > 0) atRisk.inc({ reason }, report.bytesAtRisk);
+    });
+  }
 
   if (options.audit !== false) {
     gauge({

@@ -3,7 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
-import { createCollector } from '../src/index.js';
+import net from 'node:net';
+import { once } from 'node:events';
+import { createCollector, presets, tune, tuneServer } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
 import { closeAll, pair } from './helpers/sockets.js';
@@ -29,7 +31,7 @@ describe('createCollector in this process', () => {
     const { metrics } = await createCollector({ registry });
     expect(metrics).toEqual([
       'socktune_tcp_connections', 'socktune_sockstat', 'socktune_kernel_tcp_events_total',
-      'socktune_audit_findings', 'socktune_audit_finding',
+      'socktune_closes_total', 'socktune_close_bytes_at_risk_total', 'socktune_audit_findings', 'socktune_audit_finding',
     ]);
     const before = samples(await registry.getMetricsAsJSON() as never);
     await pair();
@@ -43,12 +45,42 @@ describe('createCollector in this process', () => {
 
   it('a prefix and scopes can be chosen; registering twice in one registry is refused by prom-client', async () => {
     const registry = new Registry();
-    await createCollector({ registry, prefix: 'app_tcp_', process: false, audit: false });
+    await createCollector({ registry, prefix: 'app_tcp_', process: false, audit: false, closes: false });
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name);
     expect(names).toEqual(['app_tcp_tcp_connections', 'app_tcp_sockstat', 'app_tcp_kernel_tcp_events_total']);
     const scopes = new Set(samples(await registry.getMetricsAsJSON() as never).filter((s) => s.name === 'app_tcp_tcp_connections').map((s) => s.labels.scope));
     expect([...scopes]).toEqual(['namespace']);
     await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toThrow(/already been registered/);
+  });
+
+  it("exports a guard's connections and closes, and every reset close by reason and method", async () => {
+    const server = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}));
+    const guard = tuneServer(server, presets.gracefulHeartbeat({ halfCloseTimeout: 200, scanInterval: 50 }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const registry = new Registry();
+    await createCollector({ registry, guards: { api: guard }, namespace: false, process: false, audit: false });
+    const port = (server.address() as net.AddressInfo).port;
+    const half = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    half.on('error', () => {});
+    await once(half, 'connect');
+    half.end(); // the server never ends: CLOSE_WAIT there until the guard closes it
+    const reset = net.connect(port, '127.0.0.1');
+    reset.on('error', () => {});
+    tune(reset, presets.rstOnClose());
+    await once(reset, 'connect');
+    reset.end();
+    await once(reset, 'close');
+    await once(guard, 'closed');
+    const all = samples(await registry.getMetricsAsJSON() as never);
+    const value = (name: string, labels: Record<string, string>) =>
+      all.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
+    expect(value('socktune_guard_closed_total', { guard: 'api', reason: 'half-closed' })).toBe(1);
+    expect(value('socktune_closes_total', { reason: 'close', method: 'rst' })).toBe(1);
+    expect(value('socktune_closes_total', { reason: 'half-closed', method: 'fin' })).toBe(1);
+    expect(value('socktune_guard_connections', { guard: 'api', state: 'tracked' })).toBe(0);
+    half.destroy();
+    server.close();
   });
 });
 

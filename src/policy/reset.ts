@@ -45,16 +45,18 @@ export const closeChannel = diagnostics.channel('socktune:close');
 export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale';
 
 const kPending = Symbol('socktune.reset');
+const kResetting = Symbol('socktune.resetting');
 const POLL_MIN = 1;
 const POLL_MAX = 25;
 
 interface Resetting {
   [kPending]?: Promise<CloseReport>;
+  [kResetting]?: boolean;
 }
 
 /** Whether a reset of `socket` has started (its own `end()` then means FIN, from `onDrainTimeout: 'fin'`). */
 export function isResetting(socket: net.Socket): boolean {
-  return (socket as Resetting)[kPending] !== undefined;
+  return (socket as Resetting)[kResetting] === true;
 }
 
 /** Sets SO_LINGER 0 and destroys: close() then sends RST and frees the socket at once. */
@@ -121,6 +123,8 @@ export function resetWith(socket: net.Socket, options: ResetCloseOptions, error?
   const pending = (socket as Resetting)[kPending];
   if (pending) return pending;
   if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+  // Marked before run(): its fast path destroys synchronously, and a policy's destroy() must see the reset under way.
+  (socket as Resetting)[kResetting] = true;
   const promise = run(socket, drainTimeout, onDrainTimeout, error, endWithFin);
   (socket as Resetting)[kPending] = promise;
   return promise;

@@ -177,6 +177,25 @@ Napi::Value Queues(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), rc);
 }
 
+// lingerIfDrained(fd): SIOCOUTQ into S_QUEUES; when it is 0, SO_LINGER {on, 0} as well. One
+// crossing for the reset path's common case, where Node's resetAndDestroy makes one setsockopt.
+Napi::Value LingerIfDrained(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    int32_t* s = d->slots;
+    s[S_QUEUES] = -1;
+    rc = st::linger_if_drained(fd, s + S_QUEUES);
+    if (rc != 0) {
+      bool set = s[S_QUEUES] == 0;  // the ioctl succeeded: the setsockopt failed
+      s[S_FAILED_OPTION] = set ? st::OPT_LINGER : -1;
+      s[S_FAILED_SYSCALL] = set ? SYS_SETSOCKOPT : SYS_IOCTL;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
 Napi::Value Cookie(const Napi::CallbackInfo& info) {
   AddonData* d = Data(info);
   int fd;
@@ -333,6 +352,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
   exports.Set("queues", Napi::Function::New(env, Queues, "queues"));
   exports.Set("cookie", Napi::Function::New(env, Cookie, "cookie"));
+  exports.Set("lingerIfDrained", Napi::Function::New(env, LingerIfDrained, "lingerIfDrained"));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("constants", Constants(env));

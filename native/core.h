@@ -57,6 +57,11 @@ int tcp_info(int fd, double* out /* TI_COUNT */);
 // Send queue (bytes not yet acknowledged, of which not yet sent) and receive queue.
 int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq);
 
+// The reset path's fast step: when the send queue is empty (every byte written is acknowledged),
+// turns on a zero-timeout SO_LINGER so the next close() sends RST. Writes the send-queue bytes
+// (SIOCOUTQ) to *outq either way; leaves the socket untouched when they are not 0.
+int linger_if_drained(int fd, int32_t* outq);
+
 // SO_COOKIE: the kernel's stable identity for this socket, never reused while the system runs.
 int cookie(int fd, uint64_t* value);
 

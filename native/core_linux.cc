@@ -91,6 +91,14 @@ int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq) {
   return 0;
 }
 
+int linger_if_drained(int fd, int32_t* outq) {
+  int v = 0;
+  if (ioctl(fd, SIOCOUTQ, &v) != 0) return -errno;
+  *outq = v;
+  if (v != 0) return 0;
+  return set_option(fd, OPT_LINGER, 0);
+}
+
 int cookie(int fd, uint64_t* value) {
 #ifdef SO_COOKIE
   uint64_t c = 0;

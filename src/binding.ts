@@ -22,6 +22,8 @@ export interface NativeBinding {
   tcpInfo(fd: number): number;
   queues(fd: number): number;
   cookie(fd: number): number;
+  /** SIOCOUTQ into `slots[layout.queues]`; when 0, also SO_LINGER {on, 0} (the next close sends RST). */
+  lingerIfDrained(fd: number): number;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */

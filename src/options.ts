@@ -348,6 +348,17 @@ export function sendQueueBytes(socket: TcpSocketLike): number {
   return slots[layout.queues];
 }
 
+/**
+ * The reset path's fast step, in one native call: reads SIOCOUTQ and, when it is 0 (the peer has
+ * acknowledged every byte written), sets SO_LINGER to 0 so the next close() sends RST. Returns the
+ * bytes still in the kernel send queue: 0 means the linger is set. Linux only.
+ */
+export function lingerIfDrained(socket: TcpSocketLike): number {
+  requirePlatform('queues', 'SIOCOUTQ');
+  call(native.lingerIfDrained, connectedHandle(socket));
+  return slots[layout.queues];
+}
+
 /** The activity the connection guard reads from TCP_INFO in one call. */
 export interface TcpActivity {
   /** Kernel state name. */

@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
-import { checkInteger, configure, sendQueueBytes } from '../options.js';
+import { checkInteger, configure, lingerIfDrained, sendQueueBytes } from '../options.js';
 import { pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
@@ -78,12 +78,16 @@ export function destroyWith(socket: net.Socket, error?: Error): void {
   else socket.destroy();
 }
 
-/** Bytes not yet acknowledged: still in Node or libuv, plus the kernel send queue. -1 if the socket is gone. */
+/**
+ * Bytes not yet acknowledged: still in Node or libuv, plus the kernel send queue. 0 means none, and
+ * then SO_LINGER 0 is already set (one native call), so the caller must close now. -1 if the
+ * socket is gone.
+ */
 function unacknowledged(socket: net.Socket): number {
   if (socket.destroyed) return -1;
   const pending = pendingWriteBytes(socket);
   try {
-    return pending + sendQueueBytes(socket);
+    return pending > 0 ? pending + sendQueueBytes(socket) : lingerIfDrained(socket);
   } catch {
     return -1;
   }
@@ -137,10 +141,11 @@ function run(socket: net.Socket, drainTimeout: number, onDrainTimeout: DrainTime
     return Promise.resolve({ method: 'none', drained: true, bytesAtRisk: 0, waited: 0 });
   }
   const first = unacknowledged(socket);
-  // The common case (a request-response connection): everything is acknowledged already.
+  // The common case (a request-response connection): everything is acknowledged already, and the
+  // same native call set the zero linger; close() now sends RST.
   if (first === 0) {
-    const method = rstNow(socket) ? 'rst' : 'none';
-    return Promise.resolve({ method, drained: true, bytesAtRisk: 0, waited: 0 });
+    destroyWith(socket, error);
+    return Promise.resolve({ method: 'rst', drained: true, bytesAtRisk: 0, waited: 0 });
   }
   if (first < 0) {
     destroyWith(socket, error);
@@ -166,7 +171,8 @@ function run(socket: net.Socket, drainTimeout: number, onDrainTimeout: DrainTime
       last = left;
       if (left === 0) {
         socket.off('close', onClose);
-        return finish({ method: rstNow(socket) ? 'rst' : 'none', drained: true, bytesAtRisk: 0, waited });
+        destroyWith(socket, error);
+        return finish({ method: 'rst', drained: true, bytesAtRisk: 0, waited });
       }
       if (waited >= drainTimeout) {
         socket.off('close', onClose);

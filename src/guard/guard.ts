@@ -154,7 +154,8 @@ export class Guard extends EventEmitter {
     tagged[kGuard] = this;
     this.#entries.set(socket, { since: 0, pingAt: 0, state: -1 });
     this.#seen++;
-    socket.once('close', onSocketClose);
+    // A shared listener, not once(): once() allocates a wrapper per socket.
+    socket.on('close', onSocketClose);
     if (this.#timer === undefined) this.#start();
     return this;
   }

@@ -78,9 +78,11 @@ type NativeCall = (fd: number) => number;
 
 /**
  * Runs one native call on the fd of `handle` and throws the error its status stands for.
- * Returns normally on success; results are in the scratch slots.
+ * Returns normally on success; results are in the scratch slots. `verify: false` skips the
+ * SO_TYPE/SO_DOMAIN/SO_PROTOCOL check for calls that only make socket-level requests (SO_LINGER,
+ * SIOCOUTQ), which mean the same on any stream socket a Node TCP handle can hold.
  */
-export function call(fn: NativeCall, handle: object): void {
+export function call(fn: NativeCall, handle: object, verify = true): void {
   let fd: number;
   try {
     // Node's accessor checks its receiver: an object Node did not create throws here.
@@ -88,7 +90,7 @@ export function call(fn: NativeCall, handle: object): void {
   } catch {
     throw invalidHandle();
   }
-  const fresh = (handle as Record<symbol, unknown>)[kVerified] !== true;
+  const fresh = verify && (handle as Record<symbol, unknown>)[kVerified] !== true;
   slots[VERIFY] = fresh ? 1 : 0;
   const rc = fn(fd);
   if (rc === 0) {

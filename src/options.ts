@@ -355,7 +355,9 @@ export function sendQueueBytes(socket: TcpSocketLike): number {
  */
 export function lingerIfDrained(socket: TcpSocketLike): number {
   requirePlatform('queues', 'SIOCOUTQ');
-  call(native.lingerIfDrained, connectedHandle(socket));
+  // Socket-level only (SIOCOUTQ, SO_LINGER): no TCP-type check needed, which keeps a reset of a
+  // fresh connection at two syscalls.
+  call(native.lingerIfDrained, connectedHandle(socket), false);
   return slots[layout.queues];
 }
 

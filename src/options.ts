@@ -206,6 +206,8 @@ export function configure(socket: TcpSocketLike, options: SocketOptions): Config
     if (n > 0) applyEncoded(found.handle, n);
     return 'applied';
   }
+  // Nothing to set (a policy without kernel options, such as rstOnClose): nothing to defer either.
+  if (n === 0) return 'deferred';
   const ids = slots.slice(layout.ids, layout.ids + n);
   const values = slots.slice(layout.values, layout.values + n);
   (socket as net.Socket).once('connect', () => {

@@ -8,7 +8,7 @@
 import net from 'node:net';
 import { codes, socktuneError } from '../errors.js';
 import type { Policy } from './presets.js';
-import { closeChannel, destroyWith, isResetting, resetWith, type CloseReason, type CloseReport } from './reset.js';
+import { closeChannel, destroyWith, isResetting, resetIfDrained, resetWith, type CloseReason, type CloseReport } from './reset.js';
 
 const kPolicy = Symbol('socktune.policy');
 const kTimedOut = Symbol('socktune.timedOut');
@@ -92,6 +92,11 @@ export function closeFor(socket: net.Socket, reason: CloseReason, detail = `clos
 function finalUnderPolicy(this: net.Socket, cb: (err?: Error | null) => void): void {
   const policy = policyOf(this);
   if (this.pending || isResetting(this) || !wantsReset(this, policy, 'close')) return proto._final.call(this, cb);
+  const now = resetIfDrained(this);
+  if (now !== undefined) {
+    publish(this, 'close', now);
+    return cb();
+  }
   resetWith(this, { drainTimeout: policy!.drainTimeout, onDrainTimeout: policy!.onDrainTimeout }, undefined, () => proto._final.call(this, cb)).then(
     (report) => {
       publish(this, 'close', report);
@@ -110,7 +115,9 @@ function destroyUnderPolicy(this: net.Socket, err?: Error): net.Socket {
     if (!this.destroyed) proto.destroy.call(this, err);
     return this;
   }
-  resetWith(this, { drainTimeout: policy!.drainTimeout, onDrainTimeout: policy!.onDrainTimeout }).then((report) => publish(this, 'close', report));
+  const now = resetIfDrained(this);
+  if (now !== undefined) publish(this, 'close', now);
+  else resetWith(this, { drainTimeout: policy!.drainTimeout, onDrainTimeout: policy!.onDrainTimeout }).then((report) => publish(this, 'close', report));
   return this;
 }
 
@@ -131,7 +138,8 @@ export function installClose(socket: net.Socket, policy: Policy): void {
     tuned._final = finalUnderPolicy;
     tuned.destroy = destroyUnderPolicy;
   }
-  if (policy.reset === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.on('timeout', markTimedOut);
+  // Prepended: an application 'timeout' listener added earlier may destroy() at once.
+  if (policy.reset === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
 }
 
 /** Throws unless `socket` is a `net.Socket`: policies are per connection. */

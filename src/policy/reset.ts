@@ -134,6 +134,28 @@ export function resetWith(socket: net.Socket, options: ResetCloseOptions, error?
   return promise;
 }
 
+const DRAINED: CloseReport = Object.freeze({ method: 'rst', drained: true, bytesAtRisk: 0, waited: 0 }) as CloseReport;
+
+/**
+ * The reset's common case without a promise: if the peer has acknowledged everything written,
+ * resets `socket` now and returns the report; otherwise touches nothing and returns undefined.
+ * @internal
+ */
+export function resetIfDrained(socket: net.Socket, error?: Error): CloseReport | undefined {
+  if (socket.destroyed || socket.connecting || (socket as Resetting)[kResetting] === true) return undefined;
+  if (pendingWriteBytes(socket) !== 0) return undefined;
+  let left: number;
+  try {
+    left = lingerIfDrained(socket);
+  } catch {
+    return undefined;
+  }
+  if (left !== 0) return undefined;
+  (socket as Resetting)[kResetting] = true;
+  destroyWith(socket, error);
+  return DRAINED;
+}
+
 function run(socket: net.Socket, drainTimeout: number, onDrainTimeout: DrainTimeoutAction, error: Error | undefined, endWithFin: () => void): Promise<CloseReport> {
   const rstNow = (s: net.Socket): boolean => rst(s, error);
   if (socket.connecting) {

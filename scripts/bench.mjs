@@ -1,7 +1,10 @@
 // Benchmarks socktune against the bare syscalls it makes (the C floor addon in scripts/bench/floor,
 // built on demand), against Node's own setKeepAlive and net-keepalive, measures memory growth per
 // call, and times the diagnostics (counting ~50,000 TIME_WAIT sockets, scripts/bench/diag.mjs) against
-// a C sock_diag floor, ss and /proc. Prints a table; with --json prints only a JSON object.
+// a C sock_diag floor, ss and /proc; then the policies: short-connection churn closed by destroy(),
+// resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
+// (deadpeer.mjs) and the guarded http.Server under wrk (guard.mjs). Prints a table; with --json
+// prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -10,6 +13,8 @@ import { once } from 'node:events';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { diagNotes, diagnostics, diagRows } from './bench/diag.mjs';
+import { churn, churnNotes, churnRows } from './bench/churn.mjs';
+import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure, timed } from './bench/measure.mjs';
 
@@ -143,6 +148,9 @@ async function main() {
   const memory = memoryGrowth(client);
   conn.close();
   const diag = await diagnostics({ quiet: json });
+  // Policies: reset-close churn, then dead-peer detection (namespaces of their own).
+  const churned = (await churn({ quiet: json })).json;
+  const deadPeer = (await deadPeerBench({ quiet: json })).json;
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -188,6 +196,8 @@ async function main() {
       : { available: false, error: nkError, goal: GOALS.netKeepaliveSpeedup, met: null },
     memory,
     diagnostics: diag,
+    churn: churned,
+    deadPeer,
   };
 }
 
@@ -222,6 +232,8 @@ function printTable(r) {
     [`memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.heapAndExternal), '', `${m.goal} B/call`, yes(m.met.heapAndExternal)],
     [`memory: RSS, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.rss), '', `${m.goal} B/call`, yes(m.met.rss)],
     ...diagRows(r.diagnostics),
+    ...churnRows(r.churn),
+    ...deadPeerRows(r.deadPeer),
   );
   const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
@@ -233,6 +245,8 @@ function printTable(r) {
   for (const row of rows) console.log(line(row));
   console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
   for (const note of diagNotes(r.diagnostics)) console.log(note);
+  for (const note of churnNotes(r.churn)) console.log(note);
+  for (const note of deadPeerNotes(r.deadPeer)) console.log(note);
 }
 
 const result = await main();

@@ -43,3 +43,7 @@ export { Guard } from './guard/guard.js';
 export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, ShutdownOptions, ShutdownReport } from './guard/guard.js';
 export { tune } from './integrations/tune.js';
 export { tuneServer } from './integrations/server.js';
+export { createAgent, createHttpsAgent, PolicyAgent, PolicyHttpsAgent } from './integrations/agent.js';
+export type { PoolPolicy } from './integrations/agent.js';
+export { createConnector, createDispatcher } from './integrations/undici.js';
+export type { PolicyConnector, PolicyDispatcher, Connector, ConnectorOptions, ConnectorCallback } from './integrations/undici.js';

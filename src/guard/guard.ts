@@ -175,6 +175,17 @@ export class Guard extends EventEmitter {
     if (this.#entries.size === 0) this.#stop();
   }
 
+  /**
+   * Closes `socket` for `reason` the policy's way and counts it in `stats().closed`, tracked or
+   * not. Pools use it for `'stale'` connections found before reuse.
+   */
+  async drop(socket: net.Socket, reason: GuardReason): Promise<void> {
+    if (this.#entries.has(socket)) return this.#close(socket, reason);
+    this.emit('closing', { socket, reason } satisfies GuardCloseEvent);
+    const report = await closeFor(socket, reason as CloseReason);
+    this.#count(socket, reason, report);
+  }
+
   /** Tracks every connection `server` accepts from now on (TLS servers: once the handshake is done). */
   attach(server: net.Server): this {
     if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);

@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { configure, type ConfigureResult } from '../options.js';
+import { lookupHandle } from '../handle.js';
 import { compose, kernelOptions, needsTracking, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { assertSocket, installClose, policyOf } from '../policy/close.js';
 import { destroyWith } from '../policy/reset.js';
@@ -21,6 +22,11 @@ export function guardFor(policy: Policy): Guard {
     sharedGuards.set(policy, guard);
   }
   return guard;
+}
+
+function hasAny(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 /** Accepts a policy or overrides (turned into a policy); every value is validated here. */
@@ -76,7 +82,9 @@ function setKeepAliveUnderPolicy(this: net.Socket, enable?: boolean, initialDela
 export function tune(socket: net.Socket, policy: Policy | PolicyOverrides, guard?: Guard): ConfigureResult {
   assertSocket(socket);
   const p = toPolicy(policy);
-  const result = configure(socket, kernelOptions(p));
+  const kernel = kernelOptions(p);
+  // A policy without kernel options (rstOnClose) only needs the socket checked.
+  const result: ConfigureResult = hasAny(kernel) ? configure(socket, kernel) : 'handle' in lookupHandle(socket) ? 'applied' : 'deferred';
   installClose(socket, p);
   if (p.keepAlive !== undefined && socket.setKeepAlive !== setKeepAliveUnderPolicy) socket.setKeepAlive = setKeepAliveUnderPolicy;
   if (needsTracking(p)) (guard ?? guardFor(p)).track(socket);

@@ -1,0 +1,337 @@
+// Pools: createAgent / createHttpsAgent. The policy is on every socket from 'connect', survives
+// Node's setKeepAlive on every release and the user's own (scenario 7), idle sockets leave the pool
+// before the server closes them, a socket the kernel no longer holds as ESTABLISHED is never
+// handed out, and a server that closes idle connections at exactly T without a hint loses no
+// request of the policy agent while Node's default agent sees resets (scenario 19).
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { configure, createAgent, createHttpsAgent, PolicyAgent, presets, readOptions, tcpState } from '../src/index.js';
+import type { TcpState } from '../src/index.js';
+import { canUse } from './helpers/env.js';
+import { Netns } from './helpers/netns.js';
+import { closeAll, track } from './helpers/sockets.js';
+
+const serverFixture = fileURLToPath(new URL('./fixtures/agent-idle-server.mjs', import.meta.url));
+const clientFixture = fileURLToPath(new URL('./fixtures/agent-race-client.mjs', import.meta.url));
+
+const keepAlive = { idle: 7000, interval: 2000, count: 4 };
+const policy = presets.gracefulHeartbeat({ keepAlive });
+// What the kernel must hold: the policy's keepalive, and the user timeout of its budget (7 + 2·4 s).
+const held = { keepAlive, userTimeout: 15_000 };
+
+const agents: http.Agent[] = [];
+function keep<A extends http.Agent>(agent: A): A {
+  agents.push(agent);
+  return agent;
+}
+
+afterEach(async () => {
+  for (const agent of agents.splice(0)) agent.destroy();
+  await closeAll();
+});
+
+interface RawServer {
+  port: number;
+  /** Server ends of the connections, in accept order. */
+  peers: net.Socket[];
+}
+
+/** An HTTP/1.1 keep-alive server that answers every request with "ok" and `extra` header lines, and never closes. */
+async function rawServer(extra = ''): Promise<RawServer> {
+  const peers: net.Socket[] = [];
+  const server = track(net.createServer((socket) => {
+    peers.push(track(socket));
+    let buffered = '';
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      let end;
+      while ((end = buffered.indexOf('\r\n\r\n')) >= 0) {
+        buffered = buffered.slice(end + 4);
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${extra}\r\nok`);
+      }
+    });
+  }));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { port: (server.address() as net.AddressInfo).port, peers };
+}
+
+interface Got {
+  socket: net.Socket;
+  reused: boolean;
+  body: string;
+}
+
+/** A GET through `agent`; `onSocket` sees the socket the agent handed out, when it is handed out. */
+function get(agent: http.Agent, port: number, onSocket?: (socket: net.Socket) => void, client: typeof http | typeof https = http): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    const req = client.get({ host: '127.0.0.1', port, path: '/', agent, rejectUnauthorized: false }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ socket: req.socket as net.Socket, reused: req.reusedSocket, body }));
+      res.on('error', reject);
+    });
+    if (onSocket) req.once('socket', onSocket);
+    req.on('error', reject);
+  });
+}
+
+/** Resolves once the agent has taken `socket` back into its free pool (or dropped it). */
+async function freed(agent: http.Agent, socket: net.Socket): Promise<'free' | 'dropped'> {
+  for (let i = 0; i < 200; i++) {
+    if (Object.values(agent.freeSockets).some((list) => list?.includes(socket))) return 'free';
+    if (socket.destroyed) return 'dropped';
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error('the agent neither pooled nor dropped the socket');
+}
+
+/** Waits for the kernel state of `socket` without letting the event loop run (Node must not notice). */
+function kernelReaches(socket: net.Socket, wanted: TcpState): TcpState {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let state = tcpState(socket);
+  for (let i = 0; i < 100 && state !== wanted; i++) {
+    Atomics.wait(pause, 0, 0, 2);
+    state = tcpState(socket);
+  }
+  return state;
+}
+
+describe('createAgent: options at creation', () => {
+  it('the kernel holds the policy right after connect, before any release; the guard tracks the socket', async () => {
+    const { port } = await rawServer();
+    const agent = keep(createAgent(policy));
+    expect(agent).toBeInstanceOf(PolicyAgent);
+    expect((agent as unknown as { keepAlive: boolean }).keepAlive).toBe(true);
+    let atConnect: unknown;
+    const got = await get(agent, port, (socket) => {
+      expect(socket.connecting).toBe(true);
+      socket.once('connect', () => (atConnect = readOptions(socket)));
+    });
+    expect(atConnect).toMatchObject(held);
+    expect(agent.guard.stats().tracked).toBe(1);
+    expect(await freed(agent, got.socket)).toBe('free');
+    expect(readOptions(got.socket)).toMatchObject(held);
+  });
+
+  it('createHttpsAgent: TLS sockets hold the policy after connect and through reuse', async () => {
+    const key = readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url));
+    const cert = readFileSync(new URL('./fixtures/tls/cert.pem', import.meta.url));
+    const server = track(https.createServer({ key, cert }, (_req, res) => res.end('ok')));
+    server.on('secureConnection', (s: net.Socket) => track(s));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const agent = keep(createHttpsAgent(policy));
+    let atConnect: unknown;
+    const first = await get(agent, port, (socket) => socket.once('connect', () => (atConnect = readOptions(socket))), https);
+    expect(atConnect).toMatchObject(held);
+    await freed(agent, first.socket);
+    first.socket.setKeepAlive(true, 30_000);
+    const second = await get(agent, port, undefined, https);
+    expect(second.socket).toBe(first.socket);
+    expect(second.reused).toBe(true);
+    await freed(agent, second.socket);
+    expect(readOptions(second.socket)).toMatchObject(held);
+  });
+
+  it('refuses a bad policy or bad agent options before any socket exists', () => {
+    expect(() => createAgent({ userTimeout: -1 })).toThrow(RangeError);
+    expect(() => createAgent(policy, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+});
+
+describe('scenario 7: user setKeepAlive, then 10 releases and reuses', () => {
+  it('policy agent: the kernel holds the policy after every reuse and every release', async () => {
+    const { port } = await rawServer();
+    const agent = keep(createAgent(policy));
+    const first = await get(agent, port);
+    const socket = first.socket;
+    await freed(agent, socket);
+    // The application's own call: Node writes 30 s / 1 s / 10 probes; the policy comes back.
+    socket.setKeepAlive(true, 30_000);
+    expect(readOptions(socket)).toMatchObject(held);
+    for (let i = 0; i < 10; i++) {
+      let atHandout: unknown;
+      let timeoutAtHandout: number | undefined;
+      const got = await get(agent, port, (s) => {
+        atHandout = readOptions(s);
+        timeoutAtHandout = s.timeout;
+      });
+      expect(got.socket).toBe(socket);
+      expect(got.reused).toBe(true);
+      expect(atHandout).toMatchObject(held);
+      // In use, the pool's idle eviction gives way to the agent's own timeout (none).
+      expect(timeoutAtHandout ?? 0).toBe(0);
+      // The release calls setKeepAlive(true, 1000) again.
+      expect(await freed(agent, socket)).toBe('free');
+      expect(readOptions(socket)).toMatchObject(held);
+      if (i % 3 === 0) socket.setKeepAlive(true, 30_000 + i * 1000);
+    }
+  });
+
+  it('control: Node\'s agent, options set at connect: after the user\'s setKeepAlive the next release leaves 1 s / 1 s / 10 probes', async () => {
+    const { port } = await rawServer();
+    const agent = keep(new http.Agent({ keepAlive: true }));
+    const first = await get(agent, port, (s) => s.once('connect', () => configure(s, { keepAlive, userTimeout: 15_000 })));
+    await freed(agent, first.socket);
+    // The release's setKeepAlive(true, 1000) matches what the socket was created with: Node skips it.
+    expect(readOptions(first.socket)).toMatchObject(held);
+    first.socket.setKeepAlive(true, 30_000);
+    expect(readOptions(first.socket).keepAlive).toEqual({ idle: 30_000, interval: 1000, count: 10 });
+    const second = await get(agent, port);
+    expect(second.socket).toBe(first.socket);
+    await freed(agent, second.socket);
+    expect(readOptions(second.socket).keepAlive).toEqual({ idle: 1000, interval: 1000, count: 10 });
+  });
+});
+
+describe('idle eviction', () => {
+  const cases = [
+    { name: 'Keep-Alive: timeout=2, margin 500 ms: evicted at 1.5 s, before the server\'s 2 s', header: 'Keep-Alive: timeout=2\r\n', overrides: { poolIdleMargin: 500 }, options: {}, within: [1450, 1950] },
+    { name: 'Keep-Alive: timeout=5, max=100 (timeout not first), margin 1 s: evicted at 4 s', header: 'Keep-Alive: max=100, timeout=5\r\n', overrides: {}, options: {}, within: [3950, 4500] },
+    { name: 'no hint: evicted after poolIdleTimeout (1.5 s)', header: '', overrides: { poolIdleTimeout: 1500 }, options: {}, within: [1450, 1950] },
+    { name: 'no hint, agent timeout 1 s: the agent\'s timeout caps it', header: '', overrides: {}, options: { timeout: 1000 }, within: [950, 1450] },
+  ];
+
+  it.each(cases)('$name', async ({ header, overrides, options, within }) => {
+    const { port, peers } = await rawServer(header);
+    const agent = keep(createAgent(presets.gracefulHeartbeat({ keepAlive, ...overrides }), options));
+    const got = await get(agent, port);
+    expect(await freed(agent, got.socket)).toBe('free');
+    const start = performance.now();
+    await once(got.socket, 'close');
+    const elapsed = performance.now() - start;
+    expect(elapsed).toBeGreaterThanOrEqual(within[0]);
+    expect(elapsed).toBeLessThan(within[1]);
+    // The client closed it: the server end saw a FIN, not the other way round.
+    expect(peers[0].readableEnded || peers[0].destroyed).toBe(true);
+  });
+
+  it('a hint not above the margin (timeout=1, margin 1 s): the socket is not kept, the next request gets a new one', async () => {
+    const { port } = await rawServer('Keep-Alive: timeout=1\r\n');
+    const agent = keep(createAgent(policy));
+    const first = await get(agent, port);
+    expect(await freed(agent, first.socket)).toBe('dropped');
+    const second = await get(agent, port);
+    expect(second.reused).toBe(false);
+    expect(second.socket).not.toBe(first.socket);
+  });
+
+  it('control: Node\'s agent keeps a hint-less idle socket past 2 s (until the server closes it)', async () => {
+    const { port } = await rawServer();
+    const agent = keep(new http.Agent({ keepAlive: true }));
+    const got = await get(agent, port);
+    await freed(agent, got.socket);
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(got.socket.destroyed).toBe(false);
+    expect(tcpState(got.socket)).toBe('ESTABLISHED');
+  });
+});
+
+describe('stale pooled sockets are dropped, never handed out', () => {
+  const cases = [
+    { how: 'FIN', state: 'CLOSE_WAIT' as TcpState },
+    { how: 'RST', state: 'CLOSE' as TcpState },
+  ];
+
+  it.each(cases)('server $how on an idle socket, request before Node notices: kernel $state, dropped, fresh socket, success', async ({ how, state }) => {
+    const { port, peers } = await rawServer();
+    const agent = keep(createAgent(policy));
+    const first = await get(agent, port);
+    await freed(agent, first.socket);
+    if (how === 'FIN') peers[0].destroy();
+    else peers[0].resetAndDestroy();
+    // The kernel knows within the close on loopback; Node would learn at the next poll, which
+    // does not come before the request below is queued.
+    expect(kernelReaches(first.socket, state)).toBe(state);
+    const second = await get(agent, port);
+    expect(second.body).toBe('ok');
+    expect(second.reused).toBe(false);
+    expect(second.socket).not.toBe(first.socket);
+    expect(first.socket.destroyed).toBe(true);
+    expect(agent.staleDropped).toBe(1);
+    // The drop is the guard's too: counted under its reason, closed through the policy.
+    await vi.waitFor(() => expect(agent.guard.stats().closed.stale).toBe(1));
+    // Dropping it closed the fd: the kernel has moved it on from CLOSE_WAIT (to LAST_ACK or gone).
+    const ss = execFileSync('ss', ['-Htan', 'state', 'close-wait', `( dport = :${port} )`], { encoding: 'utf8' });
+    expect(ss.trim()).toBe('');
+  });
+
+  it('control: Node\'s agent hands the CLOSE_WAIT socket out and the request fails', async () => {
+    const { port, peers } = await rawServer();
+    const agent = keep(new http.Agent({ keepAlive: true }));
+    const first = await get(agent, port);
+    await freed(agent, first.socket);
+    peers[0].destroy();
+    expect(kernelReaches(first.socket, 'CLOSE_WAIT')).toBe('CLOSE_WAIT');
+    let handedOut: TcpState | undefined;
+    let same = false;
+    const failed = await get(agent, port, (s) => {
+      same = s === first.socket;
+      handedOut = tcpState(s);
+    }).then(
+      () => undefined,
+      (err: NodeJS.ErrnoException) => err,
+    );
+    expect(same).toBe(true);
+    expect(handedOut).toBe('CLOSE_WAIT');
+    expect(failed?.code).toBe('ECONNRESET');
+  });
+});
+
+interface RaceReport {
+  arm: string;
+  attempts: number;
+  failures: number;
+  errors: Record<string, number>;
+  reused: number;
+  handedOut: Partial<Record<TcpState | 'gone', number>>;
+  staleDropped: number;
+  firstFailures: number;
+  elapsed: number;
+}
+
+// Scenario 19. Server and clients in a namespace of their own (its TIME_WAIT goes with it), on
+// its loopback, in separate processes as in production. Each pair of requests has an agent (so a
+// connection) of its own; 400 pairs at once, second requests 4000 ms ± 10 ms after the first.
+describe.runIf(canUse('ip', 'ss'))('scenario 19: a server closes idle keep-alive connections at exactly 4 s, no hint', () => {
+  const ns = new Netns('pool');
+  const idle = 4000;
+  let port = '';
+
+  beforeAll(async () => {
+    ns.create();
+    port = (await ns.start(serverFixture, [String(idle), '127.0.0.1'])).ready.trim();
+  });
+  afterAll(() => ns.destroy());
+
+  async function race(arm: string, pairs: number, rounds: number): Promise<RaceReport> {
+    const out = await ns.exec(process.execPath, [clientFixture, arm, '127.0.0.1', port, String(idle), String(pairs), String(rounds)], { timeout: 100_000 });
+    const report = JSON.parse(out) as RaceReport;
+    console.log(`scenario 19 ${arm}: ${JSON.stringify(report)}`);
+    expect(report.firstFailures).toBe(0);
+    return report;
+  }
+
+  it('Node\'s default agent (keepAlive: true): at least one "socket hang up"/ECONNRESET in 2000', async () => {
+    const r = await race('node', 400, 5);
+    expect(r.attempts).toBe(2000);
+    expect(r.failures).toBeGreaterThan(0);
+    expect(r.handedOut.CLOSE_WAIT ?? 0).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('policy agent: 0 failures in 2000, and never a CLOSE_WAIT socket handed out', async () => {
+    const r = await race('policy', 400, 5);
+    expect(r.attempts).toBe(2000);
+    expect(r.failures).toBe(0);
+    expect(Object.keys(r.handedOut).filter((s) => s !== 'ESTABLISHED')).toEqual([]);
+  }, 120_000);
+});

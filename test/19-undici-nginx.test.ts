@@ -1,0 +1,264 @@
+// undici (and fetch) under a policy: createConnector tunes every socket before undici sees it and
+// the policy survives undici's setKeepAlive(true, 60000) and the user's own (scenario 7);
+// createDispatcher's pool evicts idle connections before the server closes them. Scenario 20: a
+// real nginx with `keepalive_timeout 4s` (no Keep-Alive header): undici's own Agent fails requests
+// sent at 4 s ± 10 ms, the policy dispatcher never does.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import diagnostics from 'node:diagnostics_channel';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Agent, fetch as undiciFetch, request, type Dispatcher } from 'undici';
+import { createConnector, createDispatcher, presets, readOptions } from '../src/index.js';
+import type { TcpState } from '../src/index.js';
+import { canUse } from './helpers/env.js';
+import { Netns } from './helpers/netns.js';
+import { closeAll, track } from './helpers/sockets.js';
+
+const clientFixture = fileURLToPath(new URL('./fixtures/nginx-race-client.mjs', import.meta.url));
+
+const keepAlive = { idle: 7000, interval: 2000, count: 4 };
+const policy = presets.gracefulHeartbeat({ keepAlive });
+const held = { keepAlive, userTimeout: 15_000 };
+
+const dispatchers: Dispatcher[] = [];
+function keep<D extends Dispatcher>(d: D): D {
+  dispatchers.push(d);
+  return d;
+}
+
+/** Sockets undici connects, in order, as its 'undici:client:connected' channel reports them. */
+const connected: net.Socket[] = [];
+const onConnected = (message: unknown): void => {
+  connected.push((message as { socket: net.Socket }).socket);
+};
+beforeAll(() => diagnostics.subscribe('undici:client:connected', onConnected));
+afterAll(() => diagnostics.unsubscribe('undici:client:connected', onConnected));
+
+afterEach(async () => {
+  await Promise.all(dispatchers.splice(0).map((d) => d.destroy()));
+  connected.length = 0;
+  await closeAll();
+});
+
+/** An HTTP/1.1 keep-alive server answering "ok" with `extra` header lines; it never closes. */
+async function rawServer(extra = ''): Promise<string> {
+  const server = track(net.createServer((socket) => {
+    track(socket);
+    let buffered = '';
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      let end;
+      while ((end = buffered.indexOf('\r\n\r\n')) >= 0) {
+        buffered = buffered.slice(end + 4);
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${extra}\r\nok`);
+      }
+    });
+  }));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`;
+}
+
+async function get(url: string, dispatcher: Dispatcher): Promise<string> {
+  const { body } = await request(url, { dispatcher });
+  return body.text();
+}
+
+describe('createConnector / createDispatcher: the policy on every socket', () => {
+  it('in place when undici receives the socket (connector callback) and on the connected channel', async () => {
+    const url = await rawServer();
+    const connector = createConnector(policy);
+    let inCallback: unknown;
+    const dispatcher = keep(new Agent({
+      connect: (options, callback) => connector(options, (err, socket) => {
+        if (socket) inCallback = readOptions(socket as net.Socket);
+        callback(err as null, socket as net.Socket);
+      }),
+    }));
+    expect(await get(url, dispatcher)).toBe('ok');
+    expect(inCallback).toMatchObject(held);
+    expect(connected).toHaveLength(1);
+    expect(readOptions(connected[0])).toMatchObject(held);
+    expect(connector.guard.stats().tracked).toBe(1);
+  });
+
+  it('scenario 7: user setKeepAlive(true, 30000), then 10 requests on the pooled socket: the kernel holds the policy after each', async () => {
+    const url = await rawServer();
+    // One connection per origin: a request that arrives while undici still counts the previous
+    // one as running would otherwise open a second connection.
+    const dispatcher = keep(createDispatcher(policy, { connections: 1 }));
+    expect(await get(url, dispatcher)).toBe('ok');
+    const [socket] = connected;
+    socket.setKeepAlive(true, 30_000);
+    expect(readOptions(socket)).toMatchObject(held);
+    for (let i = 0; i < 10; i++) {
+      expect(await get(url, dispatcher)).toBe('ok');
+      expect(connected.length).toBe(1);
+      expect(connected[0]).toBe(socket);
+      expect(readOptions(socket)).toMatchObject(held);
+      if (i % 3 === 0) socket.setKeepAlive(true, 30_000 + i * 1000);
+    }
+    expect(dispatcher.guard.stats().tracked).toBe(1);
+  });
+
+  it('control: undici\'s own connector leaves 60 s / 1 s / 10 probes', async () => {
+    const url = await rawServer();
+    const dispatcher = keep(new Agent());
+    await get(url, dispatcher);
+    expect(readOptions(connected[0]).keepAlive).toEqual({ idle: 60_000, interval: 1000, count: 10 });
+  });
+
+  it('TLS through undici\'s buildConnector: tuned on TCP connect, in place after the handshake', async () => {
+    const key = readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url));
+    const cert = readFileSync(new URL('./fixtures/tls/cert.pem', import.meta.url));
+    const server = track(https.createServer({ key, cert }, (_req, res) => res.end('ok')));
+    server.on('secureConnection', (s: net.Socket) => track(s));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const dispatcher = keep(createDispatcher(policy, { connect: { rejectUnauthorized: false } }));
+    expect(await get(`https://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, dispatcher)).toBe('ok');
+    expect(readOptions(connected[0])).toMatchObject(held);
+  });
+
+  it('fetch: undici\'s fetch and Node\'s global fetch both take the dispatcher', async () => {
+    const url = await rawServer();
+    const dispatcher = keep(createDispatcher(policy));
+    expect(await (await undiciFetch(url, { dispatcher })).text()).toBe('ok');
+    const viaGlobal = await fetch(url, { dispatcher } as RequestInit);
+    expect(await viaGlobal.text()).toBe('ok');
+    expect(connected.length).toBeGreaterThan(0);
+    for (const socket of connected) if (!socket.destroyed) expect(readOptions(socket)).toMatchObject(held);
+  });
+
+  it('refuses pool timeouts that bypass the policy, Unix-domain paths and bad options', () => {
+    expect(() => createDispatcher(policy, { keepAliveTimeout: 1000 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => createDispatcher(policy, { socketPath: '/tmp/x.sock' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => createConnector(policy, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => createConnector({ keepAlive: { idle: 0, interval: 1000, count: 3 } })).toThrow(RangeError);
+  });
+});
+
+describe('createDispatcher: idle eviction', () => {
+  const cases = [
+    { name: 'no hint: closed after poolIdleTimeout (1.5 s)', header: '', overrides: { poolIdleTimeout: 1500 }, within: [1450, 1950] },
+    { name: 'Keep-Alive: timeout=2, margin 500 ms: closed at 1.5 s, before the server\'s 2 s', header: 'Keep-Alive: timeout=2\r\n', overrides: { poolIdleMargin: 500 }, within: [1450, 1950] },
+  ];
+
+  it.each(cases)('$name', async ({ header, overrides, within }) => {
+    const url = await rawServer(header);
+    const dispatcher = keep(createDispatcher(presets.gracefulHeartbeat({ keepAlive, ...overrides })));
+    await get(url, dispatcher);
+    const start = performance.now();
+    const [socket] = connected;
+    // undici closes it with an InformationalError ('socket idle timeout'): wait for 'close' only.
+    if (!socket.destroyed) await new Promise((resolve) => socket.once('close', resolve));
+    const elapsed = performance.now() - start;
+    expect(elapsed).toBeGreaterThanOrEqual(within[0]);
+    expect(elapsed).toBeLessThan(within[1]);
+  });
+
+  it('a hint not above the margin (timeout=1, margin 1 s): the connection is not reused', async () => {
+    const url = await rawServer('Keep-Alive: timeout=1\r\n');
+    const dispatcher = keep(createDispatcher(policy));
+    await get(url, dispatcher);
+    await get(url, dispatcher);
+    expect(connected).toHaveLength(2);
+  });
+});
+
+interface RaceReport {
+  arm: string;
+  attempts: number;
+  failures: number;
+  errors: Record<string, number>;
+  connections: number;
+  reused: number;
+  handedOut: Partial<Record<TcpState | 'gone', number>>;
+  hints: Record<string, number>;
+  firstFailures: number;
+  elapsed: number;
+}
+
+// Scenario 20. nginx and the clients share a namespace of the test's own (loopback), so its
+// TIME_WAIT sockets go with it; nginx runs in one process (master_process off) so killing it
+// leaves nothing behind.
+describe.runIf(canUse('ip', 'ss', 'nginx'))('scenario 20: real nginx, keepalive_timeout 4s (no header), fetch at 4 s ± 10 ms', () => {
+  const ns = new Netns('ngx');
+  const idle = 4000;
+  const port = 8080;
+  let dir = '';
+  let nginx: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'socktune-nginx-'));
+    const conf = path.join(dir, 'nginx.conf');
+    writeFileSync(conf, [
+      'master_process off;',
+      'daemon off;',
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log warn;`,
+      'worker_rlimit_nofile 8192;',
+      'events { worker_connections 4096; }',
+      'http {',
+      '  access_log off;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
+      '  keepalive_timeout 4s;',
+      '  keepalive_requests 100000;',
+      '  server {',
+      `    listen 127.0.0.1:${port} backlog=4096;`,
+      '    location / { default_type text/plain; return 200 "ok"; }',
+      '  }',
+      '}',
+      '',
+    ].join('\n'));
+    ns.create();
+    nginx = spawn('ip', ['netns', 'exec', ns.name, 'nginx', '-e', `${dir}/error.log`, '-p', dir, '-c', conf], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      const listening = execFileSync('ip', ['netns', 'exec', ns.name, 'ss', '-Hltn', `( sport = :${port} )`], { encoding: 'utf8' });
+      if (listening.trim() !== '') return;
+      if (nginx.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`nginx did not start: ${readFileSync(`${dir}/error.log`, 'utf8')}`);
+  });
+
+  afterAll(async () => {
+    if (nginx && nginx.exitCode === null && nginx.signalCode === null) {
+      const exited = once(nginx, 'exit');
+      nginx.kill('SIGTERM');
+      const late = setTimeout(() => nginx?.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(late);
+    }
+    await ns.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function race(arm: string): Promise<RaceReport> {
+    const out = await ns.exec(process.execPath, [clientFixture, arm, `http://127.0.0.1:${port}/`, String(idle), '400', '5'], { timeout: 100_000 });
+    const report = JSON.parse(out) as RaceReport;
+    console.log(`scenario 20 ${arm}: ${JSON.stringify(report)}`);
+    expect(report.firstFailures).toBe(0);
+    expect(report.attempts).toBe(2000);
+    // nginx announced nothing: every response came without a Keep-Alive header.
+    expect(Object.keys(report.hints)).toEqual(['none']);
+    return report;
+  }
+
+  it('undici\'s own Agent, default options: at least one failure in 2000', async () => {
+    const r = await race('undici');
+    expect(r.failures).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('createDispatcher(policy): 0 failures in 2000, never a CLOSE_WAIT socket written to', async () => {
+    const r = await race('policy');
+    expect(r.failures).toBe(0);
+    expect(Object.keys(r.handedOut).filter((s) => s !== 'ESTABLISHED')).toEqual([]);
+  }, 120_000);
+});

@@ -139,5 +139,9 @@ export function pendingWriteBytes(socket: net.Socket): number {
     handle = handle._parent as typeof handle;
   }
   queued += handle?.writeQueueSize ?? 0;
-  return socket.writableLength + queued;
+  // The chunk being written is in writableLength until its callback runs and, for what the kernel
+  // has not taken of it, in the handle's writeQueueSize too: count it once, from the handle.
+  const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
+  const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
+  return socket.writableLength - inHandle + queued;
 }

@@ -237,7 +237,8 @@ function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
  *   connection is reset and the unacknowledged byte count is reported (never silently). Choose
  *   `'fin'` to fall back to a normal close that keeps delivering.
  *
- * What the peer sees: every byte written, then ECONNRESET instead of an end-of-stream.
+ * What the peer sees: every byte written, then ECONNRESET instead of an end-of-stream (a Node.js 20
+ * peer with bytes still unread when the RST arrives may see a plain end-of-stream).
  */
 function rstOnClose(overrides?: PolicyOverrides): Policy {
   return compose({ name: 'rst-on-close', reset: 'always' }, overrides);

@@ -100,7 +100,10 @@ function unacknowledged(socket: net.Socket): number {
  * at risk. Works on `net.Socket` and `tls.TLSSocket` (where Node's `resetAndDestroy` throws).
  *
  * The local side sees no error: the socket emits `'close'` without one. The peer sees every
- * acknowledged byte, then ECONNRESET. Calling it again on the same socket returns the same promise.
+ * acknowledged byte, then ECONNRESET; a Node.js 20 peer that still has unread bytes when the RST
+ * arrives may see a plain end-of-stream instead (libuv reports the hang-up after a short read as
+ * EOF), so with `onDrainTimeout: 'reset'` the report is the one reliable signal of bytes not
+ * delivered. Calling it again on the same socket returns the same promise.
  *
  * @param socket a connected TCP or TLS socket
  * @param options drain bound and the action past it

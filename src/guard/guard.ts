@@ -94,21 +94,36 @@ const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 
 
 /** Per-connection state: three numbers and the socket's guard. Kept in one Map, nothing on timers. */
 interface Entry {
-  /** When the current half-close or FIN-wait began (as first seen by a scan), 0 if neither. */
+  /** When the current half-close or FIN-wait began (as first seen by a scan); see `phase`. */
   since: number;
   /** When the last heartbeat ping was sent, 0 if none is outstanding. */
   pingAt: number;
   /** Index into STATES of the last state read, -1 before the first scan. */
   state: number;
+  /** Which deadline `since` times: 0 none, 1 half-close, 2 FIN-wait (a half-close can turn into a FIN-wait). */
+  phase: number;
 }
 
 const kGuard = Symbol('socktune.guard');
 /** Slices a full scan is split into: each tick visits about 1/TICKS of the connections. */
 const TICKS = 8;
 
+type DestroyMethod = (this: net.Socket, err: Error | null, cb: (err?: Error | null) => void) => void;
+
+/**
+ * Untracks a socket as it is destroyed (`_destroy` runs once, before `'close'`): an own method
+ * that shadows the class's and then calls it. Not a `'close'` listener: an HTTP server adds and
+ * removes a `'close'` listener of its own for every response, and with a second listener there
+ * the socket keeps a grown listener array, about 200 bytes a connection.
+ */
+function destroyTracked(this: net.Socket, err: Error | null, cb: (err?: Error | null) => void): void {
+  (this as unknown as { [kGuard]?: Guard })[kGuard]?.untrack(this);
+  (Object.getPrototypeOf(this) as { _destroy: DestroyMethod })._destroy.call(this, err, cb);
+}
+
+/** For a socket whose `_destroy` someone else already replaced: the `'close'` event instead. */
 function onSocketClose(this: net.Socket): void {
-  const guard = (this as unknown as { [kGuard]?: Guard })[kGuard];
-  guard?.untrack(this);
+  (this as unknown as { [kGuard]?: Guard })[kGuard]?.untrack(this);
 }
 
 /**
@@ -131,6 +146,8 @@ export class Guard extends EventEmitter {
   #seen = 0;
   #scans = 0;
   #visited = 0;
+  /** Connections visited per tick in the current scan: 1/TICKS of the set as the scan began. */
+  #slice = 0;
   #closing = false;
 
   constructor(policy: Policy) {
@@ -152,10 +169,11 @@ export class Guard extends EventEmitter {
     const previous = tagged[kGuard];
     if (previous !== undefined && previous !== this) previous.untrack(socket);
     tagged[kGuard] = this;
-    this.#entries.set(socket, { since: 0, pingAt: 0, state: -1 });
+    this.#entries.set(socket, { since: 0, pingAt: 0, state: -1, phase: 0 });
     this.#seen++;
-    // A shared listener, not once(): once() allocates a wrapper per socket.
-    socket.on('close', onSocketClose);
+    const hooked = socket as unknown as { _destroy: DestroyMethod };
+    if (!Object.hasOwn(socket, '_destroy')) hooked._destroy = destroyTracked;
+    else if (hooked._destroy !== destroyTracked) socket.on('close', onSocketClose);
     if (this.#timer === undefined) this.#start();
     return this;
   }
@@ -236,6 +254,10 @@ export class Guard extends EventEmitter {
     const deadline = start + timeout;
     while (this.#entries.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - performance.now()))));
+      // A connection that finished its request since is an idle keep-alive connection now: Node
+      // answers it with 'Connection: keep-alive' even after close() and keeps it for
+      // keepAliveTimeout, so close it here instead of forcing it at the timeout.
+      for (const server of this.#servers) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
     }
     const left = [...this.#entries.keys()];
     await Promise.all(left.map((socket) => this.#close(socket, 'shutdown')));
@@ -258,23 +280,36 @@ export class Guard extends EventEmitter {
   /** Visits the next slice: ceil(size / TICKS) connections, round-robin. */
   #tick(): void {
     const now = performance.now();
-    let budget = Math.ceil(this.#entries.size / TICKS);
+    if (this.#iterator === undefined) this.#begin();
+    // The slice is sized when a scan begins. Closes during a scan shrink the set, and a slice of
+    // what is left would slow the rest of the scan geometrically (1000 connections: ~50 ticks, not
+    // TICKS); a set that grew since is covered by the second term.
+    let budget = Math.max(this.#slice, Math.ceil(this.#entries.size / TICKS));
     while (budget-- > 0) {
-      this.#iterator ??= this.#entries.entries();
+      // A visit that closed the last connection stopped the guard.
+      if (this.#iterator === undefined) return;
       const next = this.#iterator.next();
       if (next.done) {
-        this.#iterator = undefined;
         if (this.#visited > 0) this.#scans++;
         this.#visited = 0;
-        // Slices are sized so a scan fits in TICKS ticks; the wrap does not consume budget.
-        budget++;
-        if (this.#entries.size === 0) return;
+        if (this.#entries.size === 0) {
+          this.#iterator = undefined;
+          return;
+        }
+        // The wrap does not consume budget, but a new scan's slice bounds it.
+        this.#begin();
+        budget = Math.min(budget + 1, this.#slice);
         continue;
       }
       this.#visited++;
       const [socket, entry] = next.value;
       this.#visit(socket, entry, now);
     }
+  }
+
+  #begin(): void {
+    this.#iterator = this.#entries.entries();
+    this.#slice = Math.ceil(this.#entries.size / TICKS);
   }
 
   #visit(socket: net.Socket, entry: Entry, now: number): void {
@@ -296,14 +331,18 @@ export class Guard extends EventEmitter {
     const state = a.state;
     if (state === 'CLOSE_WAIT') {
       if (p.halfCloseTimeout === false) return;
-      if (entry.since === 0) entry.since = now;
-      else if (now - entry.since >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
+      if (entry.phase !== 1) {
+        entry.phase = 1;
+        entry.since = now;
+      } else if (now - entry.since >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
       return;
     }
     if (FIN_STATES.has(state)) {
       if (p.finWaitTimeout === false) return;
-      if (entry.since === 0) entry.since = now;
-      else if (now - entry.since >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
+      if (entry.phase !== 2) {
+        entry.phase = 2;
+        entry.since = now;
+      } else if (now - entry.since >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
       return;
     }
     if (state === 'CLOSE') {
@@ -311,7 +350,7 @@ export class Guard extends EventEmitter {
       void this.#close(socket, 'dead');
       return;
     }
-    entry.since = 0;
+    entry.phase = 0;
     if (state !== 'ESTABLISHED') return;
     const received = a.lastDataReceived;
     const sent = a.lastDataSent;

@@ -8,7 +8,7 @@
 import net from 'node:net';
 import { codes, socktuneError } from '../errors.js';
 import type { Policy } from './presets.js';
-import { closeChannel, destroyWith, isResetting, resetIfDrained, resetWith, type CloseReason, type CloseReport } from './reset.js';
+import { closeChannel, isResetting, resetIfDrained, resetWith, type CloseReason, type CloseReport } from './reset.js';
 
 const kPolicy = Symbol('socktune.policy');
 const kTimedOut = Symbol('socktune.timedOut');
@@ -52,9 +52,15 @@ function wantsReset(socket: net.Socket, policy: Policy | undefined, reason: Clos
   // FIN_WAIT2: the peer has acknowledged our FIN and so every byte; a reset loses nothing and
   // frees the connection now instead of after tcp_fin_timeout.
   if (reason === 'fin-wait') return true;
+  // The same for a shutdown that already ended the connection (guard.close() ends every plain
+  // connection first): what is left waits in FIN_WAIT for a peer that never answered, and a FIN
+  // now would leave it orphaned for tcp_fin_timeout. The reset path drains first, as ever.
+  if (reason === 'shutdown' && socket.writableFinished) return true;
   if (policy === undefined || policy.reset === false) return false;
   // The peer closed first: this side closes passively (LAST_ACK) and keeps no TIME_WAIT anyway.
-  if (socket.readableEnded) return false;
+  // 'half-closed' is the kernel's word for it (CLOSE_WAIT) even where JavaScript never read the
+  // EOF (a paused socket with unread bytes), so a peer that ended cleanly does not get a reset.
+  if (socket.readableEnded || reason === 'half-closed') return false;
   if (policy.reset === 'always') return true;
   return reason !== 'close' || (socket as Tuned)[kTimedOut] === true;
 }
@@ -79,7 +85,10 @@ export function closeFor(socket: net.Socket, reason: CloseReason, detail = `clos
       return report;
     });
   }
-  destroyWith(socket, error);
+  // FIN, as decided here. The socket's own destroy() may be the policy's, which would decide
+  // again without the reason (and reset a paused half-closed socket that never read its EOF).
+  if (error && socket.listenerCount('error') > 0) proto.destroy.call(socket, error);
+  else proto.destroy.call(socket);
   const report: CloseReport = { method: 'fin', drained: false, bytesAtRisk: 0, waited: 0 };
   publish(socket, reason, report, error);
   return Promise.resolve(report);

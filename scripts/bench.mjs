@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { diagNotes, diagnostics, diagRows } from './bench/diag.mjs';
 import { churn, churnNotes, churnRows } from './bench/churn.mjs';
 import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
+import { guardBench } from './bench/guard.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure, timed } from './bench/measure.mjs';
 
@@ -151,6 +152,7 @@ async function main() {
   // Policies: reset-close churn, then dead-peer detection (namespaces of their own).
   const churned = (await churn({ quiet: json })).json;
   const deadPeer = (await deadPeerBench({ quiet: json })).json;
+  const guarded = await guardBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -198,6 +200,8 @@ async function main() {
     diagnostics: diag,
     churn: churned,
     deadPeer,
+    guard: guarded.json,
+    guardRows: guarded.rows,
   };
 }
 
@@ -234,6 +238,7 @@ function printTable(r) {
     ...diagRows(r.diagnostics),
     ...churnRows(r.churn),
     ...deadPeerRows(r.deadPeer),
+    ...r.guardRows,
   );
   const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));

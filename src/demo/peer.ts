@@ -10,8 +10,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { connectionStates, presets, tcpState, tune } from '../index.js';
-import type { Policy } from '../policy/presets.js';
+import { connectionStates, createAgent, presets, tcpState, tune } from '../index.js';
 
 /** Arguments of `serve`: request/response servers that answer every line with `pong`. */
 export interface ServeArgs {
@@ -282,20 +281,6 @@ async function hold(a: HoldArgs): Promise<void> {
   process.exit(0);
 }
 
-type CreateAgent = (policy: Policy, options?: http.AgentOptions) => http.Agent;
-
-/** The agent of `src/integrations/agent.ts`, loaded by a computed name so the demo builds before it exists. */
-async function loadCreateAgent(): Promise<CreateAgent | string> {
-  const specifier = new URL('../integrations/agent.js', import.meta.url).href;
-  try {
-    const mod = (await import(specifier)) as { createAgent?: CreateAgent };
-    if (typeof mod.createAgent !== 'function') return 'agent not available: src/integrations/agent.ts exports no createAgent';
-    return mod.createAgent;
-  } catch (err) {
-    return `agent not available: ${String((err as Error).message ?? err).split('\n')[0]}`;
-  }
-}
-
 async function hangup(a: HangupArgs): Promise<void> {
   // A keep-alive HTTP/1.1 server that closes a connection idle for idleTimeout (as Node's own
   // server does, by destroy()), but announces no Keep-Alive: timeout= hint, like many proxies.
@@ -318,13 +303,10 @@ async function hangup(a: HangupArgs): Promise<void> {
   await once(server, 'listening');
   const { port } = server.address() as net.AddressInfo;
 
-  const createAgent = await loadCreateAgent();
   const policy = presets.gracefulHeartbeat();
   const arms: Array<{ name: string; make?: () => http.Agent; result: HangupArm }> = [
     { name: 'nodeAgent', make: () => new http.Agent({ keepAlive: true }), result: emptyArm() },
-    typeof createAgent === 'string'
-      ? { name: 'socktuneAgent', result: { ...emptyArm(), available: false, why: createAgent } }
-      : { name: 'socktuneAgent', make: () => createAgent(policy, { keepAlive: true }), result: emptyArm() },
+    { name: 'socktuneAgent', make: () => createAgent(policy, { keepAlive: true }), result: emptyArm() },
   ];
 
   const get = (agent: http.Agent): Promise<{ error?: string; socket?: net.Socket }> =>

@@ -308,7 +308,11 @@ export interface TcpInfo {
 const microsecondFields = new Set(['rto', 'ato', 'rtt', 'rttvar', 'rcvRtt', 'minRtt']);
 const infoFields = constants.infoFields.map((name, i) => ({ name, i, scale: microsecondFields.has(name) ? 1 / 1000 : 1 }));
 
-function requirePlatform(feature: 'tcpInfo' | 'queues' | 'cookie', what: string): void {
+/**
+ * Throws ERR_SOCKTUNE_UNSUPPORTED when this platform lacks a kernel view (`tcpInfo`: TCP_INFO;
+ * `queues`: SIOCOUTQ/SIOCINQ; `cookie`: SO_COOKIE). `what` names what needs it.
+ */
+export function requirePlatform(feature: 'tcpInfo' | 'queues' | 'cookie', what: string): void {
   if (!platform[feature]) throw socktuneError(codes.UNSUPPORTED, `${what} is not available on ${platform.name}`);
 }
 

@@ -5,7 +5,7 @@
  * @module
  */
 import type net from 'node:net';
-import { checkInteger, checkOptions, limits, type KeepAliveOptions } from '../options.js';
+import { checkInteger, checkOptions, limits, requirePlatform, type KeepAliveOptions } from '../options.js';
 import { invalidArgType, invalidArgValue } from '../errors.js';
 
 /** How connections this side closes end. */
@@ -114,6 +114,10 @@ function timeoutOrFalse(name: string, value: unknown): number | false {
 
 /** Validates `policy` completely; throws the errors `configure` would, before any socket is touched. */
 function check(policy: Policy): Policy {
+  // A reset waits on SIOCOUTQ and the deadlines read TCP_INFO: where the platform has neither,
+  // the policy is refused where it is built instead of doing nothing later.
+  if (policy.reset !== false) requirePlatform('queues', `policy.reset '${policy.reset}' (the safe reset waits for SIOCOUTQ to drain)`);
+  if (needsTracking(policy)) requirePlatform('tcpInfo', 'the deadlines of this policy (the guard reads TCP_INFO)');
   const { keepAlive, userTimeout, noDelay } = policy;
   checkOptions({ keepAlive, userTimeout, noDelay });
   for (const key of ['idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'halfCloseTimeout', 'finWaitTimeout'] as const) {

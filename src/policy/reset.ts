@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
-import { checkInteger, configure, lingerIfDrained, sendQueueBytes } from '../options.js';
+import { checkInteger, configure, lingerIfDrained, requirePlatform, sendQueueBytes } from '../options.js';
 import { pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
@@ -127,6 +127,9 @@ export function resetWith(socket: net.Socket, options: ResetCloseOptions, error?
   if (onDrainTimeout !== 'reset' && onDrainTimeout !== 'fin') {
     throw invalidArgValue('options.onDrainTimeout', onDrainTimeout, "must be 'reset' or 'fin'");
   }
+  // Without the send-queue size there is no way to know the peer has everything: refuse, rather
+  // than reset blind or fall back silently.
+  requirePlatform('queues', 'resetClose (it waits for SIOCOUTQ to drain)');
   const pending = (socket as Resetting)[kPending];
   if (pending) return pending;
   if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');

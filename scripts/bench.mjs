@@ -16,6 +16,7 @@ import { diagNotes, diagnostics, diagRows } from './bench/diag.mjs';
 import { churn, churnNotes, churnRows } from './bench/churn.mjs';
 import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
 import { guardBench } from './bench/guard.mjs';
+import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure, timed } from './bench/measure.mjs';
 
@@ -240,14 +241,9 @@ function printTable(r) {
     ...deadPeerRows(r.deadPeer),
     ...r.guardRows,
   );
-  const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}\n`);
-  console.log(line(head));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of rows) console.log(line(row));
+  printRows(rows);
   console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
   for (const note of diagNotes(r.diagnostics)) console.log(note);
   for (const note of churnNotes(r.churn)) console.log(note);

@@ -16,6 +16,7 @@ import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
+import { rawServer } from './helpers/http.js';
 
 const serverFixture = fileURLToPath(new URL('./fixtures/agent-idle-server.mjs', import.meta.url));
 const clientFixture = fileURLToPath(new URL('./fixtures/agent-race-client.mjs', import.meta.url));
@@ -35,32 +36,6 @@ afterEach(async () => {
   for (const agent of agents.splice(0)) agent.destroy();
   await closeAll();
 });
-
-interface RawServer {
-  port: number;
-  /** Server ends of the connections, in accept order. */
-  peers: net.Socket[];
-}
-
-/** An HTTP/1.1 keep-alive server that answers every request with "ok" and `extra` header lines, and never closes. */
-async function rawServer(extra = ''): Promise<RawServer> {
-  const peers: net.Socket[] = [];
-  const server = track(net.createServer((socket) => {
-    peers.push(track(socket));
-    let buffered = '';
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('latin1');
-      let end;
-      while ((end = buffered.indexOf('\r\n\r\n')) >= 0) {
-        buffered = buffered.slice(end + 4);
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${extra}\r\nok`);
-      }
-    });
-  }));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { port: (server.address() as net.AddressInfo).port, peers };
-}
 
 interface Got {
   socket: net.Socket;

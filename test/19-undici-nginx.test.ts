@@ -19,6 +19,7 @@ import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
+import { rawServer } from './helpers/http.js';
 
 const clientFixture = fileURLToPath(new URL('./fixtures/nginx-race-client.mjs', import.meta.url));
 
@@ -47,24 +48,6 @@ afterEach(async () => {
 });
 
 /** An HTTP/1.1 keep-alive server answering "ok" with `extra` header lines; it never closes. */
-async function rawServer(extra = ''): Promise<string> {
-  const server = track(net.createServer((socket) => {
-    track(socket);
-    let buffered = '';
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('latin1');
-      let end;
-      while ((end = buffered.indexOf('\r\n\r\n')) >= 0) {
-        buffered = buffered.slice(end + 4);
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${extra}\r\nok`);
-      }
-    });
-  }));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`;
-}
-
 async function get(url: string, dispatcher: Dispatcher): Promise<string> {
   const { body } = await request(url, { dispatcher });
   return body.text();
@@ -72,7 +55,7 @@ async function get(url: string, dispatcher: Dispatcher): Promise<string> {
 
 describe('createConnector / createDispatcher: the policy on every socket', () => {
   it('in place when undici receives the socket (connector callback) and on the connected channel', async () => {
-    const url = await rawServer();
+    const { url } = await rawServer();
     const connector = createConnector(policy);
     let inCallback: unknown;
     const dispatcher = keep(new Agent({
@@ -89,7 +72,7 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
   });
 
   it('scenario 7: user setKeepAlive(true, 30000), then 10 requests on the pooled socket: the kernel holds the policy after each', async () => {
-    const url = await rawServer();
+    const { url } = await rawServer();
     // One connection per origin: a request that arrives while undici still counts the previous
     // one as running would otherwise open a second connection.
     const dispatcher = keep(createDispatcher(policy, { connections: 1 }));
@@ -108,7 +91,7 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
   });
 
   it('control: undici\'s own connector leaves 60 s / 1 s / 10 probes', async () => {
-    const url = await rawServer();
+    const { url } = await rawServer();
     const dispatcher = keep(new Agent());
     await get(url, dispatcher);
     expect(readOptions(connected[0]).keepAlive).toEqual({ idle: 60_000, interval: 1000, count: 10 });
@@ -127,7 +110,7 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
   });
 
   it('fetch: undici\'s fetch and Node\'s global fetch both take the dispatcher', async () => {
-    const url = await rawServer();
+    const { url } = await rawServer();
     const dispatcher = keep(createDispatcher(policy));
     expect(await (await undiciFetch(url, { dispatcher })).text()).toBe('ok');
     const viaGlobal = await fetch(url, { dispatcher } as RequestInit);
@@ -151,7 +134,7 @@ describe('createDispatcher: idle eviction', () => {
   ];
 
   it.each(cases)('$name', async ({ header, overrides, within }) => {
-    const url = await rawServer(header);
+    const { url } = await rawServer(header);
     const dispatcher = keep(createDispatcher(presets.gracefulHeartbeat({ keepAlive, ...overrides })));
     await get(url, dispatcher);
     const start = performance.now();
@@ -164,7 +147,7 @@ describe('createDispatcher: idle eviction', () => {
   });
 
   it('a hint not above the margin (timeout=1, margin 1 s): the connection is not reused', async () => {
-    const url = await rawServer('Keep-Alive: timeout=1\r\n');
+    const { url } = await rawServer('Keep-Alive: timeout=1\r\n');
     const dispatcher = keep(createDispatcher(policy));
     await get(url, dispatcher);
     await get(url, dispatcher);

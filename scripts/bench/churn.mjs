@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, namespacesUnavailable } from '../../dist/demo/lab.js';
 import { median } from './measure.mjs';
+import { printRows } from './table.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const peer = join(here, 'churn-peer.mjs');
@@ -188,20 +189,9 @@ export function churnNotes(d) {
   return lines;
 }
 
-function printTable(rows, notes) {
-  const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
-  console.log(line(head));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of rows) console.log(line(row));
-  console.log('');
-  for (const n of notes) console.log(n);
-}
-
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const asJson = process.argv.includes('--json');
   const { rows, json } = await churn({ quiet: asJson });
   if (asJson) console.log(JSON.stringify(json, null, 2));
-  else printTable(rows, churnNotes(json));
+  else printRows(rows, churnNotes(json));
 }

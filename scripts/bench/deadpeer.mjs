@@ -11,6 +11,7 @@
 import { fileURLToPath } from 'node:url';
 import { Lab, namespacesUnavailable } from '../../dist/demo/lab.js';
 import { deadPeer } from '../../dist/demo/scenarios.js';
+import { intFlag, printRows } from './table.mjs';
 
 /** Jiffy-based keepalive timers: a second of slack over the kernel's budget, as in the tests. */
 export const GOALS = { heartbeatSlackMs: 1000 };
@@ -97,26 +98,9 @@ export function deadPeerNotes(d) {
   return lines;
 }
 
-function flag(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`--${name} must be a positive integer, got '${process.argv[i + 1]}'`);
-  return v;
-}
-
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const asJson = process.argv.includes('--json');
-  const { rows, json } = await deadPeerBench({ quiet: asJson, per: flag('per', 20) });
+  const { rows, json } = await deadPeerBench({ quiet: asJson, per: intFlag('per', 20) });
   if (asJson) console.log(JSON.stringify(json, null, 2));
-  else {
-    const head = ['benchmark', 'result (min / median / max)', 'ratio', 'goal', 'met'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-    const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
-    console.log(line(head));
-    console.log(line(widths.map((w) => '-'.repeat(w))));
-    for (const row of rows) console.log(line(row));
-    console.log('');
-    for (const n of deadPeerNotes(json)) console.log(n);
-  }
+  else printRows(rows, deadPeerNotes(json), ['benchmark', 'result (min / median / max)', 'ratio', 'goal', 'met']);
 }

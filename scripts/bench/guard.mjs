@@ -29,6 +29,7 @@ import { constants as osConstants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { median } from './measure.mjs';
+import { printRows } from './table.mjs';
 
 const self = fileURLToPath(import.meta.url);
 
@@ -372,15 +373,6 @@ export function guardRows(d) {
   return rows;
 }
 
-function printTable(rows) {
-  const head = ['benchmark', 'result', 'ratio', 'goal', 'met'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
-  console.log(line(head));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of rows) console.log(line(row));
-}
-
 if (process.argv[1] === self) {
   const argv = process.argv.slice(2);
   if (argv.includes('--server')) await serverChild(argv);
@@ -404,7 +396,7 @@ if (process.argv[1] === self) {
     });
     if (argv.includes('--json')) console.log(JSON.stringify(json, null, 2));
     else {
-      printTable(rows);
+      printRows(rows);
       console.log(`\n${JSON.stringify(json.method ?? { error: json.error })}`);
     }
     process.exitCode = json.available ? 0 : 1;

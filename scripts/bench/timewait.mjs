@@ -6,21 +6,15 @@
 // Prints one JSON line: { closed, failed, ms, ports }.
 import net from 'node:net';
 import { once } from 'node:events';
+import { intFlag } from './table.mjs';
 
-function flag(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`--${name} must be a positive integer, got '${process.argv[i + 1]}'`);
-  return v;
-}
 
-const COUNT = flag('count', 50_000);
+const COUNT = intFlag('count', 50_000);
 // One destination port slows connect() sharply once most even local ports hold a TIME_WAIT to it
 // (see shared/testing.md); spreading the churn keeps each destination's share of the range small.
-const PORTS = flag('ports', 10);
-const CONCURRENCY = flag('concurrency', 200);
-const DEADLINE_MS = flag('deadline-ms', 20_000);
+const PORTS = intFlag('ports', 10);
+const CONCURRENCY = intFlag('concurrency', 200);
+const DEADLINE_MS = intFlag('deadline-ms', 20_000);
 
 const servers = [];
 for (let i = 0; i < PORTS; i++) {

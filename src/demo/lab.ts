@@ -42,6 +42,23 @@ function ip(args: string[], input?: string): void {
 }
 
 /** Namespaces and children of one run, all named `<prefix>-<suffix>`. */
+/**
+ * The nftables ruleset that makes a network namespace vanish: every packet arriving on `dev` and
+ * every packet leaving the namespace is dropped, so no RST and no ICMP ever comes back. Load it
+ * inside the peer's namespace with `nft -f -`; delete tables `netdev st_vanish` and
+ * `inet st_vanish` to undo it.
+ */
+export function vanishRules(dev: string): string {
+  return [
+    'table netdev st_vanish {',
+    `  chain in { type filter hook ingress device "${dev}" priority -500; policy drop; }`,
+    '}',
+    'table inet st_vanish {',
+    '  chain out { type filter hook output priority -500; policy drop; }',
+    '}',
+  ].join('\n');
+}
+
 export class Lab {
   /** Namespaces created and not yet deleted. */
   readonly namespaces: string[] = [];
@@ -93,14 +110,7 @@ export class Lab {
    * a different failure: the sender's own queue errors, not a silent peer).
    */
   vanish(ns: string, dev: string): void {
-    const rules = [
-      'table netdev st_vanish {',
-      `  chain in { type filter hook ingress device "${dev}" priority -500; policy drop; }`,
-      '}',
-      'table inet st_vanish {',
-      '  chain out { type filter hook output priority -500; policy drop; }',
-      '}',
-    ].join('\n');
+    const rules = vanishRules(dev);
     try {
       execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules, stdio: ['pipe', 'ignore', 'pipe'] });
     } catch (err) {

@@ -100,10 +100,11 @@ function unacknowledged(socket: net.Socket): number {
  * at risk. Works on `net.Socket` and `tls.TLSSocket` (where Node's `resetAndDestroy` throws).
  *
  * The local side sees no error: the socket emits `'close'` without one. The peer sees every
- * acknowledged byte, then ECONNRESET; a Node.js 20 peer that still has unread bytes when the RST
- * arrives may see a plain end-of-stream instead (libuv reports the hang-up after a short read as
- * EOF), so with `onDrainTimeout: 'reset'` the report is the one reliable signal of bytes not
- * delivered. Calling it again on the same socket returns the same promise.
+ * acknowledged byte, then ECONNRESET. "Acknowledged" is the peer's kernel: an application that had
+ * not read those bytes yet when the RST landed may lose them (Node.js 24+ does for a paused
+ * socket; RFC 793 allows it) or see a plain end-of-stream (libuv); use it where the protocol shows
+ * the peer consumed the data (it answered). With `onDrainTimeout: 'reset'` the report is the one
+ * reliable signal of bytes not delivered. Calling it again on the same socket returns the same promise.
  *
  * @param socket a connected TCP or TLS socket
  * @param options drain bound and the action past it

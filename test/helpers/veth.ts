@@ -5,6 +5,7 @@
 // plus inet output), so no RST and no ICMP ever comes back.
 import { execFileSync } from 'node:child_process';
 import { Netns } from './netns.js';
+import { vanishRules } from '../../src/demo/lab.js';
 
 export class VethPeer {
   readonly ns: Netns;
@@ -34,15 +35,7 @@ export class VethPeer {
 
   /** The peer drops every packet in and out, silently: it has vanished. */
   vanish(): void {
-    const rules = [
-      'table netdev st_vanish {',
-      `  chain in { type filter hook ingress device "${this.peerIf}" priority -500; policy drop; }`,
-      '}',
-      'table inet st_vanish {',
-      '  chain out { type filter hook output priority -500; policy drop; }',
-      '}',
-    ].join('\n');
-    execFileSync('ip', ['netns', 'exec', this.ns.name, 'nft', '-f', '-'], { input: rules });
+    execFileSync('ip', ['netns', 'exec', this.ns.name, 'nft', '-f', '-'], { input: vanishRules(this.peerIf) });
   }
 
   /** Undoes {@link vanish}. */

@@ -64,7 +64,7 @@ async function serverChild(argv) {
   if (argv.includes('--idle-keep')) server.keepAliveTimeout = 0;
   let accepted = 0;
   server.on('connection', () => accepted++);
-  const guard = arm === 'guarded' ? tuneServer(server, presets.gracefulHeartbeat()) : undefined;
+  const guard = arm === 'guarded' ? tuneServer(server, presets.gracefulHeartbeat(process.env.SOCKTUNE_BENCH_SCAN ? { scanInterval: Number(process.env.SOCKTUNE_BENCH_SCAN) } : undefined)) : undefined;
   server.listen({ port: 0, host: '127.0.0.1', backlog: 65_535 });
   await once(server, 'listening');
   const connections = () => new Promise((resolve) => server.getConnections((err, n) => resolve(err ? -1 : n)));

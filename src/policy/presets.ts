@@ -95,7 +95,7 @@ const base: Omit<Policy, 'name'> = {
   heartbeat: false,
   halfCloseTimeout: false,
   finWaitTimeout: false,
-  scanInterval: 1000,
+  scanInterval: 5000,
   reset: false,
   drainTimeout: 5000,
   onDrainTimeout: 'reset',
@@ -211,6 +211,8 @@ export function keepAliveBudget(keepAlive: Required<KeepAliveOptions>): number {
  *   fails in 60 s instead of ~15 minutes of retransmissions (tcp_retries2).
  * - `halfCloseTimeout: 30 s` and `finWaitTimeout: 30 s`: a peer that sent FIN and an application
  *   that never ended (CLOSE_WAIT), or a peer that never answers our FIN, is closed within a minute.
+ * - `scanInterval: 5 s`: each connection's TCP_INFO is read once per interval (~2–3 µs a read), so a
+ *   deadline is met within 5 s after it passes, at ~0.6% of a core for 10,000 connections.
  * - `idleTimeout`, `readerIdleTimeout`, `writerIdleTimeout`, `heartbeat`: off. An idle connection
  *   to a live peer is what keepalive keeps; closing it is the application's call.
  *

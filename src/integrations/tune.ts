@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { configure, type ConfigureResult } from '../options.js';
 import { lookupHandle } from '../handle.js';
-import { compose, kernelOptions, needsTracking, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { compose, keepAliveOptions, kernelOptions, needsTracking, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { assertSocket, installClose, policyOf } from '../policy/close.js';
 import { destroyWith } from '../policy/reset.js';
 import { Guard } from '../guard/guard.js';
@@ -57,9 +57,9 @@ function setKeepAliveUnderPolicy(this: net.Socket, enable?: boolean, initialDela
   self[kNodeKeepAlive] = key;
   const policy = policyOf(this);
   if (policy === undefined || this.destroyed || this.connecting) return this;
-  const { keepAlive, userTimeout } = kernelOptions(policy);
+  const options = keepAliveOptions(policy);
   try {
-    if (keepAlive !== undefined) configure(this, userTimeout === undefined ? { keepAlive } : { keepAlive, userTimeout });
+    if (options.keepAlive !== undefined) configure(this, options);
   } catch (err) {
     // The kernel refused the policy on a live connection: it must not go on without it.
     destroyWith(this, err as Error);

@@ -261,11 +261,30 @@ export function needsTracking(policy: Policy): boolean {
   );
 }
 
-/** The kernel options of `policy`, in `configure`'s shape. */
-export function kernelOptions(policy: Policy): { keepAlive?: false | KeepAliveOptions; userTimeout?: number; noDelay?: boolean } {
-  const out: { keepAlive?: false | KeepAliveOptions; userTimeout?: number; noDelay?: boolean } = {};
-  if (policy.keepAlive !== undefined) out.keepAlive = policy.keepAlive;
-  if (policy.userTimeout !== undefined) out.userTimeout = policy.userTimeout;
-  if (policy.noDelay !== undefined) out.noDelay = policy.noDelay;
+/** A policy's options in `configure`'s shape. */
+export type KernelOptions = Readonly<{ keepAlive?: false | KeepAliveOptions; userTimeout?: number; noDelay?: boolean }>;
+
+// Policies are frozen: their kernel options are worked out once, not for every socket.
+const kernelCache = new WeakMap<Policy, KernelOptions>();
+const keepAliveCache = new WeakMap<Policy, KernelOptions>();
+
+function cached(cache: WeakMap<Policy, KernelOptions>, policy: Policy, keys: Array<'keepAlive' | 'userTimeout' | 'noDelay'>): KernelOptions {
+  let out = cache.get(policy);
+  if (out === undefined) {
+    const o: Record<string, unknown> = {};
+    for (const key of keys) if (policy[key] !== undefined) o[key] = policy[key];
+    out = Object.freeze(o) as KernelOptions;
+    cache.set(policy, out);
+  }
   return out;
+}
+
+/** The kernel options of `policy`, in `configure`'s shape. */
+export function kernelOptions(policy: Policy): KernelOptions {
+  return cached(kernelCache, policy, ['keepAlive', 'userTimeout', 'noDelay']);
+}
+
+/** What Node's `setKeepAlive` overwrites and a tuned socket puts back: keepalive and the user timeout. */
+export function keepAliveOptions(policy: Policy): KernelOptions {
+  return cached(keepAliveCache, policy, ['keepAlive', 'userTimeout']);
 }

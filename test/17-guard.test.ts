@@ -75,8 +75,9 @@ describe('tuneServer(server, presets.gracefulHeartbeat())', () => {
     const guard = tuneServer(server, presets.gracefulHeartbeat());
     expect(guard).toBeInstanceOf(Guard);
     const p = guard.policy;
-    expect(p).toMatchObject({ halfCloseTimeout: 30_000, finWaitTimeout: 30_000, scanInterval: 1000, idleTimeout: false, readerIdleTimeout: false, writerIdleTimeout: false, heartbeat: false });
-    for (const deadline of [p.halfCloseTimeout, p.finWaitTimeout, p.userTimeout, p.keepAlive && keepAliveBudget(p.keepAlive)]) {
+    expect(p).toMatchObject({ halfCloseTimeout: 30_000, finWaitTimeout: 30_000, scanInterval: 5000, idleTimeout: false, readerIdleTimeout: false, writerIdleTimeout: false, heartbeat: false });
+    // A deadline is met within one scan after it passes: still a minute or less.
+    for (const deadline of [p.halfCloseTimeout + p.scanInterval, p.finWaitTimeout + p.scanInterval, p.userTimeout, p.keepAlive && keepAliveBudget(p.keepAlive)]) {
       expect(deadline).toBeGreaterThan(0);
       expect(deadline).toBeLessThanOrEqual(60_000);
     }

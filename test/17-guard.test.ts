@@ -556,6 +556,8 @@ describe.runIf(canUse('ip', 'ss', 'prlimit'))('scenario 14: 1000 peers half-clos
     const { child: peers, ready: up } = await ns.start(clientsFixture, [String(port), String(PEERS)]);
     expect(JSON.parse(up)).toEqual({ connected: PEERS });
     expect(await waitFor(async () => (await ssCount('established', port, ns)) === PEERS, 5000)).toBeGreaterThanOrEqual(0);
+    // ss counts connections still in the accept queue too: wait until the server has taken them all.
+    expect(await waitFor(async () => ((await ask(server, 'stats')) as { connections: number }).connections === PEERS, 5000)).toBeGreaterThanOrEqual(0);
     expect(await ask(server, 'stats')).toMatchObject({ connections: PEERS, ...(guarded ? { guard: { tracked: PEERS } } : {}) });
     const loaded = { fds: fds(pid), ...(await sockstat(ns)) };
     expect(loaded.fds - baseline.fds).toBe(PEERS);

@@ -16,7 +16,7 @@ import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
-import { rawServer } from './helpers/http.js';
+import { rawServer, tlsServer } from './helpers/http.js';
 
 const serverFixture = fileURLToPath(new URL('./fixtures/agent-idle-server.mjs', import.meta.url));
 const clientFixture = fileURLToPath(new URL('./fixtures/agent-race-client.mjs', import.meta.url));
@@ -97,13 +97,7 @@ describe('createAgent: options at creation', () => {
   });
 
   it('createHttpsAgent: TLS sockets hold the policy after connect and through reuse', async () => {
-    const key = readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url));
-    const cert = readFileSync(new URL('./fixtures/tls/cert.pem', import.meta.url));
-    const server = track(https.createServer({ key, cert }, (_req, res) => res.end('ok')));
-    server.on('secureConnection', (s: net.Socket) => track(s));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const port = (server.address() as net.AddressInfo).port;
+    const { port } = await tlsServer();
     const agent = keep(createHttpsAgent(policy));
     let atConnect: unknown;
     const first = await get(agent, port, (socket) => socket.once('connect', () => (atConnect = readOptions(socket))), https);

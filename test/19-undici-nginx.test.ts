@@ -19,7 +19,7 @@ import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
-import { rawServer } from './helpers/http.js';
+import { rawServer, tlsServer } from './helpers/http.js';
 
 const clientFixture = fileURLToPath(new URL('./fixtures/nginx-race-client.mjs', import.meta.url));
 
@@ -98,14 +98,9 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
   });
 
   it('TLS through undici\'s buildConnector: tuned on TCP connect, in place after the handshake', async () => {
-    const key = readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url));
-    const cert = readFileSync(new URL('./fixtures/tls/cert.pem', import.meta.url));
-    const server = track(https.createServer({ key, cert }, (_req, res) => res.end('ok')));
-    server.on('secureConnection', (s: net.Socket) => track(s));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    const { port } = await tlsServer();
     const dispatcher = keep(createDispatcher(policy, { connect: { rejectUnauthorized: false } }));
-    expect(await get(`https://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, dispatcher)).toBe('ok');
+    expect(await get(`https://127.0.0.1:${port}/`, dispatcher)).toBe('ok');
     expect(readOptions(connected[0])).toMatchObject(held);
   });
 

@@ -1,7 +1,9 @@
 // A raw HTTP/1.1 keep-alive server on loopback that answers every request with "ok" and never
 // closes on its own: the pool tests control exactly which headers it sends (no Keep-Alive hint
 // unless given) and close its ends themselves. Closed by closeAll() with everything else.
+import https from 'node:https';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { track } from './sockets.js';
 
@@ -31,4 +33,15 @@ export async function rawServer(extra = ''): Promise<RawServer> {
   await once(server, 'listening');
   const { port } = server.address() as net.AddressInfo;
   return { port, url: `http://127.0.0.1:${port}/`, peers };
+}
+
+/** An HTTPS server on loopback with the test certificate that answers "ok"; closed by closeAll(). */
+export async function tlsServer(): Promise<{ port: number }> {
+  const key = readFileSync(new URL('../fixtures/tls/key.pem', import.meta.url));
+  const cert = readFileSync(new URL('../fixtures/tls/cert.pem', import.meta.url));
+  const server = track(https.createServer({ key, cert }, (_req, res) => res.end('ok')));
+  server.on('secureConnection', (s: net.Socket) => track(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { port: (server.address() as net.AddressInfo).port };
 }

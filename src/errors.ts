@@ -5,10 +5,10 @@
  * @module
  */
 import { getSystemErrorMap } from 'node:util';
-import { inspect } from 'node:util';
+import { inspect, types } from 'node:util';
 
 /** Error codes of socktune's own (Node's codes are used where one fits). */
-export const codes = {
+export const codes = Object.freeze({
   /** The socket is destroyed or its handle closed. */
   SOCKET_CLOSED: 'ERR_SOCKET_CLOSED',
   /** The socket has not connected yet (and the call cannot wait for it). */
@@ -21,7 +21,7 @@ export const codes = {
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
   /** An optional peer dependency (prom-client) is not installed. */
   MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
-} as const;
+} as const);
 
 /** An error from the kernel, shaped like Node's system errors. */
 export interface KernelError extends Error {
@@ -31,15 +31,33 @@ export interface KernelError extends Error {
   option?: string;
 }
 
+/** Never runs code of the value's own (getters, Proxy traps, custom inspectors): it may be hostile. */
+const safeInspect = { depth: 0, customInspect: false, showProxy: false, getters: false } as const;
+
+/** The name of the class an object was made by, read without running any of its code. */
+function className(value: object): string | undefined {
+  if (types.isProxy(value)) return undefined;
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === null || typeof proto !== 'object' || types.isProxy(proto)) return undefined;
+  const ctor: unknown = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value;
+  if (typeof ctor !== 'function' || types.isProxy(ctor)) return undefined;
+  const name: unknown = Object.getOwnPropertyDescriptor(ctor, 'name')?.value;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
-  if (typeof value === 'function') return `function ${(value as { name?: string }).name ?? ''}`;
-  if (typeof value === 'object') {
-    const name = (value as object).constructor?.name;
-    return name ? `an instance of ${name}` : inspect(value, { depth: 0 });
+  if (typeof value === 'function') {
+    const name: unknown = types.isProxy(value) ? undefined : Object.getOwnPropertyDescriptor(value, 'name')?.value;
+    return `function ${typeof name === 'string' ? name : ''}`;
   }
-  return `type ${typeof value} (${inspect(value)})`;
+  if (typeof value === 'object') {
+    if (types.isProxy(value)) return 'a Proxy';
+    const name = className(value);
+    return name ? `an instance of ${name}` : inspect(value, safeInspect);
+  }
+  return `type ${typeof value} (${inspect(value, safeInspect)})`;
 }
 
 function withCode<E extends Error>(err: E, code: string): E & { code: string } {
@@ -58,7 +76,7 @@ export function invalidArgType(name: string, expected: string, actual: unknown):
 /** `TypeError` ERR_INVALID_ARG_VALUE, worded like Node's, with an optional reason. */
 export function invalidArgValue(name: string, value: unknown, reason: string): TypeError {
   return withCode(
-    new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, { depth: 0 })}`),
+    new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, safeInspect)}`),
     'ERR_INVALID_ARG_VALUE',
   );
 }
@@ -66,7 +84,7 @@ export function invalidArgValue(name: string, value: unknown, reason: string): T
 /** `RangeError` ERR_OUT_OF_RANGE, worded like Node's. */
 export function outOfRange(name: string, range: string, actual: unknown): RangeError {
   return withCode(
-    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(actual)}`),
+    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(actual, safeInspect)}`),
     'ERR_OUT_OF_RANGE',
   );
 }

@@ -21,6 +21,7 @@ enum Slot : int {
   S_VALUES = S_IDS + st::OPT_COUNT,  // OPT_COUNT values
   S_FAILED_OPTION = 20,              // option id (or -1) that a failure concerns
   S_FAILED_SYSCALL = 21,             // Syscall below
+  S_APPLIED = 22,                    // options apply() set before the one the kernel refused
   S_READ = 24,                       // OPT_COUNT values read back
   S_QUEUES = 40,                     // outq, notsent, inq
   S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
@@ -67,24 +68,30 @@ AddonData* Data(const Napi::CallbackInfo& info) {
   return info.Env().GetInstanceData<AddonData>();
 }
 
-// Takes the fd in info[0]; verifies it is a TCP socket of IPv4/IPv6 when slots[S_VERIFY] is set
-// (src/handle.ts asks once per handle: a handle's fd never changes while it is open).
-// Returns ST_OK with *fd set, or a status.
-int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
-  int32_t n;
-  if (d == nullptr || d->slots == nullptr || napi_get_value_int32(info.Env(), info[0], &n) != napi_ok)
-    return ST_E_HANDLE;
-  if (n < 0) return ST_E_NOFD;
+// Checks the fd src/handle.ts has just read: -1 (a closed handle) is ST_E_NOFD; with
+// slots[S_VERIFY] set it must be a TCP socket of IPv4/IPv6 (src/handle.ts asks once per handle: a
+// handle's fd never changes while it is open). Returns ST_OK or a status.
+int CheckFd(AddonData* d, int32_t fd) {
+  if (fd < 0) return ST_E_NOFD;
   if (d->slots[S_VERIFY] != 0) {
-    int rc = st::check_tcp(n);
+    int rc = st::check_tcp(fd);
     if (rc != 0) {
       d->slots[S_FAILED_OPTION] = -1;
       d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
       return rc;
     }
   }
-  *fd = n;
   return ST_OK;
+}
+
+// Takes the fd in info[0] and checks it (CheckFd). Returns ST_OK with *fd set, or a status.
+int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
+  int32_t n;
+  if (d == nullptr || d->slots == nullptr || napi_get_value_int32(info.Env(), info[0], &n) != napi_ok)
+    return ST_E_HANDLE;
+  int rc = CheckFd(d, n);
+  if (rc == ST_OK) *fd = n;
+  return rc;
 }
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
@@ -107,23 +114,40 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// apply(fd): applies slots[S_COUNT] options from S_IDS/S_VALUES, all or nothing.
-Napi::Value Apply(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
+// apply(fd): sets slots[S_COUNT] options from S_IDS/S_VALUES in order and stops at the first the
+// kernel refuses, leaving the ones before it set (no snapshot, no rollback); S_APPLIED gets how many
+// were set. configure()'s hot path, so it is plain Node-API: the environment's data arrives as the
+// function's data in the one napi_get_cb_info call, and nothing is allocated.
+napi_value Apply(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg = nullptr;
+  void* data = nullptr;
+  int32_t fd = -1;
+  int rc = ST_E_HANDLE;
+  AddonData* d = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, &arg, nullptr, &data) == napi_ok && argc >= 1 &&
+      napi_get_value_int32(env, arg, &fd) == napi_ok) {
+    d = static_cast<AddonData*>(data);
+    if (d->slots != nullptr) {
+      d->slots[S_APPLIED] = 0;
+      rc = CheckFd(d, fd);
+    }
+  }
   if (rc == ST_OK) {
     int32_t* s = d->slots;
     int n = s[S_COUNT];
     if (n < 0 || n > st::OPT_COUNT) n = 0;
-    int failed = 0;
-    rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &failed);
+    int applied = 0;
+    rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &applied);
+    s[S_APPLIED] = applied;
     if (rc != 0) {
-      s[S_FAILED_OPTION] = s[S_IDS + failed];
+      s[S_FAILED_OPTION] = s[S_IDS + applied];
       s[S_FAILED_SYSCALL] = SYS_SETSOCKOPT;
     }
   }
-  return Napi::Number::New(info.Env(), rc);
+  napi_value out = nullptr;
+  napi_create_int32(env, rc, &out);
+  return out;
 }
 
 // read(fd): reads every supported option into S_READ (unsupported ones are skipped).
@@ -299,6 +323,7 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("values", static_cast<double>(S_VALUES));
   layout.Set("failedOption", static_cast<double>(S_FAILED_OPTION));
   layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
+  layout.Set("applied", static_cast<double>(S_APPLIED));
   layout.Set("read", static_cast<double>(S_READ));
   layout.Set("queues", static_cast<double>(S_QUEUES));
   layout.Set("verify", static_cast<double>(S_VERIFY));
@@ -345,9 +370,12 @@ Napi::Object Constants(Napi::Env env) {
 }
 
 Napi::Object Register(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new AddonData());  // deleted by Node when this environment (or worker) ends
+  AddonData* data = new AddonData();
+  env.SetInstanceData(data);  // deleted by Node when this environment (or worker) ends
   exports.Set("init", Napi::Function::New(env, Init, "init"));
-  exports.Set("apply", Napi::Function::New(env, Apply, "apply"));
+  napi_value apply = nullptr;
+  napi_create_function(env, "apply", NAPI_AUTO_LENGTH, Apply, data, &apply);
+  exports.Set("apply", apply);
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
   exports.Set("queues", Napi::Function::New(env, Queues, "queues"));

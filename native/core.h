@@ -33,10 +33,11 @@ int set_option(int fd, int32_t id, int32_t value);
 // Reads one option in the same units set_option takes.
 int get_option(int fd, int32_t id, int32_t* value);
 
-// Applies n options in order, all or nothing: before overwriting an option that a later one could
-// still fail after, its current value is read, and on a failure the earlier ones are put back.
-// On failure *failed is the index of the option that failed.
-int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* failed);
+// Applies n options in order and stops at the first the kernel refuses, leaving the ones before it
+// set: no snapshot is read and nothing is rolled back (a refusal after validation means a closing
+// socket or a security policy such as seccomp or a cgroup BPF hook, where restoring earlier values
+// helps nobody). Returns 0 or the refusal's -errno; *applied is the count set before it.
+int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* applied);
 
 // 0 when fd is a TCP socket of the IPv4 or IPv6 family; -ENOTSOCK, -EPROTOTYPE, -EAFNOSUPPORT else.
 int check_tcp(int fd);

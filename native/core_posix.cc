@@ -84,25 +84,16 @@ int get_option(int fd, int32_t id, int32_t* value) {
   return 0;
 }
 
-int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* failed) {
-  int32_t saved[OPT_COUNT];
-  int rc = 0;
-  int i = 0;
-  for (; i < n; i++) {
-    // The last option needs no snapshot: nothing after it can fail and ask for a rollback.
-    if (i + 1 < n) {
-      rc = get_option(fd, ids[i], &saved[i]);
-      if (rc != 0) break;
+int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* applied) {
+  for (int i = 0; i < n; i++) {
+    int rc = set_option(fd, ids[i], values[i]);
+    if (rc != 0) {
+      *applied = i;
+      return rc;
     }
-    rc = set_option(fd, ids[i], values[i]);
-    if (rc != 0) break;
   }
-  if (rc == 0) return 0;
-  *failed = i;
-  // Best effort: a restore of a value the kernel held a moment ago does not fail in practice,
-  // and the error reported is the one that stopped the application.
-  while (i-- > 0) set_option(fd, ids[i], saved[i]);
-  return rc;
+  *applied = n;
+  return 0;
 }
 
 int check_tcp(int fd) {

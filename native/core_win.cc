@@ -17,8 +17,8 @@ const OptionInfo kNone = {"", -1, -1};
 const OptionInfo& option_info(int32_t) { return kNone; }
 int set_option(int, int32_t, int32_t) { return -ENOTSUP; }
 int get_option(int, int32_t, int32_t*) { return -ENOTSUP; }
-int apply_options(int, const int32_t*, const int32_t*, int, int* failed) {
-  *failed = 0;
+int apply_options(int, const int32_t*, const int32_t*, int, int* applied) {
+  *applied = 0;
   return -ENOTSUP;
 }
 int check_tcp(int) { return -ENOTSUP; }

@@ -13,7 +13,8 @@ const require = createRequire(import.meta.url);
 export interface NativeBinding {
   init(scratch: ArrayBuffer): void;
   /**
-   * Applies `slots[layout.count]` options to `fd`; 0, a negative errno, or a status. With
+   * Applies `slots[layout.count]` options to `fd` in order, stopping at the first the kernel refuses
+   * (`slots[layout.applied]` is how many were set before it); 0, a negative errno, or a status. With
    * `slots[layout.verify]` set, first checks that `fd` is a TCP socket of IPv4/IPv6
    * (SO_TYPE/SO_DOMAIN/SO_PROTOCOL). Every call below does the same check the same way.
    */
@@ -34,7 +35,7 @@ export interface NativeBinding {
     tcpStates: string[];
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; read: number; queues: number; verify: number; infoOffset: number;
+      failedSyscall: number; applied: number; read: number; queues: number; verify: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
       diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
       diagDstFamily: number; diagSrc: number; diagDst: number;

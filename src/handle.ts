@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
 import { TCP, constants, readFd, slots } from './binding.js';
-import { codes, invalidArgType, kernelError, socktuneError } from './errors.js';
+import { codes, invalidArgType, invalidArgValue, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
 export type TcpSocketLike = net.Socket | net.Server;
@@ -32,46 +32,98 @@ const VERIFY = layout.verify;
 /** The outcome of locating a handle: the handle, or why there is none yet. */
 export type HandleLookup = { handle: object } | { pending: true };
 
+// Why a socket has no usable handle (classify() returns one of these or the handle itself).
+const enum Why {
+  Pending,
+  Closed,
+  NeverConnected,
+  Pipe,
+  Foreign,
+  ServerNotListening,
+  ServerPipe,
+  Udp,
+  NotASocket,
+}
+
+/**
+ * Finds the TCP handle of `socket`, or a reason there is none. Throws nothing of its own: on a
+ * spoofed object (getters, Proxies) whatever it throws is the object's, and the caller wraps it.
+ */
+function classify(socket: unknown): object | Why {
+  if (socket instanceof net.Socket) {
+    let handle: unknown = (socket as unknown as WithHandle)._handle;
+    if (!(handle instanceof TCP)) {
+      if (handle == null) {
+        if (socket.connecting === true) return Why.Pending;
+        // Node's destroy() drops _handle at once; `destroyed` only words the error.
+        return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
+      }
+      // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
+      if (socket instanceof tls.TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
+      if (!(handle instanceof TCP)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
+    }
+    return socket.connecting === true ? Why.Pending : handle;
+  }
+  if (socket instanceof net.Server) {
+    const handle: unknown = (socket as unknown as WithHandle)._handle;
+    if (handle == null) return Why.ServerNotListening;
+    return handle instanceof TCP ? handle : Why.ServerPipe;
+  }
+  if (socket instanceof dgram.Socket) return Why.Udp;
+  return Why.NotASocket;
+}
+
 function notTcp(what: string): Error {
   return socktuneError(codes.NOT_TCP, `socktune works on TCP sockets only; got ${what}`, 'TypeError');
 }
 
-/**
- * Finds the TCP handle of `socket`, or `{ pending: true }` for a socket that is still connecting.
- * Throws for anything that is not a live TCP socket.
- */
-export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
-  if (socket instanceof net.Socket) {
-    if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
-    let handle = (socket as unknown as WithHandle)._handle;
-    // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
-    if (socket instanceof tls.TLSSocket && handle != null) handle = handle._parent as WithHandle['_handle'];
-    if (handle == null) {
-      if (socket.connecting) return { pending: true };
-      throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
-    }
-    if (!(handle instanceof TCP)) {
-      if ((handle as object).constructor?.name === 'Pipe') throw notTcp('a Unix-domain (pipe) socket');
-      throw invalidHandle();
-    }
-    if (socket.connecting) return { pending: true };
-    return { handle };
-  }
-  if (socket instanceof net.Server) {
-    const handle = (socket as unknown as WithHandle)._handle;
-    if (handle == null) throw socktuneError(codes.NOT_CONNECTED, 'The server is not listening');
-    if (!(handle instanceof TCP)) throw notTcp('a server listening on a Unix-domain socket or pipe');
-    return { handle };
-  }
-  if (socket instanceof dgram.Socket) throw notTcp('a UDP (dgram) socket');
-  throw invalidArgType(name, 'an instance of net.Socket, tls.TLSSocket or net.Server', socket);
+function notASocket(socket: unknown, name: string): Error {
+  return invalidArgType(name, 'an instance of net.Socket, tls.TLSSocket or net.Server', socket);
 }
 
-/** Like {@link lookupHandle}, but a connecting socket is an error too. */
+/**
+ * The TCP handle of `socket`, or `undefined` for a socket that is still connecting. Throws a
+ * coded error for anything that is not a live TCP socket; what a spoofed object throws while it
+ * is inspected (a getter, a Proxy trap) becomes ERR_INVALID_ARG_VALUE with it as `cause`.
+ */
+export function tcpHandle(socket: unknown, name = 'socket'): object | undefined {
+  let found: object | Why;
+  try {
+    found = classify(socket);
+  } catch (cause) {
+    const err = invalidArgValue(name, socket, 'could not be inspected as a socket (reading it threw, see `cause`)');
+    Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
+    throw err;
+  }
+  if (typeof found === 'object') return found;
+  switch (found) {
+    case Why.Pending: return undefined;
+    case Why.Closed: throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+    case Why.NeverConnected: throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
+    case Why.Pipe: throw notTcp('a Unix-domain (pipe) socket');
+    case Why.Foreign: throw invalidHandle();
+    case Why.ServerNotListening: throw socktuneError(codes.NOT_CONNECTED, 'The server is not listening');
+    case Why.ServerPipe: throw notTcp('a server listening on a Unix-domain socket or pipe');
+    case Why.Udp: throw notTcp('a UDP (dgram) socket');
+    default: throw notASocket(socket, name);
+  }
+}
+
+/**
+ * Finds the TCP handle of `socket`, or `{ pending: true }` for a socket that is still connecting.
+ * Throws for anything that is not a live TCP socket. (The result has no prototype, so `'handle' in`
+ * it means what it says even when Object.prototype is polluted.)
+ */
+export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
+  const handle = tcpHandle(socket, name);
+  return handle === undefined ? { __proto__: null, pending: true } as HandleLookup : { __proto__: null, handle } as HandleLookup;
+}
+
+/** Like {@link tcpHandle}, but a connecting socket is an error too. */
 export function connectedHandle(socket: unknown, name = 'socket'): object {
-  const found = lookupHandle(socket, name);
-  if ('pending' in found) throw socktuneError(codes.NOT_CONNECTED, 'The socket is still connecting');
-  return found.handle;
+  const handle = tcpHandle(socket, name);
+  if (handle === undefined) throw socktuneError(codes.NOT_CONNECTED, 'The socket is still connecting');
+  return handle;
 }
 
 type NativeCall = (fd: number) => number;

@@ -1,12 +1,12 @@
 /**
- * Socket options: validation, units, deferral until connect, all-or-nothing application, and the
+ * Socket options: validation, units, deferral until connect, application in order, and the
  * read-back views (`readOptions`, `tcpInfo`, `sendQueue`, `receiveQueue`, `socketCookie`).
  * @module
  */
 import type net from 'node:net';
 import { constants, cookieSlot, infoSlots, native, slots } from './binding.js';
-import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError } from './errors.js';
-import { call, connectedHandle, lookupHandle, type TcpSocketLike } from './handle.js';
+import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, type KernelError } from './errors.js';
+import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
 /** Keepalive timing. Fields left out keep the value the socket has. */
 export interface KeepAliveOptions {
@@ -68,12 +68,12 @@ export type ConfigureResult = 'applied' | 'deferred';
 const SECOND = 1000;
 
 /** The kernel's limits, in the units users give (one validation table for every option). */
-export const limits = {
-  idle: { min: 1, max: 32767 * SECOND },
-  interval: { min: 1, max: 32767 * SECOND },
-  count: { min: 1, max: 127 },
-  userTimeout: { min: 0, max: 2 ** 31 - 1 },
-} as const;
+export const limits = Object.freeze({
+  idle: Object.freeze({ min: 1, max: 32767 * SECOND }),
+  interval: Object.freeze({ min: 1, max: 32767 * SECOND }),
+  count: Object.freeze({ min: 1, max: 127 }),
+  userTimeout: Object.freeze({ min: 0, max: 2 ** 31 - 1 }),
+} as const);
 
 const { layout, options: optionTable, platform } = constants;
 const id = Object.fromEntries(optionTable.map((o) => [o.name, o.id])) as Record<string, number>;
@@ -123,49 +123,116 @@ function unknownKey(where: string, key: string, known: string[]): never {
   throw invalidArgValue(where, key, hint ? `has no option '${key}' (did you mean '${hint}'?)` : `has no option '${key}'; known: ${known.join(', ')}`);
 }
 
-let cursor = 0;
-function put(option: number, value: number): void {
-  if (!optionTable[option].supported) {
-    throw socktuneError(codes.UNSUPPORTED, `${optionTable[option].name} is not available on ${platform.name}`);
-  }
-  slots[layout.ids + cursor] = option;
-  slots[layout.values + cursor] = value;
-  cursor++;
+const hasOwn = Object.hasOwn;
+const objectPrototype = Object.prototype;
+const toStringTag = Object.prototype.toString;
+
+/**
+ * Whether `o` holds options the way an object literal does. A Map, a Date or a boxed number has no
+ * own enumerable options, so taking it would ignore what the caller meant; the tag check keeps
+ * objects of another realm (a vm context, a test runner's sandbox) and null-prototype ones working.
+ */
+function isPlainObject(o: object): boolean {
+  return Object.getPrototypeOf(o) === objectPrototype || toStringTag.call(o) === '[object Object]';
+}
+
+// Options this platform lacks, as a bit mask over option ids: asking for one is
+// ERR_SOCKTUNE_UNSUPPORTED, never a silent no-op.
+const unsupportedMask = optionTable.reduce((m, o) => (o.supported ? m : m | (1 << o.id)), 0);
+
+function unsupported(mask: number): never {
+  const o = optionTable.find((row) => (mask & (1 << row.id)) !== 0)!;
+  throw socktuneError(codes.UNSUPPORTED, `${o.name} is not available on ${platform.name}`);
+}
+
+function unreadable(name: string, holder: unknown, cause: unknown): TypeError {
+  const err = invalidArgValue(name, holder, 'could not be read (reading it threw; the error is its `cause`)');
+  Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
+  return err;
 }
 
 /**
- * Validates `options` completely and writes them into the native argument slots in the order they
- * must reach the kernel (keepalive timings before SO_KEEPALIVE). Returns how many were written.
- * Throws before any syscall on the first invalid value.
+ * Reads `options`, validates every value, and only then writes them into the native argument
+ * slots in the order they must reach the kernel (keepalive timings before SO_KEEPALIVE). Returns
+ * how many were written. Throws before any syscall on the first invalid value.
+ *
+ * Options are the own enumerable properties (inherited ones are not options: a polluted
+ * `Object.prototype.linger` is ignored), each read exactly once. Reading may run the caller's code
+ * (getters, Proxy traps), which may itself call socktune: nothing is written to the shared slots
+ * until every value has been read, so such a call cannot leak into this one. Whatever that code
+ * throws becomes ERR_INVALID_ARG_VALUE with it as `cause`.
  */
 function encode(options: SocketOptions): number {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw invalidArgType('options', 'of type object', options);
-  }
-  for (const key in options) if (!knownKeys.includes(key)) unknownKey('options', key, knownKeys);
-  cursor = 0;
-  const { keepAlive, userTimeout, linger, noDelay, reuseAddress, reusePort } = options;
-  let keepAliveOn: number | undefined;
-  if (keepAlive !== undefined) {
-    if (typeof keepAlive === 'boolean') {
-      keepAliveOn = keepAlive ? 1 : 0;
-    } else if (typeof keepAlive === 'object' && keepAlive !== null && !Array.isArray(keepAlive)) {
-      for (const key in keepAlive) if (!keepAliveKeys.includes(key)) unknownKey('options.keepAlive', key, keepAliveKeys);
-      const { idle, interval, count } = keepAlive;
-      // Seconds-based kernel values are rounded up, never down: 1500 ms waits 2 s, not 1 s.
-      if (idle !== undefined) put(ID.idle, Math.ceil(integerIn('options.keepAlive.idle', idle, limits.idle) / SECOND));
-      if (interval !== undefined) put(ID.interval, Math.ceil(integerIn('options.keepAlive.interval', interval, limits.interval) / SECOND));
-      if (count !== undefined) put(ID.count, integerIn('options.keepAlive.count', count, limits.count));
-      keepAliveOn = 1;
-    } else {
-      throw invalidArgType('options.keepAlive', 'a boolean or an object { idle, interval, count }', keepAlive);
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'a plain object', options);
+  let keepAlive: unknown, userTimeout: unknown, linger: unknown, noDelay: unknown, reuseAddress: unknown, reusePort: unknown;
+  let idle: unknown, interval: unknown, count: unknown;
+  // Where reading stands, for the error if the caller's code throws: the key being read, and
+  // whether it is one of options.keepAlive's (set once keepAlive is known to be an object).
+  let at: string | undefined;
+  let keepAliveIsObject = false;
+  let unknown: string | undefined;
+  let plain = true;
+  try {
+    if (!isPlainObject(options)) plain = false;
+    else {
+      for (const key in options) {
+        at = key;
+        if (!hasOwn(options, key)) continue;
+        const value: unknown = (options as Record<string, unknown>)[key];
+        switch (key) {
+          case 'keepAlive': keepAlive = value; break;
+          case 'userTimeout': userTimeout = value; break;
+          case 'linger': linger = value; break;
+          case 'noDelay': noDelay = value; break;
+          case 'reuseAddress': reuseAddress = value; break;
+          case 'reusePort': reusePort = value; break;
+          default: unknown = key;
+        }
+        if (unknown !== undefined) break;
+      }
+      at = undefined;
+      if (unknown === undefined && typeof keepAlive === 'object' && keepAlive !== null && isPlainObject(keepAlive)) {
+        keepAliveIsObject = true;
+        for (const key in keepAlive) {
+          at = key;
+          if (!hasOwn(keepAlive, key)) continue;
+          const value: unknown = (keepAlive as Record<string, unknown>)[key];
+          if (key === 'idle') idle = value;
+          else if (key === 'interval') interval = value;
+          else if (key === 'count') count = value;
+          else {
+            unknown = key;
+            break;
+          }
+        }
+      }
     }
+  } catch (cause) {
+    const holder = keepAliveIsObject ? 'options.keepAlive' : 'options';
+    throw unreadable(at === undefined ? holder : `${holder}.${at}`, keepAliveIsObject ? keepAlive : options, cause);
   }
-  if (userTimeout !== undefined) put(ID.userTimeout, integerIn('options.userTimeout', userTimeout, limits.userTimeout));
-  if (keepAliveOn !== undefined) put(ID.keepAlive, keepAliveOn);
+  if (!plain) throw invalidArgType('options', 'a plain object', options);
+  if (unknown !== undefined) {
+    if (keepAliveIsObject) unknownKey('options.keepAlive', unknown, keepAliveKeys);
+    unknownKey('options', unknown, knownKeys);
+  }
+
+  // Every value is the caller's no more: validate, then encode in kernel order.
+  let keepAliveOn = -1;
+  if (keepAlive !== undefined) {
+    if (typeof keepAlive === 'boolean') keepAliveOn = keepAlive ? 1 : 0;
+    else if (keepAliveIsObject) keepAliveOn = 1;
+    else throw invalidArgType('options.keepAlive', 'a boolean or a plain object { idle, interval, count }', keepAlive);
+  }
+  // Seconds-based kernel values are rounded up, never down: 1500 ms waits 2 s, not 1 s.
+  const idleS = idle === undefined ? -1 : Math.ceil(integerIn('options.keepAlive.idle', idle, limits.idle) / SECOND);
+  const intervalS = interval === undefined ? -1 : Math.ceil(integerIn('options.keepAlive.interval', interval, limits.interval) / SECOND);
+  const countN = count === undefined ? -1 : integerIn('options.keepAlive.count', count, limits.count);
+  const userTimeoutMs = userTimeout === undefined ? -1 : integerIn('options.userTimeout', userTimeout, limits.userTimeout);
+  let lingerV = -2;
   if (linger !== undefined) {
-    if (linger === false) put(ID.linger, -1);
-    else if (linger === 0) put(ID.linger, 0);
+    if (linger === false) lingerV = -1;
+    else if (linger === 0) lingerV = 0;
     else if (typeof linger === 'number') {
       throw outOfRange(
         'options.linger',
@@ -175,51 +242,100 @@ function encode(options: SocketOptions): number {
       );
     } else throw invalidArgType('options.linger', 'false or 0', linger);
   }
-  if (noDelay !== undefined) put(ID.noDelay, bool('options.noDelay', noDelay) ? 1 : 0);
-  if (reuseAddress !== undefined) put(ID.reuseAddress, bool('options.reuseAddress', reuseAddress) ? 1 : 0);
-  if (reusePort !== undefined) put(ID.reusePort, bool('options.reusePort', reusePort) ? 1 : 0);
-  return cursor;
+  const noDelayV = noDelay === undefined ? -1 : bool('options.noDelay', noDelay) ? 1 : 0;
+  const reuseAddressV = reuseAddress === undefined ? -1 : bool('options.reuseAddress', reuseAddress) ? 1 : 0;
+  const reusePortV = reusePort === undefined ? -1 : bool('options.reusePort', reusePort) ? 1 : 0;
+
+  let n = 0;
+  let used = 0;
+  const ids = layout.ids;
+  const values = layout.values;
+  if (idleS >= 0) { slots[ids + n] = ID.idle; slots[values + n++] = idleS; used |= 1 << ID.idle; }
+  if (intervalS >= 0) { slots[ids + n] = ID.interval; slots[values + n++] = intervalS; used |= 1 << ID.interval; }
+  if (countN >= 0) { slots[ids + n] = ID.count; slots[values + n++] = countN; used |= 1 << ID.count; }
+  if (userTimeoutMs >= 0) { slots[ids + n] = ID.userTimeout; slots[values + n++] = userTimeoutMs; used |= 1 << ID.userTimeout; }
+  if (keepAliveOn >= 0) { slots[ids + n] = ID.keepAlive; slots[values + n++] = keepAliveOn; used |= 1 << ID.keepAlive; }
+  if (lingerV >= -1) { slots[ids + n] = ID.linger; slots[values + n++] = lingerV; used |= 1 << ID.linger; }
+  if (noDelayV >= 0) { slots[ids + n] = ID.noDelay; slots[values + n++] = noDelayV; used |= 1 << ID.noDelay; }
+  if (reuseAddressV >= 0) { slots[ids + n] = ID.reuseAddress; slots[values + n++] = reuseAddressV; used |= 1 << ID.reuseAddress; }
+  if (reusePortV >= 0) { slots[ids + n] = ID.reusePort; slots[values + n++] = reusePortV; used |= 1 << ID.reusePort; }
+  if ((used & unsupportedMask) !== 0) unsupported(used & unsupportedMask);
+  return n;
 }
 
+/** A kernel refusal from {@link configure}: the kernel's error plus the options set before it. */
+export interface ConfigureError extends KernelError {
+  /**
+   * Kernel names of the options set before the refusal, in the order they were set (for example
+   * `['TCP_KEEPIDLE', 'TCP_KEEPINTVL']` when TCP_KEEPCNT was refused). They stay set: nothing is
+   * rolled back. `[]` when the first one was refused.
+   */
+  applied: string[];
+}
+
+/** Applies the `n` options `encode` wrote; a kernel refusal is thrown with `applied` on it. */
 function applyEncoded(handle: object, n: number): void {
   slots[layout.count] = n;
-  call(native.apply, handle);
+  try {
+    call(native.apply, handle);
+  } catch (err) {
+    if (typeof (err as KernelError).errno === 'number') {
+      const applied: string[] = [];
+      for (let i = 0, done = slots[layout.applied]; i < done; i++) applied.push(optionTable[slots[layout.ids + i]].name);
+      (err as ConfigureError).applied = applied;
+    }
+    throw err;
+  }
 }
 
 /**
- * Sets TCP options on a live socket, all or nothing: if the kernel refuses one, the ones already
- * set are put back and the kernel's error is thrown (`code`, `errno`, `syscall`, `option`).
+ * Sets TCP options on a live socket, in order. If the kernel refuses one, the kernel's error is
+ * thrown (`code`, `errno`, `syscall`, `option`) with `applied`, the options set before it, which
+ * stay set: nothing is read beforehand or rolled back (see {@link ConfigureError}).
  *
- * Every value is validated before any syscall. On a socket that is still connecting, the options
- * are applied on `'connect'`; if the kernel refuses them then, the socket is destroyed with that
- * error. Works on `net.Socket`, `tls.TLSSocket` and listening `net.Server`s (accepted sockets
- * inherit keepalive settings on Linux).
+ * Every value is validated before any syscall. Options are the own enumerable properties of
+ * `options` and of `options.keepAlive`, each read once; inherited properties are ignored. On a
+ * socket that is still connecting, the options are applied on `'connect'`; if the kernel refuses
+ * them then, the socket is destroyed with that error. Works on `net.Socket`, `tls.TLSSocket` and
+ * listening `net.Server`s (accepted sockets inherit keepalive settings on Linux).
  *
  * @param socket a TCP socket or server
  * @param options the options to set; the ones left out are not touched
  * @returns `'applied'`, or `'deferred'` for a connecting socket
+ * @throws {TypeError | RangeError} with `code` for invalid arguments, before any syscall
+ * @throws {ConfigureError} when the kernel refuses an option
  */
 export function configure(socket: TcpSocketLike, options: SocketOptions): ConfigureResult {
-  const found = lookupHandle(socket);
+  const handle = tcpHandle(socket);
   const n = encode(options);
-  if ('handle' in found) {
-    if (n > 0) applyEncoded(found.handle, n);
+  if (handle !== undefined) {
+    if (n > 0) applyEncoded(handle, n);
     return 'applied';
   }
   // Nothing to set (a policy without kernel options, such as rstOnClose): nothing to defer either.
   if (n === 0) return 'deferred';
+  // Copied before anything else runs: the slots are shared by every call on this thread.
   const ids = slots.slice(layout.ids, layout.ids + n);
   const values = slots.slice(layout.values, layout.values + n);
-  (socket as net.Socket).once('connect', () => {
+  const onConnect = (): void => {
     try {
-      const { handle } = lookupHandle(socket) as { handle: object };
+      const live = connectedHandle(socket);
       slots.set(ids, layout.ids);
       slots.set(values, layout.values);
-      applyEncoded(handle, n);
+      applyEncoded(live, n);
     } catch (err) {
-      (socket as net.Socket).destroy(err as Error);
+      try {
+        (socket as net.Socket).destroy(err as Error);
+      } catch {
+        // A spoofed object that emitted 'connect' but cannot be destroyed: nothing to close.
+      }
     }
-  });
+  };
+  try {
+    (socket as net.Socket).once('connect', onConnect);
+  } catch (cause) {
+    throw unreadable('socket', socket, cause);
+  }
   return 'deferred';
 }
 

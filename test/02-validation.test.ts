@@ -116,3 +116,95 @@ describe.runIf(canUse('strace'))('bad input reaches no syscall (strace)', () => 
     ]));
   });
 });
+
+describe('options are own properties, each read once, before anything is encoded', () => {
+  it('inherited properties are not options (a polluted Object.prototype changes nothing)', async () => {
+    const { client } = await pair();
+    const before = readOptions(client);
+    const proto = Object.prototype as Record<string, unknown>;
+    proto.linger = 0;
+    proto.count = 99;
+    try {
+      expect(configure(client, { keepAlive: { idle: 5000 } })).toBe('applied');
+    } finally {
+      delete proto.linger;
+      delete proto.count;
+    }
+    const after = readOptions(client);
+    expect(after.linger).toBe(before.linger);
+    expect(after.keepAlive).toEqual({ idle: 5000, interval: before.keepAliveTimings!.interval, count: before.keepAliveTimings!.count });
+  });
+
+  it('each getter runs exactly once per call, and the value it returned is the one applied', async () => {
+    const { client } = await pair();
+    const reads: string[] = [];
+    let n = 0;
+    const keepAlive = {
+      get idle() { reads.push('idle'); return 3000 + 1000 * n++; },
+      get count() { reads.push('count'); return 4; },
+    };
+    configure(client, { get keepAlive() { reads.push('keepAlive'); return keepAlive; }, get userTimeout() { reads.push('userTimeout'); return 6000; } });
+    expect(reads).toEqual(['keepAlive', 'userTimeout', 'idle', 'count']);
+    expect(readOptions(client)).toMatchObject({ keepAlive: { idle: 3000, count: 4 }, userTimeout: 6000 });
+  });
+
+  it('a getter that throws is ERR_INVALID_ARG_VALUE naming the option, with the thrown error as cause', async () => {
+    const { client } = await pair();
+    const thrown = new Error('from a getter');
+    const err = catchError(() => configure(client, { keepAlive: { get count(): number { throw thrown; } } }));
+    expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', cause: thrown });
+    expect(err.message).toContain("'options.keepAlive.count'");
+  });
+
+  it.each([
+    ['noDelay', Symbol('x')],
+    ['userTimeout', Symbol.iterator],
+    ['keepAlive', Symbol('ka')],
+    ['linger', Symbol('linger')],
+  ])('a Symbol as %s is ERR_INVALID_ARG_TYPE', async (key, value) => {
+    const { client } = await pair();
+    const err = catchError(() => configure(client, { [key]: value } as never));
+    expect(err).toBeInstanceOf(TypeError);
+    expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+  });
+});
+
+describe.runIf(canUse('strace'))('hostile options reach the kernel only as what they own (strace)', () => {
+  const sets = (calls: string[], fd: number) => calls.filter((c) => c.startsWith(`setsockopt(${fd}, `)).map((c) => c.replace(`(${fd}, `, '('));
+
+  it('Object.prototype.linger, .count and .userTimeout set nothing', async () => {
+    const { calls, stdout } = await strace('hostile-options.mjs', ['polluted']);
+    const { fd } = JSON.parse(stdout);
+    expect(calls).toHaveLength(3);
+    expect(sets(calls, fd)).toEqual([
+      'setsockopt(SOL_TCP, TCP_KEEPIDLE, [5], 4) = 0',
+      'setsockopt(SOL_SOCKET, SO_KEEPALIVE, [1], 4) = 0',
+      'setsockopt(SOL_TCP, TCP_NODELAY, [1], 4) = 0',
+    ]);
+  });
+
+  it("a getter that configures another socket while it is read: that socket's option stays there", async () => {
+    const { calls, stdout } = await strace('hostile-options.mjs', ['reentrant']);
+    const { fd, otherFd, reads } = JSON.parse(stdout);
+    expect(reads).toEqual({ idle: 1, userTimeout: 1 });
+    expect(sets(calls, otherFd)).toEqual(['setsockopt(SOL_SOCKET, SO_LINGER, {l_onoff=1, l_linger=0}, 8) = 0']);
+    expect(sets(calls, fd)).toEqual([
+      'setsockopt(SOL_TCP, TCP_KEEPIDLE, [7], 4) = 0',
+      'setsockopt(SOL_TCP, TCP_USER_TIMEOUT, [8000], 4) = 0',
+      'setsockopt(SOL_SOCKET, SO_KEEPALIVE, [1], 4) = 0',
+    ]);
+  });
+
+  it('Symbols, throwing getters and traps, revoked Proxies: coded errors and no syscall on the socket', async () => {
+    const { calls, stdout } = await strace('hostile-options.mjs', ['rejected']);
+    const { fd, otherFd, codes } = JSON.parse(stdout);
+    expect(codes).toEqual([
+      ...Array(6).fill('ERR_INVALID_ARG_TYPE'),
+      ...Array(8).fill('ERR_INVALID_ARG_VALUE'),
+      'ERR_INVALID_ARG_TYPE',
+    ]);
+    // The only syscall is the one the last getter made on the other socket, for its own call.
+    expect(calls).toEqual([`setsockopt(${otherFd}, SOL_SOCKET, SO_LINGER, {l_onoff=1, l_linger=0}, 8) = 0`]);
+    expect(fd).not.toBe(otherFd);
+  });
+});

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configure, readOptions, tcpInfo, sendQueue } from '../src/index.js';
+import { configure, readOptions, tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from '../src/index.js';
 import { TCP } from '../src/binding.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
@@ -119,6 +119,46 @@ describe('not a TCP socket', () => {
     const s = track(new net.Socket());
     expect(() => readOptions(s)).toThrow(expect.objectContaining({ code: 'ERR_SOCKTUNE_NOT_CONNECTED' }));
     expect(() => configure(s, { noDelay: true })).toThrow(expect.objectContaining({ code: 'ERR_SOCKTUNE_NOT_CONNECTED' }));
+  });
+});
+
+describe('hostile socket objects get coded errors from every call', () => {
+  const thrown = new Error('from the object');
+  const throwingHandle = () => {
+    const s = track(new net.Socket());
+    Object.defineProperty(s, '_handle', { get: () => { throw thrown; } });
+    return s;
+  };
+  const revoked = () => {
+    const r = Proxy.revocable({}, {});
+    r.revoke();
+    return r.proxy;
+  };
+  const cases: Array<[string, () => unknown, string]> = [
+    ['Object.create(net.Socket.prototype)', () => Object.create(net.Socket.prototype), 'ERR_SOCKTUNE_NOT_CONNECTED'],
+    ['a net.Socket whose _handle getter throws', throwingHandle, 'ERR_INVALID_ARG_VALUE'],
+    ['a revoked Proxy', revoked, 'ERR_INVALID_ARG_VALUE'],
+    ['a Symbol', () => Symbol('socket'), 'ERR_INVALID_ARG_TYPE'],
+    ['a BigInt', () => 3n, 'ERR_INVALID_ARG_TYPE'],
+  ];
+  const calls: Array<[string, (s: never) => unknown]> = [
+    ['configure', (s) => configure(s, { noDelay: true })],
+    ['readOptions', readOptions], ['tcpInfo', tcpInfo], ['sendQueue', sendQueue],
+    ['receiveQueue', receiveQueue], ['socketCookie', socketCookie], ['tcpState', tcpState],
+  ];
+  it.each(cases)('%s', (_label, make, code) => {
+    for (const [name, call] of calls) {
+      const err = catchError(() => call(make() as never));
+      expect(err, name).toMatchObject({ code });
+      if (code === 'ERR_INVALID_ARG_VALUE' && _label.includes('getter')) expect((err as Error & { cause?: unknown }).cause).toBe(thrown);
+    }
+  });
+
+  it('a Proxy around a live socket is the socket (it is one)', async () => {
+    const { client } = await pair();
+    const proxied = new Proxy(client, {});
+    expect(configure(proxied, { userTimeout: 4321 })).toBe('applied');
+    expect(readOptions(client).userTimeout).toBe(4321);
   });
 });
 

@@ -18,6 +18,7 @@ export type {
   KeepAliveOptions,
   AppliedOptions,
   ConfigureResult,
+  ConfigureError,
   TcpInfo,
   TcpState,
   SendQueue,

@@ -15,6 +15,8 @@ export interface Traced {
   stdout: string;
   /** setsockopt calls made before the `begin` mark (to aim fault injection inside the section). */
   setsBefore: number;
+  /** The calls after each other mark (`mark('name')`) between `begin` and `end`, up to the next mark. */
+  sections: Map<string, string[]>;
 }
 
 const traced = 'setsockopt,getsockopt,ioctl,access,faccessat,faccessat2';
@@ -30,10 +32,16 @@ export async function strace(fixture: string, args: string[] = [], extra: string
   const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
   const end = lines.findIndex((l) => l.includes('/socktune-mark-end'));
   if (begin < 0 || end < begin) throw new Error(`fixture ${fixture} left no marks:\n${stderr.slice(-2000)}`);
-  const calls = lines
-    .slice(begin + 1, end)
-    .filter((l) => /(setsockopt|getsockopt|ioctl)\(/.test(l))
-    .map((l) => l.replace(/^\[pid\s+\d+\]\s*/, ''));
+  const isCall = (l: string) => /(setsockopt|getsockopt|ioctl)\(/.test(l);
+  const clean = (l: string) => l.replace(/^\[pid\s+\d+\]\s*/, '');
+  const calls = lines.slice(begin + 1, end).filter(isCall).map(clean);
   const setsBefore = lines.slice(0, begin).filter((l) => /setsockopt\(/.test(l)).length;
-  return { calls, stdout, setsBefore };
+  const sections = new Map<string, string[]>();
+  let current: string[] | undefined;
+  for (const l of lines.slice(begin + 1, end)) {
+    const named = /\/socktune-mark-([^"]+)"/.exec(l);
+    if (named) sections.set(named[1], (current = []));
+    else if (current && isCall(l)) current.push(clean(l));
+  }
+  return { calls, stdout, setsBefore, sections };
 }

@@ -1,8 +1,9 @@
 // The JavaScript face of the core: flat verb-named functions registered in one block at the end.
-// Arguments travel through one scratch buffer per environment, shared with src/binding.ts, so a
-// call costs one crossing and no allocation. Every function takes the fd that src/handle.ts has
-// just read from the live handle (through Node's own accessor, in the same synchronous turn) and
-// uses it for this call only: nothing here stores, dups or closes it.
+// Arguments and results travel through one scratch buffer per environment, shared with
+// src/binding.ts, so a call costs one crossing and no allocation. Every socket function takes the
+// fd that src/handle.ts has just read from the live handle (through Node's own accessor, in the
+// same synchronous turn, written to S_FD) and uses it for this call only: nothing here stores,
+// dups or closes it.
 #include <napi.h>
 #include <errno.h>
 #include <string.h>
@@ -25,6 +26,8 @@ enum Slot : int {
   S_READ = 24,                       // OPT_COUNT values read back
   S_QUEUES = 40,                     // outq, notsent, inq
   S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
+  S_FD = 46,                         // the fd a socket function works on
+  S_RESULT = 47,                     // what a socket function returns: 0, a negative errno, or a Status
   S_DIAG_STATES = 48,                // sock_diag filter: state bit mask
   S_DIAG_FAMILY = 49,                // 0, AF_INET, AF_INET6
   S_DIAG_SPORT = 50,                 // -1 or a local port
@@ -84,14 +87,31 @@ int CheckFd(AddonData* d, int32_t fd) {
   return ST_OK;
 }
 
-// Takes the fd in info[0] and checks it (CheckFd). Returns ST_OK with *fd set, or a status.
-int TakeFd(const Napi::CallbackInfo& info, AddonData* d, int* fd) {
-  int32_t n;
-  if (d == nullptr || d->slots == nullptr || napi_get_value_int32(info.Env(), info[0], &n) != napi_ok)
-    return ST_E_HANDLE;
-  int rc = CheckFd(d, n);
-  if (rc == ST_OK) *fd = n;
-  return rc;
+// The shape of every socket function: takes no JavaScript arguments (the fd is in S_FD), checks the
+// fd (CheckFd), runs Op on it, and writes Op's result to S_RESULT. Plain Node-API: the
+// environment's data arrives as the function's data in the one napi_get_cb_info call, and no
+// JavaScript value is made or read, so a crossing costs as little as Node-API allows.
+template <int (*Op)(int32_t* slots, AddonData* d, int fd)>
+napi_value SocketCall(napi_env env, napi_callback_info cbinfo) {
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, nullptr, nullptr, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  int32_t* s = d->slots;
+  if (s == nullptr) {
+    napi_throw_error(env, nullptr, "socktune: init(scratch) was not called");
+    return nullptr;
+  }
+  int fd = s[S_FD];
+  int rc = CheckFd(d, fd);
+  if (rc == ST_OK) rc = Op(s, d, fd);
+  s[S_RESULT] = rc;
+  return nullptr;
+}
+
+napi_value NewFunction(napi_env env, const char* name, napi_callback cb, AddonData* data) {
+  napi_value fn = nullptr;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, data, &fn);
+  return fn;
 }
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
@@ -114,124 +134,76 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// apply(fd): sets slots[S_COUNT] options from S_IDS/S_VALUES in order and stops at the first the
-// kernel refuses, leaving the ones before it set (no snapshot, no rollback); S_APPLIED gets how many
-// were set. configure()'s hot path, so it is plain Node-API: the environment's data arrives as the
-// function's data in the one napi_get_cb_info call, and nothing is allocated.
-napi_value Apply(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value arg = nullptr;
-  void* data = nullptr;
-  int32_t fd = -1;
-  int rc = ST_E_HANDLE;
-  AddonData* d = nullptr;
-  if (napi_get_cb_info(env, cbinfo, &argc, &arg, nullptr, &data) == napi_ok && argc >= 1 &&
-      napi_get_value_int32(env, arg, &fd) == napi_ok) {
-    d = static_cast<AddonData*>(data);
-    if (d->slots != nullptr) {
-      d->slots[S_APPLIED] = 0;
-      rc = CheckFd(d, fd);
-    }
+// apply: sets S_COUNT options from S_IDS/S_VALUES in order and stops at the first the kernel
+// refuses, leaving the ones before it set (no snapshot, no rollback); S_APPLIED gets how many were
+// set. configure()'s hot path.
+int Apply(int32_t* s, AddonData*, int fd) {
+  int n = s[S_COUNT];
+  if (n < 0 || n > st::OPT_COUNT) n = 0;
+  int applied = 0;
+  int rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &applied);
+  s[S_APPLIED] = applied;
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = s[S_IDS + applied];
+    s[S_FAILED_SYSCALL] = SYS_SETSOCKOPT;
   }
-  if (rc == ST_OK) {
-    int32_t* s = d->slots;
-    int n = s[S_COUNT];
-    if (n < 0 || n > st::OPT_COUNT) n = 0;
-    int applied = 0;
-    rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &applied);
-    s[S_APPLIED] = applied;
+  return rc;
+}
+
+// read: reads every supported option into S_READ (unsupported ones are skipped).
+int Read(int32_t* s, AddonData*, int fd) {
+  for (int32_t id = 0; id < st::OPT_COUNT; id++) {
+    if (st::option_info(id).level < 0) continue;
+    int rc = st::get_option(fd, id, s + S_READ + id);
     if (rc != 0) {
-      s[S_FAILED_OPTION] = s[S_IDS + applied];
-      s[S_FAILED_SYSCALL] = SYS_SETSOCKOPT;
+      s[S_FAILED_OPTION] = id;
+      s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+      return rc;
     }
   }
-  napi_value out = nullptr;
-  napi_create_int32(env, rc, &out);
-  return out;
+  return 0;
 }
 
-// read(fd): reads every supported option into S_READ (unsupported ones are skipped).
-Napi::Value Read(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
-  if (rc == ST_OK) {
-    int32_t* s = d->slots;
-    for (int32_t id = 0; id < st::OPT_COUNT; id++) {
-      if (st::option_info(id).level < 0) continue;
-      rc = st::get_option(fd, id, s + S_READ + id);
-      if (rc != 0) {
-        s[S_FAILED_OPTION] = id;
-        s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
-        break;
-      }
-    }
-  }
-  return Napi::Number::New(info.Env(), rc);
+// tcpInfo: TCP_INFO into the Float64 area.
+int TcpInfo(int32_t* s, AddonData* d, int fd) {
+  int rc = st::tcp_info(fd, d->info);
+  if (rc >= 0) return 0;
+  s[S_FAILED_OPTION] = -1;
+  s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+  return rc;
 }
 
-Napi::Value TcpInfo(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
-  if (rc == ST_OK) {
-    rc = st::tcp_info(fd, d->info);
-    if (rc < 0) {
-      d->slots[S_FAILED_OPTION] = -1;
-      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
-    } else {
-      rc = ST_OK;
-    }
+// queues: SIOCOUTQ, SIOCOUTQNSD and SIOCINQ into S_QUEUES.
+int Queues(int32_t* s, AddonData*, int fd) {
+  int rc = st::queues(fd, s + S_QUEUES, s + S_QUEUES + 1, s + S_QUEUES + 2);
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = -1;
+    s[S_FAILED_SYSCALL] = SYS_IOCTL;
   }
-  return Napi::Number::New(info.Env(), rc);
+  return rc;
 }
 
-Napi::Value Queues(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
-  if (rc == ST_OK) {
-    int32_t* s = d->slots;
-    rc = st::queues(fd, s + S_QUEUES, s + S_QUEUES + 1, s + S_QUEUES + 2);
-    if (rc != 0) {
-      s[S_FAILED_OPTION] = -1;
-      s[S_FAILED_SYSCALL] = SYS_IOCTL;
-    }
+// lingerIfDrained: SIOCOUTQ into S_QUEUES; when it is 0, SO_LINGER {on, 0} as well. One crossing
+// for the reset path's common case, where Node's resetAndDestroy makes one setsockopt.
+int LingerIfDrained(int32_t* s, AddonData*, int fd) {
+  s[S_QUEUES] = -1;
+  int rc = st::linger_if_drained(fd, s + S_QUEUES);
+  if (rc != 0) {
+    bool set = s[S_QUEUES] == 0;  // the ioctl succeeded: the setsockopt failed
+    s[S_FAILED_OPTION] = set ? st::OPT_LINGER : -1;
+    s[S_FAILED_SYSCALL] = set ? SYS_SETSOCKOPT : SYS_IOCTL;
   }
-  return Napi::Number::New(info.Env(), rc);
+  return rc;
 }
 
-// lingerIfDrained(fd): SIOCOUTQ into S_QUEUES; when it is 0, SO_LINGER {on, 0} as well. One
-// crossing for the reset path's common case, where Node's resetAndDestroy makes one setsockopt.
-Napi::Value LingerIfDrained(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
-  if (rc == ST_OK) {
-    int32_t* s = d->slots;
-    s[S_QUEUES] = -1;
-    rc = st::linger_if_drained(fd, s + S_QUEUES);
-    if (rc != 0) {
-      bool set = s[S_QUEUES] == 0;  // the ioctl succeeded: the setsockopt failed
-      s[S_FAILED_OPTION] = set ? st::OPT_LINGER : -1;
-      s[S_FAILED_SYSCALL] = set ? SYS_SETSOCKOPT : SYS_IOCTL;
-    }
+// cookie: SO_COOKIE into the BigUint64 slot.
+int Cookie(int32_t* s, AddonData* d, int fd) {
+  int rc = st::cookie(fd, d->cookie);
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = -1;
+    s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
   }
-  return Napi::Number::New(info.Env(), rc);
-}
-
-Napi::Value Cookie(const Napi::CallbackInfo& info) {
-  AddonData* d = Data(info);
-  int fd;
-  int rc = TakeFd(info, d, &fd);
-  if (rc == ST_OK) {
-    rc = st::cookie(fd, d->cookie);
-    if (rc != 0) {
-      d->slots[S_FAILED_OPTION] = -1;
-      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
-    }
-  }
-  return Napi::Number::New(info.Env(), rc);
+  return rc;
 }
 
 // Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in info[0]
@@ -327,6 +299,8 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("read", static_cast<double>(S_READ));
   layout.Set("queues", static_cast<double>(S_QUEUES));
   layout.Set("verify", static_cast<double>(S_VERIFY));
+  layout.Set("fd", static_cast<double>(S_FD));
+  layout.Set("result", static_cast<double>(S_RESULT));
   layout.Set("diagStates", static_cast<double>(S_DIAG_STATES));
   layout.Set("diagFamily", static_cast<double>(S_DIAG_FAMILY));
   layout.Set("diagSport", static_cast<double>(S_DIAG_SPORT));
@@ -373,14 +347,12 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   AddonData* data = new AddonData();
   env.SetInstanceData(data);  // deleted by Node when this environment (or worker) ends
   exports.Set("init", Napi::Function::New(env, Init, "init"));
-  napi_value apply = nullptr;
-  napi_create_function(env, "apply", NAPI_AUTO_LENGTH, Apply, data, &apply);
-  exports.Set("apply", apply);
-  exports.Set("read", Napi::Function::New(env, Read, "read"));
-  exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
-  exports.Set("queues", Napi::Function::New(env, Queues, "queues"));
-  exports.Set("cookie", Napi::Function::New(env, Cookie, "cookie"));
-  exports.Set("lingerIfDrained", Napi::Function::New(env, LingerIfDrained, "lingerIfDrained"));
+  exports.Set("apply", NewFunction(env, "apply", SocketCall<Apply>, data));
+  exports.Set("read", NewFunction(env, "read", SocketCall<Read>, data));
+  exports.Set("tcpInfo", NewFunction(env, "tcpInfo", SocketCall<TcpInfo>, data));
+  exports.Set("queues", NewFunction(env, "queues", SocketCall<Queues>, data));
+  exports.Set("cookie", NewFunction(env, "cookie", SocketCall<Cookie>, data));
+  exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("constants", Constants(env));

@@ -85,11 +85,39 @@ int get_option(int fd, int32_t id, int32_t* value) {
 }
 
 int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* applied) {
+  // Every argument is worked out on the stack before the first syscall. With page-table isolation
+  // each syscall empties the TLB, so memory touched between two setsockopt calls (the option
+  // table, the caller's slots) costs a page walk each time: the loop below touches only the stack.
+  struct Request {
+    int level;
+    int optname;
+    socklen_t len;
+    union {
+      int value;
+      struct linger linger;
+    } arg;
+  } requests[OPT_COUNT];
+  if (n > OPT_COUNT) n = OPT_COUNT;
+  static const OptionInfo kNone = {"", -1, -1};
   for (int i = 0; i < n; i++) {
-    int rc = set_option(fd, ids[i], values[i]);
-    if (rc != 0) {
+    const OptionInfo& o = ids[i] >= 0 && ids[i] < OPT_COUNT ? kOptions[ids[i]] : kNone;
+    Request& r = requests[i];
+    r.level = o.level;
+    r.optname = o.optname;
+    if (ids[i] == OPT_LINGER) {
+      r.arg.linger.l_onoff = values[i] >= 0 ? 1 : 0;
+      r.arg.linger.l_linger = values[i] >= 0 ? values[i] : 0;
+      r.len = sizeof r.arg.linger;
+    } else {
+      r.arg.value = values[i];
+      r.len = sizeof r.arg.value;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    const Request& r = requests[i];
+    if (r.level < 0 || setsockopt(fd, r.level, r.optname, &r.arg, r.len) != 0) {
       *applied = i;
-      return rc;
+      return r.level < 0 ? -ENOPROTOOPT : -errno;
     }
   }
   *applied = n;

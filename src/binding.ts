@@ -13,18 +13,20 @@ const require = createRequire(import.meta.url);
 export interface NativeBinding {
   init(scratch: ArrayBuffer): void;
   /**
-   * Applies `slots[layout.count]` options to `fd` in order, stopping at the first the kernel refuses
-   * (`slots[layout.applied]` is how many were set before it); 0, a negative errno, or a status. With
-   * `slots[layout.verify]` set, first checks that `fd` is a TCP socket of IPv4/IPv6
-   * (SO_TYPE/SO_DOMAIN/SO_PROTOCOL). Every call below does the same check the same way.
+   * The socket functions take the fd in `slots[layout.fd]` and write 0, a negative errno, or a
+   * status to `slots[layout.result]`. With `slots[layout.verify]` set, each first checks that the
+   * fd is a TCP socket of IPv4/IPv6 (SO_TYPE/SO_DOMAIN/SO_PROTOCOL).
+   *
+   * `apply` sets `slots[layout.count]` options in order, stopping at the first the kernel refuses
+   * (`slots[layout.applied]` is how many were set before it).
    */
-  apply(fd: number): number;
-  read(fd: number): number;
-  tcpInfo(fd: number): number;
-  queues(fd: number): number;
-  cookie(fd: number): number;
+  apply(): void;
+  read(): void;
+  tcpInfo(): void;
+  queues(): void;
+  cookie(): void;
   /** SIOCOUTQ into `slots[layout.queues]`; when 0, also SO_LINGER {on, 0} (the next close sends RST). */
-  lingerIfDrained(fd: number): number;
+  lingerIfDrained(): void;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
@@ -35,7 +37,7 @@ export interface NativeBinding {
     tcpStates: string[];
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; applied: number; read: number; queues: number; verify: number; infoOffset: number;
+      failedSyscall: number; applied: number; read: number; queues: number; verify: number; fd: number; result: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
       diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
       diagDstFamily: number; diagSrc: number; diagDst: number;

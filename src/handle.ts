@@ -2,15 +2,16 @@
  * The one place that reads `_handle` and the fd from a Node socket, and turns a native status into
  * an error. Sockets are borrowed: the fd is read from the live handle through Node's own accessor
  * immediately before each native call, in the same synchronous turn (nothing can close it in
- * between), and is never kept. Reading it here rather than from C++ saves a JS call-back per
- * operation (~150 ns, half a setsockopt).
+ * between), and is never used for another call: the number that passed the TCP check is
+ * remembered only to know that the check is done. Reading it here rather than from C++ saves a
+ * JS call-back per operation.
  * @module
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
-import { TCP, constants, readFd, slots } from './binding.js';
+import { TCP as NodeTCP, constants, readFd, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, invalidArgValue, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -21,13 +22,48 @@ interface WithHandle {
 }
 
 const { layout, status, syscalls, options: optionTable } = constants;
+const VERIFY = layout.verify;
+const FD = layout.fd;
+const RESULT = layout.result;
+
+// The classes and Node's fd accessor as constants of this module: TurboFan folds them into the
+// code (an imported binding or a property of a module object is looked up on every call), and
+// calls the accessor through its fast API path, at about half the cost.
+const getFd = readFd;
+const slots = sharedSlots;
+const TCP = NodeTCP;
+const { Socket, Server } = net;
+const { TLSSocket } = tls;
+const UdpSocket = dgram.Socket;
+
+/** Returns the object it is given, so that a subclass can stamp a private field on any object. */
+class Stamp {
+  constructor(target: object) {
+    return target;
+  }
+}
 
 /**
- * Marks a handle whose fd has passed the SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (an open handle
- * never changes fd). A symbol on the handle is a third of the cost of a WeakSet lookup.
+ * Handles whose fd passed the SO_TYPE/SO_DOMAIN/SO_PROTOCOL check, marked with the fd that passed
+ * (an open handle never changes fd). The mark is a private field: invisible to the caller's code,
+ * unforgeable, and read without running any (a Proxy's traps included). Reading it first also
+ * gives TurboFan the handle's map, which lets the fd accessor be called through its fast path.
  */
-const kVerified = Symbol('socktune.verified');
-const VERIFY = layout.verify;
+class Verified extends Stamp {
+  #fd: number;
+  private constructor(handle: object, fd: number) {
+    super(handle);
+    this.#fd = fd;
+  }
+  /** The fd that passed the check on `handle`, or -1. */
+  static fd(handle: object): number {
+    return #fd in handle ? (handle as Verified).#fd : -1;
+  }
+  static mark(handle: object, fd: number): void {
+    if (#fd in handle) (handle as Verified).#fd = fd;
+    else new Verified(handle, fd);
+  }
+}
 
 /** The outcome of locating a handle: the handle, or why there is none yet. */
 export type HandleLookup = { handle: object } | { pending: true };
@@ -50,7 +86,7 @@ const enum Why {
  * spoofed object (getters, Proxies) whatever it throws is the object's, and the caller wraps it.
  */
 function classify(socket: unknown): object | Why {
-  if (socket instanceof net.Socket) {
+  if (socket instanceof Socket) {
     let handle: unknown = (socket as unknown as WithHandle)._handle;
     if (!(handle instanceof TCP)) {
       if (handle == null) {
@@ -59,17 +95,17 @@ function classify(socket: unknown): object | Why {
         return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
       }
       // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
-      if (socket instanceof tls.TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
+      if (socket instanceof TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
       if (!(handle instanceof TCP)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
     }
     return socket.connecting === true ? Why.Pending : handle;
   }
-  if (socket instanceof net.Server) {
+  if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
     if (handle == null) return Why.ServerNotListening;
     return handle instanceof TCP ? handle : Why.ServerPipe;
   }
-  if (socket instanceof dgram.Socket) return Why.Udp;
+  if (socket instanceof UdpSocket) return Why.Udp;
   return Why.NotASocket;
 }
 
@@ -126,27 +162,30 @@ export function connectedHandle(socket: unknown, name = 'socket'): object {
   return handle;
 }
 
-type NativeCall = (fd: number) => number;
+type NativeCall = () => void;
 
 /**
- * Runs one native call on the fd of `handle` and throws the error its status stands for.
- * Returns normally on success; results are in the scratch slots. `verify: false` skips the
+ * Runs one native socket function on the fd of `handle` and throws the error its result stands
+ * for. Returns normally on success; results are in the scratch slots. `verify: false` skips the
  * SO_TYPE/SO_DOMAIN/SO_PROTOCOL check for calls that only make socket-level requests (SO_LINGER,
  * SIOCOUTQ), which mean the same on any stream socket a Node TCP handle can hold.
  */
 export function call(fn: NativeCall, handle: object, verify = true): void {
+  const verified = Verified.fd(handle);
   let fd: number;
   try {
     // Node's accessor checks its receiver: an object Node did not create throws here.
-    fd = readFd.call(handle);
+    fd = getFd.call(handle);
   } catch {
     throw invalidHandle();
   }
-  const fresh = verify && (handle as Record<symbol, unknown>)[kVerified] !== true;
+  const fresh = verify && fd !== verified;
   slots[VERIFY] = fresh ? 1 : 0;
-  const rc = fn(fd);
+  slots[FD] = fd;
+  fn();
+  const rc = slots[RESULT];
   if (rc === 0) {
-    if (fresh) (handle as Record<symbol, unknown>)[kVerified] = true;
+    if (fresh) Verified.mark(handle, fd);
     return;
   }
   throw statusError(rc);

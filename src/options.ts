@@ -4,7 +4,7 @@
  * @module
  */
 import type net from 'node:net';
-import { constants, cookieSlot, infoSlots, native, slots } from './binding.js';
+import { constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
@@ -76,6 +76,13 @@ export const limits = Object.freeze({
 } as const);
 
 const { layout, options: optionTable, platform } = constants;
+// The slots and their offsets as constants of this module, which TurboFan folds into configure's
+// code (an imported binding is loaded and checked on every access).
+const slots = sharedSlots;
+const IDS = layout.ids;
+const VALUES = layout.values;
+const COUNT = layout.count;
+const APPLIED = layout.applied;
 const id = Object.fromEntries(optionTable.map((o) => [o.name, o.id])) as Record<string, number>;
 const ID = {
   keepAlive: id.SO_KEEPALIVE,
@@ -88,6 +95,7 @@ const ID = {
   reuseAddress: id.SO_REUSEADDR,
   reusePort: id.SO_REUSEPORT,
 };
+const { keepAlive: ID_keepAlive, idle: ID_idle, interval: ID_interval, count: ID_count, userTimeout: ID_userTimeout, linger: ID_linger, noDelay: ID_noDelay, reuseAddress: ID_reuseAddress, reusePort: ID_reusePort } = ID;
 const knownKeys = ['keepAlive', 'userTimeout', 'linger', 'noDelay', 'reuseAddress', 'reusePort'];
 const keepAliveKeys = ['idle', 'interval', 'count'];
 
@@ -123,8 +131,7 @@ function unknownKey(where: string, key: string, known: string[]): never {
   throw invalidArgValue(where, key, hint ? `has no option '${key}' (did you mean '${hint}'?)` : `has no option '${key}'; known: ${known.join(', ')}`);
 }
 
-const hasOwn = Object.hasOwn;
-const objectPrototype = Object.prototype;
+const hasOwnProperty = Object.prototype.hasOwnProperty;
 const toStringTag = Object.prototype.toString;
 
 /**
@@ -133,7 +140,9 @@ const toStringTag = Object.prototype.toString;
  * objects of another realm (a vm context, a test runner's sandbox) and null-prototype ones working.
  */
 function isPlainObject(o: object): boolean {
-  return Object.getPrototypeOf(o) === objectPrototype || toStringTag.call(o) === '[object Object]';
+  // `constructor` first: a property load TurboFan folds for object literals, where
+  // Object.getPrototypeOf would call into the runtime on every call.
+  return (o as { constructor?: unknown }).constructor === Object || toStringTag.call(o) === '[object Object]';
 }
 
 // Options this platform lacks, as a bit mask over option ids: asking for one is
@@ -177,7 +186,7 @@ function encode(options: SocketOptions): number {
     else {
       for (const key in options) {
         at = key;
-        if (!hasOwn(options, key)) continue;
+        if (!hasOwnProperty.call(options, key)) continue;
         const value: unknown = (options as Record<string, unknown>)[key];
         switch (key) {
           case 'keepAlive': keepAlive = value; break;
@@ -195,7 +204,7 @@ function encode(options: SocketOptions): number {
         keepAliveIsObject = true;
         for (const key in keepAlive) {
           at = key;
-          if (!hasOwn(keepAlive, key)) continue;
+          if (!hasOwnProperty.call(keepAlive, key)) continue;
           const value: unknown = (keepAlive as Record<string, unknown>)[key];
           if (key === 'idle') idle = value;
           else if (key === 'interval') interval = value;
@@ -248,17 +257,15 @@ function encode(options: SocketOptions): number {
 
   let n = 0;
   let used = 0;
-  const ids = layout.ids;
-  const values = layout.values;
-  if (idleS >= 0) { slots[ids + n] = ID.idle; slots[values + n++] = idleS; used |= 1 << ID.idle; }
-  if (intervalS >= 0) { slots[ids + n] = ID.interval; slots[values + n++] = intervalS; used |= 1 << ID.interval; }
-  if (countN >= 0) { slots[ids + n] = ID.count; slots[values + n++] = countN; used |= 1 << ID.count; }
-  if (userTimeoutMs >= 0) { slots[ids + n] = ID.userTimeout; slots[values + n++] = userTimeoutMs; used |= 1 << ID.userTimeout; }
-  if (keepAliveOn >= 0) { slots[ids + n] = ID.keepAlive; slots[values + n++] = keepAliveOn; used |= 1 << ID.keepAlive; }
-  if (lingerV >= -1) { slots[ids + n] = ID.linger; slots[values + n++] = lingerV; used |= 1 << ID.linger; }
-  if (noDelayV >= 0) { slots[ids + n] = ID.noDelay; slots[values + n++] = noDelayV; used |= 1 << ID.noDelay; }
-  if (reuseAddressV >= 0) { slots[ids + n] = ID.reuseAddress; slots[values + n++] = reuseAddressV; used |= 1 << ID.reuseAddress; }
-  if (reusePortV >= 0) { slots[ids + n] = ID.reusePort; slots[values + n++] = reusePortV; used |= 1 << ID.reusePort; }
+  if (idleS >= 0) { slots[IDS + n] = ID_idle; slots[VALUES + n++] = idleS; used |= 1 << ID_idle; }
+  if (intervalS >= 0) { slots[IDS + n] = ID_interval; slots[VALUES + n++] = intervalS; used |= 1 << ID_interval; }
+  if (countN >= 0) { slots[IDS + n] = ID_count; slots[VALUES + n++] = countN; used |= 1 << ID_count; }
+  if (userTimeoutMs >= 0) { slots[IDS + n] = ID_userTimeout; slots[VALUES + n++] = userTimeoutMs; used |= 1 << ID_userTimeout; }
+  if (keepAliveOn >= 0) { slots[IDS + n] = ID_keepAlive; slots[VALUES + n++] = keepAliveOn; used |= 1 << ID_keepAlive; }
+  if (lingerV >= -1) { slots[IDS + n] = ID_linger; slots[VALUES + n++] = lingerV; used |= 1 << ID_linger; }
+  if (noDelayV >= 0) { slots[IDS + n] = ID_noDelay; slots[VALUES + n++] = noDelayV; used |= 1 << ID_noDelay; }
+  if (reuseAddressV >= 0) { slots[IDS + n] = ID_reuseAddress; slots[VALUES + n++] = reuseAddressV; used |= 1 << ID_reuseAddress; }
+  if (reusePortV >= 0) { slots[IDS + n] = ID_reusePort; slots[VALUES + n++] = reusePortV; used |= 1 << ID_reusePort; }
   if ((used & unsupportedMask) !== 0) unsupported(used & unsupportedMask);
   return n;
 }
@@ -275,13 +282,15 @@ export interface ConfigureError extends KernelError {
 
 /** Applies the `n` options `encode` wrote; a kernel refusal is thrown with `applied` on it. */
 function applyEncoded(handle: object, n: number): void {
-  slots[layout.count] = n;
+  slots[COUNT] = n;
   try {
     call(native.apply, handle);
   } catch (err) {
     if (typeof (err as KernelError).errno === 'number') {
+      // A getsockopt failed in the TCP check, before any option: nothing was applied.
+      const done = (err as KernelError).syscall === 'setsockopt' ? slots[APPLIED] : 0;
       const applied: string[] = [];
-      for (let i = 0, done = slots[layout.applied]; i < done; i++) applied.push(optionTable[slots[layout.ids + i]].name);
+      for (let i = 0; i < done; i++) applied.push(optionTable[slots[IDS + i]].name);
       (err as ConfigureError).applied = applied;
     }
     throw err;
@@ -315,13 +324,13 @@ export function configure(socket: TcpSocketLike, options: SocketOptions): Config
   // Nothing to set (a policy without kernel options, such as rstOnClose): nothing to defer either.
   if (n === 0) return 'deferred';
   // Copied before anything else runs: the slots are shared by every call on this thread.
-  const ids = slots.slice(layout.ids, layout.ids + n);
-  const values = slots.slice(layout.values, layout.values + n);
+  const ids = slots.slice(IDS, IDS + n);
+  const values = slots.slice(VALUES, VALUES + n);
   const onConnect = (): void => {
     try {
       const live = connectedHandle(socket);
-      slots.set(ids, layout.ids);
-      slots.set(values, layout.values);
+      slots.set(ids, IDS);
+      slots.set(values, VALUES);
       applyEncoded(live, n);
     } catch (err) {
       try {

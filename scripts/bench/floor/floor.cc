@@ -1,5 +1,5 @@
-// Benchmark floor: the bare setsockopt/getsockopt syscalls socktune makes, looped in C and timed
-// with clock_gettime, so scripts/bench.mjs can tell the cost of the kernel from the cost of the API;
+// Benchmark floor: the bare setsockopt syscalls socktune makes, looped in C and timed with
+// clock_gettime, so scripts/bench.mjs can tell the cost of the kernel from the cost of the API;
 // and a plain netlink sock_diag dump that counts TCP sockets by state (scripts/bench/diag.mjs).
 // Bench-only; never part of the shipped package.
 #include <errno.h>
@@ -20,11 +20,17 @@
 
 namespace {
 
-int64_t now_ns() {
+// The clock the loops are timed with: CLOCK_MONOTONIC (wall time) by default, or the calling
+// thread's CPU time (useCpuClock(true)), which leaves out the time other processes held the CPU.
+clockid_t g_clock = CLOCK_MONOTONIC;
+
+int64_t clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
+
+int64_t now_ns() { return clock_ns(g_clock); }
 
 napi_value fail(napi_env env, const char* what, int err) {
   char msg[160];
@@ -83,34 +89,73 @@ napi_value NoDelay(napi_env env, napi_callback_info info) {
   return ns_per_op(env, now_ns() - t0, n);
 }
 
-// heartbeat(fd, iterations, snapshots, idleA, intervalA, countA, userTimeoutA, ...B): the five
-// sets of configure({ keepAlive: { idle, interval, count }, userTimeout }) in socktune's order
-// (timings before SO_KEEPALIVE), alternating between values A and B. With `snapshots`, each of the
-// first four is preceded by the getsockopt that socktune's all-or-nothing rollback needs.
+// setNoDelay(fd, on): one untimed setsockopt(TCP_NODELAY), for JS loops that time one Node-API
+// crossing per op: the least any addon called from JavaScript can cost per option.
+napi_value SetNoDelay(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  int32_t fd = -1;
+  bool on = false;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "floor: setNoDelay(fd, on)");
+    return nullptr;
+  }
+  if (set_int(fd, IPPROTO_TCP, TCP_NODELAY, on) != 0) return fail(env, "setsockopt(TCP_NODELAY)", errno);
+  return nullptr;
+}
+
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) && defined(TCP_USER_TIMEOUT)
+// The five sets of configure({ keepAlive: { idle, interval, count }, userTimeout }) in socktune's
+// order (timings before SO_KEEPALIVE). 0 or errno.
+int set_heartbeat(int fd, const int32_t* v) {
+  static const int kTimings[4] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
+  for (int k = 0; k < 4; k++) {
+    if (set_int(fd, IPPROTO_TCP, kTimings[k], v[k]) != 0) return errno;
+  }
+  return set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1) != 0 ? errno : 0;
+}
+#endif
+
+// heartbeat(fd, iterations, idleA, intervalA, countA, userTimeoutA, ...B): the heartbeat's five
+// setsockopt looped in C, alternating between values A and B.
 napi_value Heartbeat(napi_env env, napi_callback_info info) {
 #if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) && defined(TCP_USER_TIMEOUT)
-  int32_t a[11];
-  if (!int_args(env, info, a, 11)) return nullptr;
+  int32_t a[10];
+  if (!int_args(env, info, a, 10)) return nullptr;
   const int fd = a[0];
   const int32_t n = a[1];
-  const bool snapshots = a[2] != 0;
-  const int32_t* values[2] = {a + 3, a + 7};
-
-  static const int kTimings[4] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT};
+  const int32_t* values[2] = {a + 2, a + 6};
   const int64_t t0 = now_ns();
   for (int32_t i = 0; i < n; i++) {
-    const int32_t* v = values[i & 1];
-    for (int k = 0; k < 4; k++) {
-      if (snapshots) {
-        int saved;
-        socklen_t len = sizeof saved;
-        if (getsockopt(fd, IPPROTO_TCP, kTimings[k], &saved, &len) != 0) return fail(env, "getsockopt", errno);
-      }
-      if (set_int(fd, IPPROTO_TCP, kTimings[k], v[k]) != 0) return fail(env, "setsockopt", errno);
-    }
-    if (set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1) != 0) return fail(env, "setsockopt(SO_KEEPALIVE)", errno);
+    int err = set_heartbeat(fd, values[i & 1]);
+    if (err != 0) return fail(env, "setsockopt", err);
   }
   return ns_per_op(env, now_ns() - t0, n);
+#else
+  (void)info;
+  napi_throw_error(env, nullptr, "floor: this platform lacks TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT/TCP_USER_TIMEOUT");
+  return nullptr;
+#endif
+}
+
+// setHeartbeat(fd, idle, interval, count, userTimeout): the same five setsockopt, untimed, once per
+// call: what the heartbeat costs through one Node-API crossing with no work of socktune's.
+napi_value SetHeartbeat(napi_env env, napi_callback_info info) {
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT) && defined(TCP_USER_TIMEOUT)
+  napi_value argv[5];
+  size_t argc = 5;
+  int32_t a[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  for (size_t i = 0; i < 5; i++) {
+    if (i >= argc || napi_get_value_int32(env, argv[i], &a[i]) != napi_ok) {
+      napi_throw_type_error(env, nullptr, "floor: setHeartbeat(fd, idle, interval, count, userTimeout)");
+      return nullptr;
+    }
+  }
+  int err = set_heartbeat(a[0], a + 1);
+  if (err != 0) return fail(env, "setsockopt", err);
+  return nullptr;
 #else
   (void)info;
   napi_throw_error(env, nullptr, "floor: this platform lacks TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT/TCP_USER_TIMEOUT");
@@ -197,11 +242,31 @@ napi_value DiagCount(napi_env env, napi_callback_info info) {
 #endif
 }
 
+// useCpuClock(on): times the loops above with the thread's CPU clock (on) or CLOCK_MONOTONIC.
+napi_value UseCpuClock(napi_env env, napi_callback_info info) {
+  int32_t a[1];
+  if (!int_args(env, info, a, 1)) return nullptr;
+  g_clock = a[0] != 0 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+  return nullptr;
+}
+
+// threadCpuNs(): CPU time of the calling thread in ns (CLOCK_THREAD_CPUTIME_ID), for JS loops timed
+// the same way as the C loops.
+napi_value ThreadCpuNs(napi_env env, napi_callback_info) {
+  napi_value out;
+  napi_create_double(env, static_cast<double>(clock_ns(CLOCK_THREAD_CPUTIME_ID)), &out);
+  return out;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"noDelay", nullptr, NoDelay, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setNoDelay", nullptr, SetNoDelay, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"heartbeat", nullptr, Heartbeat, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setHeartbeat", nullptr, SetHeartbeat, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"diagCount", nullptr, DiagCount, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"useCpuClock", nullptr, UseCpuClock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"threadCpuNs", nullptr, ThreadCpuNs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -13,7 +13,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { tcpActivity, type TcpActivity, type TcpState } from '../options.js';
 import { closeFor } from '../policy/close.js';
-import type { Policy } from '../policy/presets.js';
+import { isPolicy, type Policy } from '../policy/presets.js';
 import type { CloseReason, CloseReport } from '../policy/reset.js';
 import { invalidArgType } from '../errors.js';
 
@@ -49,6 +49,11 @@ export interface GuardStats {
   states: Partial<Record<TcpState, number>>;
   /** Completed scans of the whole set. */
   scans: number;
+  /**
+   * Connections passed through untouched because a policy cannot apply to them (a Unix-domain
+   * socket, a stream a user's `createConnection` returned): they work as without socktune.
+   */
+  untuned: number;
 }
 
 /** Payload of the `'idle'` event, emitted before an idle connection is closed. */
@@ -144,6 +149,7 @@ export class Guard extends EventEmitter {
   #iterator: IterableIterator<[net.Socket, Entry]> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #seen = 0;
+  #untuned = 0;
   #scans = 0;
   #visited = 0;
   /** Connections visited per tick in the current scan: 1/TICKS of the set as the scan began. */
@@ -152,7 +158,7 @@ export class Guard extends EventEmitter {
 
   constructor(policy: Policy) {
     super();
-    if (typeof policy !== 'object' || policy === null) throw invalidArgType('policy', 'a policy (see presets)', policy);
+    if (!isPolicy(policy)) throw invalidArgType('policy', 'a policy built by presets or compose()', policy);
     this.policy = policy;
   }
 
@@ -220,7 +226,12 @@ export class Guard extends EventEmitter {
     this.#stateCounts.forEach((n, i) => {
       if (n > 0) states[STATES[i]] = n;
     });
-    return { tracked: this.#entries.size, seen: this.#seen, closed: { ...this.#closed }, states, scans: this.#scans };
+    return { tracked: this.#entries.size, seen: this.#seen, closed: { ...this.#closed }, states, scans: this.#scans, untuned: this.#untuned };
+  }
+
+  /** Counts a connection passed through untouched (not TCP); integrations call it. @internal */
+  countUntuned(): void {
+    this.#untuned++;
   }
 
   /**

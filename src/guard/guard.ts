@@ -16,6 +16,7 @@ import { closeFor } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import type { CloseReason, CloseReport } from '../policy/reset.js';
 import { invalidArgType } from '../errors.js';
+import { originOf } from './origin.js';
 
 /** Reasons the guard closes a connection, and what each means. */
 export type GuardReason =
@@ -70,6 +71,8 @@ export interface GuardCloseEvent {
   reason: GuardReason;
   /** How it ended (`'closed'` only). */
   report?: CloseReport;
+  /** Where the connection was created, when it was recorded (`socktune/register` with `SOCKTUNE_TRACE=1`). */
+  origin?: string;
 }
 
 /** Options of {@link Guard.close}. */
@@ -390,7 +393,7 @@ export class Guard extends EventEmitter {
 
   #count(socket: net.Socket, reason: GuardReason, report?: CloseReport): void {
     this.#closed[reason]++;
-    this.emit('closed', { socket, reason, report } satisfies GuardCloseEvent);
+    this.emit('closed', { socket, reason, report, origin: originOf(socket) } satisfies GuardCloseEvent);
   }
 
   async #close(socket: net.Socket, reason: GuardReason): Promise<void> {
@@ -402,7 +405,7 @@ export class Guard extends EventEmitter {
     socket.off('close', onSocketClose);
     (socket as unknown as { [kGuard]?: Guard })[kGuard] = undefined;
     if (this.#entries.size === 0 && !this.#closing) this.#stop();
-    this.emit('closing', { socket, reason } satisfies GuardCloseEvent);
+    this.emit('closing', { socket, reason, origin: originOf(socket) } satisfies GuardCloseEvent);
     const report = await closeFor(socket, reason as CloseReason);
     this.#count(socket, reason, report);
   }

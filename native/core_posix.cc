@@ -132,3 +132,11 @@ int check_tcp(int fd) {
 }
 
 }  // namespace st
+
+int socket_error(int fd, int32_t* err) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len) != 0) return -errno;
+  *err = value;
+  return 0;
+}

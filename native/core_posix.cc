@@ -131,8 +131,6 @@ int check_tcp(int fd) {
   return 0;
 }
 
-}  // namespace st
-
 int socket_error(int fd, int32_t* err) {
   int value = 0;
   socklen_t len = sizeof value;
@@ -140,3 +138,5 @@ int socket_error(int fd, int32_t* err) {
   *err = value;
   return 0;
 }
+
+}  // namespace st

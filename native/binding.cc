@@ -206,6 +206,16 @@ int Cookie(int32_t* s, AddonData* d, int fd) {
   return rc;
 }
 
+// socketError: SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
+int SocketError(int32_t* s, AddonData*, int fd) {
+  int rc = st::socket_error(fd, s + S_QUEUES);
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = -1;
+    s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+  }
+  return rc;
+}
+
 // Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in info[0]
 // limits the dump to those sockets (the process view).
 bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter* f) {
@@ -353,6 +363,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("queues", NewFunction(env, "queues", SocketCall<Queues>, data));
   exports.Set("cookie", NewFunction(env, "cookie", SocketCall<Cookie>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
+  exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("constants", Constants(env));

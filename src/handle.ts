@@ -85,20 +85,23 @@ const enum Why {
  * Finds the TCP handle of `socket`, or a reason there is none. Throws nothing of its own: on a
  * spoofed object (getters, Proxies) whatever it throws is the object's, and the caller wraps it.
  */
-function classify(socket: unknown): object | Why {
+function classify(socket: unknown, closing: boolean): object | Why {
   if (socket instanceof Socket) {
     let handle: unknown = (socket as unknown as WithHandle)._handle;
     if (!(handle instanceof TCP)) {
       if (handle == null) {
         if (socket.connecting === true) return Why.Pending;
-        // Node's destroy() drops _handle at once; `destroyed` only words the error.
         return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
       }
       // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
       if (socket instanceof TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
       if (!(handle instanceof TCP)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
     }
-    return socket.connecting === true ? Why.Pending : handle;
+    if (socket.connecting === true) return Why.Pending;
+    // A policy's destroy() keeps the handle open while it drains: the socket is closed for
+    // everyone but the reset path (`closing`).
+    if (!closing && socket.destroyed === true) return Why.Closed;
+    return handle;
   }
   if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
@@ -122,10 +125,10 @@ function notASocket(socket: unknown, name: string): Error {
  * coded error for anything that is not a live TCP socket; what a spoofed object throws while it
  * is inspected (a getter, a Proxy trap) becomes ERR_INVALID_ARG_VALUE with it as `cause`.
  */
-export function tcpHandle(socket: unknown, name = 'socket'): object | undefined {
+export function tcpHandle(socket: unknown, name = 'socket', closing = false): object | undefined {
   let found: object | Why;
   try {
-    found = classify(socket);
+    found = classify(socket, closing);
   } catch (cause) {
     const err = invalidArgValue(name, socket, 'could not be inspected as a socket (reading it threw, see `cause`)');
     Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
@@ -153,6 +156,16 @@ export function tcpHandle(socket: unknown, name = 'socket'): object | undefined 
 export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
   const handle = tcpHandle(socket, name);
   return handle === undefined ? { __proto__: null, pending: true } as HandleLookup : { __proto__: null, handle } as HandleLookup;
+}
+
+/**
+ * The TCP handle of a connected socket whose `destroy()` is under way but whose handle is still
+ * open (a reset policy drains the send queue between `destroy()` and closing the handle).
+ */
+export function closingHandle(socket: net.Socket): object {
+  const handle = tcpHandle(socket, 'socket', true);
+  if (handle === undefined) throw socktuneError(codes.NOT_CONNECTED, 'The socket is still connecting');
+  return handle;
 }
 
 /** Like {@link tcpHandle}, but a connecting socket is an error too. */
@@ -235,4 +248,26 @@ export function pendingWriteBytes(socket: net.Socket): number {
   const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
   const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
   return socket.writableLength - inHandle + queued;
+}
+
+/**
+ * Whether Node is reading `socket` from the kernel now (libuv's read is on). A socket that is not
+ * (paused with a full buffer, or never resumed) does not see the peer's FIN or RST until it reads:
+ * only the kernel knows.
+ */
+export function isReading(socket: net.Socket): boolean {
+  return ((socket as unknown as WithHandle)._handle as { reading?: boolean } | null | undefined)?.reading === true;
+}
+
+/**
+ * Whether `socket` carries a TCP connection (Node's TCP handle, under TLS too) or is still
+ * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.
+ */
+export function isTcpSocket(socket: net.Socket): boolean {
+  try {
+    const found = classify(socket, true);
+    return typeof found === 'object' || found === Why.Pending;
+  } catch {
+    return false;
+  }
 }

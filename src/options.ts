@@ -8,7 +8,7 @@ import { constants, cookieSlot, infoSlots, native, slots as sharedSlots } from '
 import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
-/** Keepalive timing. Fields left out keep the value the socket has. */
+/** Keepalive timing, a plain object like {@link SocketOptions}. Fields left out keep the value the socket has. */
 export interface KeepAliveOptions {
   /** Idle time before the first probe, in milliseconds (1 – 32 767 000). Rounded up to whole seconds (TCP_KEEPIDLE). */
   idle?: number;
@@ -18,7 +18,11 @@ export interface KeepAliveOptions {
   count?: number;
 }
 
-/** Options accepted by {@link configure}. Options left out are not touched. */
+/**
+ * Options accepted by {@link configure}. Options left out (or `undefined`) are not touched. Given as
+ * a plain object whose own enumerable properties are the options, each read once; inherited
+ * properties are not options.
+ */
 export interface SocketOptions {
   /**
    * `false` turns SO_KEEPALIVE off; an object (or `true`) turns it on and sets the given timings.

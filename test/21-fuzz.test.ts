@@ -64,7 +64,7 @@ describe.runIf(canUse('strace'))('fuzz: the socket-options layer (configure, the
       }
     }
     expect(sections.get('done')).toEqual([]);
-    expect(accepted.every((id) => id.startsWith('configure#1:'))).toBe(true);
+    expect(accepted.filter((id) => !id.startsWith('configure#1:') && !id.startsWith('supportedOptions#'))).toEqual([]);
     // The live socket still takes valid options afterwards.
     expect(report.afterwards).toMatchObject({ noDelay: true, count: 4 });
   });

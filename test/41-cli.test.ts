@@ -142,3 +142,14 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
     expect(report.findings.every((f: { error?: unknown }) => f.error === undefined)).toBe(true);
   });
 });
+
+describe.runIf(canUse('strace'))('stat loads only what it needs', () => {
+  it('opens none of the policies, the guard, the integrations, undici or prom-client (strace witnesses every open)', async () => {
+    const { stderr } = await run('strace', ['-f', '-qq', '-e', 'trace=open,openat', '-e', 'signal=none', process.execPath, cli, 'stat', '--json'], { maxBuffer: 64 * 1024 * 1024 });
+    const opened = [...stderr.matchAll(/open(?:at)?\([^"]*"([^"]+)"/g)].map((m) => m[1]).filter((p) => p.includes('/dist/') || p.includes('node_modules'));
+    const dist = opened.filter((p) => p.includes('/dist/')).map((p) => p.slice(p.indexOf('/dist/') + 6)).sort();
+    expect(dist).toEqual(expect.arrayContaining(['cli.js', 'diagnose/states.js', 'binding.js']));
+    for (const p of dist) expect([p, /^(policy|guard|integrations|demo)\/|^(options|handle|metrics|index)\.js$/.test(p)]).toEqual([p, false]);
+    for (const p of opened) expect([p, /node_modules\/(undici|prom-client|commander)\//.test(p)]).toEqual([p, false]);
+  });
+});

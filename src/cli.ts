@@ -353,7 +353,7 @@ function failure(command: string, err: unknown): number {
     process.stderr.write(`socktune${command ? ` ${command}` : ''}: ${e.message}\n${c ? `usage: ${usageLine(c)}\n` : 'usage: socktune <command> [options] (socktune --help lists the commands)\n'}`);
     return EXIT.usage;
   }
-  if (typeof e?.code === 'string' && e.code.startsWith('ERR_INVALID_ARG') || e?.code === 'ERR_OUT_OF_RANGE') {
+  if (typeof e?.code === 'string' && (e.code.startsWith('ERR_INVALID_ARG') || e.code === 'ERR_OUT_OF_RANGE')) {
     // A value the library refused that the checks above let through.
     process.stderr.write(`socktune ${command}: ${e.message}\n`);
     return EXIT.usage;

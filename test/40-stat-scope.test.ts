@@ -3,30 +3,16 @@
 // shows, and the owners named for each CLOSE_WAIT group are the processes `ss -p` names. TIME_WAIT
 // sockets have no owner, and the output says so. Addresses print as inet_ntop (and ss) print them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { once } from 'node:events';
 import { connectionReport, listConnections } from '../src/index.js';
+import { socktune } from './helpers/cli.js';
 import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
 
-const run = promisify(execFile);
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
-
-/** `socktune ...` with its exit code and output, whatever the code. */
-async function socktune(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { maxBuffer: 64 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 interface SsLine {
   state: string;

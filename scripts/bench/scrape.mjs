@@ -260,7 +260,7 @@ export function scrapeRows(j) {
     goal ? (w.windowMaxMs <= j.goals.stallMs ? 'yes' : 'no') : '',
   ];
   return [
-    stall(`collector: longest event-loop stall, scrapes back to back (${s.timeWait.toLocaleString('en')} TIME_WAIT)`, s.sequential, true),
+    stall(`collector: longest loop stall, ${s.timeWait.toLocaleString('en')} TIME_WAIT`, s.sequential, true),
     stall('  8 concurrent scrapers', s.concurrent, true),
     stall("  same process, no scrape (this machine's own noise)", s.idle, false),
     ['  the same scrape done synchronously (4 dumps)', ms(s.synchronous.maxMs), `median ${ms(s.synchronous.medianMs)}`, '', ''],

@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <string.h>
 #include <algorithm>
+#include <string>
 #include <vector>
 #include "core.h"
 #include "diag.h"
+#include "diag_report.h"
 
 namespace {
 
@@ -33,6 +35,7 @@ enum Slot : int {
   S_DIAG_SPORT = 50,                 // -1 or a local port
   S_DIAG_DPORT = 51,                 // -1 or a remote port
   S_DIAG_ANYPORT = 52,               // -1 or a port on either side
+  S_DIAG_NETLINK = 53,               // -1, or a sock_diag socket of another namespace to dump through
   S_DIAG_SRC_FAMILY = 54,            // 0 or the family of the local address below
   S_DIAG_DST_FAMILY = 55,            // 0 or the family of the remote address below
   S_DIAG_SRC = 56,                   // 16 bytes: local address (network order)
@@ -216,9 +219,9 @@ int SocketError(int32_t* s, AddonData*, int fd) {
   return rc;
 }
 
-// Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in info[0]
-// limits the dump to those sockets (the process view).
-bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter* f) {
+// Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in
+// info[inodes_arg] limits the dump to those sockets (one process's).
+bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter* f, size_t inodes_arg = 0) {
   if (d == nullptr || d->slots == nullptr) return false;
   const int32_t* s = d->slots;
   f->state_mask = static_cast<uint32_t>(s[S_DIAG_STATES]);
@@ -228,12 +231,13 @@ bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter
   f->any_port = s[S_DIAG_ANYPORT];
   f->src_family = s[S_DIAG_SRC_FAMILY];
   f->dst_family = s[S_DIAG_DST_FAMILY];
+  f->netlink_fd = s[S_DIAG_NETLINK];
   memcpy(f->src, s + S_DIAG_SRC, 16);
   memcpy(f->dst, s + S_DIAG_DST, 16);
-  if (info.Length() > 0 && info[0].IsTypedArray()) {
-    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  if (info.Length() > inodes_arg && info[inodes_arg].IsTypedArray()) {
+    Napi::TypedArray ta = info[inodes_arg].As<Napi::TypedArray>();
     if (ta.TypedArrayType() != napi_uint32_array) return false;
-    Napi::Uint32Array inodes = info[0].As<Napi::Uint32Array>();
+    Napi::Uint32Array inodes = info[inodes_arg].As<Napi::Uint32Array>();
     f->inodes = inodes.Data();
     f->n_inodes = inodes.ElementLength();
     f->inode_filter = true;
@@ -256,6 +260,12 @@ Napi::Value DiagCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), st::diag_dump(f, CountVisit, counts));
 }
 
+Napi::ArrayBuffer CopyOut(Napi::Env env, const void* data, size_t bytes) {
+  Napi::ArrayBuffer out = Napi::ArrayBuffer::New(env, bytes);
+  if (bytes > 0) memcpy(out.Data(), data, bytes);
+  return out;
+}
+
 void ListVisit(const st::DiagEntry& e, void* ctx) {
   static_cast<std::vector<st::DiagEntry>*>(ctx)->push_back(e);
 }
@@ -269,9 +279,133 @@ Napi::Value DiagList(const Napi::CallbackInfo& info) {
   std::vector<st::DiagEntry> entries;
   int rc = st::diag_dump(f, ListVisit, &entries);
   if (rc != 0) return Napi::Number::New(env, rc);
-  size_t bytes = entries.size() * sizeof(st::DiagEntry);
-  Napi::ArrayBuffer out = Napi::ArrayBuffer::New(env, bytes);
-  if (bytes > 0) memcpy(out.Data(), entries.data(), bytes);
+  return CopyOut(env, entries.data(), entries.size() * sizeof(st::DiagEntry));
+}
+
+// diagReport(limit, rankedMask, keepMask, [inodes]): counts by state into S_DIAG_COUNTS and
+// returns [rankings as TopRow records, the DiagEntry records of the kept states] (two
+// ArrayBuffers), or a negative errno, from one dump.
+Napi::Value DiagReport(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = Data(info);
+  st::DiagFilter f;
+  uint32_t limit, ranked, keep;
+  if (info.Length() < 3 || napi_get_value_uint32(env, info[0], &limit) != napi_ok ||
+      napi_get_value_uint32(env, info[1], &ranked) != napi_ok || napi_get_value_uint32(env, info[2], &keep) != napi_ok ||
+      !TakeDiagFilter(info, d, &f, 3))
+    return Napi::Number::New(env, -EINVAL);
+  st::DiagReport report(ranked, keep);
+  int rc = st::diag_dump(f, st::DiagReport::visit, &report);
+  if (rc != 0) return Napi::Number::New(env, rc);
+  std::copy(report.counts(), report.counts() + 16, d->slots + S_DIAG_COUNTS);
+  std::vector<st::TopRow> rows = report.top(limit);
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, CopyOut(env, rows.data(), rows.size() * sizeof(st::TopRow)));
+  out.Set(1u, CopyOut(env, report.kept().data(), report.kept().size() * sizeof(st::DiagEntry)));
+  return out;
+}
+
+// One collector scrape, off the main thread: the inodes of this process's sockets and one dump of
+// the namespace, counted by state for both scopes. Resolves with a Uint32Array(32) (namespace
+// counts by state number, then this process's) or a negative errno.
+class ScrapeWorker : public Napi::AsyncWorker {
+ public:
+  ScrapeWorker(Napi::Env env, bool process)
+      : Napi::AsyncWorker(env, "socktune:diagScrape"), deferred_(Napi::Promise::Deferred::New(env)), process_(process) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override { rc_ = st::run_in_background(Run, this); }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (rc_ != 0) {
+      deferred_.Resolve(Napi::Number::New(env, rc_));
+      return;
+    }
+    Napi::Uint32Array out = Napi::Uint32Array::New(env, 32);
+    memcpy(out.Data(), counts_, sizeof counts_);
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  static int Run(void* ctx) {
+    ScrapeWorker* w = static_cast<ScrapeWorker*>(ctx);
+    if (w->process_) {
+      int rc = st::socket_inodes(0, &w->inodes_);
+      if (rc != 0) return rc;
+    }
+    st::DiagFilter everything;
+    return st::diag_dump(everything, Visit, w);
+  }
+
+  static void Visit(const st::DiagEntry& e, void* ctx) {
+    ScrapeWorker* w = static_cast<ScrapeWorker*>(ctx);
+    uint8_t state = e.state < 16 ? e.state : 0;
+    w->counts_[state]++;
+    if (w->process_ && e.inode != 0 && std::binary_search(w->inodes_.begin(), w->inodes_.end(), e.inode))
+      w->counts_[16 + state]++;
+  }
+
+  Napi::Promise::Deferred deferred_;
+  bool process_;
+  int rc_ = 0;
+  std::vector<uint32_t> inodes_;
+  uint32_t counts_[32] = {0};
+};
+
+// diagScrape(process): a Promise of ScrapeWorker's result.
+Napi::Value DiagScrape(const Napi::CallbackInfo& info) {
+  ScrapeWorker* w = new ScrapeWorker(info.Env(), info.Length() > 0 && info[0].ToBoolean().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();  // deleted by node-addon-api after OnOK/OnError
+  return p;
+}
+
+// socketInodes(pid): a sorted Uint32Array of the socket inodes in /proc/<pid>/fd (0: this
+// process), or a negative errno.
+Napi::Value SocketInodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t pid;
+  if (info.Length() < 1 || napi_get_value_int32(env, info[0], &pid) != napi_ok || pid < 0)
+    return Napi::Number::New(env, -EINVAL);
+  std::vector<uint32_t> inodes;
+  int rc = st::socket_inodes(pid, &inodes);
+  if (rc != 0) return Napi::Number::New(env, rc);
+  Napi::Uint32Array out = Napi::Uint32Array::New(env, inodes.size());
+  if (!inodes.empty()) memcpy(out.Data(), inodes.data(), inodes.size() * sizeof(uint32_t));
+  return out;
+}
+
+// socketOwners(inodes): a Uint32Array of (inode, pid) pairs, one per process holding one of the
+// sorted `inodes` open (as ss -p reads /proc/<pid>/fd), or a negative errno.
+Napi::Value SocketOwners(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    return Napi::Number::New(env, -EINVAL);
+  Napi::Uint32Array inodes = info[0].As<Napi::Uint32Array>();
+  std::vector<uint32_t> pairs;
+  int rc = st::socket_owners(inodes.Data(), inodes.ElementLength(), &pairs);
+  if (rc != 0) return Napi::Number::New(env, rc);
+  Napi::Uint32Array out = Napi::Uint32Array::New(env, pairs.size());
+  if (!pairs.empty()) memcpy(out.Data(), pairs.data(), pairs.size() * sizeof(uint32_t));
+  return out;
+}
+
+// netnsOpen(path): an Int32Array of [sock_diag socket, /proc/net/tcp, /proc/net/tcp6] fds opened
+// in the network namespace at `path` (-1 for an absent file), or a negative errno.
+Napi::Value NetnsOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return Napi::Number::New(env, -EINVAL);
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (path.find('\0') != std::string::npos) return Napi::Number::New(env, -EINVAL);
+  int fds[3];
+  int rc = st::netns_open(path.c_str(), fds);
+  if (rc != 0) return Napi::Number::New(env, rc);
+  Napi::Int32Array out = Napi::Int32Array::New(env, 3);
+  for (int i = 0; i < 3; i++) out[i] = fds[i];
   return out;
 }
 
@@ -316,6 +450,8 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("diagSport", static_cast<double>(S_DIAG_SPORT));
   layout.Set("diagDport", static_cast<double>(S_DIAG_DPORT));
   layout.Set("diagAnyPort", static_cast<double>(S_DIAG_ANYPORT));
+  layout.Set("diagNetlink", static_cast<double>(S_DIAG_NETLINK));
+  layout.Set("topRowBytes", static_cast<double>(sizeof(st::TopRow)));
   layout.Set("diagCounts", static_cast<double>(S_DIAG_COUNTS));
   layout.Set("diagSrcFamily", static_cast<double>(S_DIAG_SRC_FAMILY));
   layout.Set("diagDstFamily", static_cast<double>(S_DIAG_DST_FAMILY));
@@ -366,6 +502,11 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
+  exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));
+  exports.Set("diagScrape", Napi::Function::New(env, DiagScrape, "diagScrape"));
+  exports.Set("socketInodes", Napi::Function::New(env, SocketInodes, "socketInodes"));
+  exports.Set("socketOwners", Napi::Function::New(env, SocketOwners, "socketOwners"));
+  exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
   exports.Set("constants", Constants(env));
   return exports;
 }

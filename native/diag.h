@@ -1,7 +1,9 @@
-// TCP socket dump through netlink sock_diag (Linux). Knows nothing of JavaScript.
+// TCP socket dump through netlink sock_diag (Linux), and the process and namespace views around it.
+// Knows nothing of JavaScript; every function returns 0 or -errno.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <vector>
 
 namespace st {
 
@@ -11,13 +13,14 @@ struct DiagFilter {
   int sport = -1;                     // -1 any
   int dport = -1;
   int any_port = -1;                  // either side
-  const uint32_t* inodes = nullptr;   // sorted; only sockets with these inodes (this process)
+  const uint32_t* inodes = nullptr;   // sorted; only sockets with these inodes (one process)
   size_t n_inodes = 0;
   bool inode_filter = false;
   int src_family = 0;                 // 0 any, else only sockets of this family with this local address
   uint8_t src[16] = {0};
   int dst_family = 0;                 // 0 any, else only sockets of this family with this remote address
   uint8_t dst[16] = {0};
+  int netlink_fd = -1;                // a sock_diag socket to dump through (another namespace); -1: open one
 };
 
 struct DiagEntry {
@@ -37,7 +40,8 @@ static_assert(sizeof(DiagEntry) == 56, "DiagEntry layout is shared with src/diag
 
 typedef void (*DiagVisit)(const DiagEntry& e, void* ctx);
 
-// Dumps TCP sockets of the calling thread's network namespace that pass the filter.
+// Dumps TCP sockets of the calling thread's network namespace (or of filter.netlink_fd's) that pass
+// the filter, IPv4 and IPv6 in one walk of the kernel's socket table where the kernel allows it.
 // Returns 0 or -errno (-EPROTONOSUPPORT when sock_diag is not available).
 int diag_dump(const DiagFilter& filter, DiagVisit visit, void* ctx);
 
@@ -45,5 +49,25 @@ bool has_diag();
 
 // AF_INET and AF_INET6 as this platform numbers them (-1 where there is no sock_diag).
 void diag_families(int* inet, int* inet6);
+
+// Inodes of the sockets among the open files of process `pid` (0: this process), from
+// /proc/<pid>/fd, sorted and unique. Safe on any thread.
+int socket_inodes(int pid, std::vector<uint32_t>* out);
+
+// Who holds these sockets, as `ss -p` finds out: every process's /proc/<pid>/fd is read and each
+// open file that is one of `inodes` (sorted) appends an (inode, pid) pair to `pairs`. Processes that
+// end or deny access while being read are skipped.
+int socket_owners(const uint32_t* inodes, size_t n, std::vector<uint32_t>* pairs);
+
+// Runs fn(ctx) on a thread of its own that never preempts others when it wakes (SCHED_BATCH on
+// Linux), and waits for it: a long dump on a worker thread must not take the CPU from the event
+// loop it was started by. Returns what fn returns.
+int run_in_background(int (*fn)(void*), void* ctx);
+
+// Opens, on a thread of its own that first joins the network namespace at `path` (setns), a
+// sock_diag socket and that namespace's /proc/net/tcp and /proc/net/tcp6: fds[0], fds[1], fds[2]
+// (-1 for a /proc file the namespace does not have). The calling thread never changes namespace.
+// The caller owns and closes the fds.
+int netns_open(const char* path, int fds[3]);
 
 }  // namespace st

@@ -1,8 +1,14 @@
 // netlink sock_diag: the kernel's own socket table, as `ss` reads it, without spawning anything.
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <algorithm>
+#include <thread>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
@@ -26,24 +32,14 @@ bool same_address(int want_family, const uint8_t* want, int family, const uint32
   return memcmp(want, have, family == AF_INET ? 4 : 16) == 0;
 }
 
-int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen) {
-  struct {
-    struct nlmsghdr nlh;
-    struct inet_diag_req_v2 r;
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nlh.nlmsg_len = sizeof req;
-  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.nlh.nlmsg_seq = 1;
-  req.r.sdiag_family = static_cast<uint8_t>(family);
-  req.r.sdiag_protocol = IPPROTO_TCP;
-  req.r.idiag_states = f.state_mask;  // the kernel filters states itself
-
+// Sends one dump request and visits every socket of the answer. `*answered` turns true at the
+// first socket, so a caller can tell a refused request from a dump that failed halfway.
+int dump(int nl, const void* req, size_t len, uint16_t type, const DiagFilter& f, DiagVisit visit, void* ctx,
+         char* buf, size_t buflen, bool* answered) {
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof sa);
   sa.nl_family = AF_NETLINK;
-  if (sendto(nl, &req, sizeof req, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) return -errno;
+  if (sendto(nl, req, len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) return -errno;
 
   for (;;) {
     ssize_t n = recv(nl, buf, buflen, 0);
@@ -52,14 +48,15 @@ int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* 
       return -errno;
     }
     if (n == 0) return -EIO;
-    size_t len = static_cast<size_t>(n);
-    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+    size_t left = static_cast<size_t>(n);
+    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_type == NLMSG_DONE) return 0;
       if (h->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr* err = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
         return err->error != 0 ? err->error : -EIO;
       }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+      if (h->nlmsg_type != type) continue;
+      *answered = true;
       const struct inet_diag_msg* m = static_cast<const struct inet_diag_msg*>(NLMSG_DATA(h));
       uint16_t sport = ntohs(m->id.idiag_sport);
       uint16_t dport = ntohs(m->id.idiag_dport);
@@ -86,17 +83,166 @@ int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* 
   }
 }
 
+int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.nlh.nlmsg_seq = 1;
+  req.r.sdiag_family = static_cast<uint8_t>(family);
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = f.state_mask;  // the kernel filters states itself
+  bool answered = false;
+  return dump(nl, &req, sizeof req, SOCK_DIAG_BY_FAMILY, f, visit, ctx, buf, buflen, &answered);
+}
+
+// Both families in one walk: the kernel keeps IPv4 and IPv6 TCP sockets in one hash table, and a
+// per-family request walks all of it (a dump of an empty IPv6 side costs as much as the IPv4 one:
+// about 0.3 µs per socket of the table at 200,000 TIME_WAIT). The original TCPDIAG_GETSOCK request
+// (still served by every kernel with inet_diag) asks for every family in one pass. Returns
+// -EOPNOTSUPP without having visited anything when the kernel does not serve it.
+int dump_all(int nl, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen, bool* answered) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = TCPDIAG_GETSOCK;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.nlh.nlmsg_seq = 2;
+  req.r.idiag_family = AF_INET;  // ignored for a dump: the kernel asks for every family
+  req.r.idiag_states = f.state_mask;
+  return dump(nl, &req, sizeof req, TCPDIAG_GETSOCK, f, visit, ctx, buf, buflen, answered);
+}
+
 }  // namespace
 
 int diag_dump(const DiagFilter& f, DiagVisit visit, void* ctx) {
-  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return errno == EAFNOSUPPORT ? -EPROTONOSUPPORT : -errno;
+  int nl = f.netlink_fd;
+  if (nl < 0) {
+    nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) return errno == EAFNOSUPPORT ? -EPROTONOSUPPORT : -errno;
+  }
   // Large reads: the kernel packs as many sockets as fit into each datagram.
   static thread_local char buf[256 * 1024];
   int rc = 0;
-  if (f.family == 0 || f.family == AF_INET) rc = dump_family(nl, AF_INET, f, visit, ctx, buf, sizeof buf);
-  if (rc == 0 && (f.family == 0 || f.family == AF_INET6)) rc = dump_family(nl, AF_INET6, f, visit, ctx, buf, sizeof buf);
-  close(nl);
+  bool answered = false;
+  if (f.family == 0) {
+    rc = dump_all(nl, f, visit, ctx, buf, sizeof buf, &answered);
+    if (rc != 0 && !answered) {
+      // Refused before any socket: per family, which every sock_diag kernel serves.
+      rc = dump_family(nl, AF_INET, f, visit, ctx, buf, sizeof buf);
+      if (rc == 0) rc = dump_family(nl, AF_INET6, f, visit, ctx, buf, sizeof buf);
+    }
+  } else {
+    rc = dump_family(nl, f.family, f, visit, ctx, buf, sizeof buf);
+  }
+  if (nl != f.netlink_fd) close(nl);
+  return rc;
+}
+
+namespace {
+
+// Calls `found(inode)` for every socket among the open files listed in the directory `path`
+// (/proc/<pid>/fd). Returns 0 or -errno of opening the directory.
+template <typename F>
+int each_socket(const char* path, F found) {
+  DIR* dir = opendir(path);
+  if (dir == nullptr) return -errno;
+  int dfd = dirfd(dir);
+  char target[64];
+  for (struct dirent* d; (d = readdir(dir)) != nullptr;) {
+    if (d->d_name[0] == '.') continue;
+    ssize_t n = readlinkat(dfd, d->d_name, target, sizeof target - 1);
+    if (n < 0) continue;  // closed between readdir and readlink
+    target[n] = '\0';
+    if (strncmp(target, "socket:[", 8) != 0) continue;
+    found(static_cast<uint32_t>(strtoul(target + 8, nullptr, 10)));
+  }
+  closedir(dir);
+  return 0;
+}
+
+}  // namespace
+
+int socket_inodes(int pid, std::vector<uint32_t>* out) {
+  char path[64];
+  if (pid > 0) snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  else snprintf(path, sizeof path, "/proc/self/fd");
+  int rc = each_socket(path, [&](uint32_t inode) { out->push_back(inode); });
+  if (rc != 0) return rc;
+  std::sort(out->begin(), out->end());
+  out->erase(std::unique(out->begin(), out->end()), out->end());
+  return 0;
+}
+
+int socket_owners(const uint32_t* inodes, size_t n, std::vector<uint32_t>* pairs) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return -errno;
+  char path[64];
+  for (struct dirent* d; (d = readdir(proc)) != nullptr;) {
+    char* end;
+    unsigned long pid = strtoul(d->d_name, &end, 10);
+    if (*end != '\0' || pid == 0) continue;
+    snprintf(path, sizeof path, "/proc/%lu/fd", pid);
+    each_socket(path, [&](uint32_t inode) {
+      if (!std::binary_search(inodes, inodes + n, inode)) return;
+      pairs->push_back(inode);
+      pairs->push_back(static_cast<uint32_t>(pid));
+    });
+  }
+  closedir(proc);
+  return 0;
+}
+
+int run_in_background(int (*fn)(void*), void* ctx) {
+  int rc = 0;
+  std::thread runner([&] {
+    // SCHED_BATCH: the same share of the CPU, but no wakeup preemption, so the thread that started
+    // the dump (an event loop woken by its timers) gets its CPU back at once. Lowering the policy
+    // of a new thread needs no privilege; the thread ends with the dump.
+    struct sched_param none;
+    memset(&none, 0, sizeof none);
+    sched_setscheduler(0, SCHED_BATCH, &none);
+    rc = fn(ctx);
+  });
+  runner.join();
+  return rc;
+}
+
+int netns_open(const char* path, int fds[3]) {
+  fds[0] = fds[1] = fds[2] = -1;
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return -errno;
+  int rc = 0;
+  // setns changes the namespace of the calling thread only, and a socket or /proc/thread-self/net
+  // file keeps the namespace it was opened in: a short-lived thread opens them and ends.
+  std::thread joiner([&] {
+    if (setns(ns, CLONE_NEWNET) != 0) {
+      rc = -errno;
+      return;
+    }
+    fds[0] = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fds[0] < 0) {
+      rc = errno == EAFNOSUPPORT ? -EPROTONOSUPPORT : -errno;
+      return;
+    }
+    fds[1] = open("/proc/thread-self/net/tcp", O_RDONLY | O_CLOEXEC);
+    fds[2] = open("/proc/thread-self/net/tcp6", O_RDONLY | O_CLOEXEC);
+  });
+  joiner.join();
+  close(ns);
+  if (rc != 0) {
+    for (int i = 0; i < 3; i++) {
+      if (fds[i] >= 0) close(fds[i]);
+      fds[i] = -1;
+    }
+  }
   return rc;
 }
 

@@ -1,7 +1,8 @@
 // Benchmarks socktune against the bare syscalls it makes (the C floor addon in scripts/bench/floor,
 // built on demand), against Node's own setKeepAlive and net-keepalive, measures memory growth per
-// call, and times the diagnostics (counting ~50,000 TIME_WAIT sockets, scripts/bench/diag.mjs) against
-// a C sock_diag floor, ss and /proc; then the policies: short-connection churn closed by destroy(),
+// call, and times the diagnostics (counting ~200,000 TIME_WAIT sockets, scripts/bench/diag.mjs) against
+// a C sock_diag floor, ss and /proc, and the collector's event-loop stalls during scrapes
+// (scripts/bench/scrape.mjs); then the policies: short-connection churn closed by destroy(),
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
 // (deadpeer.mjs) and the guarded http.Server under wrk (guard.mjs). Prints a table; with --json
 // prints only a JSON object.
@@ -13,6 +14,7 @@ import { once } from 'node:events';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { diagNotes, diagnostics, diagRows } from './bench/diag.mjs';
+import { scrapeBench } from './bench/scrape.mjs';
 import { churn, churnNotes, churnRows } from './bench/churn.mjs';
 import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
 import { guardBench } from './bench/guard.mjs';
@@ -160,6 +162,7 @@ async function main() {
   const memory = memoryGrowth(client);
   conn.close();
   const diag = await diagnostics({ quiet: json });
+  const scrape = await scrapeBench({ quiet: json });
   // Policies: reset-close churn, then dead-peer detection (namespaces of their own).
   const churned = (await churn({ quiet: json })).json;
   const deadPeer = (await deadPeerBench({ quiet: json })).json;
@@ -215,6 +218,9 @@ async function main() {
       : { available: false, error: nkError, goal: GOALS.netKeepaliveSpeedup, met: null },
     memory,
     diagnostics: diag,
+    collector: scrape.json,
+    collectorRows: scrape.rows,
+    collectorNotes: scrape.notes ?? [],
     churn: churned,
     deadPeer,
     guard: guarded.json,
@@ -252,6 +258,7 @@ function printTable(r) {
     [`memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.heapAndExternal), '', `${m.goal} B/call`, yes(m.met.heapAndExternal)],
     [`memory: RSS, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.rss), '', `${m.goal} B/call`, yes(m.met.rss)],
     ...diagRows(r.diagnostics),
+    ...r.collectorRows,
     ...churnRows(r.churn),
     ...deadPeerRows(r.deadPeer),
     ...r.guardRows,
@@ -261,6 +268,7 @@ function printTable(r) {
   printRows(rows);
   console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
   for (const note of diagNotes(r.diagnostics)) console.log(note);
+  for (const note of r.collectorNotes) console.log(note);
   for (const note of churnNotes(r.churn)) console.log(note);
   for (const note of deadPeerNotes(r.deadPeer)) console.log(note);
 }

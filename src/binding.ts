@@ -33,6 +33,20 @@ export interface NativeBinding {
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
   diagList(inodes?: Uint32Array): ArrayBuffer | number;
+  /**
+   * Counts by state into `slots[layout.diagCounts + state]` and ranks the states of the `ranked`
+   * mask by peer, destination and local port, from one dump: [rankings (TopRow records), the
+   * records of the states of the `keep` mask], or a negative errno.
+   */
+  diagReport(limit: number, ranked: number, keep: number, inodes?: Uint32Array): [ArrayBuffer, ArrayBuffer] | number;
+  /** One dump on a worker thread: namespace counts by state, then this process's (Uint32Array(32)), or a negative errno. */
+  diagScrape(process: boolean): Promise<Uint32Array | number>;
+  /** Sorted socket inodes of /proc/<pid>/fd (0: this process), or a negative errno. */
+  socketInodes(pid: number): Uint32Array | number;
+  /** (inode, pid) pairs of every process holding one of the sorted `inodes`, or a negative errno. */
+  socketOwners(inodes: Uint32Array): Uint32Array | number;
+  /** [sock_diag socket, /proc/net/tcp, /proc/net/tcp6] fds opened in the network namespace at `path`, or a negative errno. */
+  netnsOpen(path: string): Int32Array | number;
   constants: {
     options: Array<{ id: number; name: string; supported: boolean; level: number; optname: number }>;
     infoFields: string[];
@@ -42,7 +56,7 @@ export interface NativeBinding {
       failedSyscall: number; applied: number; read: number; queues: number; verify: number; fd: number; result: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
       diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
-      diagDstFamily: number; diagSrc: number; diagDst: number;
+      diagDstFamily: number; diagSrc: number; diagDst: number; diagNetlink: number; topRowBytes: number;
     };
     families: { inet: number; inet6: number };
     status: { OK: number; E_HANDLE: number; E_NOFD: number };

@@ -26,3 +26,10 @@ export function table(header: string[], rows: string[][]): string {
     cells.map((c, i) => c + ' '.repeat(widths[i] - width(c))).join('  ').trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
+
+/** What a count covers, in words: `this network namespace`, `network namespace NAME`, `process PID (node) in ...`. */
+export function scopeText(s: { scope: string; pid?: number; netns?: string }, command?: string): string {
+  const ns = s.netns === undefined ? 'this network namespace' : `network namespace ${s.netns}`;
+  if (s.scope === 'process') return `process ${s.pid}${command ? ` (${command})` : ''} in ${ns}`;
+  return ns;
+}

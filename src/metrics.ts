@@ -3,12 +3,12 @@
  * kernel at scrape time. A surface only: every number comes from the diagnostics layer.
  * @module
  */
-import { connectionStates } from './diagnose/states.js';
-import { netCounters, sockstat } from './diagnose/proc.js';
-import { sysctlAudit } from './diagnose/audit.js';
-import { codes, socktuneError } from './errors.js';
+import { scrapeStates } from './diagnose/states.js';
+import { netCountersAsync, sockstatAsync } from './diagnose/proc.js';
+import { sysctlAuditAsync, type SysctlAudit } from './diagnose/audit.js';
+import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError } from './errors.js';
 import type { Registry } from 'prom-client';
-import type { Guard } from './guard/guard.js';
+import { Guard } from './guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';
 
 /** Options of {@link createCollector}. */
@@ -21,8 +21,13 @@ export interface CollectorOptions {
   namespace?: boolean;
   /** Count this process's sockets (default true). */
   process?: boolean;
-  /** Export the sysctl audit (default true; it reads ~15 files per scrape). */
+  /** Export the sysctl audit (default true). */
   audit?: boolean;
+  /**
+   * How long one sysctl audit serves scrapes, in milliseconds (default 5000; 0 audits at every
+   * scrape). An audit reads ~15 files on the event loop; settings rarely change between scrapes.
+   */
+  auditMaxAge?: number;
   /** Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`). */
   guards?: Record<string, Guard>;
   /** Count the closes socktune performs (the `socktune:close` channel) by reason and method (default true). */
@@ -53,6 +58,44 @@ export interface Collector {
   metrics: string[];
 }
 
+const knownOptions = ['registry', 'prefix', 'namespace', 'process', 'audit', 'auditMaxAge', 'guards', 'closes'];
+/** Prometheus metric names: https://prometheus.io/docs/concepts/data_model/ */
+const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+
+/** Checks every option (own properties, each read once) before anything is registered. */
+function checkOptions(options: unknown): CollectorOptions {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
+  const o: Record<string, unknown> = { ...options };
+  for (const key of Object.keys(o)) {
+    if (!knownOptions.includes(key)) throw invalidArgValue('options', key, `has no option '${key}'; known: ${knownOptions.join(', ')}`);
+  }
+  const { registry, prefix, auditMaxAge, guards } = o;
+  if (registry !== undefined && (typeof registry !== 'object' || registry === null || typeof (registry as Registry).registerMetric !== 'function')) {
+    throw invalidArgType('options.registry', 'a prom-client Registry', registry);
+  }
+  if (prefix !== undefined) {
+    if (typeof prefix !== 'string') throw invalidArgType('options.prefix', 'of type string', prefix);
+    if (prefix !== '' && !metricName.test(prefix)) throw invalidArgValue('options.prefix', prefix, 'must start a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)');
+  }
+  for (const key of ['namespace', 'process', 'audit', 'closes']) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgType(`options.${key}`, 'of type boolean', o[key]);
+  }
+  if (auditMaxAge !== undefined) {
+    if (typeof auditMaxAge !== 'number') throw invalidArgType('options.auditMaxAge', 'of type number', auditMaxAge);
+    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1) throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
+  }
+  if (guards !== undefined) {
+    if (typeof guards !== 'object' || guards === null || Array.isArray(guards)) throw invalidArgType('options.guards', 'an object of Guards by name', guards);
+    const named: Record<string, Guard> = { ...(guards as Record<string, unknown>) } as Record<string, Guard>;
+    for (const [name, g] of Object.entries(named)) {
+      if (!(g instanceof Guard)) throw invalidArgType(`options.guards.${name}`, 'an instance of Guard', g);
+    }
+    o.guards = named;
+  }
+  return o as CollectorOptions;
+}
+
 /**
  * Registers socktune's metrics with prom-client; every value is read from the kernel at scrape time.
  * - `socktune_tcp_connections{scope="namespace"|"process",state="TIME_WAIT"|...}`: sockets by kernel state.
@@ -66,9 +109,18 @@ export interface Collector {
  *   socktune performed in this process since the collector was created (RST or FIN; bytes unacknowledged
  *   when a drain timeout passed).
  *
- * Throws `ERR_SOCKTUNE_MISSING_PEER` when prom-client is not installed.
+ * A scrape never blocks the event loop on the socket table: the namespace's and this process's
+ * sockets are counted from one sock_diag dump made on a worker thread (with this process's socket
+ * inodes read there too), and scrapes that arrive while a dump is in flight share it. The audit is
+ * computed from that dump's TIME_WAIT count and served for `auditMaxAge` ms. Every /proc file
+ * (sockstat, counters, the audit's sysctls) is read on libuv's thread pool; the event loop only
+ * parses a few KiB of text and formats the exposition.
+ *
+ * Rejects with `ERR_SOCKTUNE_MISSING_PEER` when prom-client is not installed, and with
+ * `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` / `ERR_OUT_OF_RANGE` for a bad option.
  */
-export async function createCollector(options: CollectorOptions = {}): Promise<Collector> {
+export async function createCollector(options?: CollectorOptions): Promise<Collector> {
+  options = checkOptions(options);
   let client: typeof import('prom-client');
   try {
     client = await import('prom-client');
@@ -91,10 +143,10 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
     name: `${prefix}tcp_connections`,
     help: 'TCP sockets by kernel state (netlink sock_diag), for the network namespace and for this process',
     labelNames: ['scope', 'state'] as const,
-    collect() {
+    async collect() {
+      const counted = await scrapeStates();
       for (const scope of scopes) {
-        const counts = connectionStates({ process: scope === 'process' });
-        for (const [state, n] of Object.entries(counts.states)) this.set({ scope, state }, n);
+        for (const [state, n] of Object.entries(counted[scope].states)) this.set({ scope, state }, n);
       }
     },
   });
@@ -102,8 +154,8 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
     name: `${prefix}sockstat`,
     help: '/proc/net/sockstat: TCP sockets in use, orphaned, in TIME_WAIT, allocated, and TCP memory in pages',
     labelNames: ['protocol', 'field'] as const,
-    collect() {
-      const s = sockstat();
+    async collect() {
+      const s = await sockstatAsync();
       for (const [protocol, fields] of Object.entries(s)) {
         if (protocol === 'sockets' || typeof fields !== 'object' || fields === null) continue;
         for (const [field, n] of Object.entries(fields as Record<string, number>)) this.set({ protocol, field }, n);
@@ -118,8 +170,8 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
     help: 'Kernel TCP counters since boot (/proc/net/netstat, /proc/net/snmp): TIME_WAIT overflows, resets sent, aborts, keepalive probes, listen overflows',
     labelNames: ['counter'] as const,
     registers,
-    collect() {
-      const c = netCounters() as unknown as Record<string, Record<string, number> | undefined>;
+    async collect() {
+      const c = (await netCountersAsync()) as unknown as Record<string, Record<string, number> | undefined>;
       // The kernel keeps the count; each scrape reports its value as it stands.
       this.reset();
       for (const [group, name] of kernelCounters) {
@@ -182,12 +234,27 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
   }
 
   if (options.audit !== false) {
+    const maxAge = options.auditMaxAge ?? 5000;
+    let cached: { at: number; audit: Promise<SysctlAudit> } | undefined;
+    // One audit serves both gauges and every scrape within maxAge; it counts TIME_WAIT from the
+    // scrape's dump instead of dumping again.
+    const audit = () => {
+      const now = performance.now();
+      if (!cached || now - cached.at > maxAge) {
+        const pending = scrapeStates().then((s) => sysctlAuditAsync(s.namespace));
+        cached = { at: now, audit: pending };
+        pending.catch(() => {
+          if (cached?.audit === pending) cached = undefined; // a failed audit is retried at the next scrape
+        });
+      }
+      return cached.audit;
+    };
     gauge({
       name: `${prefix}audit_findings`,
       help: 'sysctl audit findings by severity (see socktune doctor)',
       labelNames: ['severity'] as const,
-      collect() {
-        const a = sysctlAudit();
+      async collect() {
+        const a = await audit();
         for (const [severity, n] of Object.entries(a.summary)) this.set({ severity }, n);
       },
     });
@@ -195,9 +262,10 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
       name: `${prefix}audit_finding`,
       help: 'One series per sysctl audit finding, value 1, labelled with its setting and severity',
       labelNames: ['setting', 'severity'] as const,
-      collect() {
+      async collect() {
+        const a = await audit();
         this.reset();
-        for (const f of sysctlAudit().findings) this.set({ setting: f.setting, severity: f.severity }, 1);
+        for (const f of a.findings) this.set({ setting: f.setting, severity: f.severity }, 1);
       },
     });
   }

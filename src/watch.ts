@@ -4,14 +4,15 @@
  * @module
  */
 import { connectionStates, type ConnectionFilter, type ConnectionStates } from './diagnose/states.js';
-import { paint, table } from './format.js';
+import { invalidArgType, outOfRange } from './errors.js';
+import { paint, scopeText, table } from './format.js';
 
 /** Options of {@link watch}. */
 export interface WatchOptions {
   filter: ConnectionFilter;
-  /** Milliseconds between refreshes. */
+  /** Milliseconds between refreshes: an integer from 50 to 2147483647 (the most a timer holds). */
   interval: number;
-  /** Stop after this many refreshes (default: until q or Ctrl-C). */
+  /** Stop after this many refreshes, an integer of 1 or more (default: until q or Ctrl-C). */
   count?: number;
   /** Print one JSON line per refresh instead of drawing. */
   json?: boolean;
@@ -51,7 +52,7 @@ export function renderFrame(s: ConnectionStates, history: Record<'TIME_WAIT' | '
     (k) => `${k.padEnd(10)} ${sparkline(history[k].slice(-Math.min(HISTORY, width - 30)))} ${rate(history[k], intervalMs)}`,
   );
   return [
-    `socktune watch: ${s.total} TCP sockets in this ${s.scope === 'process' ? 'process' : 'network namespace'} (${s.source}), every ${intervalMs} ms`,
+    `socktune watch: ${s.total} TCP sockets of ${scopeText(s)} (${s.source}), every ${intervalMs} ms`,
     '',
     body,
     '',
@@ -60,8 +61,23 @@ export function renderFrame(s: ConnectionStates, history: Record<'TIME_WAIT' | '
   ].join('\n');
 }
 
-/** Runs the live view until q, Ctrl-C, SIGTERM or `count` refreshes. Resolves when it has cleaned up. */
+/** Shortest refresh: a dump of a busy namespace takes tens of milliseconds. */
+const MIN_INTERVAL = 50;
+/** setInterval holds 2^31-1 ms at most; Node turns a longer delay into 1 ms. */
+const MAX_INTERVAL = 2_147_483_647;
+
+function checkInteger(name: string, v: unknown, min: number, max: number): void {
+  if (typeof v !== 'number') throw invalidArgType(name, 'of type number', v);
+  if (!Number.isInteger(v) || v < min || v > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, v);
+}
+
+/**
+ * Runs the live view until q, Ctrl-C, SIGTERM or `count` refreshes. Resolves when it has cleaned
+ * up; also when the output's reader goes away (EPIPE: `socktune watch | head -1`).
+ */
 export function watch(opts: WatchOptions): Promise<void> {
+  checkInteger('opts.interval', opts.interval, MIN_INTERVAL, MAX_INTERVAL);
+  if (opts.count !== undefined) checkInteger('opts.count', opts.count, 1, Number.MAX_SAFE_INTEGER);
   const input = opts.input ?? process.stdin;
   const output = opts.output ?? process.stdout;
   const live = !opts.json && Boolean(output.isTTY);
@@ -69,22 +85,36 @@ export function watch(opts: WatchOptions): Promise<void> {
   let frames = 0;
   return new Promise<void>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
-    const stop = () => {
+    let stopped = false;
+    let outputBroken = false;
+    // Ends the view once: restores the terminal, then settles with `err` when there is one.
+    const stop = (err?: unknown) => {
+      if (stopped) return;
+      stopped = true;
       if (timer) clearInterval(timer);
+      output.off('error', onOutputError);
       input.off('data', onKey);
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      process.off('SIGINT', quit);
+      process.off('SIGTERM', quit);
       if (input.isTTY) input.setRawMode(false);
       input.pause();
       // Leave the alternate screen and show the cursor again.
-      if (live) output.write('\u001b[?25h\u001b[?1049l');
-      resolve();
+      if (live && !outputBroken) output.write('\u001b[?25h\u001b[?1049l');
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const quit = () => stop();
+    // The reader went away (`watch | head -1`): nothing left to show, and nothing wrong.
+    const onOutputError = (err: NodeJS.ErrnoException) => {
+      outputBroken = true;
+      stop(err.code === 'EPIPE' ? undefined : err);
     };
     const onKey = (key: Buffer) => {
       const k = key.toString();
       if (k === 'q' || k === 'Q' || k === '\u0003') stop();
     };
     const tick = () => {
+      if (stopped) return;
       try {
         const s = connectionStates(opts.filter);
         history.TIME_WAIT.push(s.states.TIME_WAIT);
@@ -101,18 +131,18 @@ export function watch(opts: WatchOptions): Promise<void> {
         else output.write(`${renderFrame(s, history, opts.interval)}\n\n`);
         if (opts.count !== undefined && ++frames >= opts.count) stop();
       } catch (err) {
-        stop();
-        reject(err);
+        stop(err);
       }
     };
+    output.on('error', onOutputError);
     if (live) output.write('\u001b[?1049h\u001b[?25l');
     if (input.isTTY) {
       input.setRawMode(true);
       input.resume();
       input.on('data', onKey);
     }
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    process.on('SIGINT', quit);
+    process.on('SIGTERM', quit);
     timer = setInterval(tick, opts.interval);
     tick();
   });

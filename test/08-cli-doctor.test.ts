@@ -33,8 +33,8 @@ describe('socktune doctor', () => {
     expect(stdout).toMatch(/^summary: \d+ critical, \d+ warn, \d+ info, \d+ ok$/m);
   });
 
-  it('rejects unknown commands with a non-zero exit', async () => {
-    await expect(run(process.execPath, [cli, 'doctr'])).rejects.toMatchObject({ code: 1 });
+  it('rejects unknown commands as a usage error (status 2, not doctor\'s 1)', async () => {
+    await expect(run(process.execPath, [cli, 'doctr'])).rejects.toMatchObject({ code: 2 });
   });
 });
 

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { once } from 'node:events';
-import { connectionStates, listConnections } from '../src/index.js';
+import { connectionReport, connectionStates, listConnections } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
@@ -41,7 +41,7 @@ describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
     for (const [state, n] of Object.entries(ours.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
     expect(ours.total).toBe(Object.values(theirs).reduce((a, b) => a + b, 0));
     expect(ours.top.TIME_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.timeWait }]);
-    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait }]);
+    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait, owners: [{ pid: expect.any(Number), command: 'node', sockets: made.closeWait }] }]);
   });
 
   it('the /proc/net/tcp fallback counts the same', async () => {
@@ -108,12 +108,64 @@ describe('process view', () => {
     }
   });
 
-  it('refuses bad filters before reading anything', () => {
-    expect(() => connectionStates({ remoteAddress: '10.1' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    expect(() => connectionStates({ localAddress: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
-    expect(() => connectionStates({ states: ['TIME-WAIT' as never] })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    expect(() => connectionStates({ port: 70000 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
-    expect(() => connectionStates({ family: 5 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    expect(() => connectionStates({ prt: 1 } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  const hostileFilters: Array<[unknown, string]> = [
+    [null, 'ERR_INVALID_ARG_TYPE'],
+    ['5', 'ERR_INVALID_ARG_TYPE'],
+    [5, 'ERR_INVALID_ARG_TYPE'],
+    [[], 'ERR_INVALID_ARG_TYPE'],
+    [{ remoteAddress: '10.1' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ remoteAddress: '::1::2' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ localAddress: '256.1.1.1' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ localAddress: 7 }, 'ERR_INVALID_ARG_TYPE'],
+    [{ states: ['TIME-WAIT'] }, 'ERR_INVALID_ARG_VALUE'],
+    [{ states: [] }, 'ERR_INVALID_ARG_VALUE'],
+    [{ states: 'TIME_WAIT' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ states: [6] }, 'ERR_INVALID_ARG_VALUE'],
+    [{ port: 70000 }, 'ERR_OUT_OF_RANGE'],
+    [{ port: 1.5 }, 'ERR_OUT_OF_RANGE'],
+    [{ port: NaN }, 'ERR_OUT_OF_RANGE'],
+    [{ port: '80' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ localPort: -1 }, 'ERR_OUT_OF_RANGE'],
+    [{ remotePort: 2 ** 32 + 5 }, 'ERR_OUT_OF_RANGE'],
+    [{ family: 5 }, 'ERR_INVALID_ARG_VALUE'],
+    [{ family: '4' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ process: 'yes' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ pid: 0 }, 'ERR_OUT_OF_RANGE'],
+    [{ pid: 1.5 }, 'ERR_OUT_OF_RANGE'],
+    [{ pid: '1' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ pid: 1, process: true }, 'ERR_INVALID_ARG_VALUE'],
+    [{ netns: '' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ netns: 'a/b' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ netns: 5 }, 'ERR_INVALID_ARG_TYPE'],
+    [{ source: 'ss' }, 'ERR_INVALID_ARG_VALUE'],
+    [{ prt: 1 }, 'ERR_INVALID_ARG_VALUE'],
+  ];
+
+  it.each(hostileFilters)('refuses the filter %j with %s in every function, before reading anything', (filter, code) => {
+    expect(() => connectionStates(filter as never)).toThrow(expect.objectContaining({ code }));
+    expect(() => listConnections(filter as never)).toThrow(expect.objectContaining({ code }));
+    expect(() => connectionReport(filter as never)).toThrow(expect.objectContaining({ code }));
+  });
+
+  it.each([
+    [2.5, 'ERR_OUT_OF_RANGE'],
+    [NaN, 'ERR_OUT_OF_RANGE'],
+    [-1, 'ERR_OUT_OF_RANGE'],
+    [65536, 'ERR_OUT_OF_RANGE'],
+    [Infinity, 'ERR_OUT_OF_RANGE'],
+    ['5', 'ERR_INVALID_ARG_TYPE'],
+    [5n, 'ERR_INVALID_ARG_TYPE'],
+    [null, 'ERR_INVALID_ARG_TYPE'],
+  ])('connectionReport(filter, %s) is %s, never coerced', (limit, code) => {
+    expect(() => connectionReport({}, limit as never)).toThrow(expect.objectContaining({ code }));
+  });
+
+  it('reads each filter property once, from the object itself', () => {
+    let reads = 0;
+    const filter = { get port() { reads++; return reads === 1 ? 1 : 70000; } };
+    expect(() => connectionStates(filter)).not.toThrow();
+    expect(reads).toBe(1);
+    // An inherited property is not an option: read, it would be refused as a string port.
+    expect(() => connectionStates(Object.create({ port: 'not mine' }))).not.toThrow();
   });
 });

@@ -97,6 +97,10 @@ describe('readSysctl', () => {
 
   it.each([
     [5, 'ERR_INVALID_ARG_TYPE'],
+    [null, 'ERR_INVALID_ARG_TYPE'],
+    [undefined, 'ERR_INVALID_ARG_TYPE'],
+    [new String('net.ipv4.tcp_fin_timeout'), 'ERR_INVALID_ARG_TYPE'],
+    ['net.ipv4.tcp_fin_timeout\0', 'ERR_INVALID_ARG_VALUE'],
     ['', 'ERR_INVALID_ARG_VALUE'],
     ['net..ipv4', 'ERR_INVALID_ARG_VALUE'],
     ['../../etc/passwd', 'ERR_INVALID_ARG_VALUE'],
@@ -108,6 +112,11 @@ describe('readSysctl', () => {
 });
 
 describe('sockstat and netCounters on this machine', () => {
+  it.each([[5], ['x'], [{}], [undefined, 1]])('refuse arguments %j (they take none) with ERR_INVALID_ARG_VALUE', (...args) => {
+    expect(() => (sockstat as (...a: unknown[]) => unknown)(...args)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => (netCounters as (...a: unknown[]) => unknown)(...args)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+
   it('sockstat() holds every line of /proc/net/sockstat{,6}, numbers for every field', () => {
     const s = sockstat();
     const lines = ['/proc/net/sockstat', '/proc/net/sockstat6']
@@ -168,6 +177,10 @@ describe('sysctlAudit in this process', () => {
     [{ states: 5 }, 'ERR_INVALID_ARG_TYPE'],
     [{ states: { states: { TIME_WAIT: -1 } } }, 'ERR_INVALID_ARG_TYPE'],
     [{ states: { states: { TIME_WAIT: '3' } } }, 'ERR_INVALID_ARG_TYPE'],
+    [{ states: { states: { TIME_WAIT: NaN } } }, 'ERR_INVALID_ARG_TYPE'],
+    [{ states: { states: { TIME_WAIT: 2.5 } } }, 'ERR_INVALID_ARG_TYPE'],
+    [[], 'ERR_INVALID_ARG_TYPE'],
+    [5, 'ERR_INVALID_ARG_TYPE'],
     [{ states: { scope: 'process', states: { TIME_WAIT: 0 } } }, 'ERR_INVALID_ARG_VALUE'],
   ])('rejects options %j with %s', (bad, code) => {
     expect(() => sysctlAudit(bad as never)).toThrow(expect.objectContaining({ code }));

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
+import { watch } from '../src/watch.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
@@ -40,10 +41,11 @@ describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {
     await ns.destroy();
   });
 
-  function open(tag: string): string {
+  function open(tag: string, outside?: string): string {
     const session = `st-${tag}-${process.pid}`;
     sessions.push(session);
-    const cmd = `ip netns exec ${ns.name} ${process.execPath} ${cli} watch --interval 200; echo "EXITED $?"; sleep 30`;
+    const where = outside === undefined ? `ip netns exec ${ns.name} ` : '';
+    const cmd = `${where}${process.execPath} ${cli} watch --interval 200 ${outside ?? ''}; echo "EXITED $?"; sleep 30`;
     tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', cmd);
     return session;
   }
@@ -63,10 +65,43 @@ describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {
     expect(after).not.toMatch(/socktune watch:/); // the alternate screen is gone
   });
 
+  it('--netns watches another namespace, and --pid one process there, from outside it', async () => {
+    const { child } = await ns.start(fixture, ['1', '3', '0', '0']);
+    const session = open('watch-ns', `--netns ${ns.name}`);
+    const screen = await screenUntil(session, /^ESTABLISHED\s+\d+/m);
+    expect(screen).toContain(`TCP sockets of network namespace ${ns.name} (netlink)`);
+    tmux('send-keys', '-t', session, 'q');
+    expect(await screenUntil(session, /EXITED \d+/)).toMatch(/EXITED 0/);
+    const byPid = open('watch-pid', `--pid ${child.pid}`);
+    const own = await screenUntil(byPid, /^ESTABLISHED\s+6\s+█+/m);
+    expect(own).toContain(`TCP sockets of process ${child.pid} in network namespace /proc/${child.pid}/ns/net (netlink)`);
+    expect(own).toMatch(/^LISTEN\s+1\s+█+/m);
+    tmux('send-keys', '-t', byPid, 'q');
+    expect(await screenUntil(byPid, /EXITED \d+/)).toMatch(/EXITED 0/);
+  });
+
   it('quits on Ctrl-C with status 0', async () => {
     const session = open('watch-c');
     await screenUntil(session, /socktune watch:/);
     tmux('send-keys', '-t', session, 'C-c');
     expect(await screenUntil(session, /EXITED \d+/)).toMatch(/EXITED 0/);
+  });
+});
+
+describe('watch() refuses what a timer cannot hold', () => {
+  it.each([
+    [{ interval: 2 ** 31 }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: 49 }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: 100.5 }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: NaN }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: '100' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ interval: 100, count: 0 }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: 100, count: 1.5 }, 'ERR_OUT_OF_RANGE'],
+    [{ interval: 100, count: '1' }, 'ERR_INVALID_ARG_TYPE'],
+  ])('%j: %s, and prints nothing', (opts, code) => {
+    let written = '';
+    const output = { isTTY: false, write: (t: string) => (written += t), on() {}, off() {} } as unknown as NodeJS.WriteStream;
+    expect(() => watch({ filter: {}, output, ...(opts as { interval: number }) })).toThrow(expect.objectContaining({ code }));
+    expect(written).toBe('');
   });
 });

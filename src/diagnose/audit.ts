@@ -7,8 +7,8 @@
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import { connectionStates, type ConnectionStates } from './states.js';
 import {
-  kernelVersion, netCounters, readSysctl, sockstat,
-  type KernelVersion, type Sockstat, type TcpExtCounters,
+  kernelVersion, netCounters, netCountersAsync, readSysctl, readSysctlAsync, sockstat, sockstatAsync, sysctlPath,
+  type KernelVersion, type NetCounters, type Sockstat, type TcpExtCounters,
 } from './proc.js';
 
 /** How much a finding matters: `ok` nothing to do, `info` worth knowing, `warn` likely to cause failures, `critical` breaks connections now. */
@@ -27,6 +27,19 @@ export interface Finding {
   meaning: string;
   /** A shell command (as root) that sets the advised value now and keeps it across reboots. */
   fix?: string;
+  /** Why the setting could not be read (then `severity` is `'warn'` and it was not audited). */
+  error?: { code: string; message: string };
+}
+
+/** Something the audit could not read; it audited the rest. */
+export interface Unreadable {
+  /** The sysctl name, or what the file holds (`'sockstat'`, `'counters'`, `'TIME_WAIT count'`). */
+  what: string;
+  /** The file or view that failed (`/proc/sys/net/ipv4/tcp_fin_timeout`, `/proc/net/sockstat`, `sock_diag`). */
+  path: string;
+  /** `'EACCES'`, `'EIO'`, ... */
+  code: string;
+  message: string;
 }
 
 /** Options of {@link sysctlAudit}. */
@@ -50,10 +63,16 @@ export interface SysctlAudit {
   worst: Severity;
   /** TIME_WAIT sockets in this network namespace (both families). */
   timeWait: number;
-  /** Where `timeWait` came from: counted now over `'netlink'` or `'proc'`, or given by the `'caller'`. */
-  timeWaitSource: 'netlink' | 'proc' | 'caller';
-  /** /proc/net/sockstat{,6} at the time of the audit. */
-  sockstat: Sockstat;
+  /**
+   * Where `timeWait` came from: counted now over `'netlink'` or `'proc'`, given by the `'caller'`,
+   * or, when no socket table could be read, /proc/net/sockstat's `tw` (`'sockstat'`, which also
+   * counts orphaned FIN_WAIT2 sockets) or nothing (`'none'`, and `timeWait` is 0).
+   */
+  timeWaitSource: 'netlink' | 'proc' | 'caller' | 'sockstat' | 'none';
+  /** /proc/net/sockstat{,6} at the time of the audit (absent when it could not be read). */
+  sockstat?: Sockstat;
+  /** What could not be read (empty when everything could). Each unreadable setting is also a `warn` finding. */
+  unreadable: Unreadable[];
 }
 
 /** TIME_WAIT lasts TCP_TIMEWAIT_LEN, fixed at 60 s in the kernel; no sysctl changes it. */
@@ -102,6 +121,8 @@ const percent = (s: number) => `${Math.round(s * 100)}%`;
 interface Context {
   kernel: KernelVersion;
   get(setting: string): string | undefined;
+  /** Why a setting could not be read, when it could not. */
+  failed(setting: string): Unreadable | undefined;
   num(setting: string): number | undefined;
   states: ConnectionStates['states'];
   timeWait: number;
@@ -318,7 +339,7 @@ const checks: Check[] = [
     // Global: only the initial network namespace shows it. A container cannot change it either.
     const setting = 'net.ipv4.tcp_max_orphans';
     const v = c.num(setting);
-    if (v === undefined) return undefined;
+    if (v === undefined) return c.failed(setting) ? absent(setting) : undefined;
     const orphans = c.sockstat.TCP?.orphan ?? 0;
     const aborts = c.ext.TCPAbortOnMemory ?? 0;
     const evidence = { max: v, orphans, TCPAbortOnMemory: aborts };
@@ -372,32 +393,119 @@ function checkOptions(options: unknown): AuditOptions {
  * - `net.ipv4.tcp_max_orphans` (only where readable: the initial namespace): warn when
  *   TCPAbortOnMemory > 0 or orphans ≥ 80% of it.
  *
- * A setting the kernel lacks is `info` with `value: undefined`. Counters count since the namespace
- * was created (since boot for the initial one), so a warning may describe the past.
+ * A setting the kernel lacks is `info` with `value: undefined`; one that cannot be read (a file
+ * made unreadable, EACCES) is `warn` with `error`, and is listed in `unreadable` with anything else
+ * that could not be read (/proc/net/sockstat, the counters, the socket table): the rest is audited.
+ * Counters count since the namespace was created (since boot for the initial one), so a warning may
+ * describe the past.
  *
  * @param options `states`: counts to use instead of counting TIME_WAIT now
  */
 export function sysctlAudit(options?: AuditOptions): SysctlAudit {
   const { states: given } = checkOptions(options);
+  linuxOnly();
+  const read = new Readings();
+  const counted = given ?? read.attempt('TIME_WAIT count', 'sock_diag', () => connectionStates());
+  for (const setting of auditedSettings) read.setting(setting, () => readSysctl(setting));
+  const stat = read.attempt('sockstat', '/proc/net/sockstat', () => sockstat());
+  const counters = read.attempt('counters', '/proc/net/netstat', () => netCounters());
+  return judge(read, counted, given !== undefined, stat, counters);
+}
+
+/**
+ * {@link sysctlAudit} with every file read on libuv's thread pool, for the collector: the event
+ * loop only parses and judges. `states` is the count of this namespace (the scrape's dump).
+ * @internal
+ */
+export async function sysctlAuditAsync(states: ConnectionStates): Promise<SysctlAudit> {
+  checkOptions({ states });
+  linuxOnly();
+  const read = new Readings();
+  const [stat, counters] = await Promise.all([
+    read.attemptAsync('sockstat', '/proc/net/sockstat', sockstatAsync),
+    read.attemptAsync('counters', '/proc/net/netstat', netCountersAsync),
+    ...auditedSettings.map((setting) => read.settingAsync(setting, () => readSysctlAsync(setting))),
+  ]);
+  return judge(read, states, true, stat as Sockstat | undefined, counters as NetCounters | undefined);
+}
+
+function linuxOnly(): void {
   if (process.platform !== 'linux') {
     throw socktuneError(codes.UNSUPPORTED, `sysctlAudit reads /proc/sys, which ${process.platform} does not have`);
   }
-  const counted = given ?? connectionStates();
-  const cache = new Map<string, string | undefined>();
-  const get = (setting: string) => {
-    if (!cache.has(setting)) cache.set(setting, readSysctl(setting)?.trim().split(/\s+/).join(' '));
-    return cache.get(setting);
-  };
+}
+
+/** Every sysctl a check reads, read up front (so the async audit can read them all off the loop). */
+const auditedSettings = [
+  'net.ipv4.tcp_tw_reuse', 'net.ipv4.tcp_tw_reuse_delay', 'net.ipv4.tcp_tw_recycle', 'net.ipv4.tcp_timestamps',
+  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_max_tw_buckets', 'net.ipv4.ip_local_port_range',
+  'net.ipv4.ip_local_reserved_ports', 'net.ipv4.tcp_keepalive_time', 'net.ipv4.tcp_keepalive_intvl',
+  'net.ipv4.tcp_keepalive_probes', 'net.ipv4.tcp_syncookies', 'net.ipv4.tcp_max_syn_backlog',
+  'net.core.somaxconn', 'net.ipv4.tcp_max_orphans',
+];
+
+/** What the audit read: each source on its own, so one that cannot be read is reported and the rest audited. */
+class Readings {
+  readonly unreadable: Unreadable[] = [];
+  readonly values = new Map<string, string | undefined>();
+  readonly failed = new Map<string, Unreadable>();
+
+  private note(what: string, path: string, err: unknown): undefined {
+    const e = err as NodeJS.ErrnoException;
+    this.unreadable.push({ what, path: e.path ?? path, code: e.code ?? 'EIO', message: e.message });
+    return undefined;
+  }
+
+  attempt<T>(what: string, path: string, read: () => T): T | undefined {
+    try {
+      return read();
+    } catch (err) {
+      return this.note(what, path, err);
+    }
+  }
+
+  async attemptAsync<T>(what: string, path: string, read: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await read();
+    } catch (err) {
+      return this.note(what, path, err);
+    }
+  }
+
+  private keep(setting: string, text: string | undefined, before: number): void {
+    this.values.set(setting, text?.trim().split(/\s+/).join(' '));
+    if (this.unreadable.length > before) this.failed.set(setting, this.unreadable[before]);
+  }
+
+  setting(setting: string, read: () => string | undefined): void {
+    const before = this.unreadable.length;
+    this.keep(setting, this.attempt(setting, sysctlPath(setting), read), before);
+  }
+
+  async settingAsync(setting: string, read: () => Promise<string | undefined>): Promise<void> {
+    const text = await this.attemptAsync(setting, sysctlPath(setting), read);
+    // Counted from the unreadable entry this setting added, whatever order the reads finished in.
+    const mine = this.unreadable.findIndex((u) => u.what === setting);
+    this.keep(setting, text, mine < 0 ? this.unreadable.length : mine);
+  }
+}
+
+/** The findings from what was read. */
+function judge(read: Readings, counted: ConnectionStates | undefined, given: boolean, stat: Sockstat | undefined, counters: NetCounters | undefined): SysctlAudit {
+  const unreadable = read.unreadable;
+  const failedSettings = read.failed;
+  const get = (setting: string) => read.values.get(setting);
   const range = get('net.ipv4.ip_local_port_range')?.split(' ').map(Number);
-  const stat = sockstat();
+  const timeWait = counted?.states.TIME_WAIT ?? stat?.TCP?.tw ?? 0;
   const c: Context = {
     kernel: kernelVersion(),
     get,
+    failed: (setting) => failedSettings.get(setting),
     num: (setting) => int(get(setting)),
-    states: counted.states,
-    timeWait: counted.states.TIME_WAIT,
-    sockstat: stat,
-    ext: netCounters().TcpExt ?? {},
+    states: counted?.states ?? ({} as ConnectionStates['states']),
+    timeWait,
+    sockstat: stat ?? ({} as Sockstat),
+    ext: counters?.TcpExt ?? {},
     ports: range && range.length === 2 && range.every(Number.isInteger)
       ? { low: range[0], high: range[1], size: range[1] - range[0] + 1 }
       : undefined,
@@ -405,7 +513,16 @@ export function sysctlAudit(options?: AuditOptions): SysctlAudit {
   const findings: Finding[] = [];
   for (const check of checks) {
     const f = check(c);
-    if (f) findings.push({ setting: f.setting, severity: f.severity, value: get(f.setting), evidence: f.evidence, meaning: f.meaning, ...(f.fix ? { fix: f.fix } : {}) });
+    if (!f) continue;
+    const failed = failedSettings.get(f.setting);
+    if (failed) {
+      findings.push({
+        setting: f.setting, severity: 'warn', value: undefined, evidence: { path: failed.path, code: failed.code },
+        meaning: `Could not be read (${failed.message}), so it was not audited.`, error: { code: failed.code, message: failed.message },
+      });
+      continue;
+    }
+    findings.push({ setting: f.setting, severity: f.severity, value: get(f.setting), evidence: f.evidence, meaning: f.meaning, ...(f.fix ? { fix: f.fix } : {}) });
   }
   const summary = { ok: 0, info: 0, warn: 0, critical: 0 };
   for (const f of findings) summary[f.severity]++;
@@ -415,8 +532,9 @@ export function sysctlAudit(options?: AuditOptions): SysctlAudit {
     findings,
     summary,
     worst,
-    timeWait: c.timeWait,
-    timeWaitSource: given ? 'caller' : counted.source,
-    sockstat: stat,
+    timeWait,
+    timeWaitSource: given ? 'caller' : counted ? counted.source : stat?.TCP ? 'sockstat' : 'none',
+    ...(stat ? { sockstat: stat } : {}),
+    unreadable,
   };
 }

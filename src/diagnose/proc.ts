@@ -6,6 +6,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 
@@ -14,17 +15,40 @@ import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors
  * this kernel lacks); off Linux, where /proc has none of these files, an `ERR_SOCKTUNE_UNSUPPORTED`.
  */
 function procText(path: string, optional = false): string | undefined {
-  if (process.platform !== 'linux') {
-    throw socktuneError(codes.UNSUPPORTED, `${path} is a Linux view; it is not available on ${process.platform}`);
-  }
+  linuxOnly(path);
   try {
     return readFileSync(path, 'latin1');
   } catch (err) {
-    // ENOTDIR: a path through a setting (net.ipv4.tcp_fin_timeout.x) names nothing either.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (optional && (code === 'ENOENT' || code === 'ENOTDIR')) return undefined;
-    throw err;
+    return absentOrThrow(err, optional);
   }
+}
+
+/** {@link procText} on libuv's thread pool: the kernel formats the file off the event loop. */
+async function procTextAsync(path: string, optional = false): Promise<string | undefined> {
+  linuxOnly(path);
+  try {
+    return await readFile(path, 'latin1');
+  } catch (err) {
+    return absentOrThrow(err, optional);
+  }
+}
+
+function linuxOnly(path: string): void {
+  if (process.platform !== 'linux') {
+    throw socktuneError(codes.UNSUPPORTED, `${path} is a Linux view; it is not available on ${process.platform}`);
+  }
+}
+
+function absentOrThrow(err: unknown, optional: boolean): undefined {
+  // ENOTDIR: a path through a setting (net.ipv4.tcp_fin_timeout.x) names nothing either.
+  const code = (err as NodeJS.ErrnoException).code;
+  if (optional && (code === 'ENOENT' || code === 'ENOTDIR')) return undefined;
+  throw err;
+}
+
+/** The views that take no argument refuse one rather than ignore it. */
+function noArguments(fn: string, args: IArguments): void {
+  if (args.length > 0) throw invalidArgValue('args', [...args], `must be empty: ${fn}() takes no arguments`);
 }
 
 /**
@@ -83,13 +107,23 @@ function parsePairs(text: string, into: Record<string, Record<string, number>>):
   }
 }
 
-/** Reads /proc/net/sockstat and, when the kernel has IPv6, /proc/net/sockstat6. Linux only. */
-export function sockstat(): Sockstat {
+function parseSockstat(v4: string, v6: string | undefined): Sockstat {
   const out: Record<string, Record<string, number>> = {};
-  parsePairs(procText('/proc/net/sockstat')!, out);
-  const v6 = procText('/proc/net/sockstat6', true);
+  parsePairs(v4, out);
   if (v6 !== undefined) parsePairs(v6, out);
   return out as unknown as Sockstat;
+}
+
+/** Reads /proc/net/sockstat and, when the kernel has IPv6, /proc/net/sockstat6. Linux only. */
+export function sockstat(): Sockstat {
+  noArguments('sockstat', arguments);
+  return parseSockstat(procText('/proc/net/sockstat')!, procText('/proc/net/sockstat6', true));
+}
+
+/** {@link sockstat}, read on the thread pool (the collector's scrape). */
+export async function sockstatAsync(): Promise<Sockstat> {
+  const [v4, v6] = await Promise.all([procTextAsync('/proc/net/sockstat'), procTextAsync('/proc/net/sockstat6', true)]);
+  return parseSockstat(v4!, v6);
 }
 
 /**
@@ -182,12 +216,23 @@ function parseTable(text: string, into: Record<string, Record<string, number>>):
   }
 }
 
+function parseCounters(netstat: string, snmp: string): NetCounters {
+  const out: Record<string, Record<string, number>> = {};
+  parseTable(netstat, out);
+  parseTable(snmp, out);
+  return out as unknown as NetCounters;
+}
+
 /** Reads /proc/net/netstat and /proc/net/snmp of this network namespace. Linux only. */
 export function netCounters(): NetCounters {
-  const out: Record<string, Record<string, number>> = {};
-  parseTable(procText('/proc/net/netstat')!, out);
-  parseTable(procText('/proc/net/snmp')!, out);
-  return out as unknown as NetCounters;
+  noArguments('netCounters', arguments);
+  return parseCounters(procText('/proc/net/netstat')!, procText('/proc/net/snmp')!);
+}
+
+/** {@link netCounters}, read on the thread pool (the collector's scrape). */
+export async function netCountersAsync(): Promise<NetCounters> {
+  const [netstat, snmp] = await Promise.all([procTextAsync('/proc/net/netstat'), procTextAsync('/proc/net/snmp')]);
+  return parseCounters(netstat!, snmp!);
 }
 
 /**
@@ -198,21 +243,40 @@ export function netCounters(): NetCounters {
  * network namespace has no such setting. Linux only.
  */
 export function readSysctl(name: string): string | undefined {
+  const path = sysctlPath(name);
+  let text: string | undefined;
+  try {
+    text = procText(path, true);
+  } catch (err) {
+    throw groupError(name, err);
+  }
+  return text?.replace(/\n$/, '');
+}
+
+/** {@link readSysctl}, read on the thread pool. */
+export async function readSysctlAsync(name: string): Promise<string | undefined> {
+  const path = sysctlPath(name);
+  let text: string | undefined;
+  try {
+    text = await procTextAsync(path, true);
+  } catch (err) {
+    throw groupError(name, err);
+  }
+  return text?.replace(/\n$/, '');
+}
+
+/** The /proc/sys file of a dotted sysctl name (`/` inside a component stands for a dot). */
+export function sysctlPath(name: string): string {
   if (typeof name !== 'string') throw invalidArgType('name', 'of type string', name);
   const parts = name.split('.').map((p) => p.replaceAll('/', '.'));
   if (parts.some((p) => p === '' || p === '.' || p === '..' || p.includes('\0'))) {
     throw invalidArgValue('name', name, 'is not a sysctl name (dotted components, as in net.ipv4.tcp_fin_timeout)');
   }
-  let text: string | undefined;
-  try {
-    text = procText(`/proc/sys/${parts.join('/')}`, true);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EISDIR') {
-      throw invalidArgValue('name', name, 'names a group of sysctls, not one setting');
-    }
-    throw err;
-  }
-  return text?.replace(/\n$/, '');
+  return `/proc/sys/${parts.join('/')}`;
+}
+
+function groupError(name: string, err: unknown): unknown {
+  return (err as NodeJS.ErrnoException).code === 'EISDIR' ? invalidArgValue('name', name, 'names a group of sysctls, not one setting') : err;
 }
 
 /** The running kernel's version. */

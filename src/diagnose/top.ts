@@ -1,15 +1,29 @@
 /**
  * Who holds the TIME_WAIT and CLOSE_WAIT sockets: the peers and local ports with the most of them,
- * the two questions people answer with `ss | awk | sort | uniq -c`.
+ * the two questions people answer with `ss | awk | sort | uniq -c`. With netlink the ranking is
+ * built in native code during the dump (native/diag_report.h); this is the same ranking, ties
+ * broken the same way, over a list read from /proc.
  * @module
  */
+import { destination, parseAddress } from './address.js';
 import type { Connection } from './states.js';
+
+/** A process holding sockets of a ranked group, as `ss -p` names it. */
+export interface SocketOwner {
+  pid: number;
+  /** The process's command name (/proc/PID/comm; `'?'` when it ended before it was read). */
+  command: string;
+  /** Sockets of the group this process holds. */
+  sockets: number;
+}
 
 /** One row of a ranking. */
 export interface TopEntry {
-  /** A peer address, or a local port. */
+  /** A peer address, a destination (`address:port`), or a local port. */
   key: string;
   count: number;
+  /** For a state processes hold (CLOSE_WAIT): who holds these sockets, most first. */
+  owners?: SocketOwner[];
 }
 
 /** Rankings for one state. */
@@ -20,49 +34,58 @@ export interface TopOfState {
   destinations: TopEntry[];
   /** Local ports with the most sockets in the state. */
   localPorts: TopEntry[];
+  /**
+   * Whether a process holds sockets in this state. False for TIME_WAIT: the kernel keeps those
+   * after the process closed them, so they have no owner (`ss -p` shows none).
+   */
+  owned: boolean;
+  /** Why the owners could not be read (/proc unreadable), when they could not. */
+  ownersError?: string;
 }
 
-/**
- * The `limit` largest counts, most first (ties by key); keys become text only for the rows kept.
- * A bounded insertion keeps it O(n·limit) with no copy of the map: 50,000 destinations in
- * TIME_WAIT are common.
- */
-export function rankCounts<K>(counts: Map<K, number>, limit: number, label: (k: K) => string): TopEntry[] {
-  const best: Array<[K, number]> = [];
-  if (limit < 1) return [];
-  const before = (a: [K, number], b: [K, number]) => a[1] > b[1] || (a[1] === b[1] && a[0] < b[0]);
-  for (const entry of counts) {
-    if (best.length === limit && !before(entry, best[limit - 1])) continue;
-    let i = best.length < limit ? best.length : limit - 1;
-    while (i > 0 && before(entry, best[i - 1])) {
-      best[i] = best[i - 1];
-      i--;
-    }
-    best[i] = entry;
+/** Counts per key, with the order ties are broken in (the native ranking's: family, address bytes, port). */
+class Counts {
+  readonly counts = new Map<string, { count: number; order: string }>();
+  bump(key: string, order: () => string): void {
+    const e = this.counts.get(key);
+    if (e) e.count++;
+    else this.counts.set(key, { count: 1, order: order() });
   }
-  return best.map(([key, count]) => ({ key: label(key), count }));
+  /** The `limit` largest counts, most first. */
+  top(limit: number): TopEntry[] {
+    return [...this.counts]
+      .sort(([, a], [, b]) => b.count - a.count || (a.order < b.order ? -1 : a.order > b.order ? 1 : 0))
+      .slice(0, limit)
+      .map(([key, { count }]) => ({ key, count }));
+  }
 }
 
-const rank = (counts: Map<string, number>, limit: number) => rankCounts(counts, limit, (k) => k);
-
-function bump(m: Map<string, number>, k: string): void {
-  m.set(k, (m.get(k) ?? 0) + 1);
+const hex = (n: number, digits: number) => n.toString(16).padStart(digits, '0');
+/** Family, then the 16 address bytes, then the port: the order native/diag_report.h breaks ties in. */
+function order(c: Connection, port: number): string {
+  const bytes = parseAddress(c.remoteAddress)?.bytes ?? new Uint8Array(16);
+  return `${c.family}${Array.from(bytes, (b) => hex(b, 2)).join('')}${hex(port, 4)}`;
 }
 
 /** Ranks peers, destinations and local ports for each of `states` (default TIME_WAIT and CLOSE_WAIT). */
 export function topOf(connections: Connection[], limit = 5, states = ['TIME_WAIT', 'CLOSE_WAIT']): Record<string, TopOfState> {
   const out: Record<string, TopOfState> = {};
   for (const state of states) {
-    const peers = new Map<string, number>();
-    const destinations = new Map<string, number>();
-    const ports = new Map<string, number>();
+    const peers = new Counts();
+    const destinations = new Counts();
+    const ports = new Counts();
     for (const c of connections) {
       if (c.state !== state) continue;
-      bump(peers, c.remoteAddress);
-      bump(destinations, c.family === 6 ? `[${c.remoteAddress}]:${c.remotePort}` : `${c.remoteAddress}:${c.remotePort}`);
-      bump(ports, String(c.localPort));
+      peers.bump(c.remoteAddress, () => order(c, 0));
+      destinations.bump(destination(c.remoteAddress, c.remotePort), () => order(c, c.remotePort));
+      ports.bump(String(c.localPort), () => hex(c.localPort, 4));
     }
-    out[state] = { peers: rank(peers, limit), destinations: rank(destinations, limit), localPorts: rank(ports, limit) };
+    out[state] = {
+      peers: peers.top(limit),
+      destinations: destinations.top(limit),
+      localPorts: ports.top(limit),
+      owned: state !== 'TIME_WAIT',
+    };
   }
   return out;
 }

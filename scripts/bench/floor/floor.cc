@@ -164,24 +164,13 @@ napi_value SetHeartbeat(napi_env env, napi_callback_info info) {
 }
 
 #ifdef __linux__
-// One SOCK_DIAG_BY_FAMILY dump of TCP sockets of one family on `nl`, adding 1 to counts[state] per
-// socket. The kernel filters states itself. 0 or -errno.
-int dump_count(int nl, uint8_t family, uint32_t state_mask, uint32_t* counts) {
-  struct {
-    struct nlmsghdr nlh;
-    struct inet_diag_req_v2 r;
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nlh.nlmsg_len = sizeof req;
-  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.r.sdiag_family = family;
-  req.r.sdiag_protocol = IPPROTO_TCP;
-  req.r.idiag_states = state_mask;
+// Sends one dump request on `nl` and adds 1 to counts[state] per socket of the answer. The kernel
+// filters states itself. 0 or -errno; -EOPNOTSUPP-like errors arrive before any socket.
+int dump_count(int nl, const void* req, size_t len, uint32_t* counts) {
   struct sockaddr_nl kernel;
   memset(&kernel, 0, sizeof kernel);
   kernel.nl_family = AF_NETLINK;
-  if (sendto(nl, &req, sizeof req, 0, reinterpret_cast<struct sockaddr*>(&kernel), sizeof kernel) < 0) return -errno;
+  if (sendto(nl, req, len, 0, reinterpret_cast<const struct sockaddr*>(&kernel), sizeof kernel) < 0) return -errno;
 
   // The kernel caps dump datagrams at SKB_WITH_OVERHEAD(32 KiB); a truncated one would drop sockets
   // from the count, so it is an error rather than an assumption.
@@ -199,8 +188,8 @@ int dump_count(int nl, uint8_t family, uint32_t state_mask, uint32_t* counts) {
     }
     if (n == 0) return -EIO;
     if (msg.msg_flags & MSG_TRUNC) return -EMSGSIZE;
-    size_t len = static_cast<size_t>(n);
-    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+    size_t left = static_cast<size_t>(n);
+    for (struct nlmsghdr* h = reinterpret_cast<struct nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_type == NLMSG_DONE) return 0;
       if (h->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(h));
@@ -211,22 +200,39 @@ int dump_count(int nl, uint8_t family, uint32_t state_mask, uint32_t* counts) {
     }
   }
 }
-#endif
 
-// diagCount(stateMask): TCP sockets of this network namespace (IPv4 then IPv6, one netlink socket)
-// counted by kernel state; an array of 16 counts indexed by state number. Bit n of stateMask
-// selects state n (-1 for all).
-napi_value DiagCount(napi_env env, napi_callback_info info) {
-#ifdef __linux__
-  int32_t a[1];
-  if (!int_args(env, info, a, 1)) return nullptr;
-  uint32_t counts[16] = {0};
-  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return fail(env, "socket(NETLINK_SOCK_DIAG)", errno);
-  int rc = dump_count(nl, AF_INET, static_cast<uint32_t>(a[0]), counts);
-  if (rc == 0) rc = dump_count(nl, AF_INET6, static_cast<uint32_t>(a[0]), counts);
-  close(nl);
-  if (rc != 0) return fail(env, "sock_diag dump", -rc);
+// One SOCK_DIAG_BY_FAMILY dump of one family (each walks the kernel's whole TCP hash table).
+int dump_family(int nl, uint8_t family, uint32_t state_mask, uint32_t* counts) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.r.sdiag_family = family;
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = state_mask;
+  return dump_count(nl, &req, sizeof req, counts);
+}
+
+// One TCPDIAG_GETSOCK dump: both families in one walk of the table.
+int dump_all(int nl, uint32_t state_mask, uint32_t* counts) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = TCPDIAG_GETSOCK;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.r.idiag_family = AF_INET;
+  req.r.idiag_states = state_mask;
+  return dump_count(nl, &req, sizeof req, counts);
+}
+
+napi_value count_array(napi_env env, const uint32_t* counts) {
   napi_value out;
   napi_create_array_with_length(env, 16, &out);
   for (uint32_t i = 0; i < 16; i++) {
@@ -235,6 +241,46 @@ napi_value DiagCount(napi_env env, napi_callback_info info) {
     napi_set_element(env, out, i, v);
   }
   return out;
+}
+
+// Counts TCP sockets of this network namespace by state, in one walk (all) or per family.
+napi_value diag_count(napi_env env, napi_callback_info info, bool per_family) {
+  int32_t a[1];
+  if (!int_args(env, info, a, 1)) return nullptr;
+  uint32_t counts[16] = {0};
+  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return fail(env, "socket(NETLINK_SOCK_DIAG)", errno);
+  const uint32_t mask = static_cast<uint32_t>(a[0]);
+  int rc = per_family ? -EOPNOTSUPP : dump_all(nl, mask, counts);
+  if (rc != 0) {
+    memset(counts, 0, sizeof counts);
+    rc = dump_family(nl, AF_INET, mask, counts);
+    if (rc == 0) rc = dump_family(nl, AF_INET6, mask, counts);
+  }
+  close(nl);
+  if (rc != 0) return fail(env, "sock_diag dump", -rc);
+  return count_array(env, counts);
+}
+#endif
+
+// diagCount(stateMask): TCP sockets of this network namespace, both families in one walk of the
+// kernel's table (TCPDIAG_GETSOCK; per family where the kernel refuses it), counted by kernel
+// state: an array of 16 counts indexed by state number. Bit n of stateMask selects state n (-1 all).
+napi_value DiagCount(napi_env env, napi_callback_info info) {
+#ifdef __linux__
+  return diag_count(env, info, false);
+#else
+  (void)info;
+  napi_throw_error(env, nullptr, "floor: sock_diag is Linux only");
+  return nullptr;
+#endif
+}
+
+// diagCountPerFamily(stateMask): the same from one SOCK_DIAG_BY_FAMILY dump per family (IPv4 then
+// IPv6), as ss makes them: two walks of the table.
+napi_value DiagCountPerFamily(napi_env env, napi_callback_info info) {
+#ifdef __linux__
+  return diag_count(env, info, true);
 #else
   (void)info;
   napi_throw_error(env, nullptr, "floor: sock_diag is Linux only");
@@ -267,6 +313,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"diagCount", nullptr, DiagCount, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"useCpuClock", nullptr, UseCpuClock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"threadCpuNs", nullptr, ThreadCpuNs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"diagCountPerFamily", nullptr, DiagCountPerFamily, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -100,7 +100,7 @@ const base: Omit<Policy, 'name'> = {
   drainTimeout: 5000,
   onDrainTimeout: 'reset',
   poolIdleTimeout: 3000,
-  poolIdleMargin: 1000,
+  poolIdleMargin: 2000,
 };
 
 const lifecycleKeys = Object.keys(base);

@@ -45,6 +45,6 @@ export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, Shu
 export { tune } from './integrations/tune.js';
 export { tuneServer } from './integrations/server.js';
 export { createAgent, createHttpsAgent, PolicyAgent, PolicyHttpsAgent } from './integrations/agent.js';
-export type { PoolPolicy } from './integrations/agent.js';
+export type { PoolPolicy, PolicyAgentOptions, PolicyHttpsAgentOptions, KeepAliveAgentOptions, AgentStatus, AgentCounters } from './integrations/agent.js';
 export { createConnector, createDispatcher } from './integrations/undici.js';
 export type { PolicyConnector, PolicyDispatcher, Connector, ConnectorOptions, ConnectorCallback } from './integrations/undici.js';

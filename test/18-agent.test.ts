@@ -3,20 +3,19 @@
 // before the server closes them, a socket the kernel no longer holds as ESTABLISHED is never
 // handed out, and a server that closes idle connections at exactly T without a hint loses no
 // request of the policy agent while Node's default agent sees resets (scenario 19).
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { configure, createAgent, createHttpsAgent, PolicyAgent, presets, readOptions, tcpState } from '../src/index.js';
 import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
-import { closeAll, track } from './helpers/sockets.js';
-import { rawServer, tlsServer } from './helpers/http.js';
+import { pools } from './helpers/pools.js';
+import { freed, rawServer, request, tlsServer, type Got } from './helpers/http.js';
 
 const serverFixture = fileURLToPath(new URL('./fixtures/agent-idle-server.mjs', import.meta.url));
 const clientFixture = fileURLToPath(new URL('./fixtures/agent-race-client.mjs', import.meta.url));
@@ -26,46 +25,11 @@ const policy = presets.gracefulHeartbeat({ keepAlive });
 // What the kernel must hold: the policy's keepalive, and the user timeout of its budget (7 + 2·4 s).
 const held = { keepAlive, userTimeout: 15_000 };
 
-const agents: http.Agent[] = [];
-function keep<A extends http.Agent>(agent: A): A {
-  agents.push(agent);
-  return agent;
-}
-
-afterEach(async () => {
-  for (const agent of agents.splice(0)) agent.destroy();
-  await closeAll();
-});
-
-interface Got {
-  socket: net.Socket;
-  reused: boolean;
-  body: string;
-}
+const keep = pools();
 
 /** A GET through `agent`; `onSocket` sees the socket the agent handed out, when it is handed out. */
 function get(agent: http.Agent, port: number, onSocket?: (socket: net.Socket) => void, client: typeof http | typeof https = http): Promise<Got> {
-  return new Promise((resolve, reject) => {
-    const req = client.get({ host: '127.0.0.1', port, path: '/', agent, rejectUnauthorized: false }, (res) => {
-      let body = '';
-      res.setEncoding('latin1');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ socket: req.socket as net.Socket, reused: req.reusedSocket, body }));
-      res.on('error', reject);
-    });
-    if (onSocket) req.once('socket', onSocket);
-    req.on('error', reject);
-  });
-}
-
-/** Resolves once the agent has taken `socket` back into its free pool (or dropped it). */
-async function freed(agent: http.Agent, socket: net.Socket): Promise<'free' | 'dropped'> {
-  for (let i = 0; i < 200; i++) {
-    if (Object.values(agent.freeSockets).some((list) => list?.includes(socket))) return 'free';
-    if (socket.destroyed) return 'dropped';
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error('the agent neither pooled nor dropped the socket');
+  return request({ host: '127.0.0.1', port, agent, rejectUnauthorized: false }, client, { onSocket });
 }
 
 /** Waits for the kernel state of `socket` without letting the event loop run (Node must not notice). */
@@ -165,7 +129,7 @@ describe('scenario 7: user setKeepAlive, then 10 releases and reuses', () => {
 describe('idle eviction', () => {
   const cases = [
     { name: 'Keep-Alive: timeout=2, margin 500 ms: evicted at 1.5 s, before the server\'s 2 s', header: 'Keep-Alive: timeout=2\r\n', overrides: { poolIdleMargin: 500 }, options: {}, within: [1450, 1950] },
-    { name: 'Keep-Alive: timeout=5, max=100 (timeout not first), margin 1 s: evicted at 4 s', header: 'Keep-Alive: max=100, timeout=5\r\n', overrides: {}, options: {}, within: [3950, 4500] },
+    { name: 'Keep-Alive: timeout=5, max=100 (timeout not first), default margin 2 s: evicted at 3 s', header: 'Keep-Alive: max=100, timeout=5\r\n', overrides: {}, options: {}, within: [2950, 3450] },
     { name: 'no hint: evicted after poolIdleTimeout (1.5 s)', header: '', overrides: { poolIdleTimeout: 1500 }, options: {}, within: [1450, 1950] },
     { name: 'no hint, agent timeout 1 s: the agent\'s timeout caps it', header: '', overrides: {}, options: { timeout: 1000 }, within: [950, 1450] },
   ];
@@ -184,8 +148,8 @@ describe('idle eviction', () => {
     expect(peers[0].readableEnded || peers[0].destroyed).toBe(true);
   });
 
-  it('a hint not above the margin (timeout=1, margin 1 s): the socket is not kept, the next request gets a new one', async () => {
-    const { port } = await rawServer('Keep-Alive: timeout=1\r\n');
+  it('a hint not above the margin (timeout=2, default margin 2 s): the socket is not kept, the next request gets a new one', async () => {
+    const { port } = await rawServer('Keep-Alive: timeout=2\r\n');
     const agent = keep(createAgent(policy));
     const first = await get(agent, port);
     expect(await freed(agent, first.socket)).toBe('dropped');

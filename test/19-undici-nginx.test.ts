@@ -3,9 +3,7 @@
 // createDispatcher's pool evicts idle connections before the server closes them. Scenario 20: a
 // real nginx with `keepalive_timeout 4s` (no Keep-Alive header): undici's own Agent fails requests
 // sent at 4 s ± 10 ms, the policy dispatcher never does.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import diagnostics from 'node:diagnostics_channel';
-import https from 'node:https';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +16,7 @@ import { createConnector, createDispatcher, presets, readOptions } from '../src/
 import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
-import { closeAll, track } from './helpers/sockets.js';
+import { pools, undiciConnections } from './helpers/pools.js';
 import { rawServer, tlsServer } from './helpers/http.js';
 
 const clientFixture = fileURLToPath(new URL('./fixtures/nginx-race-client.mjs', import.meta.url));
@@ -27,27 +25,11 @@ const keepAlive = { idle: 7000, interval: 2000, count: 4 };
 const policy = presets.gracefulHeartbeat({ keepAlive });
 const held = { keepAlive, userTimeout: 15_000 };
 
-const dispatchers: Dispatcher[] = [];
-function keep<D extends Dispatcher>(d: D): D {
-  dispatchers.push(d);
-  return d;
-}
+const keep = pools();
+/** Sockets undici connects, in order. */
+const connected = undiciConnections();
 
-/** Sockets undici connects, in order, as its 'undici:client:connected' channel reports them. */
-const connected: net.Socket[] = [];
-const onConnected = (message: unknown): void => {
-  connected.push((message as { socket: net.Socket }).socket);
-};
-beforeAll(() => diagnostics.subscribe('undici:client:connected', onConnected));
-afterAll(() => diagnostics.unsubscribe('undici:client:connected', onConnected));
-
-afterEach(async () => {
-  await Promise.all(dispatchers.splice(0).map((d) => d.destroy()));
-  connected.length = 0;
-  await closeAll();
-});
-
-/** An HTTP/1.1 keep-alive server answering "ok" with `extra` header lines; it never closes. */
+/** A GET through `dispatcher`; resolves with the body. */
 async function get(url: string, dispatcher: Dispatcher): Promise<string> {
   const { body } = await request(url, { dispatcher });
   return body.text();
@@ -114,9 +96,9 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
     for (const socket of connected) if (!socket.destroyed) expect(readOptions(socket)).toMatchObject(held);
   });
 
-  it('refuses pool timeouts that bypass the policy, Unix-domain paths and bad options', () => {
+  it('refuses pool timeouts that bypass the policy over TCP, and bad options (Unix-domain pools: test 29)', () => {
     expect(() => createDispatcher(policy, { keepAliveTimeout: 1000 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    expect(() => createDispatcher(policy, { socketPath: '/tmp/x.sock' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => createDispatcher(policy, { keepAliveTimeoutThreshold: 1000 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => createConnector(policy, 5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => createConnector({ keepAlive: { idle: 0, interval: 1000, count: 3 } })).toThrow(RangeError);
   });
@@ -141,8 +123,8 @@ describe('createDispatcher: idle eviction', () => {
     expect(elapsed).toBeLessThan(within[1]);
   });
 
-  it('a hint not above the margin (timeout=1, margin 1 s): the connection is not reused', async () => {
-    const { url } = await rawServer('Keep-Alive: timeout=1\r\n');
+  it('a hint not above the margin (timeout=2, default margin 2 s, undici\'s own threshold): the connection is not reused', async () => {
+    const { url } = await rawServer('Keep-Alive: timeout=2\r\n');
     const dispatcher = keep(createDispatcher(policy));
     await get(url, dispatcher);
     await get(url, dispatcher);

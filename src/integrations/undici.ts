@@ -16,7 +16,7 @@ import { createRequire } from 'node:module';
 import type { Agent, buildConnector } from 'undici';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import { Guard } from '../guard/guard.js';
-import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
 
 type Undici = typeof import('undici');
@@ -72,6 +72,9 @@ export type PolicyDispatcher = Agent & {
  * TCP_KEEPINTVL=1 and TCP_KEEPCNT=10); the policy is applied after it, and a later
  * `setKeepAlive` by anyone is followed by the policy again.
  *
+ * Connections a policy cannot apply to (`socketPath`, a connector's own Unix-domain socket or
+ * stream) pass through untouched and are counted in `connector.guard.stats().untuned`.
+ *
  * Throws `ERR_SOCKTUNE_MISSING_PEER` when undici is not installed (unless `connectOptions` is a
  * connector function).
  *
@@ -90,26 +93,29 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
     base = loadUndici('createConnector()').buildConnector(connectOptions ?? {}) as unknown as Connector;
   }
   const guard = new Guard(p);
-  const tuned = new WeakSet<net.Socket>();
+  const seen = new WeakSet<object>();
 
-  function adopt(socket: net.Socket): void {
-    if (tuned.has(socket)) return;
-    tuned.add(socket);
-    adoptConnection(socket, p, guard);
+  // TCP gets the policy; a Unix-domain socket or a connector's own stream passes through untouched,
+  // counted in guard.stats().untuned.
+  function adopt(stream: object): void {
+    if (seen.has(stream)) return;
+    seen.add(stream);
+    adoptConnection(stream, p, guard);
   }
 
   const connect = function socktuneConnect(options: ConnectorOptions, callback: ConnectorCallback): net.Socket | void {
     const socket = base(options, (...args: Parameters<ConnectorCallback>) => {
-      // A connector that hands its socket over only here (or a TLS socket over an upgraded one).
-      const made = args[1];
-      if (args[0] == null && made instanceof net.Socket) adopt(made);
+      // A connector that hands its connection over only here (or a TLS socket over an upgraded one).
+      const made = args[1] as unknown;
+      if (args[0] == null && typeof made === 'object' && made !== null) adopt(made);
       callback(...args);
     });
     if (socket instanceof net.Socket) {
       // Ahead of undici's own 'connect' listener (its callback), so the policy is in place first;
-      // TLS sockets connect TCP first and report to undici on 'secureConnect'.
+      // TLS sockets connect TCP first and report to undici on 'secureConnect'. A socket that has
+      // not started connecting is taken when the connector calls back with it.
       if (socket.connecting) socket.prependOnceListener('connect', () => adopt(socket));
-      else if (!socket.destroyed) adopt(socket);
+      else if (!socket.destroyed && !socket.pending) adopt(socket);
     }
     return socket;
   };
@@ -124,8 +130,9 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
  * An undici `Agent` whose connections carry `policy`, through {@link createConnector}:
  * `keepAliveTimeout` is `policy.poolIdleTimeout` (idle connections leave the pool before the
  * common 5 s server timeout when the server gives no hint) and `keepAliveTimeoutThreshold` is
- * `policy.poolIdleMargin` (with `Keep-Alive: timeout=N`, leave that much earlier; a hint not
- * larger than the margin means the connection is not reused).
+ * `policy.poolIdleMargin` (default 2 s, undici's own: with `Keep-Alive: timeout=N`, leave that much
+ * earlier; a hint not larger than the margin means the connection is not reused). A
+ * `poolIdleTimeout` you give caps the idle time hint or not (undici's `keepAliveMaxTimeout`).
  *
  * Use it with undici's `fetch(url, { dispatcher })` or `request(url, { dispatcher })`, or for every
  * fetch with undici's `setGlobalDispatcher(dispatcher)` (Node's global `fetch` takes the
@@ -135,38 +142,58 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
  * reusing it (undici has no hook there): the eviction before the server's timeout is what keeps
  * requests off connections the server is closing.
  *
+ * With `socketPath` (here or in `connect`) the connections are Unix-domain: no policy applies, and
+ * the pool is undici's own (its `keepAliveTimeout` and `keepAliveTimeoutThreshold` are accepted);
+ * each connection is counted in `dispatcher.guard.stats().untuned`.
+ *
  * @param policy a preset or overrides
  * @param agentOptions undici `Agent` options, except `keepAliveTimeout` and
  *   `keepAliveTimeoutThreshold` (set through the policy). `connect` (an options object or a
- *   connector), `connectTimeout`, `maxCachedSessions`, `allowH2` and `autoSelectFamily` reach the
- *   connector as undici would pass them.
+ *   connector), `connectTimeout`, `maxCachedSessions`, `allowH2`, `autoSelectFamily`, `tls` and
+ *   `socketPath` reach the connector as undici would pass them; what undici refuses (such as
+ *   `connect: false`) is refused with undici's own error.
  */
 export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions: Agent.Options = {}): PolicyDispatcher {
   const p = toPolicy(policy);
   if (typeof agentOptions !== 'object' || agentOptions === null) throw invalidArgType('agentOptions', 'of type object', agentOptions);
   const {
     connect, connectTimeout, maxCachedSessions, allowH2, autoSelectFamily, autoSelectFamilyAttemptTimeout,
-    socketPath, keepAliveTimeout, keepAliveTimeoutThreshold, ...rest
-  } = agentOptions;
-  if (keepAliveTimeout !== undefined || keepAliveTimeoutThreshold !== undefined) {
+    socketPath, tls, keepAliveTimeout, keepAliveTimeoutThreshold, keepAliveMaxTimeout, ...rest
+  } = agentOptions as Agent.Options & { tls?: object; keepAliveMaxTimeout?: number };
+  const { Agent: UndiciAgent, errors } = loadUndici('createDispatcher()');
+  // As undici's Agent checks it, before anything is built.
+  if (connect != null && typeof connect !== 'function' && typeof connect !== 'object') {
+    throw new errors.InvalidArgumentError('connect must be a function or an object');
+  }
+  const connectOptions = typeof connect === 'object' && connect !== null ? (connect as buildConnector.BuildOptions) : undefined;
+  const unix = socketPath != null || connectOptions?.socketPath != null;
+  if (!unix && (keepAliveTimeout !== undefined || keepAliveTimeoutThreshold !== undefined)) {
     throw invalidArgValue('agentOptions', { keepAliveTimeout, keepAliveTimeoutThreshold }, 'cannot set the pool timeouts; set policy.poolIdleTimeout and policy.poolIdleMargin');
   }
-  if (socketPath != null) throw invalidArgValue('agentOptions.socketPath', socketPath, 'is a Unix-domain path; a policy applies to TCP connections');
-  const { Agent: UndiciAgent } = loadUndici('createDispatcher()');
   // undici hands these to its own buildConnector only when `connect` is not a function.
   const connector = createConnector(p, typeof connect === 'function' ? (connect as unknown as Connector) : {
+    ...(tls as object | undefined),
     maxCachedSessions,
     allowH2,
+    socketPath,
     timeout: connectTimeout,
     ...(typeof autoSelectFamily === 'boolean' ? { autoSelectFamily, autoSelectFamilyAttemptTimeout } : undefined),
-    ...connect,
+    ...connectOptions,
   } as buildConnector.BuildOptions);
+  // Over TCP the pool timeouts are the policy's; a poolIdleTimeout the user gave caps a hint too.
+  let pool: { keepAliveTimeout?: number; keepAliveTimeoutThreshold?: number; keepAliveMaxTimeout?: number } = { keepAliveTimeout, keepAliveTimeoutThreshold, keepAliveMaxTimeout };
+  if (!unix) {
+    const cap = isExplicit(p, 'poolIdleTimeout') ? Math.min(keepAliveMaxTimeout ?? Infinity, p.poolIdleTimeout) : keepAliveMaxTimeout;
+    pool = { keepAliveTimeout: p.poolIdleTimeout, keepAliveTimeoutThreshold: p.poolIdleMargin, keepAliveMaxTimeout: cap };
+  }
+  for (const key of Object.keys(pool) as Array<keyof typeof pool>) if (pool[key] === undefined) delete pool[key];
   const agent = new UndiciAgent({
     ...rest,
     ...(allowH2 !== undefined ? { allowH2 } : undefined),
+    // undici passes the path on to a connector function (a user's, wrapped by createConnector).
+    ...(socketPath != null ? { socketPath } : undefined),
     connect: connector as unknown as buildConnector.connector,
-    keepAliveTimeout: p.poolIdleTimeout,
-    keepAliveTimeoutThreshold: p.poolIdleMargin,
+    ...pool,
   });
   Object.defineProperties(agent, {
     policy: { value: p, enumerable: false },

@@ -107,7 +107,7 @@ const base: Omit<Policy, 'name'> = {
   drainDeadline: false,
   onDrainTimeout: 'reset',
   poolIdleTimeout: 3000,
-  poolIdleMargin: 1000,
+  poolIdleMargin: 2000,
 };
 
 const lifecycleKeys = Object.keys(base);
@@ -172,6 +172,16 @@ const kExplicit = Symbol('socktune.policy.explicit');
 
 /** Every policy {@link compose} built (and so every preset): the brand that tells a policy from look-alikes. */
 const built = new WeakSet<object>();
+
+/**
+ * Whether `field` of `policy` was given when it was built (by the caller, or by a preset it was
+ * composed from), rather than inherited from the neutral defaults. Pools use it to tell a limit the
+ * user set (which caps) from a default (which gives way to the server's hint).
+ */
+export function isExplicit(policy: Policy, field: keyof Policy): boolean {
+  const explicit = (policy as unknown as Record<symbol, object | undefined>)[kExplicit];
+  return explicit !== undefined && Object.hasOwn(explicit, field);
+}
 
 /** Whether `value` is a policy built by `presets` or {@link compose} (not merely an object shaped like one). */
 export function isPolicy(value: unknown): value is Policy {

@@ -10,6 +10,7 @@ import { codes, socktuneError } from './errors.js';
 import type { Registry } from 'prom-client';
 import type { Guard } from './guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';
+import { registeredGuards } from './register/process.js';
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
@@ -23,7 +24,10 @@ export interface CollectorOptions {
   process?: boolean;
   /** Export the sysctl audit (default true; it reads ~15 files per scrape). */
   audit?: boolean;
-  /** Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`). */
+  /**
+   * Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`).
+   * Those `socktune/register` created are exported too, by rule name (`default`), unless a guard given here has that name.
+   */
   guards?: Record<string, Guard>;
   /** Count the closes socktune performs (the `socktune:close` channel) by reason and method (default true). */
   closes?: boolean;
@@ -129,7 +133,7 @@ export async function createCollector(options: CollectorOptions = {}): Promise<C
     },
   });
 
-  const guards = Object.entries(options.guards ?? {});
+  const guards = Object.entries({ ...registeredGuards(), ...options.guards });
   if (guards.length > 0) {
     gauge({
       name: `${prefix}guard_connections`,

@@ -9,6 +9,7 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
@@ -34,8 +35,8 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 }
 
 export interface AppOptions {
-  /** Network namespace to run in. */
-  ns: string;
+  /** Network namespace to run in (default: this process's). */
+  ns?: string;
   /** Environment added to a clean one (SOCKTUNE_*, NODE_OPTIONS, ...). */
   env?: Record<string, string>;
   /** Node flags before the script (e.g. ['--import', 'socktune/register']). */
@@ -45,66 +46,118 @@ export interface AppOptions {
   strace?: string;
 }
 
+type Line = Record<string, unknown>;
+
+/** JSON lines in arrival order, each taken once: by the next reader, or within a deadline. */
+class Lines {
+  readonly #lines: Line[] = [];
+  readonly #waiting: Array<{ resolve: (line: Line | undefined) => void; reject: (e: Error) => void }> = [];
+  #failed: Error | undefined;
+
+  push(line: Line): void {
+    const w = this.#waiting.shift();
+    if (w) w.resolve(line);
+    else this.#lines.push(line);
+  }
+
+  fail(err: Error): void {
+    this.#failed = err;
+    for (const w of this.#waiting.splice(0)) w.reject(err);
+  }
+
+  /** The next line, or undefined once `within` ms passed. */
+  take(within = Infinity): Promise<Line | undefined> {
+    return new Promise((resolve, reject) => {
+      if (this.#lines.length > 0) return resolve(this.#lines.shift()!);
+      if (this.#failed) return reject(this.#failed);
+      const waiter = { resolve, reject };
+      this.#waiting.push(waiter);
+      if (within !== Infinity) {
+        setTimeout(() => {
+          const i = this.#waiting.indexOf(waiter);
+          if (i < 0) return;
+          this.#waiting.splice(i, 1);
+          resolve(undefined);
+        }, within);
+      }
+    });
+  }
+
+  /** The first line `wanted` accepts (others are dropped), or undefined after `within` ms. */
+  async until(wanted: (line: Line) => boolean, within: number): Promise<Line | undefined> {
+    const deadline = performance.now() + within;
+    for (;;) {
+      const left = deadline - performance.now();
+      const line = left > 0 ? await this.take(left) : undefined;
+      if (line === undefined || wanted(line)) return line;
+    }
+  }
+}
+
+/**
+ * A running application. It prints JSON lines: events (lines with an `event` field, which
+ * `until` reads) and everything else (its ready line and answers to commands, which `next` and
+ * `send` read), so an event arriving between a command and its answer is not taken for the answer.
+ */
 export interface App {
   child: ChildProcess;
-  /** The first JSON line the application printed. */
-  ready: Record<string, unknown>;
-  /** Writes a command line and resolves with the next JSON line. */
-  send(command: string): Promise<Record<string, unknown>>;
-  /** Resolves with the next JSON line. */
-  next(): Promise<Record<string, unknown>>;
+  /** The first line the application printed with `ready: true`. */
+  ready: Line;
+  /** Writes a command line and resolves with the next answer. */
+  send(command: string): Promise<Line>;
+  /** Resolves with the next answer (a line without an `event` field). */
+  next(): Promise<Line>;
+  /** Resolves with the first next event `wanted` accepts (skipping other events), or undefined after `within` ms. */
+  until(wanted: (event: Line) => boolean, within: number): Promise<Line | undefined>;
   /** Everything printed on stderr so far. */
   stderr(): string;
   /** Ends stdin and waits for the exit. */
   stop(): Promise<number | null>;
 }
 
-/** Starts `script` in `ns` from the consumer project and waits for its first JSON line. */
+/** Starts `script` in `ns` from the consumer project and waits for its `{ ready: true, ... }` line. */
 export async function startApp(script: string, opts: AppOptions): Promise<App> {
   const node = [process.execPath, ...(opts.nodeArgs ?? []), script, ...(opts.args ?? [])];
   const traced = opts.strace
     ? ['strace', '-f', '-qq', '--seccomp-bpf', '-e', 'trace=socket,accept,accept4,setsockopt', '-e', 'signal=none', '-o', opts.strace, ...node]
     : node;
-  const child = spawn('ip', ['netns', 'exec', opts.ns, ...traced], {
+  const [command, ...args] = opts.ns === undefined ? traced : ['ip', 'netns', 'exec', opts.ns, ...traced];
+  const child = spawn(command, args, {
     cwd: consumerProject(),
     env: cleanEnv(opts.env),
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  type Waiter = { resolve: (line: Record<string, unknown>) => void; reject: (e: Error) => void };
-  const waiting: Waiter[] = [];
-  const lines: Array<Record<string, unknown>> = [];
+  const answers = new Lines();
+  const events = new Lines();
   let out = '';
-  let failed: Error | undefined;
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out += d;
     let nl;
     while ((nl = out.indexOf('\n')) >= 0) {
       const text = out.slice(0, nl);
       out = out.slice(nl + 1);
-      let parsed: Record<string, unknown>;
+      let line: Line;
       try {
-        parsed = JSON.parse(text) as Record<string, unknown>;
+        line = JSON.parse(text) as Line;
       } catch {
         continue; // not a report line
       }
-      const w = waiting.shift();
-      if (w) w.resolve(parsed);
-      else lines.push(parsed);
+      (line.event === undefined ? answers : events).push(line);
     }
   });
   child.once('exit', (code, signal) => {
-    failed = new Error(`${script} exited (${code ?? signal}) before answering; stderr:\n${err.slice(-3000)}`);
-    for (const w of waiting.splice(0)) w.reject(failed);
+    const failed = new Error(`${script} exited (${code ?? signal}) before answering; stderr:\n${err.slice(-3000)}`);
+    answers.fail(failed);
+    events.fail(failed);
   });
-  const next = () =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      if (lines.length > 0) return resolve(lines.shift()!);
-      if (failed) return reject(failed);
-      waiting.push({ resolve, reject });
-    });
-  const ready = await next();
+  const ready = await answers.until((line) => line.ready === true, 60_000);
+  if (ready === undefined) {
+    child.kill('SIGKILL');
+    throw new Error(`${script} printed no { ready } line within 60 s; stderr:\n${err.slice(-3000)}`);
+  }
+  const next = async () => (await answers.take())!;
   return {
     child,
     ready,
@@ -113,6 +166,7 @@ export async function startApp(script: string, opts: AppOptions): Promise<App> {
       return next();
     },
     next,
+    until: (wanted, within) => events.until(wanted, within),
     stderr: () => err,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
@@ -162,13 +216,16 @@ export interface SsSocket {
   keepAliveTimer?: number;
   /** ms since the last data received (ss -i `lastrcv`). */
   lastrcv: number;
+  /** ms since the last ACK received (ss -i `lastack`), keepalive probes' answers included. */
+  lastack: number;
 }
 
 const port = (endpoint: string) => Number(endpoint.slice(endpoint.lastIndexOf(':') + 1));
 
-/** Established TCP sockets in `ns`, as `ss -Htnpoi` shows them (filter: an ss state/address filter). */
-export function ssSockets(ns: string, filter: string[] = []): SsSocket[] {
-  const out = execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Htnpoi', 'state', 'established', ...filter], { encoding: 'utf8' });
+/** Established TCP sockets in `ns` (default: this process's namespace), as `ss -Htnpoi` shows them (filter: an ss address filter). */
+export function ssSockets(ns: string | undefined, filter: string[] = []): SsSocket[] {
+  const ss = ['ss', '-Htnpoi', 'state', 'established', ...filter];
+  const out = ns === undefined ? execFileSync(ss[0], ss.slice(1), { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, ...ss], { encoding: 'utf8' });
   const sockets: SsSocket[] = [];
   for (const line of out.split('\n')) {
     if (line.trim() === '') continue;
@@ -176,7 +233,9 @@ export function ssSockets(ns: string, filter: string[] = []): SsSocket[] {
       // The -i line of the socket above.
       const last = sockets[sockets.length - 1];
       const rcv = /lastrcv:(\d+)/.exec(line);
+      const ack = /lastack:(\d+)/.exec(line);
       if (last && rcv) last.lastrcv = Number(rcv[1]);
+      if (last && ack) last.lastack = Number(ack[1]);
       continue;
     }
     const [, , local, peer] = line.split(/\s+/);
@@ -191,6 +250,7 @@ export function ssSockets(ns: string, filter: string[] = []): SsSocket[] {
       fd: users ? Number(users[2]) : undefined,
       keepAliveTimer: timer ? ssDuration(timer[1]) : undefined,
       lastrcv: Number.NaN,
+      lastack: Number.NaN,
     });
   }
   return sockets;
@@ -198,11 +258,13 @@ export function ssSockets(ns: string, filter: string[] = []): SsSocket[] {
 
 /**
  * The keepalive idle time the kernel is running for a socket, from ss alone: the timer's
- * remaining time plus the time since data was last received (the timer restarts on every
- * packet). ss prints whole seconds (rounded down), so this is within 1 s of the setting.
+ * remaining time plus the time since the peer was last heard from (the kernel restarts the idle
+ * time on every packet received, keepalive answers included). ss prints whole seconds above 10 s
+ * (rounded down), so this is within 1 s of the setting, as long as no probe is waiting for its
+ * answer (the connection has been idle for less than the idle time).
  */
 export function keepAliveIdleSeen(s: SsSocket): number | undefined {
-  return s.keepAliveTimer === undefined ? undefined : s.keepAliveTimer + s.lastrcv;
+  return s.keepAliveTimer === undefined ? undefined : s.keepAliveTimer + Math.min(s.lastrcv, s.lastack);
 }
 
 /**
@@ -226,4 +288,101 @@ export function straceOptions(file: string): Map<number, Record<string, number>>
     }
   }
   return byFd;
+}
+
+// ------------------------------------------------------------------ recipes (tests 33–35)
+
+/** How a recipe client runs: the control, unchanged under socktune/register, or with the README's explicit recipe. */
+export type Mode = 'plain' | 'register' | 'tune';
+export const modes: Mode[] = ['plain', 'register', 'tune'];
+
+/** The recipes' policy: gracefulHeartbeat with demo-scale keepalive, so a vanished peer is found in I + C·V = 5 s. */
+export const recipeKeepAlive = { idle: 2000, interval: 1000, count: 3 };
+export const recipeBudget = recipeKeepAlive.idle + recipeKeepAlive.interval * recipeKeepAlive.count;
+/** What the kernel holds under the recipes' policy (the user timeout follows the keepalive budget). */
+export const recipeOptions = { keepAlive: recipeKeepAlive, userTimeout: recipeBudget };
+/** Keepalive timers fire on jiffies, and the client's event loop reports it: testing.md's 1 s. */
+export const recipeSlack = 1000;
+
+/** The environment of a recipe client: the `register` mode loads socktune/register with the recipes' policy. */
+export function recipeEnv(mode: Mode): Record<string, string> {
+  if (mode !== 'register') return {};
+  return { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', keepAlive: recipeKeepAlive }) };
+}
+
+export interface Arm {
+  mode: Mode;
+  app: App;
+  /** The strace log of the arm's process (startApp's `strace`). */
+  strace: string;
+}
+
+/**
+ * The arm's connections among `sockets` (by pid) hold the recipes' policy, by strace (the last
+ * value of each option set on each one's fd) and by ss (the kernel runs a keepalive timer no
+ * longer than the idle time); a `plain` arm's hold none of it.
+ */
+export function expectRecipePolicy(arm: Arm, sockets: SsSocket[], what: string): SsSocket[] {
+  const mine = sockets.filter((s) => s.pid === arm.app.ready.pid);
+  expect(mine.length, `${what}: connections`).toBeGreaterThan(0);
+  const sets = straceOptions(arm.strace);
+  for (const socket of mine) {
+    const set = sets.get(socket.fd!) ?? {};
+    if (arm.mode === 'plain') {
+      expect(set.TCP_USER_TIMEOUT, what).toBeUndefined();
+      expect(set.TCP_KEEPIDLE === undefined || set.TCP_KEEPIDLE * 1000 > recipeKeepAlive.idle, `${what}: TCP_KEEPIDLE ${set.TCP_KEEPIDLE}`).toBe(true);
+      continue;
+    }
+    const options = { SO_KEEPALIVE: set.SO_KEEPALIVE, TCP_KEEPIDLE: set.TCP_KEEPIDLE, TCP_KEEPINTVL: set.TCP_KEEPINTVL, TCP_KEEPCNT: set.TCP_KEEPCNT, TCP_USER_TIMEOUT: set.TCP_USER_TIMEOUT };
+    expect(options, what).toEqual({
+      SO_KEEPALIVE: 1, TCP_KEEPIDLE: recipeKeepAlive.idle / 1000, TCP_KEEPINTVL: recipeKeepAlive.interval / 1000,
+      TCP_KEEPCNT: recipeKeepAlive.count, TCP_USER_TIMEOUT: recipeBudget,
+    });
+    expect(socket.keepAliveTimer, `${what}: keepalive timer`).toBeDefined();
+    expect(socket.keepAliveTimer!, `${what}: keepalive timer`).toBeLessThanOrEqual(recipeKeepAlive.idle + 500);
+  }
+  return mine;
+}
+
+/**
+ * Makes the peer vanish and waits up to `window` ms for each arm's first `{ event: 'error' |
+ * 'close' }` stamped after it. Returns, per arm, ms from the vanish to that event as the client
+ * stamped it (`at`, wall clock: the same clock in both processes), or undefined when none came.
+ */
+export async function noticeAfterVanish(arms: Arm[], vanish: () => void, window: number): Promise<Map<Arm, number | undefined>> {
+  const t0 = Date.now();
+  vanish();
+  const after = (l: Line) => (l.event === 'error' || l.event === 'close') && (l.at as number) >= t0;
+  const seen = await Promise.all(arms.map((arm) => arm.app.until(after, window)));
+  return new Map(arms.map((arm, i) => [arm, seen[i] === undefined ? undefined : (seen[i]!.at as number) - t0]));
+}
+
+/**
+ * The policy clients' own view (the fixture reads the kernel with readOptions on the library's
+ * socket): the recipes' policy, on the `connects`-th connection.
+ */
+export async function expectOptionsRead(arms: Arm[], connects: number, what: string): Promise<void> {
+  for (const arm of arms.filter((a) => a.mode !== 'plain')) {
+    const answer = (await arm.app.send('options')) as { options: Record<string, unknown>; connects: number };
+    expect(answer.connects, `${what} ${arm.mode}: connections made`).toBe(connects);
+    expect(answer.options, `${what} ${arm.mode}`).toMatchObject(recipeOptions);
+  }
+}
+
+/**
+ * The peer vanishes: every policy arm notices within the keepalive budget plus testing.md's
+ * slack, and the controls have noticed nothing 3 s after that.
+ */
+export async function expectVanishNoticed(arms: Arm[], vanish: () => void, what: string): Promise<void> {
+  const window = recipeBudget + recipeSlack + 3000;
+  const noticed = await noticeAfterVanish(arms, vanish, window);
+  for (const arm of arms) {
+    const after = noticed.get(arm);
+    if (arm.mode === 'plain') {
+      expect(after, `${what} plain noticed after ${after} ms`).toBeUndefined();
+    } else {
+      expect(after, `${what} ${arm.mode} noticed nothing within ${window} ms`).toBeDefined();
+      expect(after!, `${what} ${arm.mode}`).toBeLessThanOrEqual(recipeBudget + recipeSlack);
+    }
+  }
 }

@@ -67,12 +67,14 @@ interface Registration {
 const kPending = Symbol('socktune.register.pending');
 const kSettled = Symbol('socktune.register.settled');
 const kOrigin = Symbol('socktune.register.origin');
+const kDirection = Symbol('socktune.register.direction');
 const kEndpoints = Symbol('socktune.register.endpoints');
 
 interface Marked {
   [kPending]?: boolean;
   [kSettled]?: boolean;
   [kOrigin]?: string;
+  [kDirection]?: Direction;
   [kEndpoints]?: string;
 }
 
@@ -149,7 +151,7 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     const origin = direction === 'opened' ? s[kOrigin] : server && serverOrigins.get(server);
     recordOrigin(socket, origin ?? (direction === 'opened' ? 'connect (not seen)' : 'listen (before socktune/register was loaded)'));
     s[kOrigin] = undefined;
-    s[kEndpoints] = endpoints(socket, direction);
+    s[kDirection] = direction;
   }
   if (adopt(socket, entry.rule.policy, entry.guard)) {
     stats.tuned++;
@@ -234,11 +236,16 @@ function wrapConnect(): void {
   };
 }
 
-function logTraced(name: string) {
-  return (event: GuardCloseEvent): void => {
+/** Under trace: one stderr line for each half-closed or idle connection a guard closes. */
+function traceCloses(guard: Guard, name: string): void {
+  guard.on('closing', (event: GuardCloseEvent) => {
+    const s = event.socket as net.Socket & Marked;
+    if (tracedReasons.has(event.reason)) s[kEndpoints] = endpoints(s, s[kDirection] ?? 'opened');
+  });
+  guard.on('closed', (event: GuardCloseEvent) => {
     if (!tracedReasons.has(event.reason)) return;
     process.stderr.write(traceLine(event, name, (event.socket as net.Socket & Marked)[kEndpoints] ?? '?'));
-  };
+  });
 }
 
 /**
@@ -257,7 +264,7 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
       continue;
     }
     const guard = new Guard(rule.policy);
-    if (config.trace) guard.on('closed', logTraced(rule.name));
+    if (config.trace) traceCloses(guard, rule.name);
     guards[rule.name] = guard;
     entries.push({ rule, guard });
   }

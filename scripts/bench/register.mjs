@@ -1,0 +1,200 @@
+// The socktune/register section of the benchmarks: what applying a policy process-wide, and
+// tracing where connections come from (SOCKTUNE_TRACE=1), costs per connection.
+//
+// Each arm is a child process on loopback that opens and closes short connections to a server in
+// the same process, as fast as it can with a fixed number in flight: connect, write one byte, the
+// server destroys its side on reading it (so TIME_WAIT stays on the server side and the client's
+// ports never run out), the client sees the close, and the next connection starts. Both ends of
+// every connection are this process's, so register adopts two sockets per connection (opened and
+// accepted). connect() is called 30 frames deep, as in an application with a framework under it
+// (the trace captures the stack there). Arms:
+//   bare      no socktune
+//   tune      the same policy by hand: tuneServer(server, gracefulHeartbeat()) and tune(socket, ...) after connect()
+//   register  node --import socktune/register, SOCKTUNE_POLICY=gracefulHeartbeat
+//   trace     the same with SOCKTUNE_TRACE=1
+// Children alternate round by round (bare, tune, register, trace, trace, register, ...); each arm
+// is summarised by the median connections/s of its rounds; the cost of an arm per connection is
+// 1/rate − 1/rate(of the arm it is compared with). Goals: register costs no more than tuning by
+// hand (its rate ≥ 0.95× tune's); tracing keeps ≥ 0.8× register's rate on this worst case (loopback,
+// nothing else done per connection; a real connection's round trips dwarf it).
+//
+// Usage: node scripts/bench/register.mjs [--json] [--rounds 5] [--connections 10000]
+// Child: node [--import socktune/register] scripts/bench/register.mjs --child [--tune] --connections N
+import net from 'node:net';
+import { once } from 'node:events';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
+import { median } from './measure.mjs';
+import { intFlag, printRows } from './table.mjs';
+
+const self = fileURLToPath(import.meta.url);
+const root = resolve(dirname(self), '..', '..');
+
+/** Goals: register's rate against tuning by hand, tracing's against register. */
+export const GOALS = { registerVsTune: 0.95, traceVsRegister: 0.8 };
+const DEFAULTS = { rounds: 5, connections: 10_000 };
+const IN_FLIGHT = 32;
+const DEPTH = 30;
+const WARMUP = 2000;
+
+const ARMS = {
+  bare: { env: {}, flags: [] },
+  tune: { env: {}, flags: ['--tune'] },
+  register: { env: { SOCKTUNE_POLICY: 'gracefulHeartbeat' }, flags: [] },
+  trace: { env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_TRACE: '1' }, flags: [] },
+};
+
+// ---------------------------------------------------------------- child
+
+function deep(n, f) {
+  return n === 0 ? f() : deep(n - 1, f);
+}
+
+async function child(total, byHand) {
+  const socktune = byHand ? await import('../../dist/index.js') : undefined;
+  const policy = socktune?.presets.gracefulHeartbeat();
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.destroy());
+  });
+  if (socktune) socktune.tuneServer(server, policy);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  const one = () =>
+    new Promise((done) => {
+      const c = deep(DEPTH, () => net.connect(port, '127.0.0.1'));
+      if (socktune) socktune.tune(c, policy);
+      c.on('error', () => {});
+      c.once('connect', () => c.write('x'));
+      c.resume();
+      c.once('close', done);
+    });
+  const run = async (n) => {
+    let started = 0;
+    await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+      while (started < n) {
+        started++;
+        await one();
+      }
+    }));
+  };
+  await run(WARMUP);
+  const t0 = performance.now();
+  await run(total);
+  const seconds = (performance.now() - t0) / 1000;
+  // What register did (the bare arm has no configuration: importing it there would stop the process).
+  const registered = process.env.SOCKTUNE_POLICY ? (await import('socktune/register')).stats() : undefined;
+  process.stdout.write(`${JSON.stringify({ rate: total / seconds, seconds, registered })}\n`);
+  server.close();
+}
+
+// ---------------------------------------------------------------- parent
+
+function runArm(arm, connections) {
+  const env = { ...process.env };
+  for (const key of Object.keys(env)) if (key.startsWith('SOCKTUNE_') || key === 'NODE_OPTIONS') delete env[key];
+  Object.assign(env, ARMS[arm].env);
+  const flags = env.SOCKTUNE_POLICY ? ['--import', 'socktune/register'] : [];
+  return new Promise((resolvePromise, reject) => {
+    const args = [...flags, self, '--child', ...ARMS[arm].flags, '--connections', String(connections)];
+    const c = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+    c.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+    c.on('close', (code) => {
+      try {
+        if (code !== 0) throw new Error(`exit ${code}`);
+        resolvePromise(JSON.parse(out));
+      } catch (e) {
+        reject(new Error(`register bench, ${arm} arm: ${e.message}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
+  });
+}
+
+/**
+ * Runs the section. Returns `{ rows, json }`: rows for scripts/bench.mjs's table
+ * ([benchmark, result, ratio, goal, met]) and every measured number as JSON.
+ */
+export async function registerBench(options = {}) {
+  const o = { ...DEFAULTS, quiet: false, ...options };
+  const log = (m) => o.quiet || process.stderr.write(`${m}\n`);
+  const names = Object.keys(ARMS);
+  const runs = Object.fromEntries(names.map((n) => [n, []]));
+  try {
+    for (let round = 0; round < o.rounds; round++) {
+      for (const arm of round % 2 ? [...names].reverse() : names) {
+        const r = await runArm(arm, o.connections);
+        runs[arm].push(r);
+        log(`register: round ${round + 1}, ${arm}: ${r.rate.toFixed(0)} connections/s`);
+      }
+    }
+  } catch (err) {
+    const json = { available: false, error: String(err?.message ?? err).split('\n')[0], goals: GOALS };
+    return { rows: registerRows(json), json };
+  }
+  const rate = Object.fromEntries(names.map((n) => [n, median(runs[n].map((r) => r.rate))]));
+  const micros = (a, b) => (1 / rate[a] - 1 / rate[b]) * 1e6;
+  const ratio = { registerVsTune: rate.register / rate.tune, traceVsRegister: rate.trace / rate.register };
+  const json = {
+    available: true,
+    method: {
+      load: `${o.connections} connections per round after ${WARMUP} to warm up, ${IN_FLIGHT} in flight, loopback; connect() ${DEPTH} frames deep; client writes one byte, server destroys; both ends in the child process`,
+      arms: {
+        bare: 'node, no socktune',
+        tune: 'tuneServer(server, presets.gracefulHeartbeat()) and tune(socket, policy) after each connect()',
+        register: 'node --import socktune/register, SOCKTUNE_POLICY=gracefulHeartbeat',
+        trace: 'register + SOCKTUNE_TRACE=1',
+      },
+      rounds: `${o.rounds} per arm, alternating; medians`,
+    },
+    rate,
+    costMicros: { tune: micros('tune', 'bare'), register: micros('register', 'bare'), registerVsTune: micros('register', 'tune'), trace: micros('trace', 'register') },
+    ratio,
+    runs,
+    goals: GOALS,
+    met: { register: ratio.registerVsTune >= GOALS.registerVsTune, trace: ratio.traceVsRegister >= GOALS.traceVsRegister },
+  };
+  return { rows: registerRows(json), json };
+}
+
+/** Rows for a bench table: [benchmark, result, ratio, goal, met]. */
+export function registerRows(d) {
+  const yes = (m) => (m ? 'yes' : 'no');
+  if (!d.available) {
+    return [
+      ['register: policy on every connection vs by hand', `not run: ${d.error}`, '', `≥ ${d.goals.registerVsTune}× tune`, 'n/a'],
+      ['register: SOCKTUNE_TRACE=1', '', '', `≥ ${d.goals.traceVsRegister}× register`, 'n/a'],
+    ];
+  }
+  const cps = (x) => `${Math.round(x).toLocaleString('en')} conn/s`;
+  const us = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)} µs/conn`;
+  return [
+    ['register: short connections, no socktune', cps(d.rate.bare), '', '', ''],
+    ['register: by hand, tuneServer + tune (gracefulHeartbeat)', cps(d.rate.tune), `${us(d.costMicros.tune)} vs bare`, '', ''],
+    ['register: --import socktune/register (gracefulHeartbeat)', cps(d.rate.register), `${d.ratio.registerVsTune.toFixed(3)}× tune (${us(d.costMicros.registerVsTune)})`, `≥ ${d.goals.registerVsTune}× tune`, yes(d.met.register)],
+    ['register: + SOCKTUNE_TRACE=1', cps(d.rate.trace), `${d.ratio.traceVsRegister.toFixed(3)}× register (${us(d.costMicros.trace)})`, `≥ ${d.goals.traceVsRegister}× register`, yes(d.met.trace)],
+  ];
+}
+
+if (process.argv[1] === self) {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--child')) {
+    await child(intFlag('connections', DEFAULTS.connections, argv), argv.includes('--tune'));
+  } else {
+    const { rows, json } = await registerBench({
+      rounds: intFlag('rounds', DEFAULTS.rounds, argv),
+      connections: intFlag('connections', DEFAULTS.connections, argv),
+      quiet: argv.includes('--json'),
+    });
+    if (argv.includes('--json')) console.log(JSON.stringify(json, null, 2));
+    else {
+      printRows(rows);
+      console.log(`\n${JSON.stringify(json.method ?? { error: json.error })}`);
+    }
+    process.exitCode = json.available ? 0 : 1;
+  }
+}

@@ -45,9 +45,6 @@ export interface RegisterConfig {
   readonly trace: boolean;
 }
 
-/** The environment variables `socktune/register` reads. */
-export const ENV = ['SOCKTUNE_POLICY', 'SOCKTUNE_CONFIG', 'SOCKTUNE_TRACE'] as const;
-
 const presetNames = Object.keys(presets) as Array<keyof typeof presets>;
 const ruleKeys = ['name', 'direction', 'port', 'host', 'localPort', 'localAddress', 'policy'];
 const fileKeys = ['policy', 'rules', 'trace'];

@@ -133,3 +133,54 @@ describe('only real policies are accepted, read once', () => {
     expect(catchError(() => presets.gracefulHeartbeat(overrides as never))).toMatchObject({ code });
   });
 });
+
+describe("a peer's reset is not a dead peer", () => {
+  /** A server tuned with a fast-scanning guard, `n` connected clients, and the accepted sockets. */
+  async function connected(n: number, onConnection: (s: net.Socket) => void) {
+    const server = track(net.createServer(onConnection));
+    const guard = tuneServer(server, presets.gracefulHeartbeat({ scanInterval: 50 }));
+    const accepted: net.Socket[] = [];
+    server.on('connection', (s) => accepted.push(track(s)));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const clients = await Promise.all(Array.from({ length: n }, async () => {
+      const c = track(net.connect(port, '127.0.0.1'));
+      await once(c, 'connect');
+      return c;
+    }));
+    while (accepted.length < n) await once(server, 'connection');
+    return { guard, clients, accepted };
+  }
+
+  it('200 peers reset while the event loop is busy: a scan that sees the kernel close them first counts none as dead', async () => {
+    const { guard, clients, accepted } = await connected(200, (s) => s.resume());
+    const errors: string[] = [];
+    for (const s of accepted) s.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? ''));
+    for (const c of clients) c.resetAndDestroy();
+    // The RSTs are in the kernel now; Node has not read them (the loop is ours until we yield).
+    const until = performance.now() + 100;
+    while (performance.now() < until) { /* busy, as a loaded server is */ }
+    const seen = guard.scanNow();
+    expect(seen.states.CLOSE).toBe(200); // the kernel closed them all, before Node knew
+    for (let i = 0; i < 100 && guard.stats().tracked > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(guard.stats()).toMatchObject({ tracked: 0, closed: { dead: 0, reset: 0 } });
+    // Node read each reset itself, as without socktune.
+    expect(errors).toEqual(Array(200).fill('ECONNRESET'));
+  });
+
+  it('a paused socket (its buffer full, so Node stopped reading) whose peer reset: ended with ECONNRESET (reason reset), not counted dead', async () => {
+    const { guard, clients, accepted } = await connected(3, (s) => s.pause());
+    const errors: string[] = [];
+    for (const s of accepted) s.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? ''));
+    // Fill each server socket's buffer: Node stops reading the kernel then, and cannot see the RST.
+    for (const c of clients) c.write(Buffer.alloc(1024 * 1024));
+    for (let i = 0; i < 100 && !accepted.every((s) => s.readableLength >= s.readableHighWaterMark); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(accepted.every((s) => s.readableLength >= s.readableHighWaterMark)).toBe(true);
+    for (const c of clients) c.resetAndDestroy();
+    for (let i = 0; i < 100 && guard.stats().tracked > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(guard.stats()).toMatchObject({ tracked: 0, closed: { dead: 0, reset: 3 } });
+    expect(errors).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
+    expect(accepted.every((s) => s.destroyed)).toBe(true);
+  });
+});

@@ -64,9 +64,15 @@ export interface Policy {
   readonly scanInterval: number;
   /** Which closes end with RST instead of FIN. */
   readonly reset: ResetScope;
-  /** How long a reset waits for the kernel send queue to be acknowledged, in milliseconds. */
+  /**
+   * How long a reset waits while the peer acknowledges nothing new, in milliseconds: it restarts
+   * whenever the peer acknowledges more, so a slow reader that keeps reading is never cut off.
+   * Counted from `end()`/`destroy()`, even while Node's own buffer is still flushing.
+   */
   readonly drainTimeout: number;
-  /** What a reset does when `drainTimeout` passes with bytes still unacknowledged. */
+  /** A cap on a reset's whole wait, in milliseconds, however the peer progresses; `false`: none. */
+  readonly drainDeadline: number | false;
+  /** What a reset does when the peer stopped acknowledging (or `drainDeadline` passed) with bytes unacknowledged. */
   readonly onDrainTimeout: DrainTimeoutAction;
   /**
    * Pools (agents, undici): how long an idle pooled connection may wait for reuse when the server
@@ -98,6 +104,7 @@ const base: Omit<Policy, 'name'> = {
   scanInterval: 5000,
   reset: false,
   drainTimeout: 5000,
+  drainDeadline: false,
   onDrainTimeout: 'reset',
   poolIdleTimeout: 3000,
   poolIdleMargin: 1000,
@@ -138,6 +145,7 @@ function check(policy: Policy): Policy {
   }
   checkInteger('policy.scanInterval', policy.scanInterval, { min: 10, max: 2 ** 31 - 1 });
   checkInteger('policy.drainTimeout', policy.drainTimeout, { min: 0, max: 2 ** 31 - 1 });
+  if (policy.drainDeadline !== false) checkInteger('policy.drainDeadline', policy.drainDeadline, { min: 0, max: 2 ** 31 - 1 });
   checkInteger('policy.poolIdleTimeout', policy.poolIdleTimeout, never);
   checkInteger('policy.poolIdleMargin', policy.poolIdleMargin, { min: 0, max: 2 ** 31 - 1 });
   if (policy.reset !== false && policy.reset !== 'always' && policy.reset !== 'timeout') {
@@ -277,11 +285,15 @@ function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
  * Defaults and why:
  * - `reset: 'always'`; use `'timeout'` for nginx's narrower `reset_timedout_connection` (RST only
  *   for connections closed on a timeout or deadline).
- * - `drainTimeout: 5 s`: long enough for a full send buffer to drain at WAN speeds; bounded so a
- *   reader that stopped reading cannot hold the connection.
- * - `onDrainTimeout: 'reset'`: a peer that acknowledged nothing for 5 s is stuck or gone; the
- *   connection is reset and the unacknowledged byte count is reported (never silently). Choose
- *   `'fin'` to fall back to a normal close that keeps delivering.
+ * - `drainTimeout: 5 s` without progress: a peer that keeps acknowledging, however slowly, gets
+ *   everything; one that acknowledged nothing new for 5 s has stopped reading (or vanished) and
+ *   cannot hold the connection. The wait starts at `end()`/`destroy()`, even while Node's own
+ *   buffer is still flushing. `drainDeadline` (off) caps the whole wait when that matters more.
+ * - `onDrainTimeout: 'reset'`: the connection is reset and the bytes at risk are reported, never
+ *   silently: the socket fails with `ERR_SOCKTUNE_DRAIN_TIMEOUT` (`error.bytesAtRisk`) —
+ *   `socket.errored`, `'close'` with `hadError` true, the `end()` callback's error, and `'error'` when
+ *   the application listens for it (an unheard `'error'` would crash the process, so it is not
+ *   emitted then). Choose `'fin'` to fall back to a normal close that keeps delivering.
  *
  * What the peer sees: every byte written, then ECONNRESET instead of an end-of-stream (a Node.js 20
  * peer with bytes still unread when the RST arrives may see a plain end-of-stream).

@@ -40,8 +40,8 @@ describe.runIf(canUse('ip', 'nft', 'ss'))('ws and fetch recipes against a server
     rmSync(logs, { recursive: true, force: true });
   });
 
-  it('each policy client\'s connection holds the policy; the controls hold Node\'s', () => {
-    const sockets = ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+  it('each policy client\'s connection holds the policy; the controls hold Node\'s', async () => {
+    const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) expectRecipePolicy(arm, sockets, `${arm.lib} ${arm.mode}`);
   });
 

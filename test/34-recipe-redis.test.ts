@@ -53,20 +53,21 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'redis-server', 'redis-cli'))
   });
 
   it('the policy is on the connection: strace, ss, and readOptions(redis.stream)', async () => {
-    const sockets = ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+    const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) expectRecipePolicy(arm, sockets, `ioredis ${arm.mode}`);
     await expectOptionsRead(arms, 1, 'ioredis');
   });
 
   it('keeps the policy across a reconnect: the server kills every client and ioredis connects again', async () => {
-    const before = new Map(arms.map((a) => [a, ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]).find((s) => s.pid === a.app.ready.pid)!.localPort]));
+    const connected = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+    const before = new Map(arms.map((a) => [a, connected.find((s) => s.pid === a.app.ready.pid)!.localPort]));
     expect(Number(cli('CLIENT', 'KILL', 'TYPE', 'normal'))).toBe(3);
     for (const arm of arms) {
       const again = await arm.app.until((l) => l.event === 'connect' && l.n === 2, 10_000);
       expect(again, `ioredis ${arm.mode} did not reconnect`).toBeDefined();
       expect(await arm.app.send('ping')).toEqual({ pong: 'PONG' });
     }
-    const sockets = ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+    const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) {
       const [now] = expectRecipePolicy(arm, sockets, `ioredis ${arm.mode} after reconnect`);
       expect(now.localPort, 'a new connection').not.toBe(before.get(arm));

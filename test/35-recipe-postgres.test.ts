@@ -83,7 +83,7 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a Pos
   });
 
   it('the policy is on the pooled connection: strace, ss, and readOptions(client.connection.stream)', async () => {
-    const sockets = ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+    const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) expectRecipePolicy(arm, sockets, `pg ${arm.mode}`);
     await expectOptionsRead(arms, 1, 'pg');
   });
@@ -99,7 +99,7 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a Pos
       const { backend } = await arm.app.send('query');
       expect(backend, 'a new backend').not.toBe(backends.get(arm));
     }
-    const sockets = ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
+    const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) expectRecipePolicy(arm, sockets, `pg ${arm.mode} after the backend was terminated`);
     await expectOptionsRead(arms, 2, 'pg');
   });

@@ -214,16 +214,19 @@ export interface SsSocket {
   fd?: number;
   /** The keepalive timer's remaining time (ms), when the kernel runs one. */
   keepAliveTimer?: number;
+  /** Bytes sent and not yet acknowledged: while there are any, ss shows the retransmission timer instead of keepalive's. */
+  sendQ: number;
   /** ms since the last data received (ss -i `lastrcv`). */
   lastrcv: number;
   /** ms since the last ACK received (ss -i `lastack`), keepalive probes' answers included. */
   lastack: number;
+  /** ss's line, for messages. */
+  line: string;
 }
 
 const port = (endpoint: string) => Number(endpoint.slice(endpoint.lastIndexOf(':') + 1));
 
-/** Established TCP sockets in `ns` (default: this process's namespace), as `ss -Htnpoi` shows them (filter: an ss address filter). */
-export function ssSockets(ns: string | undefined, filter: string[] = []): SsSocket[] {
+function ssOnce(ns: string | undefined, filter: string[]): SsSocket[] {
   const ss = ['ss', '-Htnpoi', 'state', 'established', ...filter];
   const out = ns === undefined ? execFileSync(ss[0], ss.slice(1), { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, ...ss], { encoding: 'utf8' });
   const sockets: SsSocket[] = [];
@@ -232,13 +235,12 @@ export function ssSockets(ns: string | undefined, filter: string[] = []): SsSock
     if (/^\s/.test(line)) {
       // The -i line of the socket above.
       const last = sockets[sockets.length - 1];
-      const rcv = /lastrcv:(\d+)/.exec(line);
-      const ack = /lastack:(\d+)/.exec(line);
-      if (last && rcv) last.lastrcv = Number(rcv[1]);
-      if (last && ack) last.lastack = Number(ack[1]);
+      // ss leaves a zero out.
+      if (last) last.lastrcv = Number(/lastrcv:(\d+)/.exec(line)?.[1] ?? 0);
+      if (last) last.lastack = Number(/lastack:(\d+)/.exec(line)?.[1] ?? 0);
       continue;
     }
-    const [, , local, peer] = line.split(/\s+/);
+    const [, sendQ, local, peer] = line.split(/\s+/);
     const users = /pid=(\d+),fd=(\d+)/.exec(line);
     const timer = /timer:\(keepalive,([^,]+),/.exec(line);
     sockets.push({
@@ -249,11 +251,28 @@ export function ssSockets(ns: string | undefined, filter: string[] = []): SsSock
       pid: users ? Number(users[1]) : undefined,
       fd: users ? Number(users[2]) : undefined,
       keepAliveTimer: timer ? ssDuration(timer[1]) : undefined,
-      lastrcv: Number.NaN,
-      lastack: Number.NaN,
+      sendQ: Number(sendQ),
+      lastrcv: 0,
+      lastack: 0,
+      line: line.trim().replace(/\s+/g, ' '),
     });
   }
   return sockets;
+}
+
+/**
+ * Established TCP sockets in `ns` (default: this process's namespace) of processes (ss -p), as
+ * `ss -Htnpoi` shows them (filter: an ss address filter). ss shows one timer per socket, and while
+ * written bytes are unacknowledged that is the retransmission timer, not keepalive's: a response or
+ * a TLS session ticket just written. So this waits (up to 5 s) until none has bytes in flight.
+ */
+export async function ssSockets(ns: string | undefined, filter: string[] = []): Promise<SsSocket[]> {
+  const deadline = performance.now() + 5000;
+  for (;;) {
+    const sockets = ssOnce(ns, filter).filter((s) => s.pid !== undefined);
+    if (sockets.every((s) => s.sendQ === 0) || performance.now() > deadline) return sockets;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /**

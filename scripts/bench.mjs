@@ -4,8 +4,9 @@
 // a C sock_diag floor, ss and /proc, and the collector's event-loop stalls during scrapes
 // (scripts/bench/scrape.mjs); then the policies: short-connection churn closed by destroy(),
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
-// (deadpeer.mjs) and the guarded http.Server under wrk (guard.mjs). Prints a table; with --json
-// prints only a JSON object.
+// (deadpeer.mjs) and the guarded http.Server under wrk (guard.mjs); then socktune/register and
+// SOCKTUNE_TRACE=1 per connection (register.mjs). Prints a table; with --json prints only a JSON
+// object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -18,6 +19,7 @@ import { scrapeBench } from './bench/scrape.mjs';
 import { churn, churnNotes, churnRows } from './bench/churn.mjs';
 import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
 import { guardBench } from './bench/guard.mjs';
+import { registerBench } from './bench/register.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -167,6 +169,7 @@ async function main() {
   const churned = (await churn({ quiet: json })).json;
   const deadPeer = (await deadPeerBench({ quiet: json })).json;
   const guarded = await guardBench({ quiet: json });
+  const registered = await registerBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -225,6 +228,8 @@ async function main() {
     deadPeer,
     guard: guarded.json,
     guardRows: guarded.rows,
+    register: registered.json,
+    registerRows: registered.rows,
   };
 }
 
@@ -262,6 +267,7 @@ function printTable(r) {
     ...churnRows(r.churn),
     ...deadPeerRows(r.deadPeer),
     ...r.guardRows,
+    ...r.registerRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);

@@ -47,4 +47,5 @@ export { tuneServer } from './integrations/server.js';
 export { createAgent, createHttpsAgent, PolicyAgent, PolicyHttpsAgent } from './integrations/agent.js';
 export type { PoolPolicy, PolicyAgentOptions, PolicyHttpsAgentOptions, KeepAliveAgentOptions, AgentStatus, AgentCounters } from './integrations/agent.js';
 export { createConnector, createDispatcher } from './integrations/undici.js';
+export { registeredGuards } from './register/process.js';
 export type { PolicyConnector, PolicyDispatcher, Connector, ConnectorOptions, ConnectorCallback } from './integrations/undici.js';

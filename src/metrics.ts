@@ -10,6 +10,7 @@ import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError } fro
 import type { Registry } from 'prom-client';
 import { Guard } from './guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';
+import { registeredGuards } from './register/process.js';
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
@@ -28,7 +29,10 @@ export interface CollectorOptions {
    * scrape). An audit reads ~15 files on the event loop; settings rarely change between scrapes.
    */
   auditMaxAge?: number;
-  /** Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`). */
+  /**
+   * Connection guards to export, by the name used as their `guard` label (e.g. `{ api: tuneServer(server, policy) }`).
+   * Those `socktune/register` created are exported too, by rule name (`default`), unless a guard given here has that name.
+   */
   guards?: Record<string, Guard>;
   /** Count the closes socktune performs (the `socktune:close` channel) by reason and method (default true). */
   closes?: boolean;
@@ -181,7 +185,7 @@ export async function createCollector(options?: CollectorOptions): Promise<Colle
     },
   });
 
-  const guards = Object.entries(options.guards ?? {});
+  const guards = Object.entries({ ...registeredGuards(), ...options.guards });
   if (guards.length > 0) {
     gauge({
       name: `${prefix}guard_connections`,

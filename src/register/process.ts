@@ -1,0 +1,293 @@
+/**
+ * The process-wide layer behind `socktune/register`: every TCP connection the process opens or
+ * accepts gets the policy of the first rule that matches it, from Node's diagnostics channels,
+ * through the same `adopt` the integrations use (TCP tuned, anything else passed through and
+ * counted, a kernel refusal destroys the connection). One guard per rule.
+ *
+ * What Node publishes, and when (each checked by test/32-register.test.ts on every Node the suite
+ * runs on):
+ * - `net.client.socket`: Node 22 and 24 publish it at the start of every `Socket#connect()`
+ *   (`net.connect`, `new net.Socket().connect()`, `tls.connect`; nodejs/node#58349). Node 20
+ *   publishes it only from `net.connect()`/`net.createConnection()`, so there `Socket#connect` is
+ *   wrapped to see the rest (pg's `new net.Socket()`, `tls.connect`). Either way the socket has
+ *   not started connecting: it is settled on its `'connect'` event, ahead of the application's
+ *   listeners, when its addresses are known.
+ * - `net.server.socket`: after the server's `'connection'` event, with the accepted socket. On a
+ *   TLS server that is the raw socket under the TLS layer; the TLS socket is settled on
+ *   `'secureConnection'` instead, the moment the handshake is done.
+ * - `tracing:net.server.listen:asyncStart`: in `server.listen()`, on the application's stack (the
+ *   origin of the server's connections under trace).
+ * - `undici:client:connected`: fetch's connection once connected (TLS: after the handshake); the
+ *   net channels have settled it already, so this catches only sockets a connector made without
+ *   `connect()`.
+ * @module
+ */
+import dc from 'node:diagnostics_channel';
+import net from 'node:net';
+import tls from 'node:tls';
+import { Guard, type GuardCloseEvent, type ShutdownOptions, type ShutdownReport } from '../guard/guard.js';
+import { recordOrigin } from '../guard/origin.js';
+import { policyOf } from '../policy/close.js';
+import { adopt } from '../integrations/tune.js';
+import { socktuneError } from '../errors.js';
+import type { Direction, RegisterConfig, Rule } from './config.js';
+import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
+
+/** What the registration did with the connections it saw. */
+export interface RegisterStats {
+  /** Connections this process opened, once connected. */
+  opened: number;
+  /** Connections this process's servers accepted (TLS: once the handshake was done). */
+  accepted: number;
+  /** Connections that got a rule's policy. */
+  tuned: number;
+  /** Connections a matching rule's policy cannot apply to (Unix-domain sockets): passed through untouched. */
+  untuned: number;
+  /** Connections the application had put under a policy itself (`tune`, `tuneServer`, `createAgent`, `createDispatcher`): left to it. */
+  explicit: number;
+  /** Connections no rule matched, or whose rule's policy is `false`: left untouched. */
+  unmatched: number;
+  /** Connections destroyed because the kernel refused the policy (a policy fails closed). */
+  refused: number;
+}
+
+interface Entry {
+  rule: Rule;
+  /** The rule's guard; none for a rule whose policy is `false`. */
+  guard?: Guard;
+}
+
+interface Registration {
+  config: RegisterConfig;
+  entries: Entry[];
+  guards: Readonly<Record<string, Guard>>;
+  stats: RegisterStats;
+}
+
+const kPending = Symbol('socktune.register.pending');
+const kSettled = Symbol('socktune.register.settled');
+const kOrigin = Symbol('socktune.register.origin');
+const kDirection = Symbol('socktune.register.direction');
+const kEndpoints = Symbol('socktune.register.endpoints');
+
+interface Marked {
+  [kPending]?: boolean;
+  [kSettled]?: boolean;
+  [kOrigin]?: string;
+  [kDirection]?: Direction;
+  [kEndpoints]?: string;
+}
+
+let active: Registration | undefined;
+const adopted = new WeakMap<net.Socket, Guard>();
+const watchedServers = new WeakSet<net.Server>();
+const serverOrigins = new WeakMap<net.Server, string>();
+
+/** The guards `socktune/register` created in this process, by rule name (`default` for `SOCKTUNE_POLICY`); empty when it is not loaded. */
+export function registeredGuards(): Readonly<Record<string, Guard>> {
+  return active?.guards ?? {};
+}
+
+/**
+ * The guard that tracks `socket`'s deadlines, for a connection `socktune/register` put under a
+ * policy; `undefined` for any other socket.
+ */
+export function guardOf(socket: net.Socket): Guard | undefined {
+  return adopted.get(socket);
+}
+
+/** What `socktune/register` did so far (all zero when it is not loaded). */
+export function registerStats(): RegisterStats {
+  return { ...(active?.stats ?? emptyStats()) };
+}
+
+function emptyStats(): RegisterStats {
+  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0 };
+}
+
+/** An IPv4 address as a dual-stack socket reports it (`::ffff:10.0.0.1`), as people write it. */
+function plain(address: string | undefined): string | undefined {
+  if (address === undefined) return undefined;
+  const a = address.toLowerCase();
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+function matches(rule: Rule, direction: Direction, socket: net.Socket): boolean {
+  if (rule.direction !== undefined && rule.direction !== direction) return false;
+  // Each address is read (getpeername/getsockname, then cached by Node) only if a rule asks.
+  if (rule.port !== undefined && !rule.port.includes(socket.remotePort as number)) return false;
+  if (rule.localPort !== undefined && !rule.localPort.includes(socket.localPort as number)) return false;
+  if (rule.host !== undefined) {
+    const name = (socket as net.Socket & { _host?: string | null })._host?.toLowerCase();
+    const address = plain(socket.remoteAddress);
+    if (!rule.host.some((h) => h === name || plain(h) === address)) return false;
+  }
+  if (rule.localAddress !== undefined) {
+    const address = plain(socket.localAddress);
+    if (!rule.localAddress.some((a) => plain(a) === address)) return false;
+  }
+  return true;
+}
+
+/** Gives a connection, now connected, the policy of the first rule that matches it. */
+function settle(socket: net.Socket, direction: Direction, server?: net.Server): void {
+  const r = active;
+  const s = socket as net.Socket & Marked;
+  if (r === undefined || s[kSettled] === true || socket.destroyed) return;
+  s[kSettled] = true;
+  const stats = r.stats;
+  stats[direction]++;
+  // The application's own choice, made before this (tuneServer and the agents tune first).
+  if (policyOf(socket) !== undefined) {
+    stats.explicit++;
+    return;
+  }
+  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
+  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
+    stats.unmatched++;
+    return;
+  }
+  if (r.config.trace) {
+    const origin = direction === 'opened' ? s[kOrigin] : server && serverOrigins.get(server);
+    recordOrigin(socket, origin ?? (direction === 'opened' ? 'connect (not seen)' : 'listen (before socktune/register was loaded)'));
+    s[kOrigin] = undefined;
+    s[kDirection] = direction;
+  }
+  if (adopt(socket, entry.rule.policy, entry.guard)) {
+    stats.tuned++;
+    adopted.set(socket, entry.guard);
+  } else if (socket.destroyed) {
+    stats.refused++;
+  } else {
+    stats.untuned++;
+  }
+}
+
+function onConnect(this: net.Socket): void {
+  this.removeListener('connect', onConnect);
+  (this as net.Socket & Marked)[kPending] = false;
+  settle(this, 'opened');
+}
+
+/** A client socket about to connect: settled on `'connect'`, before the application's listeners. */
+function opening(socket: net.Socket, below: (...args: never[]) => unknown): void {
+  const s = socket as net.Socket & Marked;
+  // Node 20's net.connect() publishes and then calls Socket#connect (seen again through the wrap).
+  if (s[kPending] === true) return;
+  s[kPending] = true;
+  // A socket object may connect again after it closed: that is a new connection.
+  s[kSettled] = false;
+  if (active?.config.trace) s[kOrigin] = captureOrigin('connect', below);
+  socket.prependListener('connect', onConnect);
+}
+
+function onClientSocket(message: unknown): void {
+  const socket = (message as { socket?: unknown } | null)?.socket;
+  if (socket instanceof net.Socket) opening(socket, onClientSocket);
+}
+
+function onSecureConnection(this: tls.Server, socket: tls.TLSSocket): void {
+  settle(socket, 'accepted', this);
+}
+
+/** A TLS server's connections are settled as TLS sockets, once the handshake is done. */
+function watchServer(server: net.Server): void {
+  if (watchedServers.has(server)) return;
+  watchedServers.add(server);
+  if (server instanceof tls.Server) server.prependListener('secureConnection', onSecureConnection);
+}
+
+function onServerSocket(message: unknown): void {
+  const socket = (message as { socket?: unknown } | null)?.socket;
+  if (!(socket instanceof net.Socket)) return;
+  const server = (socket as net.Socket & { server?: net.Server }).server;
+  if (server instanceof tls.Server) return watchServer(server); // the raw socket under the TLS layer
+  settle(socket, 'accepted', server);
+}
+
+function onListen(message: unknown): void {
+  const server = (message as { server?: unknown } | null)?.server;
+  if (!(server instanceof net.Server)) return;
+  watchServer(server);
+  if (active?.config.trace) serverOrigins.set(server, captureOrigin('listen', onListen));
+}
+
+function onUndiciConnected(message: unknown): void {
+  const socket = (message as { socket?: unknown } | null)?.socket;
+  if (socket instanceof net.Socket && (socket as net.Socket & Marked)[kPending] !== true) settle(socket, 'opened');
+}
+
+/**
+ * Whether this Node publishes `net.client.socket` from every `Socket#connect()` (Node 22.17+/24:
+ * nodejs/node#58349) rather than only from `net.connect()` (Node 20). Read from the method itself,
+ * so a backport is picked up without a version table. @internal
+ */
+export function connectPublishes(): boolean {
+  return Function.prototype.toString.call(net.Socket.prototype.connect).includes('netClientSocketChannel');
+}
+
+function wrapConnect(): void {
+  type Connect = (this: net.Socket, ...args: unknown[]) => net.Socket;
+  const proto = net.Socket.prototype as unknown as { connect: Connect };
+  const original = proto.connect;
+  proto.connect = function connect(this: net.Socket, ...args: unknown[]): net.Socket {
+    opening(this, connect);
+    return original.apply(this, args);
+  };
+}
+
+/** Under trace: one stderr line for each half-closed or idle connection a guard closes. */
+function traceCloses(guard: Guard, name: string): void {
+  guard.on('closing', (event: GuardCloseEvent) => {
+    const s = event.socket as net.Socket & Marked;
+    if (tracedReasons.has(event.reason)) s[kEndpoints] = endpoints(s, s[kDirection] ?? 'opened');
+  });
+  guard.on('closed', (event: GuardCloseEvent) => {
+    if (!tracedReasons.has(event.reason)) return;
+    process.stderr.write(traceLine(event, name, (event.socket as net.Socket & Marked)[kEndpoints] ?? '?'));
+  });
+}
+
+/**
+ * Starts applying `config` to every TCP connection this process opens or accepts from now on.
+ * Once per process (per thread): a second call throws.
+ *
+ * @returns the guards, one per rule with a policy, by rule name
+ */
+export function register(config: RegisterConfig): Readonly<Record<string, Guard>> {
+  if (active !== undefined) throw socktuneError('ERR_SOCKTUNE_CONFIG', 'socktune/register is already active in this process');
+  const entries: Entry[] = [];
+  const guards: Record<string, Guard> = {};
+  for (const rule of config.rules) {
+    if (rule.policy === false) {
+      entries.push({ rule });
+      continue;
+    }
+    const guard = new Guard(rule.policy);
+    if (config.trace) traceCloses(guard, rule.name);
+    guards[rule.name] = guard;
+    entries.push({ rule, guard });
+  }
+  active = { config, entries, guards: Object.freeze(guards), stats: emptyStats() };
+  dc.subscribe('net.client.socket', onClientSocket);
+  dc.subscribe('net.server.socket', onServerSocket);
+  dc.subscribe('tracing:net.server.listen:asyncStart', onListen);
+  dc.subscribe('undici:client:connected', onUndiciConnected);
+  if (!connectPublishes()) wrapConnect();
+  return active.guards;
+}
+
+/**
+ * Graceful shutdown of every registered guard at once (see `Guard#close`): the connections they
+ * track are ended (the peer sees EOF), waited for up to `timeout`, then closed. Servers are not
+ * stopped: call `server.close()` first.
+ */
+export async function closeRegistered(options?: ShutdownOptions): Promise<ShutdownReport> {
+  const start = performance.now();
+  const reports = await Promise.all(Object.values(registeredGuards()).map((g) => g.close(options)));
+  return {
+    ended: reports.reduce((n, r) => n + r.ended, 0),
+    forced: reports.reduce((n, r) => n + r.forced, 0),
+    elapsed: performance.now() - start,
+  };
+}

@@ -1,0 +1,8 @@
+/**
+ * The CommonJS entry of `socktune/register`, for `node --require socktune/register` and CommonJS
+ * applications. It loads the ES module (Node >= 20.19 requires ES modules synchronously), so
+ * `require` and `import` share one registration and one set of guards.
+ * @module
+ */
+import register = require('./index.js');
+export = register;

@@ -7,6 +7,7 @@ import { connectionStates } from './diagnose/states.js';
 import { netCounters, sockstat } from './diagnose/proc.js';
 import { sysctlAudit } from './diagnose/audit.js';
 import { codes, socktuneError } from './errors.js';
+/** @ts-ignore prom-client is an optional peer: without it, `Registry` is `any` (the line stays in the published .d.ts). */
 import type { Registry } from 'prom-client';
 import type { Guard } from './guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';

@@ -21,6 +21,8 @@ export const codes = {
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
   /** An optional peer dependency (prom-client) is not installed. */
   MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
+  /** No native addon fits this platform or loads here (no prebuild and no source build). */
+  NO_ADDON: 'ERR_SOCKTUNE_NO_ADDON',
 } as const;
 
 /** An error from the kernel, shaped like Node's system errors. */

@@ -56,7 +56,7 @@ export function fetchPackage(spec, dir, { usable = () => true, refresh = false, 
   mkdirSync(tmp, { recursive: true });
   const fail = (message, detail) => Object.assign(new Error(message), { detail });
   try {
-    const packed = run('npm', ['pack', spec, '--json', '--pack-destination', tmp], { cwd: tmp, env: cleanEnv(), timeout: 15 * 60_000 });
+    const packed = run('npm', ['pack', spec, '--json', '--prefer-offline', '--pack-destination', tmp], { cwd: tmp, env: cleanEnv(), timeout: 15 * 60_000 });
     let filename;
     try {
       filename = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0].filename;

@@ -210,6 +210,21 @@ Napi::Value Cookie(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), rc);
 }
 
+// socketError(fd): SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
+Napi::Value SocketError(const Napi::CallbackInfo& info) {
+  AddonData* d = Data(info);
+  int fd;
+  int rc = TakeFd(info, d, &fd);
+  if (rc == ST_OK) {
+    rc = st::socket_error(fd, d->slots + S_QUEUES);
+    if (rc != 0) {
+      d->slots[S_FAILED_OPTION] = -1;
+      d->slots[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+    }
+  }
+  return Napi::Number::New(info.Env(), rc);
+}
+
 // Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in info[0]
 // limits the dump to those sockets (the process view).
 bool TakeDiagFilter(const Napi::CallbackInfo& info, AddonData* d, st::DiagFilter* f) {
@@ -353,6 +368,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("queues", Napi::Function::New(env, Queues, "queues"));
   exports.Set("cookie", Napi::Function::New(env, Cookie, "cookie"));
   exports.Set("lingerIfDrained", Napi::Function::New(env, LingerIfDrained, "lingerIfDrained"));
+  exports.Set("socketError", Napi::Function::New(env, SocketError, "socketError"));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("constants", Constants(env));

@@ -65,6 +65,10 @@ int linger_if_drained(int fd, int32_t* outq);
 // SO_COOKIE: the kernel's stable identity for this socket, never reused while the system runs.
 int cookie(int fd, uint64_t* value);
 
+// SO_ERROR: the socket's pending error as a positive errno (0 for none). Reading it clears it, so
+// only a caller about to close the socket itself may take it.
+int socket_error(int fd, int32_t* err);
+
 // Kernel TCP state names indexed by tcpi_state (ESTABLISHED = 1 ...); count written to *n.
 const char* const* tcp_state_names(int* n);
 

@@ -131,4 +131,12 @@ int check_tcp(int fd) {
   return 0;
 }
 
+int socket_error(int fd, int32_t* err) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len) != 0) return -errno;
+  *err = value;
+  return 0;
+}
+
 }  // namespace st

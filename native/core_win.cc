@@ -41,5 +41,6 @@ int tcp_info(int, double*) { return -ENOTSUP; }
 int queues(int, int32_t*, int32_t*, int32_t*) { return -ENOTSUP; }
 int linger_if_drained(int, int32_t*) { return -ENOTSUP; }
 int cookie(int, uint64_t*) { return -ENOTSUP; }
+int socket_error(int, int32_t*) { return -ENOTSUP; }
 
 }  // namespace st

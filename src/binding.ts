@@ -26,6 +26,8 @@ export interface NativeBinding {
   cookie(fd: number): number;
   /** SIOCOUTQ into `slots[layout.queues]`; when 0, also SO_LINGER {on, 0} (the next close sends RST). */
   lingerIfDrained(fd: number): number;
+  /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
+  socketError(fd: number): number;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */

@@ -21,6 +21,11 @@ export const codes = {
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
   /** An optional peer dependency (prom-client) is not installed. */
   MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
+  /**
+   * A reset-on-close gave up: the peer stopped acknowledging (or the drain deadline passed) and
+   * the connection was reset with bytes unacknowledged (`error.bytesAtRisk`).
+   */
+  DRAIN_TIMEOUT: 'ERR_SOCKTUNE_DRAIN_TIMEOUT',
   /** No native addon fits this platform or loads here (no prebuild and no source build). */
   NO_ADDON: 'ERR_SOCKTUNE_NO_ADDON',
 } as const;

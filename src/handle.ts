@@ -41,8 +41,22 @@ function notTcp(what: string): Error {
  * Throws for anything that is not a live TCP socket.
  */
 export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
+  if (socket instanceof net.Socket && socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+  return findHandle(socket, name);
+}
+
+/**
+ * The TCP handle of a connected socket whose `destroy()` is under way but whose handle is still
+ * open (a reset policy drains the send queue between `destroy()` and closing the handle).
+ */
+export function closingHandle(socket: net.Socket): object {
+  const found = findHandle(socket, 'socket');
+  if ('pending' in found) throw socktuneError(codes.NOT_CONNECTED, 'The socket is still connecting');
+  return found.handle;
+}
+
+function findHandle(socket: unknown, name: string): HandleLookup {
   if (socket instanceof net.Socket) {
-    if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
     let handle = (socket as unknown as WithHandle)._handle;
     // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
     if (socket instanceof tls.TLSSocket && handle != null) handle = handle._parent as WithHandle['_handle'];
@@ -144,4 +158,26 @@ export function pendingWriteBytes(socket: net.Socket): number {
   const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
   const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
   return socket.writableLength - inHandle + queued;
+}
+
+/**
+ * Whether Node is reading `socket` from the kernel now (libuv's read is on). A socket that is not
+ * (paused with a full buffer, or never resumed) does not see the peer's FIN or RST until it reads:
+ * only the kernel knows.
+ */
+export function isReading(socket: net.Socket): boolean {
+  return ((socket as unknown as WithHandle)._handle as { reading?: boolean } | null | undefined)?.reading === true;
+}
+
+/**
+ * Whether `socket` carries a TCP connection (Node's TCP handle, under TLS too) or is still
+ * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.
+ */
+export function isTcpSocket(socket: net.Socket): boolean {
+  try {
+    findHandle(socket, 'socket');
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -181,6 +181,12 @@ function encode(options: SocketOptions): number {
   return cursor;
 }
 
+function applyLinger(handle: object): void {
+  slots[layout.ids] = ID.linger;
+  slots[layout.values] = 0;
+  applyEncoded(handle, 1);
+}
+
 function applyEncoded(handle: object, n: number): void {
   slots[layout.count] = n;
   call(native.apply, handle);
@@ -370,6 +376,35 @@ export function lingerIfDrained(socket: TcpSocketLike): number {
   return slots[layout.queues];
 }
 
+/**
+ * The reset path on a handle (see `closingHandle`): bytes still in the kernel send queue
+ * (SIOCOUTQ), without the TCP-type check (socket-level requests).
+ * @internal
+ */
+export function handleSendQueue(handle: object): number {
+  call(native.queues, handle, false);
+  return slots[layout.queues];
+}
+
+/**
+ * The reset path on a handle: SIOCOUTQ, and SO_LINGER 0 when it is empty (one native call).
+ * Returns the bytes still queued: 0 means the next close sends RST.
+ * @internal
+ */
+export function handleLingerIfDrained(handle: object): number {
+  call(native.lingerIfDrained, handle, false);
+  return slots[layout.queues];
+}
+
+/**
+ * The reset path on a handle: SO_LINGER 0 now, whatever is queued (the next close sends RST and
+ * discards it).
+ * @internal
+ */
+export function handleLingerZero(handle: object): void {
+  applyLinger(handle);
+}
+
 /** The activity the connection guard reads from TCP_INFO in one call. */
 export interface TcpActivity {
   /** Kernel state name. */
@@ -378,6 +413,8 @@ export interface TcpActivity {
   lastDataReceived: number;
   /** Milliseconds since data was last sent. */
   lastDataSent: number;
+  /** Bytes received over the connection's life (TCP_INFO bytes_received), counted by the kernel. */
+  bytesReceived: number;
 }
 
 const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;
@@ -386,13 +423,24 @@ const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) a
  * The kernel state and last-activity times of a connection (one TCP_INFO read, no object for the
  * other fields). Writes into `out` so a scan over many sockets allocates nothing. Linux only.
  */
-export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0 }): TcpActivity {
+export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, bytesReceived: 0 }): TcpActivity {
   requirePlatform('tcpInfo', 'TCP_INFO');
   call(native.tcpInfo, connectedHandle(socket));
   out.state = (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
   out.lastDataReceived = infoSlots[I.lastDataReceived];
   out.lastDataSent = infoSlots[I.lastDataSent];
+  out.bytesReceived = infoSlots[I.bytesReceived];
   return out;
+}
+
+/**
+ * Takes the socket's pending error (SO_ERROR) as a positive errno, 0 for none. Reading it clears
+ * it: only for a socket the caller is about to destroy itself (the guard, for a connection the
+ * kernel closed while Node was not reading it).
+ */
+export function takeSocketError(socket: TcpSocketLike): number {
+  call(native.socketError, connectedHandle(socket));
+  return slots[layout.queues];
 }
 
 /** The kernel state of a connection (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), from TCP_INFO. Linux only. */

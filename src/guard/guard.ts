@@ -1,21 +1,31 @@
 /**
  * The connection guard: finds connections the application will never close (CLOSE_WAIT, FIN_WAIT2,
- * idle, silent after a heartbeat, dead in the kernel) and closes them on deadlines through the
- * policy, with statistics and events as evidence.
+ * idle, silent after a heartbeat, closed by the kernel while nobody reads) and closes them on
+ * deadlines through the policy, with statistics and events as evidence.
  *
- * One timer per guard, no timer or listener per event: every tick reads TCP_INFO (state and
- * last-activity times) of a bounded slice of the tracked connections, so each is visited once per
- * `scanInterval` whatever the connection count. The kernel scan is what sees a paused socket's
- * CLOSE_WAIT: JavaScript gets no `'end'` until it reads.
+ * One timer per guard, no timer or listener per connection. Every tick visits a bounded slice of
+ * the tracked connections, so each is visited once per `scanInterval` whatever the count. A visit
+ * costs no system call when Node itself can see the connection's state: a socket Node is reading
+ * sees the peer's FIN (and RST) as it arrives, and activity is the byte counters Node keeps. The
+ * kernel (one TCP_INFO read) is asked only where Node cannot know: a socket Node is not reading
+ * (paused: its CLOSE_WAIT is the kernel's secret), a connection this side has ended (which FIN
+ * state), and a deadline about to pass (idle: the kernel's last-receive and last-send times; a
+ * heartbeat: the kernel's count of bytes received since the ping — exact, never a 4 ms timestamp).
+ *
+ * Per connection the guard keeps a few numbers in typed arrays indexed by a slot, and the socket
+ * carries its slot and a shared `_destroy` shadow that releases it.
  * @module
  */
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
-import { tcpActivity, type TcpActivity, type TcpState } from '../options.js';
-import { closeFor } from '../policy/close.js';
-import type { Policy } from '../policy/presets.js';
-import type { CloseReason, CloseReport } from '../policy/reset.js';
-import { invalidArgType } from '../errors.js';
+import { constants as osConstants } from 'node:os';
+import { takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
+import { isReading, isTcpSocket } from '../handle.js';
+import { closeFor, onDestroyed } from '../policy/close.js';
+import { isPolicy, type Policy } from '../policy/presets.js';
+import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
+import { invalidArgType, kernelError } from '../errors.js';
+import { originOf } from './origin.js';
 
 /** Reasons the guard closes a connection, and what each means. */
 export type GuardReason =
@@ -27,8 +37,14 @@ export type GuardReason =
   | 'idle'
   /** No data from the peer within `heartbeat.timeout` of a ping. */
   | 'heartbeat'
-  /** The kernel already closed it (reset by the peer, or keepalive/user timeout expired): ETIMEDOUT, or CLOSE unseen by a paused socket. */
+  /** Keepalive or the user timeout gave up on the peer (ETIMEDOUT): the peer is gone. */
   | 'dead'
+  /**
+   * The peer reset the connection (RST) while the application was not reading it: the kernel had
+   * closed it and Node could not know. Destroyed with the kernel's error (ECONNRESET), as a read
+   * would have. A peer's reset is an ordinary end, not a dead peer.
+   */
+  | 'reset'
   /** Closed by `guard.close()` after its timeout. */
   | 'shutdown'
   /** A pooled connection the kernel no longer holds as ESTABLISHED, dropped before reuse. */
@@ -45,17 +61,29 @@ export interface GuardStats {
   seen: number;
   /** Connections the guard closed (or saw die, for `'dead'`), by reason. */
   closed: Record<GuardReason, number>;
-  /** Tracked connections by kernel state, as of each one's latest scan. */
+  /**
+   * Tracked connections by TCP state as of each one's latest visit: the kernel's state where the
+   * guard read it (sockets Node is not reading, connections this side ended, `scanNow()`), and
+   * where Node sees the state itself, what Node saw (`ESTABLISHED`; `CLOSE_WAIT` once the peer's
+   * FIN was read and the application has not ended).
+   */
   states: Partial<Record<TcpState, number>>;
   /** Completed scans of the whole set. */
   scans: number;
+  /**
+   * Connections passed through untouched because a policy cannot apply to them (a Unix-domain
+   * socket, a stream a user's `createConnection` returned): they work as without socktune.
+   */
+  untuned: number;
+  /** Kernel reads (TCP_INFO) the scans made: only where Node could not know the answer. */
+  kernelReads: number;
 }
 
 /** Payload of the `'idle'` event, emitted before an idle connection is closed. */
 export interface IdleEvent {
   socket: net.Socket;
   kind: IdleKind;
-  /** Milliseconds without data in the direction(s) of `kind`. */
+  /** Milliseconds without data in the direction(s) of `kind`, as the kernel counts them. */
   idle: number;
 }
 
@@ -65,6 +93,18 @@ export interface GuardCloseEvent {
   reason: GuardReason;
   /** How it ended (`'closed'` only). */
   report?: CloseReport;
+  /** Where the connection was created, when it was recorded (`socktune/register` with `SOCKTUNE_TRACE=1`). */
+  origin?: string;
+}
+
+/** The events of a {@link Guard} and their payloads. */
+export interface GuardEvents {
+  /** Before an idle connection is closed. */
+  idle: [event: IdleEvent];
+  /** As the guard starts closing a connection. */
+  closing: [event: GuardCloseEvent];
+  /** Once a connection is closed (or seen to die: `'dead'`), with how it ended. */
+  closed: [event: GuardCloseEvent];
 }
 
 /** Options of {@link Guard.close}. */
@@ -88,109 +128,177 @@ const STATES: TcpState[] = [
   'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV', 'UNKNOWN',
 ];
 const stateIndex = new Map(STATES.map((s, i) => [s, i]));
+const S_ESTABLISHED = stateIndex.get('ESTABLISHED')!;
+const S_CLOSE_WAIT = stateIndex.get('CLOSE_WAIT')!;
+const S_CLOSE = stateIndex.get('CLOSE')!;
+const S_UNKNOWN = stateIndex.get('UNKNOWN')!;
 // This side has sent FIN and waits for the peer's (LAST_ACK: the peer's FIN came first, ours is unacknowledged).
-const FIN_STATES = new Set<TcpState>(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK']);
-const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 'dead', 'shutdown', 'stale'];
+const FIN_STATES = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].map((s) => stateIndex.get(s as TcpState)!));
+const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 'dead', 'reset', 'shutdown', 'stale'];
+const { ETIMEDOUT } = osConstants.errno;
 
-/** Per-connection state: three numbers and the socket's guard. Kept in one Map, nothing on timers. */
-interface Entry {
-  /** When the current half-close or FIN-wait began (as first seen by a scan); see `phase`. */
-  since: number;
-  /** When the last heartbeat ping was sent, 0 if none is outstanding. */
-  pingAt: number;
-  /** Index into STATES of the last state read, -1 before the first scan. */
-  state: number;
-  /** Which deadline `since` times: 0 none, 1 half-close, 2 FIN-wait (a half-close can turn into a FIN-wait). */
-  phase: number;
-}
-
-const kGuard = Symbol('socktune.guard');
-/** Slices a full scan is split into: each tick visits about 1/TICKS of the connections. */
+/** Slices a full scan is split into: each tick visits about 1/TICKS of the slots. */
 const TICKS = 8;
+/** Byte counters are compared modulo 2^30: a small integer, never a heap number. */
+const MASK = 0x3fffffff;
+const PHASE_NONE = 0;
+const PHASE_HALF_CLOSE = 1;
+const PHASE_FIN_WAIT = 2;
 
-type DestroyMethod = (this: net.Socket, err: Error | null, cb: (err?: Error | null) => void) => void;
+const kSlot = Symbol('socktune.guard.slot');
+const kOwner = Symbol('socktune.guard.owner');
 
-/**
- * Untracks a socket as it is destroyed (`_destroy` runs once, before `'close'`): an own method
- * that shadows the class's and then calls it. Not a `'close'` listener: an HTTP server adds and
- * removes a `'close'` listener of its own for every response, and with a second listener there
- * the socket keeps a grown listener array, about 200 bytes a connection.
- */
-function destroyTracked(this: net.Socket, err: Error | null, cb: (err?: Error | null) => void): void {
-  (this as unknown as { [kGuard]?: Guard })[kGuard]?.untrack(this);
-  (Object.getPrototypeOf(this) as { _destroy: DestroyMethod })._destroy.call(this, err, cb);
+interface Slotted {
+  [kSlot]?: number;
+  [kOwner]?: Guard;
+  _readableState: { ended: boolean };
+  _writableState: { finished: boolean };
+  _bytesDispatched?: number;
+  errored?: { code?: string } | null;
 }
 
-/** For a socket whose `_destroy` someone else already replaced: the `'close'` event instead. */
-function onSocketClose(this: net.Socket): void {
-  (this as unknown as { [kGuard]?: Guard })[kGuard]?.untrack(this);
+/** The per-connection columns, one entry per slot. */
+class Slots {
+  sockets: Array<net.Socket | undefined> = [];
+  /** Bytes read by Node (mod 2^30) at the last visit. */
+  rx = new Int32Array(0);
+  /** Bytes written by Node (mod 2^30) at the last visit. */
+  tx = new Int32Array(0);
+  /** When the read counter last moved (or the kernel's last receive, when it was read). */
+  rxAt = new Float64Array(0);
+  /** When the write counter last moved (or the kernel's last send). */
+  txAt = new Float64Array(0);
+  /** When the current half-close or FIN-wait began (first seen). */
+  since = new Float64Array(0);
+  /** When the outstanding heartbeat ping was sent; 0: none. */
+  pingAt = new Float64Array(0);
+  /** The kernel's count of bytes received when the ping was sent. */
+  pingBytes = new Float64Array(0);
+  /** Index into STATES of the state last seen; -1 before the first visit. */
+  state = new Int8Array(0);
+  /** Which deadline `since` times (PHASE_*). */
+  phase = new Uint8Array(0);
+
+  get capacity(): number {
+    return this.rx.length;
+  }
+
+  grow(to: number): void {
+    const copy = <T extends Int32Array | Float64Array | Int8Array | Uint8Array>(a: T, make: new (n: number) => T): T => {
+      const b = new make(to);
+      b.set(a);
+      return b;
+    };
+    this.rx = copy(this.rx, Int32Array);
+    this.tx = copy(this.tx, Int32Array);
+    this.rxAt = copy(this.rxAt, Float64Array);
+    this.txAt = copy(this.txAt, Float64Array);
+    this.since = copy(this.since, Float64Array);
+    this.pingAt = copy(this.pingAt, Float64Array);
+    this.pingBytes = copy(this.pingBytes, Float64Array);
+    this.state = copy(this.state, Int8Array);
+    this.phase = copy(this.phase, Uint8Array);
+  }
+
+  /** Moves slot `from` to the free slot `to` (compaction). */
+  move(from: number, to: number): void {
+    this.sockets[to] = this.sockets[from];
+    this.sockets[from] = undefined;
+    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase]) a[to] = a[from];
+  }
 }
 
 /**
  * Tracks connections and closes those that outlive the deadlines of `policy`.
  *
- * Events: `'idle'` ({@link IdleEvent}) before an idle close; `'closing'` and `'closed'`
- * ({@link GuardCloseEvent}) around every close the guard performs, and `'closed'` with reason
- * `'dead'` when a tracked connection fails with ETIMEDOUT.
+ * Events ({@link GuardEvents}): `'idle'` ({@link IdleEvent}) before an idle close; `'closing'`
+ * and `'closed'` ({@link GuardCloseEvent}) around every close the guard performs, and `'closed'`
+ * with reason `'dead'` when a tracked connection fails with ETIMEDOUT.
  */
-export class Guard extends EventEmitter {
+export class Guard extends EventEmitter<GuardEvents> {
   /** The policy whose deadlines this guard enforces. */
   readonly policy: Policy;
-  readonly #entries = new Map<net.Socket, Entry>();
+  readonly #slots = new Slots();
+  /** Free slots below `#high`, reused last-in first-out. */
+  readonly #free: number[] = [];
+  /** One past the highest slot in use (or free); scans cover [0, #high). */
+  #high = 0;
+  #tracked = 0;
   readonly #closed = Object.fromEntries(REASONS.map((r) => [r, 0])) as Record<GuardReason, number>;
   readonly #stateCounts = new Array<number>(STATES.length).fill(0);
   readonly #servers = new Set<net.Server>();
-  readonly #activity: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0 };
-  #iterator: IterableIterator<[net.Socket, Entry]> | undefined;
+  readonly #activity: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, bytesReceived: 0 };
+  /** Whether the policy needs activity (idle timeouts or a heartbeat): byte counters are read then. */
+  readonly #watchActivity: boolean;
+  /** Called by the socket's `_destroy` shadow: the guard forgets it (and counts a dead peer). */
+  readonly #release = (socket: net.Socket): void => this.#forget(socket, true);
   #timer: NodeJS.Timeout | undefined;
-  #seen = 0;
-  #scans = 0;
-  #visited = 0;
-  /** Connections visited per tick in the current scan: 1/TICKS of the set as the scan began. */
+  /** Next slot a tick visits; -1: no scan under way. */
+  #cursor = -1;
+  /** Slots visited per tick in the current scan: 1/TICKS of #high as the scan began. */
   #slice = 0;
+  #seen = 0;
+  #untuned = 0;
+  #scans = 0;
+  #kernelReads = 0;
   #closing = false;
+  #pingWarned = false;
 
+  /** @param policy a policy built by `presets` or `compose()` */
   constructor(policy: Policy) {
     super();
-    if (typeof policy !== 'object' || policy === null) throw invalidArgType('policy', 'a policy (see presets)', policy);
+    if (!isPolicy(policy)) throw invalidArgType('policy', 'a policy built by presets or compose()', policy);
     this.policy = policy;
+    this.#watchActivity =
+      policy.idleTimeout !== false || policy.readerIdleTimeout !== false || policy.writerIdleTimeout !== false || policy.heartbeat !== false;
   }
 
   /** Number of connections tracked now. */
   get size(): number {
-    return this.#entries.size;
+    return this.#tracked;
   }
 
-  /** Starts tracking `socket` until it closes. Tracking twice is a no-op. */
+  /**
+   * Starts enforcing this guard's deadlines on `socket` until it closes. Tracking twice is a no-op;
+   * a socket another guard tracked moves here. It does not apply the policy's kernel options or
+   * close behaviour: `tune(socket, policy, guard)` does both.
+   */
   track(socket: net.Socket): this {
     if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
-    if (socket.destroyed || this.#entries.has(socket)) return this;
-    const tagged = socket as unknown as { [kGuard]?: Guard };
-    const previous = tagged[kGuard];
-    if (previous !== undefined && previous !== this) previous.untrack(socket);
-    tagged[kGuard] = this;
-    this.#entries.set(socket, { since: 0, pingAt: 0, state: -1, phase: 0 });
+    const s = socket as net.Socket & Slotted;
+    if (socket.destroyed || this.#slotOf(socket) >= 0) return this;
+    // Deadlines are read from TCP: anything else passes through untouched.
+    if (!isTcpSocket(socket)) {
+      this.#untuned++;
+      return this;
+    }
+    // Tracked by another guard: that one lets go.
+    s[kOwner]?.untrack(socket);
+    const slot = this.#allocate();
+    const t = this.#slots;
+    t.sockets[slot] = socket;
+    const now = performance.now();
+    t.rx[slot] = this.#watchActivity ? (socket.bytesRead & MASK) : 0;
+    t.tx[slot] = this.#watchActivity ? ((s._bytesDispatched ?? 0) & MASK) : 0;
+    t.rxAt[slot] = now;
+    t.txAt[slot] = now;
+    t.since[slot] = 0;
+    t.pingAt[slot] = 0;
+    t.pingBytes[slot] = 0;
+    t.state[slot] = -1;
+    t.phase[slot] = PHASE_NONE;
+    s[kSlot] = slot;
+    s[kOwner] = this;
+    onDestroyed(socket, this.#release);
+    this.#tracked++;
     this.#seen++;
-    const hooked = socket as unknown as { _destroy: DestroyMethod };
-    if (!Object.hasOwn(socket, '_destroy')) hooked._destroy = destroyTracked;
-    else if (hooked._destroy !== destroyTracked) socket.on('close', onSocketClose);
     if (this.#timer === undefined) this.#start();
     return this;
   }
 
   /** Stops tracking `socket` (it is not closed). */
   untrack(socket: net.Socket): void {
-    const entry = this.#entries.get(socket);
-    if (entry === undefined) return;
-    this.#entries.delete(socket);
-    if (entry.state >= 0) this.#stateCounts[entry.state]--;
-    const tagged = socket as unknown as { [kGuard]?: Guard };
-    if (tagged[kGuard] === this) tagged[kGuard] = undefined;
-    socket.off('close', onSocketClose);
-    // Keepalive or the user timeout gave up on the peer: the kernel's verdict, counted as 'dead'.
-    const err = (socket as net.Socket & { errored?: { code?: string } | null }).errored;
-    if (err?.code === 'ETIMEDOUT') this.#count(socket, 'dead');
-    if (this.#entries.size === 0) this.#stop();
+    this.#forget(socket, false);
   }
 
   /**
@@ -198,10 +306,9 @@ export class Guard extends EventEmitter {
    * not. Pools use it for `'stale'` connections found before reuse.
    */
   async drop(socket: net.Socket, reason: GuardReason): Promise<void> {
-    if (this.#entries.has(socket)) return this.#close(socket, reason);
-    this.emit('closing', { socket, reason } satisfies GuardCloseEvent);
-    const report = await closeFor(socket, reason as CloseReason);
-    this.#count(socket, reason, report);
+    if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
+    if (!REASONS.includes(reason)) throw invalidArgType('reason', `one of ${REASONS.join(', ')}`, reason);
+    return this.#close(socket, reason);
   }
 
   /** Tracks every connection `server` accepts from now on (TLS servers: once the handshake is done). */
@@ -210,8 +317,13 @@ export class Guard extends EventEmitter {
     if (this.#servers.has(server)) return this;
     this.#servers.add(server);
     const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';
-    server.on(event, (socket: net.Socket) => this.track(socket));
+    server.on(event, (socket: net.Socket) => this.#attached(socket));
     return this;
+  }
+
+  /** A connection an attached server accepted; tuneServer already counted the ones it passed through. */
+  #attached(socket: net.Socket): void {
+    if (isTcpSocket(socket)) this.track(socket);
   }
 
   /** Counts and the current state distribution. */
@@ -220,16 +332,24 @@ export class Guard extends EventEmitter {
     this.#stateCounts.forEach((n, i) => {
       if (n > 0) states[STATES[i]] = n;
     });
-    return { tracked: this.#entries.size, seen: this.#seen, closed: { ...this.#closed }, states, scans: this.#scans };
+    return {
+      tracked: this.#tracked, seen: this.#seen, closed: { ...this.#closed }, states, scans: this.#scans,
+      untuned: this.#untuned, kernelReads: this.#kernelReads,
+    };
+  }
+
+  /** Counts a connection passed through untouched (not TCP); integrations call it. @internal */
+  countUntuned(): void {
+    this.#untuned++;
   }
 
   /**
-   * Reads the kernel state of every tracked connection now (instead of waiting for the next
-   * scan) and applies the deadlines. Returns the stats after it.
+   * Reads the kernel state of every tracked connection now (one TCP_INFO read each, instead of
+   * waiting for the next scan) and applies the deadlines. Returns the stats after it.
    */
   scanNow(): GuardStats {
     const now = performance.now();
-    for (const [socket, entry] of this.#entries) this.#visit(socket, entry, now);
+    for (let slot = 0; slot < this.#high; slot++) if (this.#slots.sockets[slot] !== undefined) this.#visit(slot, now, true);
     return this.stats();
   }
 
@@ -239,30 +359,67 @@ export class Guard extends EventEmitter {
    * waits up to `timeout` for the rest to finish, then closes what is left (reason `'shutdown'`).
    */
   async close(options: ShutdownOptions = {}): Promise<ShutdownReport> {
-    const timeout = options.timeout ?? 10_000;
-    if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 0) throw invalidArgType('options.timeout', 'a non-negative integer (milliseconds)', timeout);
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
+    const timeout = Object.hasOwn(options, 'timeout') && options.timeout !== undefined ? options.timeout : 10_000;
+    if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
+      throw invalidArgType('options.timeout', 'an integer from 0 to 2147483647 (milliseconds)', timeout);
+    }
     const start = performance.now();
     this.#closing = true;
-    const before = this.#entries.size;
+    const before = this.#tracked;
     for (const server of this.#servers) {
       server.close();
       const idle = (server as { closeIdleConnections?: () => void }).closeIdleConnections;
       if (typeof idle === 'function') idle.call(server);
     }
     const http = [...this.#servers].some((s) => 'closeIdleConnections' in s);
-    if (!http) for (const socket of this.#entries.keys()) if (!socket.writableEnded) socket.end();
+    if (!http) for (const socket of this.#live()) if (!socket.writableEnded) socket.end();
     const deadline = start + timeout;
-    while (this.#entries.size > 0 && performance.now() < deadline) {
+    while (this.#tracked > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - performance.now()))));
       // A connection that finished its request since is an idle keep-alive connection now: Node
       // answers it with 'Connection: keep-alive' even after close() and keeps it for
       // keepAliveTimeout, so close it here instead of forcing it at the timeout.
       for (const server of this.#servers) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
     }
-    const left = [...this.#entries.keys()];
+    const left = this.#live();
     await Promise.all(left.map((socket) => this.#close(socket, 'shutdown')));
     this.#stop();
     return { ended: before - left.length, forced: left.length, elapsed: performance.now() - start };
+  }
+
+  #live(): net.Socket[] {
+    return this.#slots.sockets.filter((s): s is net.Socket => s !== undefined);
+  }
+
+  #slotOf(socket: net.Socket): number {
+    const slot = (socket as net.Socket & Slotted)[kSlot];
+    return slot !== undefined && this.#slots.sockets[slot] === socket ? slot : -1;
+  }
+
+  #allocate(): number {
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
+    if (this.#high === this.#slots.capacity) this.#slots.grow(Math.max(64, this.#high * 2));
+    return this.#high++;
+  }
+
+  /** Forgets `socket` (its slot is free again); `destroyed`: it is being destroyed (a dead peer counts then). */
+  #forget(socket: net.Socket, destroyed: boolean): void {
+    const slot = this.#slotOf(socket);
+    if (slot < 0) return;
+    const t = this.#slots;
+    if (t.state[slot] >= 0) this.#stateCounts[t.state[slot]]--;
+    t.sockets[slot] = undefined;
+    this.#free.push(slot);
+    this.#tracked--;
+    const s = socket as net.Socket & Slotted;
+    s[kSlot] = undefined;
+    s[kOwner] = undefined;
+    onDestroyed(socket, undefined);
+    // Keepalive or the user timeout gave up on the peer: the kernel's verdict, counted as 'dead'.
+    if (destroyed && s.errored?.code === 'ETIMEDOUT') this.#count(socket, 'dead');
+    if (this.#tracked === 0 && !this.#closing) this.#stop();
   }
 
   #start(): void {
@@ -274,102 +431,205 @@ export class Guard extends EventEmitter {
   #stop(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#iterator = undefined;
+    this.#cursor = -1;
+    if (this.#tracked === 0) {
+      this.#free.length = 0;
+      this.#high = 0;
+      this.#slots.sockets.length = 0;
+    }
   }
 
-  /** Visits the next slice: ceil(size / TICKS) connections, round-robin. */
+  /** Visits the next slice of slots; a scan is complete when the cursor passes the last slot. */
   #tick(): void {
     const now = performance.now();
-    if (this.#iterator === undefined) this.#begin();
-    // The slice is sized when a scan begins. Closes during a scan shrink the set, and a slice of
-    // what is left would slow the rest of the scan geometrically (1000 connections: ~50 ticks, not
-    // TICKS); a set that grew since is covered by the second term.
-    let budget = Math.max(this.#slice, Math.ceil(this.#entries.size / TICKS));
-    while (budget-- > 0) {
-      // A visit that closed the last connection stopped the guard.
-      if (this.#iterator === undefined) return;
-      const next = this.#iterator.next();
-      if (next.done) {
-        if (this.#visited > 0) this.#scans++;
-        this.#visited = 0;
-        if (this.#entries.size === 0) {
-          this.#iterator = undefined;
-          return;
-        }
-        // The wrap does not consume budget, but a new scan's slice bounds it.
-        this.#begin();
-        budget = Math.min(budget + 1, this.#slice);
-        continue;
-      }
-      this.#visited++;
-      const [socket, entry] = next.value;
-      this.#visit(socket, entry, now);
+    if (this.#cursor < 0) this.#begin();
+    // The slice is sized when a scan begins; slots added since are covered by the second term.
+    const end = Math.min(this.#high, this.#cursor + Math.max(this.#slice, Math.ceil(this.#high / TICKS)));
+    const sockets = this.#slots.sockets;
+    for (let slot = this.#cursor; slot < end; slot++) {
+      if (sockets[slot] !== undefined) this.#visit(slot, now, false);
+    }
+    this.#cursor = end;
+    if (end >= this.#high) {
+      this.#scans++;
+      this.#cursor = -1;
     }
   }
 
   #begin(): void {
-    this.#iterator = this.#entries.entries();
-    this.#slice = Math.ceil(this.#entries.size / TICKS);
+    this.#compact();
+    this.#cursor = 0;
+    this.#slice = Math.max(1, Math.ceil(this.#high / TICKS));
   }
 
-  #visit(socket: net.Socket, entry: Entry, now: number): void {
-    if (socket.destroyed) return this.untrack(socket);
-    if (socket.connecting) return;
-    const a = this.#activity;
+  /** After a peak, moves connections down so a scan covers about what is tracked, not the peak. */
+  #compact(): void {
+    if (this.#high < 1024 || this.#tracked * 4 > this.#high) return;
+    const t = this.#slots;
+    let to = 0;
+    for (let from = 0; from < this.#high; from++) {
+      const socket = t.sockets[from];
+      if (socket === undefined) continue;
+      if (from !== to) {
+        t.move(from, to);
+        (socket as net.Socket & Slotted)[kSlot] = to;
+      }
+      to++;
+    }
+    t.sockets.length = to;
+    this.#high = to;
+    this.#free.length = 0;
+  }
+
+  /** Reads TCP_INFO into #activity; false when the socket has no fd left (closing). */
+  #readKernel(socket: net.Socket): boolean {
+    this.#kernelReads++;
     try {
-      tcpActivity(socket, a);
+      tcpActivity(socket, this.#activity);
+      return true;
     } catch {
-      return; // No fd (closing) or not connected yet: the 'close' listener untracks it.
+      return false;
     }
-    const index = stateIndex.get(a.state) ?? STATES.length - 1;
-    if (index !== entry.state) {
-      if (entry.state >= 0) this.#stateCounts[entry.state]--;
-      this.#stateCounts[index]++;
-      entry.state = index;
+  }
+
+  #setState(slot: number, index: number): void {
+    const t = this.#slots;
+    const was = t.state[slot];
+    if (was === index) return;
+    if (was >= 0) this.#stateCounts[was]--;
+    this.#stateCounts[index]++;
+    t.state[slot] = index;
+  }
+
+  #visit(slot: number, now: number, full: boolean): void {
+    const t = this.#slots;
+    const socket = t.sockets[slot]!;
+    if (socket.destroyed) return this.#forget(socket, true);
+    if (socket.connecting || socket.pending) return;
+    const s = socket as net.Socket & Slotted;
+    const peerEnded = s._readableState.ended;
+    const selfEnded = s._writableState.finished;
+    // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
+    let kernel = false;
+    let index: number;
+    if (full || selfEnded || (!peerEnded && !isReading(socket))) {
+      if (!this.#readKernel(socket)) return;
+      kernel = true;
+      index = stateIndex.get(this.#activity.state) ?? S_UNKNOWN;
+    } else {
+      index = peerEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
     }
+    this.#setState(slot, index);
     const p = this.policy;
-    const state = a.state;
-    if (state === 'CLOSE_WAIT') {
+
+    if (index === S_CLOSE_WAIT) {
       if (p.halfCloseTimeout === false) return;
-      if (entry.phase !== 1) {
-        entry.phase = 1;
-        entry.since = now;
-      } else if (now - entry.since >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
+      if (t.phase[slot] !== PHASE_HALF_CLOSE) {
+        t.phase[slot] = PHASE_HALF_CLOSE;
+        t.since[slot] = now;
+      } else if (now - t.since[slot] >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
       return;
     }
-    if (FIN_STATES.has(state)) {
+    if (FIN_STATES.has(index)) {
       if (p.finWaitTimeout === false) return;
-      if (entry.phase !== 2) {
-        entry.phase = 2;
-        entry.since = now;
-      } else if (now - entry.since >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
+      if (t.phase[slot] !== PHASE_FIN_WAIT) {
+        t.phase[slot] = PHASE_FIN_WAIT;
+        t.since[slot] = now;
+      } else if (now - t.since[slot] >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
       return;
     }
-    if (state === 'CLOSE') {
-      // The kernel has finished with it; JavaScript has not noticed (a paused socket reads no error).
-      void this.#close(socket, 'dead');
-      return;
+    t.phase[slot] = PHASE_NONE;
+    if (index === S_CLOSE) return this.#closedByKernel(socket);
+    if (index !== S_ESTABLISHED || !this.#watchActivity) return;
+
+    // Activity from Node's byte counters: no system call while the connection is busy.
+    const rx = socket.bytesRead & MASK;
+    const tx = (s._bytesDispatched ?? 0) & MASK;
+    if (rx !== t.rx[slot]) {
+      t.rx[slot] = rx;
+      t.rxAt[slot] = now;
+      t.pingAt[slot] = 0; // data arrived after the ping (counted in bytes, not timed)
     }
-    entry.phase = 0;
-    if (state !== 'ESTABLISHED') return;
-    const received = a.lastDataReceived;
-    const sent = a.lastDataSent;
-    if (p.readerIdleTimeout !== false && received >= p.readerIdleTimeout) return this.#idle(socket, 'reader', received);
-    if (p.writerIdleTimeout !== false && sent >= p.writerIdleTimeout) return this.#idle(socket, 'writer', sent);
-    if (p.idleTimeout !== false && Math.min(received, sent) >= p.idleTimeout) return this.#idle(socket, 'all', Math.min(received, sent));
+    if (tx !== t.tx[slot]) {
+      t.tx[slot] = tx;
+      t.txAt[slot] = now;
+    }
+    const a = this.#activity;
+    if (p.readerIdleTimeout !== false || p.idleTimeout !== false || p.writerIdleTimeout !== false) {
+      const readIdle = now - t.rxAt[slot];
+      const writeIdle = now - t.txAt[slot];
+      const candidate =
+        (p.readerIdleTimeout !== false && readIdle >= p.readerIdleTimeout) ||
+        (p.writerIdleTimeout !== false && writeIdle >= p.writerIdleTimeout) ||
+        (p.idleTimeout !== false && Math.min(readIdle, writeIdle) >= p.idleTimeout);
+      if (candidate && (kernel || (kernel = this.#readKernel(socket)))) {
+        // The kernel's times decide (a paused socket receives what Node does not read).
+        const received = a.lastDataReceived;
+        const sent = a.lastDataSent;
+        if (p.readerIdleTimeout !== false && received >= p.readerIdleTimeout) return this.#idle(socket, 'reader', received);
+        if (p.writerIdleTimeout !== false && sent >= p.writerIdleTimeout) return this.#idle(socket, 'writer', sent);
+        if (p.idleTimeout !== false && Math.min(received, sent) >= p.idleTimeout) return this.#idle(socket, 'all', Math.min(received, sent));
+        t.rxAt[slot] = Math.max(t.rxAt[slot], now - received);
+        t.txAt[slot] = Math.max(t.txAt[slot], now - sent);
+      }
+    }
     const hb = p.heartbeat;
     if (hb === false) return;
-    if (entry.pingAt !== 0) {
-      const sincePing = now - entry.pingAt;
-      // Data arrived after the ping (the kernel's last-receive time is younger than the ping).
-      if (received < sincePing) entry.pingAt = 0;
-      else if (sincePing >= hb.timeout) return void this.#close(socket, 'heartbeat');
-      else return;
+    if (t.pingAt[slot] !== 0) {
+      if (now - t.pingAt[slot] < hb.timeout) return;
+      // Node read nothing since the ping; the kernel's byte count says whether anything arrived.
+      if (!kernel && !this.#readKernel(socket)) return;
+      if (a.bytesReceived > t.pingBytes[slot]) {
+        t.pingAt[slot] = 0;
+        t.rxAt[slot] = now;
+        return;
+      }
+      return void this.#close(socket, 'heartbeat');
     }
-    if (sent >= hb.interval && !socket.writableEnded) {
-      entry.pingAt = now;
+    if (now - t.txAt[slot] >= hb.interval && !socket.writableEnded) {
+      if (!kernel && !this.#readKernel(socket)) return;
+      t.pingBytes[slot] = a.bytesReceived;
+      t.pingAt[slot] = now;
+      this.#ping(socket);
+      // The ping's own bytes are not the application's: the next interval starts now.
+      t.tx[slot] = (s._bytesDispatched ?? 0) & MASK;
+      t.txAt[slot] = now;
+    }
+  }
+
+  #ping(socket: net.Socket): void {
+    const hb = this.policy.heartbeat;
+    if (hb === false) return;
+    try {
       hb.ping(socket);
+    } catch (err) {
+      // A ping that throws cannot crash the process from a timer; the heartbeat still times out.
+      if (!this.#pingWarned) {
+        this.#pingWarned = true;
+        process.emitWarning(`heartbeat.ping threw: ${(err as Error)?.message ?? String(err)}`, { code: 'SOCKTUNE_PING_FAILED' });
+      }
     }
+  }
+
+  /**
+   * The kernel closed the connection (its state is CLOSE). Node, reading, learns why on its next
+   * read; a socket Node is not reading never would, so the guard ends it with the kernel's own
+   * error: ETIMEDOUT (keepalive or the user timeout gave up: `'dead'`), ECONNRESET or EPIPE (the
+   * peer reset it: `'reset'`).
+   */
+  #closedByKernel(socket: net.Socket): void {
+    if (isReading(socket)) return;
+    let errno = 0;
+    try {
+      errno = takeSocketError(socket);
+    } catch {
+      // no fd left: it is closing anyway
+    }
+    this.#forget(socket, false);
+    const error = errno !== 0 ? kernelError(-errno, 'read') : undefined;
+    if (errno === ETIMEDOUT) this.#count(socket, 'dead');
+    else if (errno !== 0) this.#count(socket, 'reset');
+    destroyWith(socket, error);
   }
 
   #idle(socket: net.Socket, kind: IdleKind, idle: number): void {
@@ -379,19 +639,13 @@ export class Guard extends EventEmitter {
 
   #count(socket: net.Socket, reason: GuardReason, report?: CloseReport): void {
     this.#closed[reason]++;
-    this.emit('closed', { socket, reason, report } satisfies GuardCloseEvent);
+    this.emit('closed', { socket, reason, report, origin: originOf(socket) } satisfies GuardCloseEvent);
   }
 
   async #close(socket: net.Socket, reason: GuardReason): Promise<void> {
-    const entry = this.#entries.get(socket);
-    if (entry === undefined) return;
-    // Untrack first: the close is this guard's, not a later 'dead' observation.
-    this.#entries.delete(socket);
-    if (entry.state >= 0) this.#stateCounts[entry.state]--;
-    socket.off('close', onSocketClose);
-    (socket as unknown as { [kGuard]?: Guard })[kGuard] = undefined;
-    if (this.#entries.size === 0 && !this.#closing) this.#stop();
-    this.emit('closing', { socket, reason } satisfies GuardCloseEvent);
+    // Forget first: the close is this guard's, not a later 'dead' observation.
+    this.#forget(socket, false);
+    this.emit('closing', { socket, reason, origin: originOf(socket) } satisfies GuardCloseEvent);
     const report = await closeFor(socket, reason as CloseReason);
     this.#count(socket, reason, report);
   }

@@ -12,9 +12,8 @@ import type { Duplex } from 'node:stream';
 import { invalidArgType } from '../errors.js';
 import { tcpState } from '../options.js';
 import { Guard } from '../guard/guard.js';
-import { destroyWith } from '../policy/reset.js';
-import type { Policy, PolicyOverrides } from '../policy/presets.js';
-import { toPolicy, tune } from './tune.js';
+import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { adopt } from './tune.js';
 
 /** What every policy agent adds to Node's agent. */
 export interface PoolPolicy {
@@ -84,11 +83,7 @@ class Pool {
   adopt(socket: unknown): void {
     if (!(socket instanceof net.Socket) || this.#tuned.has(socket)) return;
     this.#tuned.add(socket);
-    try {
-      tune(socket, this.policy, this.guard);
-    } catch (err) {
-      destroyWith(socket, err as Error);
-    }
+    adopt(socket, this.policy, this.guard);
   }
 
   /** Wraps `createConnection` so the socket is tuned however it is handed back (returned or called back). */

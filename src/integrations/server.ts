@@ -6,9 +6,8 @@
 import net from 'node:net';
 import { invalidArgType } from '../errors.js';
 import { Guard } from '../guard/guard.js';
-import type { Policy, PolicyOverrides } from '../policy/presets.js';
-import { destroyWith } from '../policy/reset.js';
-import { toPolicy, tune } from './tune.js';
+import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { adopt } from './tune.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -17,7 +16,9 @@ import { toPolicy, tune } from './tune.js';
  * Plain servers tune a connection on `'connection'`, before any handler of the application and
  * after Node's own `keepAlive`/`noDelay` server options (which the policy overrides). TLS and
  * HTTPS servers tune it on `'secureConnection'`, once the handshake is done. If the kernel refuses
- * the options on a new connection, that connection is destroyed with the error.
+ * the options on a new connection, that connection is destroyed with the error. Connections a
+ * policy cannot apply to (a server listening on a Unix-domain socket) are passed through untouched
+ * and counted in `guard.stats().untuned`.
  *
  * @param server a server, listening or not yet
  * @param policy a preset (`presets.gracefulHeartbeat()`) or overrides
@@ -28,13 +29,7 @@ export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides)
   const p = toPolicy(policy);
   const guard = new Guard(p);
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';
-  server.prependListener(event, (socket: net.Socket) => {
-    try {
-      tune(socket, p, guard);
-    } catch (err) {
-      destroyWith(socket, err as Error);
-    }
-  });
+  server.prependListener(event, (socket: net.Socket) => adopt(socket, p, guard));
   guard.attach(server);
   return guard;
 }

@@ -6,9 +6,10 @@
 import net from 'node:net';
 import { configure, type ConfigureResult } from '../options.js';
 import { lookupHandle } from '../handle.js';
-import { compose, keepAliveOptions, kernelOptions, needsTracking, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { keepAliveOptions, kernelOptions, needsTracking, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { assertSocket, installClose, policyOf } from '../policy/close.js';
 import { destroyWith } from '../policy/reset.js';
+import { codes } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 
 /** Guards shared by the sockets tuned one by one with the same policy: one timer per policy. */
@@ -29,12 +30,6 @@ function hasAny(o: object): boolean {
   return false;
 }
 
-/** Accepts a policy or overrides (turned into a policy); every value is validated here. */
-export function toPolicy(policy: Policy | PolicyOverrides): Policy {
-  return Object.isFrozen(policy) && typeof (policy as Policy).name === 'string' && 'scanInterval' in policy
-    ? (policy as Policy)
-    : compose(policy);
-}
 
 const kNodeKeepAlive = Symbol('socktune.nodeKeepAlive');
 const protoSetKeepAlive = net.Socket.prototype.setKeepAlive;
@@ -89,4 +84,30 @@ export function tune(socket: net.Socket, policy: Policy | PolicyOverrides, guard
   if (p.keepAlive !== undefined && socket.setKeepAlive !== setKeepAliveUnderPolicy) socket.setKeepAlive = setKeepAliveUnderPolicy;
   if (needsTracking(p)) (guard ?? guardFor(p)).track(socket);
   return result;
+}
+
+/** What `tune` throws for a connection a policy cannot apply to: not TCP (a pipe, a user's stream). */
+const passThrough = new Set<string>([codes.NOT_TCP, codes.INVALID_HANDLE]);
+
+/**
+ * Tunes a connection an integration made or accepted (servers, agents, connectors). A TCP
+ * connection gets `policy`; if the kernel refuses it, the connection is destroyed with that error
+ * (a policy fails closed). A connection a policy cannot apply to (a Unix-domain socket, a stream a
+ * user's `createConnection` returned) is passed through untouched and counted in
+ * `guard.stats().untuned`, never destroyed.
+ *
+ * @returns whether the policy was applied
+ */
+export function adopt(socket: unknown, policy: Policy, guard: Guard): boolean {
+  try {
+    tune(socket as net.Socket, policy, guard);
+    return true;
+  } catch (err) {
+    if (passThrough.has((err as { code?: string }).code ?? '')) {
+      guard.countUntuned();
+      return false;
+    }
+    destroyWith(socket as net.Socket, err as Error);
+    return false;
+  }
 }

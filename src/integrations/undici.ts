@@ -17,9 +17,8 @@ import { createRequire } from 'node:module';
 import type { Agent, buildConnector } from 'undici';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import { Guard } from '../guard/guard.js';
-import { destroyWith } from '../policy/reset.js';
-import type { Policy, PolicyOverrides } from '../policy/presets.js';
-import { toPolicy, tune } from './tune.js';
+import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { adopt as adoptConnection } from './tune.js';
 
 type Undici = typeof import('undici');
 
@@ -97,11 +96,7 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
   function adopt(socket: net.Socket): void {
     if (tuned.has(socket)) return;
     tuned.add(socket);
-    try {
-      tune(socket, p, guard);
-    } catch (err) {
-      destroyWith(socket, err as Error);
-    }
+    adoptConnection(socket, p, guard);
   }
 
   const connect = function socktuneConnect(options: ConnectorOptions, callback: ConnectorCallback): net.Socket | void {

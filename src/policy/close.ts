@@ -1,27 +1,55 @@
 /**
  * How a connection under a policy ends. With RST-on-close, the socket's own `end()` and
- * `destroy()` keep their meaning for the application (the connection closes) but the policy
- * decides how: a safe reset through {@link resetWith} instead of FIN. Deadlines of the guard close
- * through {@link closeFor} with a reason.
+ * `destroy()` keep their meaning for the application (the connection closes; `destroy()` marks
+ * the socket destroyed at once) but the policy decides how: RST once the peer has acknowledged
+ * every byte, instead of FIN. Deadlines of the guard close through {@link closeFor} with a reason.
+ *
+ * One `_destroy` shadow per socket serves everything that must happen as a socket is destroyed
+ * (the guard forgetting it, a reset policy draining first): an own property sharing one function,
+ * not a `'close'` listener (an HTTP server adds and removes `'close'` listeners per response, and a
+ * second one keeps a grown listener array, about 200 bytes a connection).
  * @module
  */
 import net from 'node:net';
 import { codes, socktuneError } from '../errors.js';
 import type { Policy } from './presets.js';
-import { closeChannel, isResetting, resetIfDrained, resetWith, type CloseReason, type CloseReport } from './reset.js';
+import {
+  closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
+  resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
+} from './reset.js';
 
 const kPolicy = Symbol('socktune.policy');
 const kTimedOut = Symbol('socktune.timedOut');
+const kOnDestroy = Symbol('socktune.onDestroy');
+const kNextDestroy = Symbol('socktune.nextDestroy');
+const kClosing = Symbol('socktune.closing');
+
+type DestroyCallback = (err?: Error | null) => void;
+type DestroyMethod = (this: net.Socket, err: Error | null, cb: DestroyCallback) => void;
+
+/** An `end()` under way: Node's `_final` callback once it came, and how to wake the drain. */
+interface Closing {
+  final?: (err?: Error | null) => void;
+  poll?: () => void;
+  /** The drain is over; a `_final` that comes now takes Node's path (FIN, after `onDrainTimeout: 'fin'`). */
+  done?: boolean;
+}
 
 interface Tuned {
   [kPolicy]?: Policy;
   [kTimedOut]?: boolean;
+  [kOnDestroy]?: (socket: net.Socket) => void;
+  [kNextDestroy]?: DestroyMethod;
+  [kClosing]?: Closing;
   _final?: (cb: (err?: Error | null) => void) => void;
+  _destroy?: DestroyMethod;
+  resetAndClosing?: boolean;
 }
 
 const proto = net.Socket.prototype as unknown as {
   _final: (this: net.Socket, cb: (err?: Error | null) => void) => void;
-  destroy: (this: net.Socket, err?: Error) => net.Socket;
+  _destroy: DestroyMethod;
+  end: (this: net.Socket, ...args: unknown[]) => net.Socket;
 };
 
 /** The policy `tune` put on `socket`, if any. */
@@ -45,6 +73,11 @@ export function closeError(reason: CloseReason, detail: string): (Error & { code
   const err = socktuneError(code, detail) as Error & { code: string; reason: CloseReason };
   err.reason = reason;
   return err;
+}
+
+/** The drain bounds of `policy`. */
+function drainOf(policy: Policy): Drain {
+  return { drainTimeout: policy.drainTimeout, drainDeadline: policy.drainDeadline, onDrainTimeout: policy.onDrainTimeout };
 }
 
 /** Whether closing `socket` for `reason` under `policy` should reset rather than FIN. */
@@ -79,55 +112,156 @@ export function closeFor(socket: net.Socket, reason: CloseReason, detail = `clos
   const error = closeError(reason, detail);
   if (socket.destroyed) return Promise.resolve({ method: 'none', drained: false, bytesAtRisk: 0, waited: 0 });
   if (wantsReset(socket, policy, reason)) {
-    const options = policy ? { drainTimeout: policy.drainTimeout, onDrainTimeout: policy.onDrainTimeout } : { drainTimeout: 0 };
-    return resetWith(socket, options, error).then((report) => {
+    const drain = policy ? drainOf(policy) : { drainTimeout: 0, drainDeadline: false as const, onDrainTimeout: 'reset' as const };
+    return resetWith(socket, drain, error).then((report) => {
       publish(socket, reason, report, error);
       return report;
     });
   }
-  // FIN, as decided here. The socket's own destroy() may be the policy's, which would decide
-  // again without the reason (and reset a paused half-closed socket that never read its EOF).
-  if (error && socket.listenerCount('error') > 0) proto.destroy.call(socket, error);
-  else proto.destroy.call(socket);
+  // FIN, as decided here: the policy's own end()/destroy() would decide again without the reason
+  // (and reset a paused half-closed socket that never read its EOF).
+  markResetting(socket);
+  destroyWith(socket, error);
   const report: CloseReport = { method: 'fin', drained: false, bytesAtRisk: 0, waited: 0 };
   publish(socket, reason, report, error);
   return Promise.resolve(report);
 }
 
 /**
- * Writable calls `_final` once every write has reached the kernel, where Node would shut down the
- * sending side (FIN). Under a reset policy, reset instead.
+ * `end()` under a reset policy: Node's own end (its buffer keeps flushing), and the drain starts
+ * now, so a peer that stops acknowledging is given up on `drainTimeout` after it stopped — not
+ * after Node's buffer finally reached the kernel, which a stalled reader never lets happen.
  */
-function finalUnderPolicy(this: net.Socket, cb: (err?: Error | null) => void): void {
-  const policy = policyOf(this);
-  if (this.pending || isResetting(this) || !wantsReset(this, policy, 'close')) return proto._final.call(this, cb);
-  const now = resetIfDrained(this);
-  if (now !== undefined) {
-    publish(this, 'close', now);
-    return cb();
-  }
-  resetWith(this, { drainTimeout: policy!.drainTimeout, onDrainTimeout: policy!.onDrainTimeout }, undefined, () => proto._final.call(this, cb)).then(
-    (report) => {
-      publish(this, 'close', report);
-      if (report.method !== 'fin') cb();
-    },
-    cb,
-  );
+function endUnderPolicy(this: net.Socket, ...args: unknown[]): net.Socket {
+  const wasEnding = this.writableEnded;
+  proto.end.apply(this, args);
+  const policy = (this as Tuned)[kPolicy];
+  if (wasEnding || (this as Tuned)[kClosing] !== undefined || this.destroyed || this.pending || this.connecting || isResetting(this)) return this;
+  if (policy !== undefined && wantsReset(this, policy, 'close')) startClosing(this, policy);
+  return this;
 }
 
-function destroyUnderPolicy(this: net.Socket, err?: Error): net.Socket {
-  const policy = policyOf(this);
-  if (this.destroyed || this.pending || isResetting(this) || !wantsReset(this, policy, 'close')) return proto.destroy.call(this, err);
-  if (err) {
-    // Destroyed with an error: the stream must fail now. Reset at once, reporting what was unacknowledged.
-    resetWith(this, { drainTimeout: 0, onDrainTimeout: 'reset' }, err).then((report) => publish(this, 'close', report, err));
-    if (!this.destroyed) proto.destroy.call(this, err);
-    return this;
+/** Starts the drain of an `end()` under a reset policy. */
+function startClosing(socket: net.Socket, policy: Policy): Closing {
+  const closing: Closing = {};
+  (socket as Tuned)[kClosing] = closing;
+  void drainThenClose(
+    socket,
+    drainOf(policy),
+    () => closing.final !== undefined,
+    (report, reset) => {
+      closing.done = true;
+      finishEnd(socket, closing, report, reset);
+    },
+    (poll) => (closing.poll = poll),
+  );
+  return closing;
+}
+
+/** How an `end()` under a reset policy finishes, once its drain is over. */
+function finishEnd(socket: net.Socket, closing: Closing, report: CloseReport, reset: boolean): void {
+  const final = closing.final;
+  if (report.method === 'fin') {
+    // onDrainTimeout 'fin': Node's own shutdown, now or when its buffer reaches the kernel.
+    if (final) proto._final.call(socket, final);
+    publish(socket, 'close', report);
+    return;
   }
-  const now = resetIfDrained(this);
-  if (now !== undefined) publish(this, 'close', now);
-  else resetWith(this, { drainTimeout: policy!.drainTimeout, onDrainTimeout: policy!.onDrainTimeout }).then((report) => publish(this, 'close', report));
-  return this;
+  if (reset && report.drained) {
+    // 'finish' first (end()'s callback, then), then the close with SO_LINGER 0: RST.
+    final?.();
+    socket.destroy();
+    publish(socket, 'close', report);
+    return;
+  }
+  if (reset) {
+    // Gave up with bytes unacknowledged: the application sees it on the socket.
+    const error = drainTimeoutError(report);
+    publish(socket, 'close', report, error);
+    failSocket(socket, error);
+    return;
+  }
+  // The connection went away under the drain (the peer reset, or the kernel gave up).
+  final?.();
+  publish(socket, 'close', report);
+  if (!socket.destroyed) socket.destroy();
+}
+
+/**
+ * Writable calls `_final` once every write has reached the kernel, where Node would shut down the
+ * sending side (FIN). Under a reset policy the drain `end()` started decides instead.
+ */
+function finalUnderPolicy(this: net.Socket, cb: (err?: Error | null) => void): void {
+  let closing = (this as Tuned)[kClosing];
+  if (closing === undefined) {
+    // end() reached Writable without the policy's end() (called on the prototype): drain from here.
+    const policy = (this as Tuned)[kPolicy];
+    if (policy === undefined || this.pending || isResetting(this) || !wantsReset(this, policy, 'close')) return proto._final.call(this, cb);
+    closing = startClosing(this, policy);
+  }
+  if (closing.done) return proto._final.call(this, cb);
+  closing.final = cb;
+  closing.poll?.();
+}
+
+/**
+ * The one `_destroy` shadow: tells the guard the socket is going, then — under a reset policy, for
+ * a `destroy()` the application made — resets the connection instead of closing it with FIN:
+ * `destroy(err)` resets at once (the stream fails now); a plain `destroy()` first lets the peer
+ * acknowledge what is in the kernel's send queue (the socket is destroyed meanwhile, as Node
+ * promises; `'close'` follows the reset).
+ */
+function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): void {
+  const self = this as net.Socket & Tuned;
+  self[kOnDestroy]?.(this);
+  const next = self[kNextDestroy] ?? proto._destroy;
+  const policy = self[kPolicy];
+  if (
+    policy === undefined || policy.reset === false || isResetting(this) || this.pending || this.connecting ||
+    self.resetAndClosing === true || !wantsReset(this, policy, 'close')
+  ) {
+    return next.call(this, err, cb);
+  }
+  if (err) {
+    // Destroyed with an error: the stream fails now. Reset at once, reporting what was unacknowledged.
+    publish(this, 'close', resetNow(this), err);
+    return next.call(this, err, cb);
+  }
+  const now = lingerIfAcknowledged(this);
+  if (now !== undefined) {
+    markResetting(this);
+    publish(this, 'close', now);
+    return next.call(this, null, cb);
+  }
+  void drainThenClose(this, drainOf(policy), () => true, (report) => {
+    if (report.method === 'rst' && !report.drained) {
+      const error = drainTimeoutError(report);
+      publish(this, 'close', report, error);
+      failSocket(this, error, (e) => next.call(this, e, cb));
+      return;
+    }
+    publish(this, 'close', report);
+    next.call(this, null, cb);
+  });
+}
+
+/** Installs the `_destroy` shadow once; a `_destroy` someone else put on the socket runs after it. */
+function hookDestroy(socket: net.Socket): void {
+  const self = socket as net.Socket & Tuned;
+  if (Object.hasOwn(socket, '_destroy')) {
+    if (self._destroy === destroyHook) return;
+    self[kNextDestroy] = self._destroy;
+  }
+  self._destroy = destroyHook;
+}
+
+/**
+ * Calls `onDestroy(socket)` as `socket` is destroyed (before its handle closes), once per destroy;
+ * the guard forgets its connections through it. One callback per socket: a later one replaces it.
+ */
+export function onDestroyed(socket: net.Socket, onDestroy: ((socket: net.Socket) => void) | undefined): void {
+  (socket as Tuned)[kOnDestroy] = onDestroy;
+  if (onDestroy !== undefined) hookDestroy(socket);
 }
 
 function markTimedOut(this: net.Socket): void {
@@ -140,13 +274,14 @@ function markTimedOut(this: net.Socket): void {
  * functions are shared, so a socket costs one property per override.
  */
 export function installClose(socket: net.Socket, policy: Policy): void {
-  const tuned = socket as unknown as Tuned & { destroy: typeof destroyUnderPolicy };
+  const tuned = socket as unknown as Tuned & { end: typeof endUnderPolicy };
   tuned[kPolicy] = policy;
   if (policy.reset === false) return;
   if (tuned._final !== finalUnderPolicy) {
     tuned._final = finalUnderPolicy;
-    tuned.destroy = destroyUnderPolicy;
+    tuned.end = endUnderPolicy;
   }
+  hookDestroy(socket);
   // Prepended: an application 'timeout' listener added earlier may destroy() at once.
   if (policy.reset === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
 }

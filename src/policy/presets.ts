@@ -64,9 +64,15 @@ export interface Policy {
   readonly scanInterval: number;
   /** Which closes end with RST instead of FIN. */
   readonly reset: ResetScope;
-  /** How long a reset waits for the kernel send queue to be acknowledged, in milliseconds. */
+  /**
+   * How long a reset waits while the peer acknowledges nothing new, in milliseconds: it restarts
+   * whenever the peer acknowledges more, so a slow reader that keeps reading is never cut off.
+   * Counted from `end()`/`destroy()`, even while Node's own buffer is still flushing.
+   */
   readonly drainTimeout: number;
-  /** What a reset does when `drainTimeout` passes with bytes still unacknowledged. */
+  /** A cap on a reset's whole wait, in milliseconds, however the peer progresses; `false`: none. */
+  readonly drainDeadline: number | false;
+  /** What a reset does when the peer stopped acknowledging (or `drainDeadline` passed) with bytes unacknowledged. */
   readonly onDrainTimeout: DrainTimeoutAction;
   /**
    * Pools (agents, undici): how long an idle pooled connection may wait for reuse when the server
@@ -98,12 +104,26 @@ const base: Omit<Policy, 'name'> = {
   scanInterval: 5000,
   reset: false,
   drainTimeout: 5000,
+  drainDeadline: false,
   onDrainTimeout: 'reset',
   poolIdleTimeout: 3000,
   poolIdleMargin: 1000,
 };
 
 const lifecycleKeys = Object.keys(base);
+const keepAliveFields = ['idle', 'interval', 'count'];
+const heartbeatFields = ['interval', 'timeout', 'ping'];
+
+/** A copy of the own fields of `value` (each read once), refusing any not in `known`. */
+function ownFields(name: string, value: object, known: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) throw invalidArgValue(name, key, `has no field '${key}'; known: ${known.join(', ')}`);
+    const v = (value as Record<string, unknown>)[key];
+    if (v !== undefined) out[key] = v;
+  }
+  return out;
+}
 const kernelKeys = ['keepAlive', 'userTimeout', 'noDelay'];
 const knownKeys = ['name', ...kernelKeys, ...lifecycleKeys];
 
@@ -125,6 +145,7 @@ function check(policy: Policy): Policy {
   }
   checkInteger('policy.scanInterval', policy.scanInterval, { min: 10, max: 2 ** 31 - 1 });
   checkInteger('policy.drainTimeout', policy.drainTimeout, { min: 0, max: 2 ** 31 - 1 });
+  if (policy.drainDeadline !== false) checkInteger('policy.drainDeadline', policy.drainDeadline, { min: 0, max: 2 ** 31 - 1 });
   checkInteger('policy.poolIdleTimeout', policy.poolIdleTimeout, never);
   checkInteger('policy.poolIdleMargin', policy.poolIdleMargin, { min: 0, max: 2 ** 31 - 1 });
   if (policy.reset !== false && policy.reset !== 'always' && policy.reset !== 'timeout') {
@@ -149,6 +170,26 @@ function check(policy: Policy): Policy {
  */
 const kExplicit = Symbol('socktune.policy.explicit');
 
+/** Every policy {@link compose} built (and so every preset): the brand that tells a policy from look-alikes. */
+const built = new WeakSet<object>();
+
+/** Whether `value` is a policy built by `presets` or {@link compose} (not merely an object shaped like one). */
+export function isPolicy(value: unknown): value is Policy {
+  return typeof value === 'object' && value !== null && built.has(value);
+}
+
+/**
+ * A policy as the API takes it: a policy built by `presets`/{@link compose} as it is, or plain
+ * overrides, composed (and so validated) into one. Anything else is ERR_INVALID_ARG_TYPE.
+ */
+export function toPolicy(value: unknown, name = 'policy'): Policy {
+  if (isPolicy(value)) return value;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalidArgType(name, 'a policy (from presets or compose) or an object of policy fields', value);
+  }
+  return compose(value as PolicyOverrides);
+}
+
 /**
  * Merges policies and overrides left to right into one validated, frozen policy. Keepalive
  * timings merge field by field; every other field is replaced. A policy passed as a part
@@ -160,16 +201,21 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
   for (const given of parts) {
     if (given === undefined) continue;
     if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalidArgType('policy', 'of type object', given);
-    const part = ((given as Record<symbol, unknown>)[kExplicit] as PolicyOverrides | undefined) ?? given;
-    for (const key in part) {
+    const own = isPolicy(given) ? (given as unknown as Record<symbol, PolicyOverrides>)[kExplicit] : given;
+    // Own fields only, each read once: an inherited `idleTimeout` (a polluted Object.prototype)
+    // is not a field of this policy, and a getter does not get to answer twice.
+    for (const key of Object.keys(own)) {
       if (!knownKeys.includes(key)) throw invalidArgValue('policy', key, `has no field '${key}'; known: ${knownKeys.join(', ')}`);
-      const value = (part as Record<string, unknown>)[key];
+      const value = (own as Record<string, unknown>)[key];
       if (value === undefined) continue;
       if (key === 'name') {
-        for (const n of String(value).split('+')) if (n && !names.includes(n)) names.push(n);
-      } else if (key === 'keepAlive' && typeof value === 'object' && value !== null) {
+        if (typeof value !== 'string') throw invalidArgType('policy.name', 'of type string', value);
+        for (const n of value.split('+')) if (n && !names.includes(n)) names.push(n);
+      } else if (key === 'keepAlive' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
         const prev = explicit.keepAlive;
-        explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...value };
+        explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.keepAlive', value, keepAliveFields) };
+      } else if (key === 'heartbeat' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+        explicit.heartbeat = ownFields('policy.heartbeat', value, heartbeatFields);
       } else {
         explicit[key] = value;
       }
@@ -186,10 +232,12 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
   } else if (ka === true) {
     throw invalidArgValue('policy.keepAlive', ka, 'must be false or { idle, interval, count }');
   }
-  if (typeof out.heartbeat === 'object' && out.heartbeat !== null) out.heartbeat = Object.freeze({ ...out.heartbeat });
+  if (typeof out.heartbeat === 'object' && out.heartbeat !== null) out.heartbeat = Object.freeze(out.heartbeat);
   out.name = names.join('+') || 'custom';
   Object.defineProperty(out, kExplicit, { value: Object.freeze({ ...explicit, name: out.name }) });
-  return Object.freeze(check(out as unknown as Policy));
+  const policy = Object.freeze(check(out as unknown as Policy));
+  built.add(policy);
+  return policy;
 }
 
 /** The keepalive budget: how long after the last packet keepalive alone declares the peer dead. */
@@ -237,11 +285,15 @@ function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
  * Defaults and why:
  * - `reset: 'always'`; use `'timeout'` for nginx's narrower `reset_timedout_connection` (RST only
  *   for connections closed on a timeout or deadline).
- * - `drainTimeout: 5 s`: long enough for a full send buffer to drain at WAN speeds; bounded so a
- *   reader that stopped reading cannot hold the connection.
- * - `onDrainTimeout: 'reset'`: a peer that acknowledged nothing for 5 s is stuck or gone; the
- *   connection is reset and the unacknowledged byte count is reported (never silently). Choose
- *   `'fin'` to fall back to a normal close that keeps delivering.
+ * - `drainTimeout: 5 s` without progress: a peer that keeps acknowledging, however slowly, gets
+ *   everything; one that acknowledged nothing new for 5 s has stopped reading (or vanished) and
+ *   cannot hold the connection. The wait starts at `end()`/`destroy()`, even while Node's own
+ *   buffer is still flushing. `drainDeadline` (off) caps the whole wait when that matters more.
+ * - `onDrainTimeout: 'reset'`: the connection is reset and the bytes at risk are reported, never
+ *   silently: the socket fails with `ERR_SOCKTUNE_DRAIN_TIMEOUT` (`error.bytesAtRisk`) —
+ *   `socket.errored`, `'close'` with `hadError` true, the `end()` callback's error, and `'error'` when
+ *   the application listens for it (an unheard `'error'` would crash the process, so it is not
+ *   emitted then). Choose `'fin'` to fall back to a normal close that keeps delivering.
  *
  * What the peer sees: every byte written, then ECONNRESET instead of an end-of-stream (a Node.js 20
  * peer with bytes still unread when the RST arrives may see a plain end-of-stream).

@@ -1,28 +1,35 @@
 /**
  * The one reset path: end a connection with RST (no TIME_WAIT on this side) only once the peer has
- * acknowledged every byte written, bounded by a drain timeout, and say how many bytes were at risk
- * when the bound was hit. Every RST socktune sends goes through `resetClose`.
+ * acknowledged every byte written, give up when the peer stops acknowledging (a no-progress
+ * timeout, with an optional cap on the whole wait), and say how many bytes were at risk when it
+ * gave up. Every RST socktune sends goes through the drain here.
  * @module
  */
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
-import { checkInteger, configure, lingerIfDrained, requirePlatform, sendQueueBytes } from '../options.js';
-import { pendingWriteBytes } from '../handle.js';
+import { checkInteger, handleLingerIfDrained, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
+import { closingHandle, pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
 
 /** Options of {@link resetClose}. */
 export interface ResetCloseOptions {
-  /** How long to wait for the peer to acknowledge everything written, in milliseconds (default 5000; 0 = do not wait). */
+  /**
+   * How long the reset waits while the peer acknowledges nothing new, in milliseconds (default
+   * 5000; 0 = do not wait). It restarts whenever the peer acknowledges more, so a slow reader that
+   * keeps reading is never cut off; one that stopped is.
+   */
   drainTimeout?: number;
-  /** What to do when `drainTimeout` passes with bytes unacknowledged (default `'reset'`). */
+  /** A cap on the whole wait, in milliseconds, however the peer progresses (default `false`: none). */
+  drainDeadline?: number | false;
+  /** What to do when the peer stopped acknowledging (or the deadline passed) with bytes unacknowledged (default `'reset'`). */
   onDrainTimeout?: DrainTimeoutAction;
 }
 
-/** How a connection was ended by {@link resetClose}. */
+/** How a connection was ended by {@link resetClose} or a policy. */
 export interface CloseReport {
   /**
-   * `'rst'`: reset (SO_LINGER 0, then close). `'fin'`: the drain timeout passed and
+   * `'rst'`: reset (SO_LINGER 0, then close). `'fin'`: the drain timed out and
    * `onDrainTimeout: 'fin'` ended it normally. `'none'`: there was no connection left to reset (still
    * connecting, or the kernel or the peer closed it first).
    */
@@ -38,38 +45,38 @@ export interface CloseReport {
   waited: number;
 }
 
-/** Messages published for every close socktune performs: `{ socket, reason, report }`. */
+/** Messages published for every close socktune performs: `{ socket, reason, report, error }`. */
 export const closeChannel = diagnostics.channel('socktune:close');
 
 /** Why socktune closed a connection (`'close'`: the application's own `end()`/`destroy()`). */
 export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale';
 
+/** The drain settings every reset path takes, validated. */
+export interface Drain {
+  drainTimeout: number;
+  drainDeadline: number | false;
+  onDrainTimeout: DrainTimeoutAction;
+}
+
 const kPending = Symbol('socktune.reset');
 const kResetting = Symbol('socktune.resetting');
 const POLL_MIN = 1;
 const POLL_MAX = 25;
+const NEVER = Number.POSITIVE_INFINITY;
 
 interface Resetting {
   [kPending]?: Promise<CloseReport>;
   [kResetting]?: boolean;
 }
 
-/** Whether a reset of `socket` has started (its own `end()` then means FIN, from `onDrainTimeout: 'fin'`). */
+/** Whether a reset of `socket` has started (its own `end()` and `destroy()` then take Node's path). */
 export function isResetting(socket: net.Socket): boolean {
   return (socket as Resetting)[kResetting] === true;
 }
 
-/** Sets SO_LINGER 0 and destroys: close() then sends RST and frees the socket at once. */
-function rst(socket: net.Socket, error?: Error): boolean {
-  try {
-    configure(socket, { linger: 0 });
-  } catch {
-    // The handle is gone or the kernel closed the connection: nothing left to reset.
-    destroyWith(socket, error);
-    return false;
-  }
-  destroyWith(socket, error);
-  return true;
+/** Marks `socket` as being reset by the caller. @internal */
+export function markResetting(socket: net.Socket): void {
+  (socket as Resetting)[kResetting] = true;
 }
 
 /** Destroys with `error` only if someone listens for it; an unheard `'error'` would crash the process. */
@@ -79,25 +86,147 @@ export function destroyWith(socket: net.Socket, error?: Error): void {
 }
 
 /**
- * Bytes not yet acknowledged: still in Node or libuv, plus the kernel send queue. 0 means none, and
- * then SO_LINGER 0 is already set (one native call), so the caller must close now. -1 if the
- * socket is gone.
+ * Destroys `socket` with `error` so the application sees it on the socket itself — `socket.errored`,
+ * `'close'` with `hadError` true, the callback of `end()` — but emits `'error'` only when someone
+ * listens for it: an unheard `'error'` would crash a process whose code never expected one.
  */
-function unacknowledged(socket: net.Socket): number {
-  if (socket.destroyed) return -1;
-  const pending = pendingWriteBytes(socket);
+export function failSocket(socket: net.Socket, error: Error, destroy: (err: Error) => void = (err) => socket.destroy(err)): void {
+  if (socket.listenerCount('error') === 0) {
+    // Node emits 'error' once per stream; marked as emitted, it keeps the error and stays quiet.
+    const states = socket as unknown as { _readableState?: { errorEmitted: boolean }; _writableState?: { errorEmitted: boolean } };
+    if (states._readableState) states._readableState.errorEmitted = true;
+    if (states._writableState) states._writableState.errorEmitted = true;
+  }
+  destroy(error);
+}
+
+/** The error a connection is failed with when a reset had to give up on unacknowledged bytes. */
+export function drainTimeoutError(report: CloseReport): Error & { code: string; bytesAtRisk: number; report: CloseReport } {
+  const err = socktuneError(
+    codes.DRAIN_TIMEOUT,
+    `The peer stopped acknowledging: ${report.bytesAtRisk} bytes written were not acknowledged when the connection was reset after ${Math.round(report.waited)} ms`,
+  ) as Error & { code: string; bytesAtRisk: number; report: CloseReport };
+  err.bytesAtRisk = report.bytesAtRisk;
+  err.report = report;
+  return err;
+}
+
+/** Validates reset options into the drain settings. */
+export function drainOptions(options: unknown, name = 'options'): Drain {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType(name, 'of type object', options);
+  const { drainTimeout, drainDeadline, onDrainTimeout } = ownOptions(options, name);
+  const drain: Drain = {
+    drainTimeout: drainTimeout === undefined ? 5000 : checkInteger(`${name}.drainTimeout`, drainTimeout, { min: 0, max: 2 ** 31 - 1 }),
+    drainDeadline: drainDeadline === undefined || drainDeadline === false ? false : checkInteger(`${name}.drainDeadline`, drainDeadline, { min: 0, max: 2 ** 31 - 1 }),
+    onDrainTimeout: (onDrainTimeout ?? 'reset') as DrainTimeoutAction,
+  };
+  if (drain.onDrainTimeout !== 'reset' && drain.onDrainTimeout !== 'fin') {
+    throw invalidArgValue(`${name}.onDrainTimeout`, onDrainTimeout, "must be 'reset' or 'fin'");
+  }
+  return drain;
+}
+
+const resetKeys = ['drainTimeout', 'drainDeadline', 'onDrainTimeout'];
+
+/** The own fields of reset options, each read once; unknown ones are errors. */
+function ownOptions(options: object, name: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(options)) {
+    if (!resetKeys.includes(key)) throw invalidArgValue(name, key, `has no option '${key}'; known: ${resetKeys.join(', ')}`);
+    out[key] = (options as Record<string, unknown>)[key];
+  }
+  return out;
+}
+
+/** Bytes written and not acknowledged yet (Node's buffer, libuv's queue, the kernel send queue); -1 if the handle is gone. */
+function unacknowledged(socket: net.Socket, handle: object): number {
   try {
-    return pending > 0 ? pending + sendQueueBytes(socket) : lingerIfDrained(socket);
+    return pendingWriteBytes(socket) + handleSendQueue(handle);
   } catch {
     return -1;
   }
 }
 
+/** The live handle of `socket`, or undefined when it has none left to reset. */
+function handleOf(socket: net.Socket): object | undefined {
+  try {
+    return closingHandle(socket);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a drain came to. */
+interface DrainEnd {
+  /** `'drained'`: every byte acknowledged and SO_LINGER 0 set (close now); `'timeout'`: gave up; `'gone'`: the handle closed under it. */
+  outcome: 'drained' | 'timeout' | 'gone';
+  /** Bytes unacknowledged at the end (at the last reading, for `'gone'`). */
+  left: number;
+  waited: number;
+}
+
+/**
+ * Waits until the peer has acknowledged every byte written — then sets SO_LINGER 0 in the same
+ * native call that saw the queue empty, so the caller's close sends RST — or until no byte has
+ * been newly acknowledged for `drainTimeout` (or `drainDeadline` passed). `ready()` says whether
+ * the caller can close yet (a policy's `end()` must wait for Node's `_final` even when drained).
+ * Polls with backoff from 1 to 25 ms; one ioctl per poll.
+ */
+function drain(socket: net.Socket, handle: object, d: Drain, ready: () => boolean, wake?: (poll: () => void) => void): Promise<DrainEnd> {
+  const start = performance.now();
+  const deadline = d.drainDeadline === false ? NEVER : start + d.drainDeadline;
+  return new Promise<DrainEnd>((resolve) => {
+    let least = NEVER;
+    let progressAt = start;
+    let delay = POLL_MIN;
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const finish = (end: DrainEnd): void => {
+      done = true;
+      clearTimeout(timer);
+      socket.off('close', onClose);
+      resolve(end);
+    };
+    // The peer reset, or the kernel gave up, first: whatever was unacknowledged is lost.
+    const onClose = (): void => finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: performance.now() - start });
+    socket.once('close', onClose);
+    const poll = (): void => {
+      if (done) return;
+      clearTimeout(timer);
+      const now = performance.now();
+      let left = unacknowledged(socket, handle);
+      if (left < 0) return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
+      if (left === 0 && ready()) {
+        try {
+          left = handleLingerIfDrained(handle);
+        } catch {
+          return finish({ outcome: 'gone', left: 0, waited: now - start });
+        }
+        if (left === 0) return finish({ outcome: 'drained', left: 0, waited: now - start });
+      }
+      if (left < least) {
+        // The peer acknowledged more (or libuv moved bytes on): progress restarts the timeout.
+        least = left;
+        progressAt = now;
+        delay = POLL_MIN;
+      }
+      if (left > 0 && (now - progressAt >= d.drainTimeout || now >= deadline)) return finish({ outcome: 'timeout', left, waited: now - start });
+      delay = Math.min(delay * 2, POLL_MAX);
+      const until = Math.min(progressAt + d.drainTimeout, deadline) - now;
+      timer = setTimeout(poll, Math.max(1, Math.min(delay, until)));
+    };
+    wake?.(poll);
+    if (d.drainTimeout === 0) poll();
+    else timer = setTimeout(poll, 0);
+  });
+}
+
 /**
  * Ends `socket` with RST instead of FIN, so this side keeps no TIME_WAIT — after the peer has
  * acknowledged every byte written (Node's buffer, libuv's queue and the kernel send queue are
- * empty). If that takes longer than `drainTimeout`, follows `onDrainTimeout` and reports the bytes
- * at risk. Works on `net.Socket` and `tls.TLSSocket` (where Node's `resetAndDestroy` throws).
+ * empty). If the peer stops acknowledging for `drainTimeout` (or `drainDeadline` passes), follows
+ * `onDrainTimeout` and reports the bytes at risk. Works on `net.Socket` and `tls.TLSSocket` (where
+ * Node's `resetAndDestroy` throws).
  *
  * The local side sees no error: the socket emits `'close'` without one. The peer sees every
  * acknowledged byte, then ECONNRESET. "Acknowledged" is the peer's kernel: an application that had
@@ -107,114 +236,137 @@ function unacknowledged(socket: net.Socket): number {
  * reliable signal of bytes not delivered. Calling it again on the same socket returns the same promise.
  *
  * @param socket a connected TCP or TLS socket
- * @param options drain bound and the action past it
+ * @param options drain bounds and the action past them
  * @returns how the connection ended
  */
 export function resetClose(socket: net.Socket, options: ResetCloseOptions = {}): Promise<CloseReport> {
-  return resetWith(socket, options);
+  if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket or tls.TLSSocket', socket);
+  return resetWith(socket, drainOptions(options));
 }
 
 /**
- * {@link resetClose}, destroying with `error` (when the socket has an `'error'` listener to take it;
- * an unheard `'error'` would crash the process); `endWithFin` is the normal close used when the
- * drain timeout passes under `onDrainTimeout: 'fin'`.
+ * {@link resetClose} with validated settings, destroying with `error` (when the socket has an
+ * `'error'` listener to take it); `endWithFin` is the normal close used when the drain times out
+ * under `onDrainTimeout: 'fin'`.
  * @internal
  */
-export function resetWith(socket: net.Socket, options: ResetCloseOptions, error?: Error, endWithFin: () => void = () => socket.end()): Promise<CloseReport> {
-  if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket or tls.TLSSocket', socket);
-  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
-  const drainTimeout = options.drainTimeout === undefined ? 5000 : checkInteger('options.drainTimeout', options.drainTimeout, { min: 0, max: 2 ** 31 - 1 });
-  const onDrainTimeout = options.onDrainTimeout ?? 'reset';
-  if (onDrainTimeout !== 'reset' && onDrainTimeout !== 'fin') {
-    throw invalidArgValue('options.onDrainTimeout', onDrainTimeout, "must be 'reset' or 'fin'");
-  }
+export function resetWith(socket: net.Socket, d: Drain, error?: Error, endWithFin: () => void = () => socket.end()): Promise<CloseReport> {
   // Without the send-queue size there is no way to know the peer has everything: refuse, rather
   // than reset blind or fall back silently.
   requirePlatform('queues', 'resetClose (it waits for SIOCOUTQ to drain)');
   const pending = (socket as Resetting)[kPending];
   if (pending) return pending;
   if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
-  // Marked before run(): its fast path destroys synchronously, and a policy's destroy() must see the reset under way.
-  (socket as Resetting)[kResetting] = true;
-  const promise = run(socket, drainTimeout, onDrainTimeout, error, endWithFin);
+  markResetting(socket);
+  const promise = run(socket, d, error, endWithFin);
   (socket as Resetting)[kPending] = promise;
   return promise;
 }
 
 const DRAINED: CloseReport = Object.freeze({ method: 'rst', drained: true, bytesAtRisk: 0, waited: 0 }) as CloseReport;
+const NONE: CloseReport = Object.freeze({ method: 'none', drained: false, bytesAtRisk: 0, waited: 0 }) as CloseReport;
 
 /**
  * The reset's common case without a promise: if the peer has acknowledged everything written,
- * resets `socket` now and returns the report; otherwise touches nothing and returns undefined.
+ * sets SO_LINGER 0 (the next close sends RST) and returns the report; otherwise touches nothing
+ * and returns undefined. The caller closes.
  * @internal
  */
-export function resetIfDrained(socket: net.Socket, error?: Error): CloseReport | undefined {
-  if (socket.destroyed || socket.connecting || (socket as Resetting)[kResetting] === true) return undefined;
-  if (pendingWriteBytes(socket) !== 0) return undefined;
-  let left: number;
+export function lingerIfAcknowledged(socket: net.Socket): CloseReport | undefined {
+  if (socket.connecting || isResetting(socket) || pendingWriteBytes(socket) !== 0) return undefined;
+  const handle = handleOf(socket);
+  if (handle === undefined) return undefined;
   try {
-    left = lingerIfDrained(socket);
+    return handleLingerIfDrained(handle) === 0 ? DRAINED : undefined;
   } catch {
     return undefined;
   }
-  if (left !== 0) return undefined;
-  (socket as Resetting)[kResetting] = true;
-  destroyWith(socket, error);
-  return DRAINED;
 }
 
-function run(socket: net.Socket, drainTimeout: number, onDrainTimeout: DrainTimeoutAction, error: Error | undefined, endWithFin: () => void): Promise<CloseReport> {
-  const rstNow = (s: net.Socket): boolean => rst(s, error);
-  if (socket.connecting) {
+function run(socket: net.Socket, d: Drain, error: Error | undefined, endWithFin: () => void): Promise<CloseReport> {
+  const handle = socket.connecting ? undefined : handleOf(socket);
+  if (handle === undefined) {
     destroyWith(socket, error);
-    return Promise.resolve({ method: 'none', drained: true, bytesAtRisk: 0, waited: 0 });
+    return Promise.resolve(socket.connecting ? { ...NONE, drained: true } : NONE);
   }
-  const first = unacknowledged(socket);
-  // The common case (a request-response connection): everything is acknowledged already, and the
-  // same native call set the zero linger; close() now sends RST.
-  if (first === 0) {
+  return drain(socket, handle, d, () => true).then(({ outcome, left, waited }) => {
+    if (outcome === 'gone') return { method: 'none', drained: false, bytesAtRisk: left, waited } satisfies CloseReport;
+    if (outcome === 'drained') {
+      destroyWith(socket, error);
+      return { method: 'rst', drained: true, bytesAtRisk: 0, waited } satisfies CloseReport;
+    }
+    if (d.onDrainTimeout === 'fin') {
+      // A normal close: Node flushes its buffer, then FIN; the kernel keeps delivering.
+      endWithFin();
+      return { method: 'fin', drained: false, bytesAtRisk: left, waited } satisfies CloseReport;
+    }
+    const reset = lingerZero(handle);
     destroyWith(socket, error);
-    return Promise.resolve({ method: 'rst', drained: true, bytesAtRisk: 0, waited: 0 });
-  }
-  if (first < 0) {
-    destroyWith(socket, error);
-    return Promise.resolve({ method: 'none', drained: false, bytesAtRisk: 0, waited: 0 });
-  }
-  const start = performance.now();
-  return new Promise<CloseReport>((resolve) => {
-    let last = first;
-    let delay = POLL_MIN;
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (report: CloseReport): void => {
-      clearTimeout(timer);
-      socket.off('close', onClose);
-      resolve(report);
-    };
-    // The peer reset or the kernel gave up first: whatever was unacknowledged is lost.
-    const onClose = (): void => finish({ method: 'none', drained: false, bytesAtRisk: last, waited: performance.now() - start });
-    socket.once('close', onClose);
-    const poll = (): void => {
-      const left = unacknowledged(socket);
-      const waited = performance.now() - start;
-      if (left < 0) return finish({ method: 'none', drained: false, bytesAtRisk: last, waited });
-      last = left;
-      if (left === 0) {
-        socket.off('close', onClose);
-        destroyWith(socket, error);
-        return finish({ method: 'rst', drained: true, bytesAtRisk: 0, waited });
-      }
-      if (waited >= drainTimeout) {
-        socket.off('close', onClose);
-        if (onDrainTimeout === 'fin') {
-          // A normal close: Node flushes its buffer, then FIN; the kernel keeps delivering.
-          endWithFin();
-          return finish({ method: 'fin', drained: false, bytesAtRisk: left, waited });
-        }
-        return finish({ method: rstNow(socket) ? 'rst' : 'none', drained: false, bytesAtRisk: left, waited });
-      }
-      delay = Math.min(delay * 2, POLL_MAX);
-      timer = setTimeout(poll, Math.min(delay, Math.max(1, drainTimeout - waited)));
-    };
-    timer = setTimeout(poll, drainTimeout === 0 ? 0 : POLL_MIN);
+    return { method: reset ? 'rst' : 'none', drained: false, bytesAtRisk: left, waited } satisfies CloseReport;
   });
+}
+
+function lingerZero(handle: object): boolean {
+  try {
+    handleLingerZero(handle);
+    return true;
+  } catch {
+    return false; // the handle is gone or the kernel closed the connection: nothing left to reset
+  }
+}
+
+/**
+ * A policy's close that has begun (`end()` or `destroy()`): drains with the policy's bounds, then
+ * `close(report, reset)` runs once — `reset` says SO_LINGER 0 is set (the close sends RST).
+ * `ready()` says whether the close may happen yet (for `end()`: Node has called `_final`, so every
+ * write is in the kernel); `wake` lets the caller poll at once when that changes.
+ * @internal
+ */
+export function drainThenClose(
+  socket: net.Socket,
+  d: Drain,
+  ready: () => boolean,
+  close: (report: CloseReport, reset: boolean) => void,
+  wake?: (poll: () => void) => void,
+): Promise<CloseReport> {
+  markResetting(socket);
+  const handle = handleOf(socket);
+  if (handle === undefined) {
+    close(NONE, false);
+    return Promise.resolve(NONE);
+  }
+  const promise = drain(socket, handle, d, ready, wake).then(({ outcome, left, waited }) => {
+    let report: CloseReport;
+    if (outcome === 'drained') {
+      report = { method: 'rst', drained: true, bytesAtRisk: 0, waited };
+      close(report, true);
+    } else if (outcome === 'gone') {
+      report = { method: 'none', drained: false, bytesAtRisk: left, waited };
+      close(report, false);
+    } else if (d.onDrainTimeout === 'fin') {
+      report = { method: 'fin', drained: false, bytesAtRisk: left, waited };
+      close(report, false);
+    } else {
+      const reset = lingerZero(handle);
+      report = { method: reset ? 'rst' : 'none', drained: false, bytesAtRisk: left, waited };
+      close(report, reset);
+    }
+    return report;
+  });
+  (socket as Resetting)[kPending] = promise;
+  return promise;
+}
+
+/**
+ * Sets SO_LINGER 0 now, whatever is still queued (`destroy(err)` under a reset policy: the stream
+ * fails now). Returns the report: the bytes written and not acknowledged are the ones at risk.
+ * @internal
+ */
+export function resetNow(socket: net.Socket): CloseReport {
+  markResetting(socket);
+  const handle = handleOf(socket);
+  if (handle === undefined) return NONE;
+  const left = unacknowledged(socket, handle);
+  if (left < 0 || !lingerZero(handle)) return NONE;
+  return { method: 'rst', drained: left === 0, bytesAtRisk: left, waited: 0 };
 }

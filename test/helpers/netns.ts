@@ -34,11 +34,13 @@ export class Netns {
   }
 
   /**
-   * Starts a long-lived Node script inside the namespace and resolves with the first line it
+   * Starts a long-lived Node (or, for a `.py` file, Python) script inside the namespace and resolves with the first line it
    * prints (its report that it is ready); the process is killed in destroy().
    */
   async start(script: string, args: string[] = []): Promise<{ child: ChildProcess; ready: string }> {
-    const child = spawn('ip', ['netns', 'exec', this.name, process.execPath, script, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // A Python peer (not Node) where the test wants one; Node otherwise.
+    const interpreter = script.endsWith('.py') ? 'python3' : process.execPath;
+    const child = spawn('ip', ['netns', 'exec', this.name, interpreter, script, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.children.push(child);
     let buf = '';
     const ready = await new Promise<string>((resolve, reject) => {

@@ -128,7 +128,7 @@ function stub(error: Error): NativeBinding {
   ];
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, lingerIfDrained: fail,
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, lingerIfDrained: fail, socketError: fail,
     diagCount: fail, diagList: fail,
     constants: {
       options: optionNames.map((name, id) => ({ id, name, supported: true, level: -1, optname: -1 })),

@@ -9,6 +9,7 @@
 //     and on linux-arm64 Node 20 and 22 under qemu-user
 //   - on win32-x64 Node 20 under wine: the DLL loads and every option and view answers
 //     ERR_SOCKTUNE_UNSUPPORTED (scripts/smoke/win32.mjs)
+//   - the linux-x64 musl prebuild loads under musl's dynamic loader (scripts/smoke/musl-host.c)
 //
 //   node scripts/pack-smoke.mjs              all of it
 //   node scripts/pack-smoke.mjs --host-only  this Node only: no Node downloads, no qemu, no wine
@@ -16,7 +17,7 @@
 //
 // Node binaries are the npm registry's node-<os>-<arch>@<major> packages (cached under
 // node_modules/.cache/socktune-node); qemu-user-static, the aarch64 C library
-// (g++-aarch64-linux-gnu brings it) and wine64 come from Debian (.ci/run installs them).
+// (g++-aarch64-linux-gnu brings it), wine64 and musl-tools come from Debian (.ci/run installs them).
 // Prints PASS/FAIL lines, then `pack-smoke: N passed, M failed`; exits 1 on any failure.
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -158,6 +159,7 @@ function main() {
   if (only.status !== 0) console.log(tail(only.stdout + only.stderr));
 
   if (!hostOnly) {
+    musl(installed);
     for (const major of [22, 24, 26]) {
       const bin = node(major, 'linux', 'x64');
       if (bin) smoke(`Node ${major} linux-x64`, [bin], project, noCompilerEnv());
@@ -199,6 +201,31 @@ function smoke(label, argv, project, env) {
     check(`${label}: smoke test process exited cleanly`, false, `exit ${r.status}`);
     if (r.stderr.trim()) console.log(tail(r.stderr));
   }
+}
+
+/**
+ * npm carries no musl Node, so the x64 musl prebuild is loaded by musl's own dynamic loader in a
+ * small musl program (scripts/smoke/musl-host.c, built with Debian's musl-gcc) that provides the
+ * Node-API symbols as stubs: every symbol bound (RTLD_NOW), the entry points there, and the one
+ * that needs no Node-API call answers 8. The glibc prebuild is the control: it does not load there.
+ */
+function musl(pkgDir) {
+  const def = readFileSync(join(root, 'node_modules', 'node-api-headers', 'def', 'node_api.def'), 'utf8');
+  const names = def.split('\n').map((l) => l.trim()).filter((l) => /^napi_\w+$|^node_api_\w+$/.test(l));
+  const stubs = join(work, 'napi-stubs.h');
+  writeFileSync(stubs, names.map((n) => `__attribute__((visibility("default"))) void* ${n}(void) { return 0; }\n`).join(''));
+  const host = join(work, 'musl-host');
+  const cc = run('musl-gcc', ['-O1', '-rdynamic', `-DSTUBS="${stubs}"`, join(root, 'scripts', 'smoke', 'musl-host.c'), '-o', host]);
+  if (!check('musl: a musl host program (musl-gcc from Debian musl-tools)', cc.status === 0, cc.status === 0 ? undefined : `exit ${cc.status}`)) {
+    console.log(tail(cc.stdout + cc.stderr));
+    return;
+  }
+  const file = join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.musl.node');
+  const r = run(host, [file], { timeout: 30_000 });
+  check('linux-x64 musl: ld-musl loads the installed musl prebuild, every symbol bound; its Node-API version is 8',
+    r.status === 0 && r.stdout.trim() === 'ok node_api_module_get_api_version_v1() = 8', (r.stdout + r.stderr).trim());
+  const control = run(host, [join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.glibc.node')], { timeout: 30_000 });
+  check('linux-x64 musl: the glibc prebuild does not load there (the control)', control.status !== 0, control.stdout.trim());
 }
 
 /** node.exe under wine: scripts/smoke/win32.mjs, whose lines come back through a file. */

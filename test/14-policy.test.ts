@@ -129,16 +129,23 @@ describe('close under rst-on-close, seen from the peer', () => {
     tune(client, presets.rstOnClose());
     let received = 0;
     peer.on('data', (d) => (received += d.length));
-    const peerError = once(peer, 'error');
+    // A peer that still has acknowledged bytes unread when the RST lands may be told 'end' by
+    // libuv instead (libuv/libuv#2319; test/15-reset.test.ts): both are the end of this stream.
+    const peerEnd = new Promise<string>((resolve) => {
+      peer.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+      peer.once('end', () => resolve('end'));
+    });
     let localError: Error | undefined;
     client.on('error', (e) => (localError = e));
+    let ended = 'not called';
     client.write(Buffer.alloc(256 * 1024, 1));
-    client.end(Buffer.alloc(1024, 2));
-    const [err] = (await peerError) as [NodeJS.ErrnoException];
-    expect(err.code).toBe('ECONNRESET');
+    client.end(Buffer.alloc(1024, 2), (e?: Error | null) => (ended = e ? String(e) : 'ok'));
+    expect(['ECONNRESET', 'end']).toContain(await peerEnd);
     expect(received).toBe(257 * 1024);
     await once(client, 'close');
     expect(localError).toBeUndefined();
+    // end()'s callback runs, as for any end that delivered everything.
+    expect(ended).toBe('ok');
   });
 
   it('a passive close (the peer ended first) keeps FIN', async () => {

@@ -20,11 +20,11 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
-import { isReading, isTcpSocket } from '../handle.js';
+import { isReading, isTcpSocket, lookupHandle } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
-import { invalidArgType, kernelError } from '../errors.js';
+import { codes, invalidArgType, kernelError } from '../errors.js';
 import { originOf } from './origin.js';
 
 /** Reasons the guard closes a connection, and what each means. */
@@ -267,8 +267,12 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
     const s = socket as net.Socket & Slotted;
     if (socket.destroyed || this.#slotOf(socket) >= 0) return this;
-    // Deadlines are read from TCP: anything else passes through untouched.
-    if (!isTcpSocket(socket)) {
+    // Deadlines are read from TCP: anything else passes through untouched. A spoofed or
+    // unconnected socket is the caller's error.
+    try {
+      lookupHandle(socket);
+    } catch (err) {
+      if ((err as { code?: string }).code !== codes.NOT_TCP) throw err;
       this.#untuned++;
       return this;
     }

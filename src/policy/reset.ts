@@ -8,7 +8,7 @@
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { checkInteger, handleLingerIfDrained, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
-import { closingHandle, pendingWriteBytes } from '../handle.js';
+import { closingHandle, lookupHandle, pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
 
@@ -256,7 +256,8 @@ export function resetWith(socket: net.Socket, d: Drain, error?: Error, endWithFi
   requirePlatform('queues', 'resetClose (it waits for SIOCOUTQ to drain)');
   const pending = (socket as Resetting)[kPending];
   if (pending) return pending;
-  if (socket.destroyed) throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+  // A destroyed, spoofed, non-TCP or never-connected socket is a coded error, before anything is touched.
+  lookupHandle(socket);
   markResetting(socket);
   const promise = run(socket, d, error, endWithFin);
   (socket as Resetting)[kPending] = promise;

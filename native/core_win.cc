@@ -1,6 +1,8 @@
-// Windows: a Node socket handle exposes no usable fd, so the whole core reports unsupported.
-// The JavaScript layer documents the fallback (keepalive through Node's own setKeepAlive).
-// Not built or run in socktune's CI (Linux only); kept compiling by reading.
+// Windows: Node's TCP handles expose no socket to an addon (their `fd` reads -1), so no option or
+// view can be reached. Every option is listed by its name as unsupported, so the JavaScript layer
+// answers ERR_SOCKTUNE_UNSUPPORTED naming what is missing (keepalive and Nagle remain reachable
+// through Node's own socket.setKeepAlive and socket.setNoDelay).
+// Cross-compiled with mingw-w64 and loaded in node.exe under wine in CI (scripts/emulated.mjs).
 #include <errno.h>
 #include "core.h"
 
@@ -11,10 +13,15 @@
 namespace st {
 
 namespace {
-const OptionInfo kNone = {"", -1, -1};
-}
+// Ids and names as in core_posix.cc's table; level -1 marks each one unsupported.
+const OptionInfo kOptions[OPT_COUNT] = {
+    {"SO_KEEPALIVE", -1, -1}, {"TCP_KEEPIDLE", -1, -1},     {"TCP_KEEPINTVL", -1, -1},
+    {"TCP_KEEPCNT", -1, -1},  {"TCP_USER_TIMEOUT", -1, -1}, {"SO_LINGER", -1, -1},
+    {"TCP_NODELAY", -1, -1},  {"SO_REUSEADDR", -1, -1},     {"SO_REUSEPORT", -1, -1},
+};
+}  // namespace
 
-const OptionInfo& option_info(int32_t) { return kNone; }
+const OptionInfo& option_info(int32_t id) { return kOptions[id]; }
 int set_option(int, int32_t, int32_t) { return -ENOTSUP; }
 int get_option(int, int32_t, int32_t*) { return -ENOTSUP; }
 int apply_options(int, const int32_t*, const int32_t*, int, int* applied) {

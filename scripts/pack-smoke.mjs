@@ -1,37 +1,45 @@
-// Packs socktune the way it is published and installs the tarball into an empty project with no
-// compiler reachable, then checks that the shipped prebuild (not a local build) is what loads and
-// that the socket options round-trip through the kernel.
+// Packs socktune the way it is published (`npm pack`, whose prepack builds dist/ and all seven
+// prebuilds), installs the tarball into an empty project with --ignore-scripts and no compiler
+// reachable, and checks what a user gets:
+//   - the tarball: the files of main, types, exports and bin, all seven prebuilds, LICENSE, and
+//     nothing but dist/ (.js, .d.ts), native/, binding.gyp, prebuilds/, README.md, LICENSE
+//   - which prebuild node-gyp-build picks for each platform, CPU and C library
+//   - the published types type-check in a strict project without the optional peers
+//   - the smoke test (scripts/smoke/loads.mjs) on this Node and on Node 22, 24, 26 (linux-x64),
+//     and on linux-arm64 Node 20 and 22 under qemu-user
+//   - on win32-x64 Node 20 under wine: the DLL loads and every option and view answers
+//     ERR_SOCKTUNE_UNSUPPORTED (scripts/smoke/win32.mjs)
+//   - the linux-x64 musl prebuild loads under musl's dynamic loader (scripts/smoke/musl-host.c)
 //
-//   node scripts/pack-smoke.mjs            build what is stale (prebuild, dist/), pack, install, smoke
-//   node scripts/pack-smoke.mjs --keep     keep the temp dirs for inspection (paths are printed)
-//   node scripts/pack-smoke.mjs --rebuild  rebuild the prebuild and dist/ even if they look fresh
+//   node scripts/pack-smoke.mjs              all of it
+//   node scripts/pack-smoke.mjs --host-only  this Node only: no Node downloads, no qemu, no wine
+//   node scripts/pack-smoke.mjs --keep       keep the temp dirs for inspection (paths are printed)
 //
-// Dependencies of the package come from the npm registry (npm install --ignore-scripts).
+// Node binaries are the npm registry's node-<os>-<arch>@<major> packages (cached under
+// node_modules/.cache/socktune-node); qemu-user-static, the aarch64 C library
+// (g++-aarch64-linux-gnu brings it), wine64 and musl-tools come from Debian (.ci/run installs them).
 // Prints PASS/FAIL lines, then `pack-smoke: N passed, M failed`; exits 1 on any failure.
-import { spawnSync } from 'node:child_process';
-import {
-  chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync,
-} from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanEnv, mtime, run, tail as tailLines, walk } from './lib.mjs';
+import { cleanEnv, fetchNode, run, runner, tail as tailLines } from './lib.mjs';
+import { prebuildPath, targets } from './prebuilds.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 for (const a of args) {
-  if (!['--keep', '--rebuild', '--help', '-h'].includes(a)) {
+  if (!['--keep', '--host-only', '--help', '-h'].includes(a)) {
     console.error(`pack-smoke: unknown argument ${a}`);
     process.exit(2);
   }
 }
 if (args.has('--help') || args.has('-h')) {
-  console.log('usage: node scripts/pack-smoke.mjs [--keep] [--rebuild]');
+  console.log('usage: node scripts/pack-smoke.mjs [--keep] [--host-only]');
   process.exit(0);
 }
 const keep = args.has('--keep');
-const forceRebuild = args.has('--rebuild');
-const tuple = `${process.platform}-${process.arch}`;
+const hostOnly = args.has('--host-only');
 
 let passed = 0;
 let failed = 0;
@@ -47,44 +55,7 @@ function info(msg) {
 
 const tail = (text, lines = 25) => tailLines(text, lines, '       | ');
 
-// ---------------------------------------------------------------- 1. build what is missing or stale
-
-function prebuildStatus() {
-  const dir = join(root, 'prebuilds', tuple);
-  const bins = walk(dir, (p) => p.endsWith('.node'));
-  if (bins.length === 0) return `missing (${relative(root, dir)}/*.node)`;
-  const sources = [join(root, 'binding.gyp'), ...walk(join(root, 'native'), () => true)].filter(existsSync);
-  const newest = Math.max(...sources.map(mtime));
-  const oldest = Math.min(...bins.map(mtime));
-  return newest > oldest ? 'older than native/ or binding.gyp' : null;
-}
-
-function distStatus() {
-  const sources = walk(join(root, 'src'), (p) => /\.(c|m)?ts$/.test(p) && !/\.d\.(c|m)?ts$/.test(p));
-  if (sources.length === 0) return 'no sources in src/';
-  for (const src of sources) {
-    const rel = relative(join(root, 'src'), src).replace(/\.(c|m)?ts$/, (m) => m.replace('ts', 'js'));
-    const out = join(root, 'dist', rel);
-    if (!existsSync(out)) return `missing ${relative(root, out)}`;
-    if (mtime(out) < mtime(src)) return `${relative(root, out)} older than its source`;
-  }
-  if (existsSync(join(root, 'tsconfig.json')) && !existsSync(join(root, 'dist', 'index.js'))) return 'missing dist/index.js';
-  return null;
-}
-
-function buildStep(name, reason, argv) {
-  if (!reason && !forceRebuild) {
-    check(`${name} up to date`, true);
-    return true;
-  }
-  info(`${name}: ${forceRebuild ? 'rebuild requested' : reason}; running ${argv.join(' ')}`);
-  const r = run(process.execPath, argv, { cwd: root, env: cleanEnv() });
-  const ok = check(`${name} built`, r.status === 0, r.status === 0 ? undefined : `exit ${r.status}`);
-  if (!ok) console.log(tail(r.stdout + r.stderr));
-  return ok;
-}
-
-// ---------------------------------------------------------------- 2..5 pack, install, smoke
+// ---------------------------------------------------------------- pack, install, smoke
 
 const work = mkdtempSync(join(tmpdir(), 'socktune-pack-'));
 const cleanup = () => {
@@ -94,22 +65,21 @@ const cleanup = () => {
 process.on('SIGINT', () => { cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { cleanup(); process.exit(143); });
 
-function main() {
-  const tscBin = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  if (!buildStep('prebuild', prebuildStatus(), [join(root, 'scripts', 'prebuild.mjs')])) return;
-  if (!buildStep('dist/', distStatus(), [tscBin, '-p', root])) return;
+/** The files a tarball may hold: anything else is a packaging mistake. */
+const allowed = [/^dist\/.+\.(js|d\.ts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^LICENSE$/, /^package\.json$/];
 
-  // -- pack
+function main() {
+  // -- pack (prepack builds dist/ and the prebuilds; its output goes to stderr, the JSON to stdout)
   const packDir = join(work, 'pack');
   mkdirSync(packDir);
-  const packed = run('npm', ['pack', '--json', '--pack-destination', packDir], { cwd: root, env: cleanEnv() });
+  const packed = run('npm', ['pack', '--json', '--pack-destination', packDir], { cwd: root, env: cleanEnv(), timeout: 60 * 60_000 });
   let manifest;
   try {
-    manifest = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')))[0];
+    manifest = JSON.parse(packed.stdout.slice(packed.stdout.search(/^\[/m)))[0];
   } catch {
     manifest = undefined;
   }
-  if (!check('npm pack', packed.status === 0 && manifest, packed.status === 0 ? manifest?.filename : `exit ${packed.status}`)) {
+  if (!check('npm pack (prepack: dist/ and every prebuild)', packed.status === 0 && manifest, packed.status === 0 ? manifest?.filename : `exit ${packed.status}`)) {
     console.log(tail(packed.stdout + packed.stderr));
     return;
   }
@@ -136,11 +106,12 @@ function main() {
     const p = target.replace(/^\.\//, '');
     check(`tarball holds the \`${name}\` bin target ${p}`, files.has(p));
   }
-  const prebuilt = [...files].filter((f) => f.startsWith(`prebuilds/${tuple}/`) && f.endsWith('.node'));
-  check(`tarball holds a prebuild for ${tuple}`, prebuilt.length > 0, prebuilt.join(', ') || 'none');
-  const leaked = [...files].filter((f) => /^(build|src|test|\.ci|node_modules|scripts)\//.test(f) || f.endsWith('.tgz'));
-  check('tarball holds no build/, src/, test/, scripts/ or .ci/ files', leaked.length === 0, leaked.slice(0, 5).join(', ') || undefined);
-  if (!files.has('README.md')) info('WARN tarball has no README.md');
+  const shipped = targets.map((t) => relative(root, prebuildPath(t)));
+  const absent = shipped.filter((p) => !files.has(p));
+  check(`tarball holds all ${shipped.length} prebuilds`, absent.length === 0, absent.length ? `missing: ${absent.join(', ')}` : shipped.join(', '));
+  const extra = [...files].filter((f) => !allowed.some((re) => re.test(f)) || (f.startsWith('prebuilds/') && !shipped.includes(f)));
+  check('tarball holds nothing else (no maps, sources, tests, scripts or build output)', extra.length === 0, extra.slice(0, 8).join(', ') || undefined);
+  check('tarball holds LICENSE', files.has('LICENSE'));
 
   // -- no compiler: shims that fail loudly and log, first in PATH
   const shimDir = join(work, 'no-compiler-bin');
@@ -162,8 +133,8 @@ function main() {
   // -- empty project + install
   const project = join(work, 'project');
   mkdirSync(project);
-  writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'socktune-pack-smoke', version: '0.0.0', private: true }, null, 2)}\n`);
-  const inst = run('npm', ['install', tarball, '--ignore-scripts', '--no-audit', '--no-fund', '--prefix', project],
+  writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'socktune-pack-smoke', version: '0.0.0', private: true, type: 'module' }, null, 2)}\n`);
+  const inst = run('npm', ['install', tarball, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', project],
     { cwd: project, env: noCompilerEnv() });
   if (!check('npm install <tarball> --ignore-scripts into an empty project', inst.status === 0, inst.status === 0 ? undefined : `exit ${inst.status}`)) {
     console.log(tail(inst.stdout + inst.stderr));
@@ -171,88 +142,165 @@ function main() {
   }
   const installed = join(project, 'node_modules', 'socktune');
   check('installed package has no build/ directory', !existsSync(join(installed, 'build')));
+  check('the optional peers (undici, prom-client) are not installed',
+    !existsSync(join(project, 'node_modules', 'undici')) && !existsSync(join(project, 'node_modules', 'prom-client')));
+  for (const f of ['loads.mjs', 'win32.mjs']) copyFileSync(join(root, 'scripts', 'smoke', f), join(project, f));
 
-  // -- smoke test, as a user would run it (no PREBUILDS_ONLY: the prebuild must win on its own)
-  writeFileSync(join(project, 'smoke.mjs'), SMOKE);
-  const smoke = run(process.execPath, ['smoke.mjs'], { cwd: project, env: noCompilerEnv(), timeout: 30_000 });
-  const lines = (smoke.stdout || '').trimEnd().split('\n').filter(Boolean);
-  let smokeFails = 0;
-  for (const line of lines) {
-    const m = /^(PASS|FAIL) (.*)$/.exec(line);
-    if (m) smokeFails += check(m[2], m[1] === 'PASS') ? 0 : 1;
-    else console.log(`     ${line}`);
-  }
-  if ((smoke.status !== 0 && smokeFails === 0) || lines.length === 0) {
-    check('smoke test process exited cleanly', false, `exit ${smoke.status}`);
-    if (smoke.stderr.trim()) console.log(tail(smoke.stderr));
-  }
+  // -- which file node-gyp-build picks, everywhere the package claims to run
+  picks(installed);
 
-  // -- again with PREBUILDS_ONLY=1 (node-gyp-build may not consider build/ at all)
-  const only = run(process.execPath, ['smoke.mjs', '--quiet'], { cwd: project, env: noCompilerEnv({ PREBUILDS_ONLY: '1' }), timeout: 30_000 });
+  // -- the published types, strict, without skipLibCheck and without the optional peers
+  typesCheck(project);
+
+  // -- smoke test on this Node, as a user would run it (no PREBUILDS_ONLY: the prebuild must win on its own)
+  smoke(`this Node (${process.version}, ${process.platform}-${process.arch})`, [process.execPath], project, noCompilerEnv());
+  const only = run(process.execPath, ['loads.mjs', '--quiet'], { cwd: project, env: noCompilerEnv({ PREBUILDS_ONLY: '1' }), timeout: 150_000 });
   check('smoke test passes with PREBUILDS_ONLY=1', only.status === 0, only.status === 0 ? undefined : `exit ${only.status}`);
   if (only.status !== 0) console.log(tail(only.stdout + only.stderr));
+
+  if (!hostOnly) {
+    musl(installed);
+    for (const major of [22, 24, 26]) {
+      const bin = node(major, 'linux', 'x64');
+      if (bin) smoke(`Node ${major} linux-x64`, [bin], project, noCompilerEnv());
+    }
+    for (const major of [20, 22]) {
+      const bin = node(major, 'linux', 'arm64');
+      if (bin) smoke(`Node ${major} linux-arm64 under qemu-user`, [...runner('linux', 'arm64'), bin], project, noCompilerEnv());
+    }
+    const exe = node(20, 'win32', 'x64');
+    if (exe) windows(exe, project);
+  }
 
   const calls = existsSync(shimLog) ? readFileSync(shimLog, 'utf8').trim() : '';
   check('no compiler or build tool was invoked', calls === '', calls.split('\n')[0] || undefined);
 }
 
-// Runs inside the temp project, which has nothing but socktune and its dependencies installed.
-const SMOKE = String.raw`
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import net from 'node:net';
-import { dirname, join, sep } from 'node:path';
-
-const quiet = process.argv.includes('--quiet');
-let failures = 0;
-function check(name, ok, detail) {
-  if (!ok) failures++;
-  if (!quiet || !ok) console.log((ok ? 'PASS ' : 'FAIL ') + name + (detail === undefined ? '' : ' (' + detail + ')'));
-}
-const timer = setTimeout(() => { check('smoke test finished within 10 s', false); process.exit(1); }, 10_000);
-
-const require = createRequire(import.meta.url);
-const pkgDir = realpathSync(dirname(require.resolve('socktune/package.json')));
-const prebuildsDir = join(pkgDir, 'prebuilds') + sep;
-const pkgRequire = createRequire(join(pkgDir, 'package.json'));
-const resolved = pkgRequire('node-gyp-build').resolve(pkgDir);
-check('node-gyp-build resolves the shipped prebuild', resolved.startsWith(prebuildsDir), resolved.slice(pkgDir.length + 1));
-
-const socktune = await import('socktune');
-for (const name of ['configure', 'readOptions', 'tcpInfo', 'sendQueue']) {
-  check("import 'socktune' exports " + name + '()', typeof socktune[name] === 'function');
-}
-if (existsSync('/proc/self/maps')) {
-  const loaded = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\n')
-    .map((l) => l.slice(l.indexOf('/'))).filter((p) => p.endsWith('.node') && p.startsWith(pkgDir + sep)))];
-  check('the loaded addon is the prebuild', loaded.length === 1 && loaded[0].startsWith(prebuildsDir),
-    loaded.map((p) => p.slice(pkgDir.length + 1)).join(', ') || 'no socktune .node mapped');
+/** A Node binary from the registry, or undefined after a FAIL line. */
+function node(major, platform, arch) {
+  try {
+    return fetchNode(root, major, { platform, arch, log: (m) => info(`node ${major} ${platform}-${arch}: ${m}`) });
+  } catch (err) {
+    check(`fetch Node ${major} ${platform}-${arch}`, false, err.message);
+    if (err.detail) console.log(tail(err.detail));
+    return undefined;
+  }
 }
 
-const server = net.createServer((s) => s.on('error', () => {}));
-await new Promise((res, rej) => server.once('error', rej).listen(0, '127.0.0.1', res));
-const client = net.connect(server.address().port, '127.0.0.1');
-try {
-  await new Promise((res, rej) => client.once('connect', res).once('error', rej));
-  socktune.configure(client, { keepAlive: { idle: 1500, interval: 1000, count: 3 }, userTimeout: 9000, noDelay: true });
-  const o = socktune.readOptions(client);
-  const ka = o.keepAlive || {};
-  check('readOptions keepAlive.idle is 2000 (1500 rounded up to whole seconds)', ka.idle === 2000, 'got ' + ka.idle);
-  check('readOptions keepAlive.interval is 1000', ka.interval === 1000, 'got ' + ka.interval);
-  check('readOptions keepAlive.count is 3', ka.count === 3, 'got ' + ka.count);
-  check('readOptions userTimeout is 9000', o.userTimeout === 9000, 'got ' + o.userTimeout);
-  check('readOptions noDelay is true', o.noDelay === true, 'got ' + o.noDelay);
-  const state = socktune.tcpInfo(client).state;
-  check("tcpInfo(client).state is 'ESTABLISHED'", state === 'ESTABLISHED', 'got ' + state);
-} catch (err) {
-  check('smoke test ran without throwing', false, err && err.stack || String(err));
-} finally {
-  client.destroy();
-  server.close();
-  clearTimeout(timer);
+/** Runs scripts/smoke/loads.mjs under `argv` in the project and turns its lines into checks. */
+function smoke(label, argv, project, env) {
+  const r = run(argv[0], [...argv.slice(1), 'loads.mjs'], { cwd: project, env, timeout: 180_000 });
+  const lines = r.stdout.trimEnd().split('\n').filter(Boolean);
+  let fails = 0;
+  for (const line of lines) {
+    const m = /^(PASS|FAIL) (.*)$/.exec(line);
+    if (m) fails += check(`${label}: ${m[2]}`, m[1] === 'PASS') ? 0 : 1;
+    else console.log(`     ${line}`);
+  }
+  if ((r.status !== 0 && fails === 0) || lines.length === 0) {
+    check(`${label}: smoke test process exited cleanly`, false, `exit ${r.status}`);
+    if (r.stderr.trim()) console.log(tail(r.stderr));
+  }
 }
-process.exitCode = failures ? 1 : 0;
-`;
+
+/**
+ * npm carries no musl Node, so the x64 musl prebuild is loaded by musl's own dynamic loader in a
+ * small musl program (scripts/smoke/musl-host.c, built with Debian's musl-gcc) that provides the
+ * Node-API symbols as stubs: every symbol bound (RTLD_NOW), the entry points there, and the one
+ * that needs no Node-API call answers 8. The glibc prebuild is the control: it does not load there.
+ */
+function musl(pkgDir) {
+  const def = readFileSync(join(root, 'node_modules', 'node-api-headers', 'def', 'node_api.def'), 'utf8');
+  const names = def.split('\n').map((l) => l.trim()).filter((l) => /^napi_\w+$|^node_api_\w+$/.test(l));
+  const stubs = join(work, 'napi-stubs.h');
+  writeFileSync(stubs, names.map((n) => `__attribute__((visibility("default"))) void* ${n}(void) { return 0; }\n`).join(''));
+  const host = join(work, 'musl-host');
+  const cc = run('musl-gcc', ['-O1', '-rdynamic', `-DSTUBS="${stubs}"`, join(root, 'scripts', 'smoke', 'musl-host.c'), '-o', host]);
+  if (!check('musl: a musl host program (musl-gcc from Debian musl-tools)', cc.status === 0, cc.status === 0 ? undefined : `exit ${cc.status}`)) {
+    console.log(tail(cc.stdout + cc.stderr));
+    return;
+  }
+  const file = join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.musl.node');
+  const r = run(host, [file], { timeout: 30_000 });
+  check('linux-x64 musl: ld-musl loads the installed musl prebuild, every symbol bound; its Node-API version is 8',
+    r.status === 0 && r.stdout.trim() === 'ok node_api_module_get_api_version_v1() = 8', (r.stdout + r.stderr).trim());
+  const control = run(host, [join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.glibc.node')], { timeout: 30_000 });
+  check('linux-x64 musl: the glibc prebuild does not load there (the control)', control.status !== 0, control.stdout.trim());
+}
+
+/** node.exe under wine: scripts/smoke/win32.mjs, whose lines come back through a file. */
+function windows(exe, project) {
+  const wine = runner('win32', 'x64');
+  const env = cleanEnv({ WINEPREFIX: join(root, 'node_modules', '.cache', 'socktune-wine'), WINEDEBUG: '-all', WINEDLLOVERRIDES: 'mscoree,mshtml=' });
+  // Node 20 refuses Windows before 8.1; wine's prefix says Windows 7 until told otherwise.
+  const cfg = run(wine[0], ['winecfg', '-v', 'win10'], { env, timeout: 300_000 });
+  if (!check('wine: a prefix that says Windows 10', cfg.status === 0, cfg.status === 0 ? undefined : `exit ${cfg.status}`)) {
+    console.log(tail(cfg.stdout + cfg.stderr));
+    return;
+  }
+  const out = join(work, 'win32-smoke.txt');
+  const r = run(wine[0], [exe, 'win32.mjs', '--out', out], { cwd: project, env, timeout: 300_000 });
+  const lines = existsSync(out) ? readFileSync(out, 'utf8').trimEnd().split('\n').filter(Boolean) : [];
+  for (const line of lines) {
+    const m = /^(PASS|FAIL) (.*)$/.exec(line);
+    if (m) check(`Node 20 win32-x64 under wine: ${m[2]}`, m[1] === 'PASS');
+  }
+  if (lines.length === 0) {
+    check('Node 20 win32-x64 under wine: smoke test ran', false, `exit ${r.status}`);
+    console.log(tail(r.stdout + r.stderr));
+  }
+}
+
+/**
+ * The file node-gyp-build resolves in the installed package for every platform, CPU and C
+ * library it may meet (its own overrides: npm_config_platform, npm_config_arch, LIBC), and what
+ * it does on a musl system without /etc/alpine-release (it assumes glibc; socktune's loader
+ * corrects that from the C library mapped into the process, see src/binding.ts).
+ */
+function picks(pkgDir) {
+  const cases = [
+    ['linux', 'x64', 'glibc', 'prebuilds/linux-x64/socktune.glibc.node'],
+    ['linux', 'x64', 'musl', 'prebuilds/linux-x64/socktune.musl.node'],
+    ['linux', 'arm64', 'glibc', 'prebuilds/linux-arm64/socktune.glibc.node'],
+    ['linux', 'arm64', 'musl', 'prebuilds/linux-arm64/socktune.musl.node'],
+    ['linux', 'arm64', '', 'prebuilds/linux-arm64/socktune.glibc.node'],
+    ['darwin', 'x64', '', 'prebuilds/darwin-x64/socktune.node'],
+    ['darwin', 'arm64', '', 'prebuilds/darwin-arm64/socktune.node'],
+    ['win32', 'x64', '', 'prebuilds/win32-x64/socktune.node'],
+    ['win32', 'arm64', '', null],
+    ['linux', 'riscv64', 'glibc', null],
+    ['freebsd', 'x64', '', null],
+  ];
+  for (const [platform, arch, libc, want] of cases) {
+    const probe = `try { console.log(require('node-gyp-build').resolve(${JSON.stringify(pkgDir)})) } catch { console.log('none') }`;
+    const env = cleanEnv({ npm_config_platform: platform, npm_config_arch: arch, PREBUILDS_ONLY: '1' });
+    if (libc) env.LIBC = libc;
+    else delete env.LIBC;
+    const r = run(process.execPath, ['-e', probe], { cwd: pkgDir, env });
+    const got = r.stdout.trim() === 'none' ? null : relative(pkgDir, r.stdout.trim());
+    let label = `${platform}-${arch}`;
+    if (libc === 'musl') label += ' musl (Alpine: /etc/alpine-release)';
+    else if (libc === 'glibc') label += ' glibc';
+    else if (platform === 'linux') label += ' without /etc/alpine-release (glibc, or musl elsewhere than Alpine)';
+    check(`node-gyp-build picks ${want ?? 'nothing'} on ${label}`, got === want, got ?? 'nothing');
+  }
+}
+
+/** A strict TypeScript project importing every public export, checked with the repo's tsc. */
+function typesCheck(project) {
+  writeFileSync(join(project, 'use.ts'), "import * as socktune from 'socktune';\nexport const names: string[] = Object.keys(socktune);\n");
+  writeFileSync(join(project, 'tsconfig.json'), `${JSON.stringify({
+    compilerOptions: {
+      target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
+      skipLibCheck: false, types: ['node'], typeRoots: [join(root, 'node_modules', '@types')],
+    },
+    include: ['use.ts'],
+  }, null, 2)}\n`);
+  const r = run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], { cwd: project, env: cleanEnv() });
+  check('the published .d.ts type-check without undici and prom-client (strict, no skipLibCheck)', r.status === 0,
+    r.status === 0 ? undefined : `${(r.stdout.match(/error TS\d+/g) ?? []).length} errors`);
+  if (r.status !== 0) console.log(tail(r.stdout + r.stderr));
+}
 
 try {
   main();

@@ -3,9 +3,11 @@
  * node-gyp-build, `process.binding` or the addon directly.
  * @module
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { codes, socktuneError } from './errors.js';
 
 const require = createRequire(import.meta.url);
 
@@ -66,10 +68,138 @@ export interface NativeBinding {
 }
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const loadAddon = require('node-gyp-build') as (dir: string) => NativeBinding;
 
-/** The loaded addon (prebuild first, then a local build). */
-export const native: NativeBinding = loadAddon(root);
+interface NodeGypBuild {
+  (dir: string): unknown;
+  resolve(dir: string): string;
+}
+
+/** Where the addon came from, or why there is none. */
+export interface AddonStatus {
+  /** The file loaded, or `undefined` when no addon could be loaded. */
+  path: string | undefined;
+  /** Why no addon is loaded (the loader's own error is its `cause`). */
+  error: (Error & { code: string }) | undefined;
+}
+
+/**
+ * The C library this process runs on, from the loader mapped into it ('musl' or 'glibc'), or
+ * undefined where that cannot be read. node-gyp-build knows musl only by /etc/alpine-release, so
+ * on any other musl system (Void, Chimera, a distroless musl image) it would pick the glibc build.
+ */
+function runningLibc(): 'glibc' | 'musl' | undefined {
+  let maps: string;
+  try {
+    maps = readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return undefined;
+  }
+  if (/\/(ld-musl-[^/\s]*|libc\.musl-[^/\s]*)$/m.test(maps)) return 'musl';
+  if (/\/(ld-linux[^/\s]*|libc\.so\.6)$/m.test(maps)) return 'glibc';
+  return undefined;
+}
+
+/** node-gyp-build's choice, with the C library of a prebuild matched to this process's. */
+function addonPath(loader: NodeGypBuild): string {
+  const chosen = loader.resolve(root);
+  const tagged = /^(.*)\.(glibc|musl)\.node$/.exec(chosen);
+  if (process.platform !== 'linux' || !tagged || !chosen.startsWith(join(root, 'prebuilds'))) return chosen;
+  const libc = runningLibc();
+  if (libc === undefined || libc === tagged[2]) return chosen;
+  const sibling = `${tagged[1]}.${libc}.node`;
+  return existsSync(sibling) ? sibling : chosen;
+}
+
+function platformLabel(): string {
+  const libc = process.platform === 'linux' ? ` (${runningLibc() ?? 'unknown C library'})` : '';
+  return `${process.platform}-${process.arch}${libc}, Node ${process.version}`;
+}
+
+/** The coded error every addon-backed call throws when the addon could not be loaded. */
+function noAddonError(reason: string, cause: unknown): Error & { code: string } {
+  const err = socktuneError(
+    codes.NO_ADDON,
+    `socktune's native addon is not available on ${platformLabel()}: ${reason}. Prebuilds ship ` +
+      'for linux-x64 and linux-arm64 (glibc and musl), darwin-x64, darwin-arm64 and win32-x64; ' +
+      'elsewhere install a C++ compiler, make and Python 3, then run `npm rebuild socktune`. ' +
+      'Without it, connectionStates() (from /proc), sysctlAudit(), `socktune stat` and `socktune doctor` still work',
+  );
+  (err as Error & { cause?: unknown }).cause = cause;
+  return err;
+}
+
+/**
+ * What the addon exports, for a process that has none: every call throws the loader's coded
+ * error, and the constants let the modules that read them at load time load. sock_diag is off,
+ * so connection counts come from /proc. The options claim support and the views throw when
+ * asked about, so a call, a policy or a self-check row fails with the reason (no addon) at the
+ * moment it is made, instead of blaming the platform.
+ */
+function stub(error: Error): NativeBinding {
+  const fail = (): never => {
+    throw error;
+  };
+  const optionNames = [
+    'SO_KEEPALIVE', 'TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT', 'SO_LINGER',
+    'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT',
+  ];
+  return {
+    init() {},
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, lingerIfDrained: fail, socketError: fail,
+    diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
+    netnsOpen: fail,
+    constants: {
+      options: optionNames.map((name, id) => ({ id, name, supported: true, level: -1, optname: -1 })),
+      infoFields: [],
+      // The kernel's numbering, which the /proc fallback reads (include/net/tcp_states.h).
+      tcpStates: [
+        'UNKNOWN', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT',
+        'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV',
+      ],
+      layout: {
+        bytes: 16, count: 0, ids: 0, values: 0, failedOption: 0, failedSyscall: 0, applied: 0, read: 0,
+        queues: 0, verify: 0, fd: 0, result: 0, infoOffset: 0, cookieOffset: 8, diagStates: 0, diagFamily: 0, diagSport: 0,
+        diagDport: 0, diagAnyPort: 0, diagCounts: 0, diagEntryBytes: 0, diagSrcFamily: 0,
+        diagDstFamily: 0, diagSrc: 0, diagDst: 0, diagNetlink: 0, topRowBytes: 0,
+      },
+      families: { inet: -1, inet6: -1 },
+      status: { OK: 0, E_HANDLE: 1, E_NOFD: 2 },
+      syscalls: ['setsockopt', 'getsockopt', 'ioctl'],
+      platform: {
+        name: process.platform,
+        sockDiag: false,
+        get tcpInfo(): boolean { return fail(); },
+        get queues(): boolean { return fail(); },
+        get cookie(): boolean { return fail(); },
+      },
+    },
+  };
+}
+
+function load(): { native: NativeBinding; status: AddonStatus } {
+  let path: string | undefined;
+  try {
+    path = addonPath(require('node-gyp-build') as NodeGypBuild);
+  } catch (cause) {
+    // node-gyp-build's "No native build was found": no prebuild for this platform, no build/.
+    const error = noAddonError('no prebuild fits and none was built from source', cause);
+    return { native: stub(error), status: { path: undefined, error } };
+  }
+  try {
+    return { native: require(path) as NativeBinding, status: { path, error: undefined } };
+  } catch (cause) {
+    // A file that fits by name but not this machine (a C library or CPU it was not built for).
+    const first = String((cause as Error)?.message ?? cause).split('\n')[0];
+    const error = noAddonError(`${relative(root, path)} does not load here (${first})`, cause);
+    return { native: stub(error), status: { path: undefined, error } };
+  }
+}
+
+const loaded = load();
+/** The loaded addon (a local build first, then the prebuild for this platform), or a stub whose calls throw {@link addon}'s error. */
+export const native: NativeBinding = loaded.native;
+/** Which addon file is loaded, or why none is (`error.code` is `ERR_SOCKTUNE_NO_ADDON`). */
+export const addon: Readonly<AddonStatus> = Object.freeze(loaded.status);
 /** Shapes and names exported by the native core. */
 export const constants = native.constants;
 const { layout } = constants;

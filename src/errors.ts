@@ -26,6 +26,8 @@ export const codes = Object.freeze({
    * the connection was reset with bytes unacknowledged (`error.bytesAtRisk`).
    */
   DRAIN_TIMEOUT: 'ERR_SOCKTUNE_DRAIN_TIMEOUT',
+  /** No native addon fits this platform or loads here (no prebuild and no source build). */
+  NO_ADDON: 'ERR_SOCKTUNE_NO_ADDON',
 } as const);
 
 /** An error from the kernel, shaped like Node's system errors. */

@@ -7,6 +7,7 @@ import { scrapeStates } from './diagnose/states.js';
 import { netCountersAsync, sockstatAsync } from './diagnose/proc.js';
 import { sysctlAuditAsync, type SysctlAudit } from './diagnose/audit.js';
 import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError } from './errors.js';
+/** @ts-ignore prom-client is an optional peer: without it, `Registry` is `any` (the line stays in the published .d.ts). */
 import type { Registry } from 'prom-client';
 import { Guard } from './guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';

@@ -369,6 +369,9 @@ function supported(name: string): boolean {
  */
 export function readOptions(socket: TcpSocketLike): AppliedOptions {
   const handle = connectedHandle(socket);
+  // Windows: Node's handles expose no socket (fd -1), so there is nothing to read; say so rather
+  // than blame a closed socket.
+  if (!optionTable.some((o) => o.supported)) throw socktuneError(codes.UNSUPPORTED, `socket options are not available on ${platform.name}`);
   call(native.read, handle);
   const r = layout.read;
   const timings = supported('TCP_KEEPIDLE')

@@ -13,6 +13,7 @@
  */
 import net from 'node:net';
 import { createRequire } from 'node:module';
+/** @ts-ignore undici is an optional peer: without it, these types are `any` (the line stays in the published .d.ts). */
 import type { Agent, buildConnector } from 'undici';
 import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
 import { Guard } from '../guard/guard.js';

@@ -1,0 +1,83 @@
+// What a built addon is, read from its headers: format, CPU, the libraries it needs, the Node-API
+// entry points it exports, and (Mach-O) its minimum macOS and code signature. Lets the prebuild
+// script prove that a binary it cannot load here is at least the right kind of file.
+//
+//   node scripts/binary-info.mjs FILE...      prints one JSON object per file
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from './lib.mjs';
+
+const ENTRY = 'napi_register_module_v1';
+
+/** @returns {{ format: string, cpu: string, needs: string[], exports: string[], minOs?: string, signed?: boolean }} */
+export function binaryInfo(file) {
+  const buf = readFileSync(file);
+  if (buf.readUInt32BE(0) === 0x7f454c46) return elf(file, buf);
+  if (buf.readUInt16LE(0) === 0x5a4d) return pe(file, buf);
+  if (buf.readUInt32LE(0) === 0xfeedfacf) return macho(buf);
+  throw new Error(`${file}: neither ELF, PE nor 64-bit Mach-O`);
+}
+
+function elf(file, buf) {
+  const cpu = { 62: 'x64', 183: 'arm64' }[buf.readUInt16LE(0x12)] ?? `e_machine ${buf.readUInt16LE(0x12)}`;
+  // Host binutils read the dynamic section of any ELF, whatever its CPU.
+  const dyn = run('readelf', ['--dynamic', '--dyn-syms', '--wide', file]);
+  if (dyn.status !== 0) throw new Error(`readelf ${file}: ${dyn.stderr.trim()}`);
+  const needs = [...dyn.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+  const exports = dyn.stdout.split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((c) => c.length >= 8 && c[4] === 'GLOBAL' && c[6] !== 'UND' && /^(napi_|node_api_)/.test(c[7]))
+    .map((c) => c[7].replace(/@.*$/, ''));
+  return { format: 'ELF', cpu, needs, exports };
+}
+
+function pe(file, buf) {
+  const at = buf.readUInt32LE(0x3c);
+  if (buf.readUInt32LE(at) !== 0x4550) throw new Error(`${file}: MZ header without a PE signature`);
+  const machine = buf.readUInt16LE(at + 4);
+  const dll = (buf.readUInt16LE(at + 22) & 0x2000) !== 0;
+  const cpu = { 0x8664: 'x64', 0xaa64: 'arm64' }[machine] ?? `machine 0x${machine.toString(16)}`;
+  const dump = run('x86_64-w64-mingw32-objdump', ['-p', file]);
+  if (dump.status !== 0) throw new Error(`objdump -p ${file}: ${dump.stderr.trim()}`);
+  const needs = [...dump.stdout.matchAll(/DLL Name: (\S+)/g)].map((m) => m[1]);
+  const exports = [...dump.stdout.matchAll(/^\s+\[\s*\d+\]\s+((?:napi|node_api)_\w+)/gm)].map((m) => m[1]);
+  return { format: dll ? 'PE DLL' : 'PE', cpu, needs, exports };
+}
+
+const LC_LOAD_DYLIB = 0xc;
+const LC_CODE_SIGNATURE = 0x1d;
+const LC_BUILD_VERSION = 0x32;
+const LC_VERSION_MIN_MACOSX = 0x24;
+
+function macho(buf) {
+  const cputype = buf.readUInt32LE(4);
+  const cpu = { 0x01000007: 'x64', 0x0100000c: 'arm64' }[cputype] ?? `cputype 0x${cputype.toString(16)}`;
+  const filetype = buf.readUInt32LE(12);
+  const ncmds = buf.readUInt32LE(16);
+  const needs = [];
+  let minOs;
+  let signed = false;
+  let off = 32;
+  const version = (v) => `${v >>> 16}.${(v >>> 8) & 0xff}`;
+  for (let i = 0; i < ncmds; i++) {
+    const cmd = buf.readUInt32LE(off) & 0x7fffffff;
+    const size = buf.readUInt32LE(off + 4);
+    if (cmd === LC_LOAD_DYLIB) {
+      const name = buf.subarray(off + buf.readUInt32LE(off + 8), off + size);
+      needs.push(name.subarray(0, name.indexOf(0)).toString());
+    } else if (cmd === LC_CODE_SIGNATURE) {
+      signed = true;
+    } else if (cmd === LC_BUILD_VERSION || cmd === LC_VERSION_MIN_MACOSX) {
+      minOs = version(buf.readUInt32LE(off + (cmd === LC_BUILD_VERSION ? 12 : 8)));
+    }
+    off += size;
+  }
+  // The export trie is compressed; the symbol's name is in it verbatim.
+  const exports = buf.includes(`_${ENTRY}`) ? [ENTRY] : [];
+  return { format: filetype === 6 ? 'Mach-O dylib' : filetype === 8 ? 'Mach-O bundle' : `Mach-O type ${filetype}`, cpu, needs, exports, minOs, signed };
+}
+
+if (fileURLToPath(import.meta.url) === resolve(process.argv[1] ?? '')) {
+  for (const f of process.argv.slice(2)) console.log(JSON.stringify({ file: f, ...binaryInfo(f) }));
+}

@@ -1,0 +1,142 @@
+// The one loader (src/binding.ts): which addon file a process gets, and what a process without one
+// still has. Each case installs a copy of the built package (dist/, package.json, the runtime
+// dependencies and the prebuilds the case calls for) in a temp dir readable by everyone, and runs
+// it as an unprivileged user (nobody), as a service account would.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { sysctlAudit } from '../src/index.js';
+import { canUse, inCI } from './helpers/env.js';
+import { Netns } from './helpers/netns.js';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+const fixture = fileURLToPath(new URL('./fixtures/loader.mjs', import.meta.url));
+const prebuilt = (tuple: string, file: string) => join(root, 'prebuilds', tuple, file);
+const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+const ready = existsSync(prebuilt('linux-x64', 'socktune.glibc.node')) && existsSync(prebuilt('linux-arm64', 'socktune.glibc.node'))
+  && existsSync(prebuilt('linux-x64', 'socktune.musl.node'));
+if (!ready && !inCI) console.warn('skipping: needs the prebuilds (npm run build:prebuilds)');
+
+interface Attempt { value?: unknown; code?: string; message?: string; cause?: string }
+interface Report { addon: { path?: string; code?: string; message?: string }; results: Record<string, Attempt> }
+
+/** A copy of the package with `prebuilds` ({ 'linux-x64/socktune.glibc.node': source }), no build/. */
+function install(prebuilds: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'socktune-loader-'));
+  const pkg = join(dir, 'socktune');
+  cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true });
+  copyFileSync(join(root, 'package.json'), join(pkg, 'package.json'));
+  for (const dep of ['commander', 'node-gyp-build']) {
+    cpSync(join(root, 'node_modules', dep), join(pkg, 'node_modules', dep), { recursive: true });
+  }
+  for (const [to, from] of Object.entries(prebuilds)) {
+    mkdirSync(join(pkg, 'prebuilds', to, '..'), { recursive: true });
+    copyFileSync(from, join(pkg, 'prebuilds', to));
+  }
+  copyFileSync(fixture, join(pkg, 'loader.mjs'));
+  execFileSync('chmod', ['-R', 'a+rX', dir]);
+  chmodSync(dir, 0o755);
+  return pkg;
+}
+
+async function report(pkg: string, env: Record<string, string> = {}, ns?: Netns): Promise<Report> {
+  const argv = ['setpriv', ...NOBODY, process.execPath, join(pkg, 'loader.mjs'), pkg];
+  const opts = { env: { ...process.env, PREBUILDS_ONLY: '', ...env }, timeout: 60_000 };
+  const { stdout } = ns
+    ? await run('ip', ['netns', 'exec', ns.name, ...argv], opts)
+    : await run(argv[0], argv.slice(1), opts);
+  return JSON.parse(stdout) as Report;
+}
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(join(d, '..'), { recursive: true, force: true });
+});
+
+describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits: the addon-free parts work, the rest says why', () => {
+  const ns = new Netns('loader');
+  let pkg: string;
+  let r: Report;
+  beforeAll(async () => {
+    ns.create();
+    pkg = install({});
+    dirs.push(pkg);
+    r = await report(pkg, {}, ns);
+  }, 60_000);
+  afterAll(() => ns.destroy());
+
+  it('import succeeds; every addon-backed call throws ERR_SOCKTUNE_NO_ADDON naming the platform and the fix', () => {
+    expect(r.addon.path).toBeUndefined();
+    expect(r.addon.code).toBe('ERR_SOCKTUNE_NO_ADDON');
+    for (const name of ['configure', 'readOptions', 'tcpInfo', 'sendQueue', 'gracefulHeartbeat', 'rstOnClose', 'tune']) {
+      expect(r.results[name], name).toMatchObject({ code: 'ERR_SOCKTUNE_NO_ADDON' });
+      expect(r.results[name].message).toContain(`linux-${process.arch} (glibc), Node ${process.version}: no prebuild fits and none was built from source`);
+      expect(r.results[name].message).toContain('npm rebuild socktune');
+      expect(r.results[name].cause).toMatch(/^No native build was found for platform=linux/);
+    }
+  });
+
+  it('connectionStates() counts from /proc: the listener and both ends of its connection, nothing else in a fresh namespace', async () => {
+    const got = r.results.connectionStates.value as { source: string; states: Record<string, number>; total: number };
+    expect(got.source).toBe('proc');
+    expect(got.states).toMatchObject({ LISTEN: 1, ESTABLISHED: 2 });
+    expect(got.total).toBe(3);
+  });
+
+  it('sysctlAudit() gives the findings the addon-backed process gives', () => {
+    const settings = r.results.sysctlAudit.value as string[];
+    expect(settings.length).toBeGreaterThan(10);
+    expect(new Set(settings)).toEqual(new Set(sysctlAudit().findings.map((f) => f.setting)));
+  });
+
+  it('socktune stat --json and doctor --json run; doctor names the missing addon on each row', async () => {
+    const cli = join(pkg, 'dist', 'cli.js');
+    const stat = JSON.parse(await ns.exec('setpriv', [...NOBODY, process.execPath, cli, 'stat', '--json']));
+    expect(stat).toMatchObject({ scope: 'namespace', source: 'proc' });
+    const doctor = await run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, process.execPath, cli, 'doctor', '--json'])
+      .catch((err: { stdout: string }) => ({ stdout: err.stdout }));
+    const json = JSON.parse(doctor.stdout) as { findings: unknown[]; selfCheck: { rows: Array<{ name: string; ok: boolean; error?: string }> } };
+    expect(json.findings.length).toBeGreaterThan(10);
+    expect(json.selfCheck.rows.length).toBeGreaterThan(9);
+    for (const row of json.selfCheck.rows) {
+      expect(row.ok, row.name).toBe(false);
+      expect(row.error, row.name).toMatch(/^ERR_SOCKTUNE_NO_ADDON: socktune's native addon is not available on linux-/);
+    }
+  });
+});
+
+describe.runIf(canUse('setpriv') && (ready || inCI))('a prebuild that fits by name but not this machine', () => {
+  it('an arm64 file where the x64 one belongs: ERR_SOCKTUNE_NO_ADDON with the loader error, no crash', async () => {
+    const pkg = install({ 'linux-x64/socktune.glibc.node': prebuilt('linux-arm64', 'socktune.glibc.node') });
+    dirs.push(pkg);
+    const r = await report(pkg);
+    expect(r.addon.code).toBe('ERR_SOCKTUNE_NO_ADDON');
+    expect(r.addon.message).toContain('prebuilds/linux-x64/socktune.glibc.node does not load here');
+    expect(r.results.configure).toMatchObject({ code: 'ERR_SOCKTUNE_NO_ADDON' });
+    expect(r.results.configure.cause).toMatch(/ELF|cannot open shared object/);
+  });
+});
+
+describe.runIf(canUse('setpriv') && (ready || inCI))('the C library: the file matches the process, not /etc/alpine-release', () => {
+  it("node-gyp-build told musl (as on Alpine) in a glibc process: socktune loads the glibc file and it works", async () => {
+    const pkg = install({
+      'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node'),
+      'linux-x64/socktune.musl.node': prebuilt('linux-x64', 'socktune.musl.node'),
+    });
+    dirs.push(pkg);
+    const picked = execFileSync(process.execPath, ['-e', `console.log(require('node-gyp-build').resolve(${JSON.stringify(pkg)}))`],
+      { cwd: pkg, env: { ...process.env, LIBC: 'musl', PREBUILDS_ONLY: '' } }).toString().trim();
+    expect(picked).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.musl.node'));
+    // The control: that file cannot load into this (glibc) process.
+    expect(() => execFileSync(process.execPath, ['-e', `require(${JSON.stringify(picked)})`], { stdio: 'pipe' })).toThrow();
+    const r = await report(pkg, { LIBC: 'musl' });
+    expect(r.addon.path).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.glibc.node'));
+    expect(r.results.configure).toEqual({ value: 'applied' });
+    expect(r.results.readOptions).toEqual({ value: true });
+  });
+});

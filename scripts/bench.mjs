@@ -4,7 +4,8 @@
 // a C sock_diag floor, ss and /proc, and the collector's event-loop stalls during scrapes
 // (scripts/bench/scrape.mjs); then the policies: short-connection churn closed by destroy(),
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
-// (deadpeer.mjs) and the guarded http.Server under wrk (guard.mjs); then socktune/register and
+// (deadpeer.mjs), the guarded http.Server under wrk (guard.mjs) and one guard scan over 4,000
+// connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
 // SOCKTUNE_TRACE=1 per connection (register.mjs). Prints a table; with --json prints only a JSON
 // object.
 // Usage: node scripts/bench.mjs [--json]
@@ -19,6 +20,7 @@ import { scrapeBench } from './bench/scrape.mjs';
 import { churn, churnNotes, churnRows } from './bench/churn.mjs';
 import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs';
 import { guardBench } from './bench/guard.mjs';
+import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
@@ -169,6 +171,7 @@ async function main() {
   const churned = (await churn({ quiet: json })).json;
   const deadPeer = (await deadPeerBench({ quiet: json })).json;
   const guarded = await guardBench({ quiet: json });
+  const guardScan = await guardScanBench({ quiet: json });
   const registered = await registerBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
@@ -228,6 +231,8 @@ async function main() {
     deadPeer,
     guard: guarded.json,
     guardRows: guarded.rows,
+    guardScan: guardScan.json,
+    guardScanRows: guardScan.rows,
     register: registered.json,
     registerRows: registered.rows,
   };
@@ -267,6 +272,7 @@ function printTable(r) {
     ...churnRows(r.churn),
     ...deadPeerRows(r.deadPeer),
     ...r.guardRows,
+    ...r.guardScanRows,
     ...r.registerRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);

@@ -67,9 +67,34 @@ function describe(value: unknown): string {
   return `type ${typeof value} (${inspect(value, safeInspect)})`;
 }
 
+/** The errors socktune made (to tell them from what the caller's code threw while being read). */
+const made = new WeakSet<object>();
+
 function withCode<E extends Error>(err: E, code: string): E & { code: string } {
   Object.defineProperty(err, 'code', { value: code, enumerable: true, writable: true, configurable: true });
+  made.add(err);
   return err as E & { code: string };
+}
+
+/** `TypeError` ERR_INVALID_ARG_VALUE for an argument whose reading threw (a getter, a Proxy trap); what it threw is `cause`. */
+export function unreadable(name: string, holder: unknown, cause: unknown): TypeError {
+  const err = invalidArgValue(name, holder, 'could not be read (reading it threw; the error is its `cause`)');
+  Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
+  return err;
+}
+
+/**
+ * Runs `read`, which touches the caller's argument `name` (getters, Proxy traps and so the
+ * caller's code may run): socktune's own errors pass through; anything else the caller's code
+ * threw becomes {@link unreadable} with it as `cause`.
+ */
+export function readArgument<T>(name: string, holder: unknown, read: () => T): T {
+  try {
+    return read();
+  } catch (cause) {
+    if (typeof cause === 'object' && cause !== null && made.has(cause)) throw cause;
+    throw unreadable(name, holder, cause);
+  }
 }
 
 /** `TypeError` ERR_INVALID_ARG_TYPE, worded like Node's. */

@@ -6,7 +6,7 @@
 import { scrapeStates } from './diagnose/states.js';
 import { netCountersAsync, sockstatAsync } from './diagnose/proc.js';
 import { sysctlAuditAsync, type SysctlAudit } from './diagnose/audit.js';
-import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError } from './errors.js';
+import { codes, invalidArgType, invalidArgValue, outOfRange, readArgument, socktuneError } from './errors.js';
 /** @ts-ignore prom-client is an optional peer: without it, `Registry` is `any` (the line stays in the published .d.ts). */
 import type { Registry } from 'prom-client';
 import { Guard } from './guard/guard.js';
@@ -69,6 +69,10 @@ const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
 /** Checks every option (own properties, each read once) before anything is registered. */
 function checkOptions(options: unknown): CollectorOptions {
+  return readArgument('options', options, () => readOptions(options));
+}
+
+function readOptions(options: unknown): CollectorOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   const o: Record<string, unknown> = { ...options };
@@ -133,6 +137,9 @@ export async function createCollector(options?: CollectorOptions): Promise<Colle
     throw socktuneError(codes.MISSING_PEER, 'createCollector() needs prom-client: npm install prom-client');
   }
   const prefix = options.prefix ?? 'socktune_';
+  if ((options.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
+    throw invalidArgValue(options.registry ? 'options.registry' : 'options.prefix', options.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
+  }
   const registers = options.registry ? [options.registry] : undefined;
   const scopes: Array<'namespace' | 'process'> = [];
   if (options.namespace !== false) scopes.push('namespace');

@@ -5,7 +5,7 @@
  */
 import type net from 'node:net';
 import { constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
-import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, type KernelError } from './errors.js';
+import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, unreadable, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
 /** Keepalive timing, a plain object like {@link SocketOptions}. Fields left out keep the value the socket has. */
@@ -156,12 +156,6 @@ const unsupportedMask = optionTable.reduce((m, o) => (o.supported ? m : m | (1 <
 function unsupported(mask: number): never {
   const o = optionTable.find((row) => (mask & (1 << row.id)) !== 0)!;
   throw socktuneError(codes.UNSUPPORTED, `${o.name} is not available on ${platform.name}`);
-}
-
-function unreadable(name: string, holder: unknown, cause: unknown): TypeError {
-  const err = invalidArgValue(name, holder, 'could not be read (reading it threw; the error is its `cause`)');
-  Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
-  return err;
 }
 
 /**

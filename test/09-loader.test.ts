@@ -4,7 +4,7 @@
 // it as an unprivileged user (nobody), as a service account would.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,8 @@ function install(prebuilds: Record<string, string>): string {
   const pkg = join(dir, 'socktune');
   cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true });
   copyFileSync(join(root, 'package.json'), join(pkg, 'package.json'));
-  for (const dep of ['commander', 'node-gyp-build']) {
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+  for (const dep of Object.keys(manifest.dependencies ?? {})) {
     cpSync(join(root, 'node_modules', dep), join(pkg, 'node_modules', dep), { recursive: true });
   }
   for (const [to, from] of Object.entries(prebuilds)) {

@@ -27,6 +27,9 @@ const held = { keepAlive, userTimeout: 15_000 };
 
 const keep = pools();
 
+/** Node 20 gives a request a free socket in the call that queues it; 22 and later a turn of the event loop later. */
+const assignsAtOnce = Number(process.versions.node.split('.')[0]) < 22;
+
 /** A GET through `agent`; `onSocket` sees the socket the agent handed out, when it is handed out. */
 function get(agent: http.Agent, port: number, onSocket?: (socket: net.Socket) => void, client: typeof http | typeof https = http): Promise<Got> {
   return request({ host: '127.0.0.1', port, agent, rejectUnauthorized: false }, client, { onSocket });
@@ -198,7 +201,11 @@ describe('stale pooled sockets are dropped, never handed out', () => {
     expect(ss.trim()).toBe('');
   });
 
-  it('control: Node\'s agent hands the CLOSE_WAIT socket out and the request fails', async () => {
+  // Node 20 assigns a free socket to a request in the call that queues it, before the event loop
+  // reads the peer's FIN. Node 22 and later assign it a turn of the loop later, after the FIN is
+  // read and the socket dropped: there this exact race (FIN already in the kernel when the request
+  // is made) is closed, and what remains is scenario 19's (FIN on the wire while the request is).
+  it(`control: Node's agent ${assignsAtOnce ? 'hands the CLOSE_WAIT socket out and the request fails' : '(22 and later) reads the FIN first and makes a new connection'}`, async () => {
     const { port, peers } = await rawServer();
     const agent = keep(new http.Agent({ keepAlive: true }));
     const first = await get(agent, port);
@@ -207,16 +214,19 @@ describe('stale pooled sockets are dropped, never handed out', () => {
     expect(kernelReaches(first.socket, 'CLOSE_WAIT')).toBe('CLOSE_WAIT');
     let handedOut: TcpState | undefined;
     let same = false;
-    const failed = await get(agent, port, (s) => {
+    const outcome = await get(agent, port, (s) => {
       same = s === first.socket;
-      handedOut = tcpState(s);
+      if (same) handedOut = tcpState(s);
     }).then(
-      () => undefined,
-      (err: NodeJS.ErrnoException) => err,
+      (r) => r.body,
+      (err: NodeJS.ErrnoException) => err.code,
     );
-    expect(same).toBe(true);
-    expect(handedOut).toBe('CLOSE_WAIT');
-    expect(failed?.code).toBe('ECONNRESET');
+    if (assignsAtOnce) {
+      expect([same, handedOut, outcome]).toEqual([true, 'CLOSE_WAIT', 'ECONNRESET']);
+    } else {
+      expect([same, outcome]).toEqual([false, 'ok']);
+      expect(first.socket.destroyed).toBe(true);
+    }
   });
 });
 
@@ -258,7 +268,9 @@ describe.runIf(canUse('ip', 'ss'))('scenario 19: a server closes idle keep-alive
     const r = await race('node', 400, 5);
     expect(r.attempts).toBe(2000);
     expect(r.failures).toBeGreaterThan(0);
-    expect(r.handedOut.CLOSE_WAIT ?? 0).toBeGreaterThan(0);
+    // Node 20 hands out sockets whose FIN is already in the kernel; 22 and later read it first
+    // (see the control above), so there most failures are FINs on the wire and CLOSE_WAIT is rare.
+    if (assignsAtOnce) expect(r.handedOut.CLOSE_WAIT ?? 0).toBeGreaterThan(0);
   }, 120_000);
 
   it('policy agent: 0 failures in 2000, and never a CLOSE_WAIT socket handed out', async () => {

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { Guard, compose, presets, tune, tuneServer } from '../src/index.js';
+import { Guard, compose, guardOf, presets, tune, tuneServer } from '../src/index.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { catchError } from './helpers/errors.js';
 
@@ -121,6 +121,43 @@ describe('only real policies are accepted, read once', () => {
     expect(reads).toBe(1);
   });
 
+  it('userTimeout given through a getter is read once and kept (not replaced by the keepalive budget)', () => {
+    let reads = 0;
+    const overrides = {
+      get userTimeout() {
+        reads++;
+        return 7000;
+      },
+    };
+    expect(presets.gracefulHeartbeat(overrides as never).userTimeout).toBe(7000);
+    expect(reads).toBe(1);
+  });
+
+  it('an inherited field (a polluted Object.prototype) is not a field of the policy', () => {
+    const proto = Object.prototype as Record<string, unknown>;
+    proto.idleTimeout = 1;
+    proto.reset = 'always';
+    try {
+      const p = compose({ halfCloseTimeout: 1000 });
+      expect([p.idleTimeout, p.reset, p.halfCloseTimeout]).toEqual([false, false, 1000]);
+      expect(presets.gracefulHeartbeat().idleTimeout).toBe(false);
+    } finally {
+      delete proto.idleTimeout;
+      delete proto.reset;
+    }
+  });
+
+  it("what the caller's getter or Proxy throws while a policy is read is ERR_INVALID_ARG_VALUE with it as cause", () => {
+    const thrown = new Error('from the caller');
+    const getter = { get idleTimeout(): number { throw thrown; } };
+    const proxy = new Proxy({}, { ownKeys() { throw thrown; } });
+    for (const value of [getter, proxy]) {
+      const err = catchError(() => compose(value as never));
+      expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect((err as Error & { cause?: unknown }).cause).toBe(thrown);
+    }
+  });
+
   const bad: Array<[string, unknown, string]> = [
     ['a Symbol timeout', { idleTimeout: Symbol('x') }, 'ERR_INVALID_ARG_TYPE'],
     ['a Symbol name', { name: Symbol('x') }, 'ERR_INVALID_ARG_TYPE'],
@@ -131,6 +168,28 @@ describe('only real policies are accepted, read once', () => {
   ];
   it.each(bad)('%s is a coded error where the policy is built', (_name, overrides, code) => {
     expect(catchError(() => presets.gracefulHeartbeat(overrides as never))).toMatchObject({ code });
+  });
+});
+
+describe('guardOf(socket)', () => {
+  it('names the guard tracking a connection while it tracks it, whichever integration made it, and nothing after', async () => {
+    const server = track(net.createServer());
+    const guard = tuneServer(server, presets.gracefulHeartbeat());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'connection');
+    const client = track(net.connect((server.address() as net.AddressInfo).port, '127.0.0.1'));
+    const [socket] = (await accepted) as [net.Socket];
+    expect(guardOf(socket)).toBe(guard);
+    expect(guardOf(client)).toBeUndefined();
+    const other = new Guard(presets.gracefulHeartbeat());
+    other.track(socket);
+    expect([guardOf(socket), guard.stats().tracked]).toEqual([other, 0]);
+    socket.destroy();
+    await once(socket, 'close');
+    expect(guardOf(socket)).toBeUndefined();
+    for (const v of [undefined, null, 1, 'x']) expect(guardOf(v as never)).toBeUndefined();
+    await other.close();
   });
 });
 

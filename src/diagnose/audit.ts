@@ -4,7 +4,7 @@
  * the running kernel version.
  * @module
  */
-import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
+import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import { connectionStates, type ConnectionStates } from './states.js';
 import {
   kernelVersion, netCounters, netCountersAsync, readSysctl, readSysctlAsync, sockstat, sockstatAsync, sysctlPath,
@@ -84,11 +84,11 @@ const NODE_DEFAULT_BACKLOG = 511;
  * Idle timeouts after which common middleboxes forget a TCP flow without telling either end, in
  * seconds (defaults; most are configurable). A connection idle longer is dead for its next packet.
  */
-export const middleboxIdleTimeouts: ReadonlyArray<{ name: string; seconds: number }> = [
-  { name: 'Azure Load Balancer', seconds: 240 },
-  { name: 'AWS Network Load Balancer / NAT gateway', seconds: 350 },
-  { name: 'GCP VPC firewall', seconds: 600 },
-];
+export const middleboxIdleTimeouts: ReadonlyArray<Readonly<{ name: string; seconds: number }>> = Object.freeze([
+  Object.freeze({ name: 'Azure Load Balancer', seconds: 240 }),
+  Object.freeze({ name: 'AWS Network Load Balancer / NAT gateway', seconds: 350 }),
+  Object.freeze({ name: 'GCP VPC firewall', seconds: 600 }),
+]);
 
 const defaultPortRange = { low: 32768, high: 60999 };
 const severities: Severity[] = ['ok', 'info', 'warn', 'critical'];
@@ -352,6 +352,10 @@ const checks: Check[] = [
 ];
 
 function checkOptions(options: unknown): AuditOptions {
+  return readArgument('options', options, () => readOptions(options));
+}
+
+function readOptions(options: unknown): AuditOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   for (const key in options) if (key !== 'states') throw invalidArgValue('options', key, `has no option '${key}'; known: states`);

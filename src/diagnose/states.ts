@@ -6,7 +6,7 @@
 import { closeSync, readFileSync, readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { constants, native, slots } from '../binding.js';
-import { invalidArgType, invalidArgValue, kernelError, outOfRange, type KernelError } from '../errors.js';
+import { invalidArgType, invalidArgValue, kernelError, outOfRange, readArgument, type KernelError } from '../errors.js';
 import type { TcpState } from '../options.js';
 import { destination, formatAddress, parseAddress, type ParsedAddress } from './address.js';
 import { topOf, type TopEntry, type TopOfState } from './top.js';
@@ -118,7 +118,12 @@ function checkAddress(name: string, v: unknown): ParsedAddress | undefined {
   return parsed;
 }
 
+/** {@link readFilter}, with what the caller's code throws while the filter is read (getters, Proxy traps) as a coded error. */
 function normalize(filter: unknown): Normalized {
+  return readArgument('filter', filter, () => readFilter(filter));
+}
+
+function readFilter(filter: unknown): Normalized {
   if (filter === undefined) filter = {};
   if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) throw invalidArgType('filter', 'of type object', filter);
   // Own enumerable properties, each read exactly once: a getter or an inherited property cannot

@@ -19,6 +19,7 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
+import { types } from 'node:util';
 import { takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
 import { isReading, isTcpSocket, lookupHandle } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
@@ -153,6 +154,17 @@ export let scanPass: (guard: Guard) => void;
 
 const kSlot = Symbol('socktune.guard.slot');
 const kOwner = Symbol('socktune.guard.owner');
+
+/**
+ * The guard tracking `socket` now (its deadlines, idle limits and heartbeat), whichever made it:
+ * `tuneServer`, an agent, a connector, `tune`, `socktune/register` or `guard.track`. `undefined`
+ * when no guard tracks it (never tracked, untracked, or closed).
+ */
+export function guardOf(socket: object): Guard | undefined {
+  // A Proxy's traps are not run (the caller's code, which may throw).
+  if (typeof socket !== 'object' || socket === null || types.isProxy(socket)) return undefined;
+  return (socket as Slotted)[kOwner];
+}
 
 interface Slotted {
   [kSlot]?: number;

@@ -14,7 +14,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { invalidArgType, invalidArgValue } from '../errors.js';
+import { invalidArgType, invalidArgValue, readArgument } from '../errors.js';
 import { checkInteger, tcpState } from '../options.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
@@ -339,7 +339,8 @@ class Pool {
 /** Checks and normalizes the agent options: agentkeepalive's aliases, milliseconds as integers. */
 function agentOptions(options: unknown): PolicyHttpsAgentOptions {
   if (options !== undefined && (typeof options !== 'object' || options === null)) throw invalidArgType('agentOptions', 'of type object', options);
-  const o: Record<string, unknown> = { ...(options as object) };
+  // Each own option read once, into a copy (the caller's getters and Proxy traps run here only).
+  const o: Record<string, unknown> = readArgument('agentOptions', options, () => ({ ...(options as object) }));
   if (o.keepAlive === undefined) o.keepAlive = true;
   for (const alias of ['freeSocketKeepAliveTimeout', 'keepAliveTimeout']) {
     if (o[alias] === undefined) {

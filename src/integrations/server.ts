@@ -4,7 +4,7 @@
  * @module
  */
 import net from 'node:net';
-import { invalidArgType } from '../errors.js';
+import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt } from './tune.js';
@@ -25,7 +25,7 @@ import { adopt } from './tune.js';
  * @returns the connection guard of this server
  */
 export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides): Guard {
-  if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
+  if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   const p = toPolicy(policy);
   const guard = new Guard(p);
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';

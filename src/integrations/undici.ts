@@ -15,7 +15,7 @@ import net from 'node:net';
 import { createRequire } from 'node:module';
 /** @ts-ignore undici is an optional peer: without it, these types are `any` (the line stays in the published .d.ts). */
 import type { Agent, buildConnector } from 'undici';
-import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
+import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
@@ -91,7 +91,9 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
     if (connectOptions !== undefined && (typeof connectOptions !== 'object' || connectOptions === null)) {
       throw invalidArgType('connectOptions', 'an object or a connector function', connectOptions);
     }
-    base = loadUndici('createConnector()').buildConnector(connectOptions ?? {}) as unknown as Connector;
+    // Each own option read once, into a copy (the caller's getters and Proxy traps run here only).
+    const copy = readArgument('connectOptions', connectOptions, () => ({ ...connectOptions }));
+    base = loadUndici('createConnector()').buildConnector(copy) as unknown as Connector;
   }
   const guard = new Guard(p);
   const seen = new WeakSet<object>();
@@ -160,7 +162,7 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
   const {
     connect, connectTimeout, maxCachedSessions, allowH2, autoSelectFamily, autoSelectFamilyAttemptTimeout,
     socketPath, tls, keepAliveTimeout, keepAliveTimeoutThreshold, keepAliveMaxTimeout, ...rest
-  } = agentOptions as Agent.Options & { tls?: object; keepAliveMaxTimeout?: number };
+  } = readArgument('agentOptions', agentOptions, () => ({ ...agentOptions })) as Agent.Options & { tls?: object; keepAliveMaxTimeout?: number };
   const { Agent: UndiciAgent, errors } = loadUndici('createDispatcher()');
   // As undici's Agent checks it, before anything is built.
   if (connect != null && typeof connect !== 'function' && typeof connect !== 'object') {

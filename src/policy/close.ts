@@ -11,7 +11,7 @@
  * @module
  */
 import net from 'node:net';
-import { codes, socktuneError } from '../errors.js';
+import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy } from './presets.js';
 import {
   closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
@@ -58,13 +58,13 @@ export function policyOf(socket: net.Socket): Policy | undefined {
 }
 
 /** Typed errors for the connections a policy closes (`error.code`, `error.reason`). */
-export const closeCodes = {
+export const closeCodes = Object.freeze({
   idle: 'ERR_SOCKTUNE_IDLE_TIMEOUT',
   heartbeat: 'ERR_SOCKTUNE_HEARTBEAT_TIMEOUT',
   'half-closed': 'ERR_SOCKTUNE_HALF_CLOSE_TIMEOUT',
   'fin-wait': 'ERR_SOCKTUNE_FIN_WAIT_TIMEOUT',
   shutdown: 'ERR_SOCKTUNE_SHUTDOWN',
-} as const;
+} as const);
 
 /** The error a connection closed for `reason` is destroyed with, or undefined for reasons that are not errors. */
 export function closeError(reason: CloseReason, detail: string): (Error & { code: string; reason: CloseReason }) | undefined {
@@ -288,7 +288,7 @@ export function installClose(socket: net.Socket, policy: Policy): void {
 
 /** Throws unless `socket` is a `net.Socket`: policies are per connection. */
 export function assertSocket(socket: unknown): asserts socket is net.Socket {
-  if (!(socket instanceof net.Socket)) {
+  if (!readArgument('socket', socket, () => socket instanceof net.Socket)) {
     throw socktuneError(codes.NOT_TCP, 'tune() takes a net.Socket or tls.TLSSocket; use tuneServer() for servers', 'TypeError');
   }
 }

@@ -6,7 +6,7 @@
  */
 import type net from 'node:net';
 import { checkInteger, checkOptions, limits, requirePlatform, type KeepAliveOptions } from '../options.js';
-import { invalidArgType, invalidArgValue } from '../errors.js';
+import { invalidArgType, invalidArgValue, readArgument } from '../errors.js';
 
 /** How connections this side closes end. */
 export type ResetScope =
@@ -194,10 +194,34 @@ export function isPolicy(value: unknown): value is Policy {
  */
 export function toPolicy(value: unknown, name = 'policy'): Policy {
   if (isPolicy(value)) return value;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+  if (typeof value !== 'object' || value === null || readArgument(name, value, () => Array.isArray(value))) {
     throw invalidArgType(name, 'a policy (from presets or compose) or an object of policy fields', value);
   }
   return compose(value as PolicyOverrides);
+}
+
+/** Adds the own fields of one part of {@link compose} to `explicit` (names to `names`). */
+function addPart(given: object, names: string[], explicit: Record<string, unknown>): void {
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalidArgType('policy', 'of type object', given);
+  const own = isPolicy(given) ? (given as unknown as Record<symbol, PolicyOverrides>)[kExplicit] : given;
+  // Own fields only, each read once: an inherited `idleTimeout` (a polluted Object.prototype)
+  // is not a field of this policy, and a getter does not get to answer twice.
+  for (const key of Object.keys(own)) {
+    if (!knownKeys.includes(key)) throw invalidArgValue('policy', key, `has no field '${key}'; known: ${knownKeys.join(', ')}`);
+    const value = (own as Record<string, unknown>)[key];
+    if (value === undefined) continue;
+    if (key === 'name') {
+      if (typeof value !== 'string') throw invalidArgType('policy.name', 'of type string', value);
+      for (const n of value.split('+')) if (n && !names.includes(n)) names.push(n);
+    } else if (key === 'keepAlive' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      const prev = explicit.keepAlive;
+      explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.keepAlive', value, keepAliveFields) };
+    } else if (key === 'heartbeat' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      explicit.heartbeat = ownFields('policy.heartbeat', value, heartbeatFields);
+    } else {
+      explicit[key] = value;
+    }
+  }
 }
 
 /**
@@ -210,26 +234,9 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
   const explicit: Record<string, unknown> = {};
   for (const given of parts) {
     if (given === undefined) continue;
-    if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalidArgType('policy', 'of type object', given);
-    const own = isPolicy(given) ? (given as unknown as Record<symbol, PolicyOverrides>)[kExplicit] : given;
-    // Own fields only, each read once: an inherited `idleTimeout` (a polluted Object.prototype)
-    // is not a field of this policy, and a getter does not get to answer twice.
-    for (const key of Object.keys(own)) {
-      if (!knownKeys.includes(key)) throw invalidArgValue('policy', key, `has no field '${key}'; known: ${knownKeys.join(', ')}`);
-      const value = (own as Record<string, unknown>)[key];
-      if (value === undefined) continue;
-      if (key === 'name') {
-        if (typeof value !== 'string') throw invalidArgType('policy.name', 'of type string', value);
-        for (const n of value.split('+')) if (n && !names.includes(n)) names.push(n);
-      } else if (key === 'keepAlive' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
-        const prev = explicit.keepAlive;
-        explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.keepAlive', value, keepAliveFields) };
-      } else if (key === 'heartbeat' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
-        explicit.heartbeat = ownFields('policy.heartbeat', value, heartbeatFields);
-      } else {
-        explicit[key] = value;
-      }
-    }
+    // Reading the caller's object may run the caller's code (getters, Proxy traps): what it throws
+    // is ERR_INVALID_ARG_VALUE with it as `cause`.
+    readArgument('policy', given, () => addPart(given, names, explicit));
   }
   const out: Record<string, unknown> = { ...base, ...explicit };
   const ka = out.keepAlive;
@@ -252,7 +259,13 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
 
 /** The keepalive budget: how long after the last packet keepalive alone declares the peer dead. */
 export function keepAliveBudget(keepAlive: Required<KeepAliveOptions>): number {
-  return keepAlive.idle + keepAlive.interval * keepAlive.count;
+  if (typeof keepAlive !== 'object' || keepAlive === null) throw invalidArgType('keepAlive', 'an object { idle, interval, count }', keepAlive);
+  const { idle, interval, count } = readArgument('keepAlive', keepAlive, () => ownFields('keepAlive', keepAlive, keepAliveFields));
+  checkOptions({ keepAlive: { idle, interval, count } as KeepAliveOptions });
+  if (idle === undefined || interval === undefined || count === undefined) {
+    throw invalidArgValue('keepAlive', keepAlive, 'needs idle, interval and count');
+  }
+  return (idle as number) + (interval as number) * (count as number);
 }
 
 /**
@@ -283,7 +296,7 @@ function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
   const keepAlive = { idle: 30_000, interval: 10_000, count: 3 };
   const merged = compose({ name: 'graceful-heartbeat', keepAlive, halfCloseTimeout: MINUTE / 2, finWaitTimeout: MINUTE / 2 }, overrides);
   // The user timeout follows the keepalive budget unless it was given.
-  if (overrides?.userTimeout !== undefined || merged.keepAlive === false || merged.keepAlive === undefined) return merged;
+  if (isExplicit(merged, 'userTimeout') || merged.keepAlive === false || merged.keepAlive === undefined) return merged;
   return compose(merged, { userTimeout: Math.min(keepAliveBudget(merged.keepAlive), limits.userTimeout.max) });
 }
 
@@ -313,7 +326,7 @@ function rstOnClose(overrides?: PolicyOverrides): Policy {
 }
 
 /** Ready-made policies. Each takes overrides (or another policy) and returns a new frozen policy. */
-export const presets = { gracefulHeartbeat, rstOnClose } as const;
+export const presets = Object.freeze({ gracefulHeartbeat, rstOnClose } as const);
 
 /** Whether applying `policy` needs the per-connection lifecycle tracker (deadlines, idle, heartbeat). */
 export function needsTracking(policy: Policy): boolean {

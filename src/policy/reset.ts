@@ -9,7 +9,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { checkInteger, handleLingerIfDrained, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
 import { closingHandle, lookupHandle, pendingWriteBytes } from '../handle.js';
-import { codes, invalidArgType, invalidArgValue, socktuneError } from '../errors.js';
+import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
 
 /** Options of {@link resetClose}. */
@@ -113,8 +113,8 @@ export function drainTimeoutError(report: CloseReport): Error & { code: string; 
 
 /** Validates reset options into the drain settings. */
 export function drainOptions(options: unknown, name = 'options'): Drain {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType(name, 'of type object', options);
-  const { drainTimeout, drainDeadline, onDrainTimeout } = ownOptions(options, name);
+  if (typeof options !== 'object' || options === null || readArgument(name, options, () => Array.isArray(options))) throw invalidArgType(name, 'of type object', options);
+  const { drainTimeout, drainDeadline, onDrainTimeout } = readArgument(name, options, () => ownOptions(options, name));
   const drain: Drain = {
     drainTimeout: drainTimeout === undefined ? 5000 : checkInteger(`${name}.drainTimeout`, drainTimeout, { min: 0, max: 2 ** 31 - 1 }),
     drainDeadline: drainDeadline === undefined || drainDeadline === false ? false : checkInteger(`${name}.drainDeadline`, drainDeadline, { min: 0, max: 2 ** 31 - 1 }),
@@ -240,7 +240,7 @@ function drain(socket: net.Socket, handle: object, d: Drain, ready: () => boolea
  * @returns how the connection ended
  */
 export function resetClose(socket: net.Socket, options: ResetCloseOptions = {}): Promise<CloseReport> {
-  if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket or tls.TLSSocket', socket);
+  if (!readArgument('socket', socket, () => socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket or tls.TLSSocket', socket);
   return resetWith(socket, drainOptions(options));
 }
 

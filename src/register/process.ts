@@ -27,6 +27,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Guard, type GuardCloseEvent, type ShutdownOptions, type ShutdownReport } from '../guard/guard.js';
 import { recordOrigin } from '../guard/origin.js';
+import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
 import { adopt } from '../integrations/tune.js';
 import { socktuneError } from '../errors.js';
@@ -73,7 +74,7 @@ const kEndpoints = Symbol('socktune.register.endpoints');
 interface Marked {
   [kPending]?: boolean;
   [kSettled]?: boolean;
-  [kOrigin]?: string;
+  [kOrigin]?: () => string;
   [kDirection]?: Direction;
   [kEndpoints]?: string;
 }
@@ -81,7 +82,7 @@ interface Marked {
 let active: Registration | undefined;
 const adopted = new WeakMap<net.Socket, Guard>();
 const watchedServers = new WeakSet<net.Server>();
-const serverOrigins = new WeakMap<net.Server, string>();
+const serverOrigins = new WeakMap<net.Server, () => string>();
 
 /** The guards `socktune/register` created in this process, by rule name (`default` for `SOCKTUNE_POLICY`); empty when it is not loaded. */
 export function registeredGuards(): Readonly<Record<string, Guard>> {
@@ -93,7 +94,9 @@ export function registeredGuards(): Readonly<Record<string, Guard>> {
  * policy; `undefined` for any other socket.
  */
 export function guardOf(socket: net.Socket): Guard | undefined {
-  return adopted.get(socket);
+  const guard = adopted.get(socket);
+  // Still its guard only while that guard tracks it (a later tune() or track() moves it).
+  return guard !== undefined && trackerOf(socket) === guard ? guard : undefined;
 }
 
 /** What `socktune/register` did so far (all zero when it is not loaded). */

@@ -29,11 +29,12 @@ function applicationFrame(frame: string): boolean {
 }
 
 /**
- * A one-line origin: `verb at f (file:line:col) < g (file:line:col)`, the innermost application
- * frame first. `below` is the function the capture starts under (its frames and those above it
- * are not captured).
+ * A one-line origin, `verb at f (file:line:col) < g (file:line:col)` (the innermost application
+ * frame first), as a function that formats it when first called: the stack is captured now (V8
+ * keeps its frames), and turned into text only for a connection whose origin is asked for.
+ * `below` is the function the capture starts under (its frames and those above it are not captured).
  */
-export function captureOrigin(verb: string, below: (...args: never[]) => unknown): string {
+export function captureOrigin(verb: string, below: (...args: never[]) => unknown): () => string {
   const holder: { stack?: unknown } = {};
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = CAPTURED;
@@ -42,6 +43,11 @@ export function captureOrigin(verb: string, below: (...args: never[]) => unknown
   } finally {
     Error.stackTraceLimit = limit;
   }
+  let text: string | undefined;
+  return () => (text ??= formatOrigin(verb, holder));
+}
+
+function formatOrigin(verb: string, holder: { stack?: unknown }): string {
   const frames: string[] = [];
   for (const line of String(holder.stack).split('\n')) {
     const t = line.trim();

@@ -564,7 +564,7 @@ describe.runIf(canUse('ip', 'ss', 'prlimit'))('scenario 14: 1000 peers half-clos
     const loaded = { fds: fds(pid), ...(await sockstat(ns)) };
     expect(loaded.fds - baseline.fds).toBe(PEERS);
 
-    const { endedAt } = (await ask(peers, 'end')) as { endedAt: number };
+    const { startedAt, endedAt } = (await ask(peers, 'end')) as { startedAt: number; endedAt: number };
     const deadline = endedAt + T + SLACK;
     expect(await waitFor(async () => (await ssCount('close-wait', port, ns)) === PEERS, 2000)).toBeGreaterThanOrEqual(0);
 
@@ -579,23 +579,28 @@ describe.runIf(canUse('ip', 'ss', 'prlimit'))('scenario 14: 1000 peers half-clos
       return;
     }
 
-    // Each witness is polled until it is back; the times are from the peers' FINs.
-    const back: Record<string, number> = {};
+    // The deadline is the guard's: when it closed the last connection, on the server's clock
+    // (Date.now() there and in the peers, both the machine's wall clock), so the test's own polling
+    // of ss, /proc and sockstat, slow on a loaded machine, does not count. The kernel's witnesses
+    // must then all be back: the sockets gone from CLOSE_WAIT, the fds closed, sockstat at baseline.
     const witnesses: Record<string, () => Promise<boolean> | boolean> = {
       closeWait: async () => (await ssCount('close-wait', port, ns)) === 0,
       fds: () => fds(pid) === baseline.fds,
       sockstat: async () => (await sockstat(ns!)).inuse === baseline.inuse,
     };
+    const back: Record<string, boolean> = {};
     await waitFor(async () => {
-      for (const [name, check] of Object.entries(witnesses)) if (back[name] === undefined && (await check())) back[name] = Date.now() - endedAt;
+      for (const [name, check] of Object.entries(witnesses)) if (!back[name] && (await check())) back[name] = true;
       return Object.keys(back).length === 3;
-    }, deadline - Date.now() + 200, 100);
-    const stats = (await ask(server, 'stats')) as { guard: { tracked: number; closed: Record<string, number> } };
-    console.log(`scenario 14 guarded (${mode}): back after ms ${JSON.stringify(back)}; baseline ${JSON.stringify(baseline)}; loaded ${JSON.stringify(loaded)}; closed ${JSON.stringify(stats.guard.closed)}`);
-    for (const name of Object.keys(witnesses)) {
-      expect([name, back[name]]).toEqual([name, expect.any(Number)]);
-      expect(back[name]).toBeLessThan(T + SLACK);
-    }
+    }, deadline - Date.now() + 10_000, 100);
+    const stats = (await ask(server, 'stats')) as { guard: { tracked: number; closed: Record<string, number> }; closes: { first: number | null; last: number | null } };
+    // first: from the first FIN sent; last: from the last.
+    const closedAfter = { first: (stats.closes.first ?? NaN) - startedAt, last: (stats.closes.last ?? NaN) - endedAt };
+    console.log(`scenario 14 guarded (${mode}): closed after ms ${JSON.stringify(closedAfter)}; back ${JSON.stringify(back)}; baseline ${JSON.stringify(baseline)}; loaded ${JSON.stringify(loaded)}; closed ${JSON.stringify(stats.guard.closed)}`);
+    expect(back).toEqual({ closeWait: true, fds: true, sockstat: true });
+    // Not before the half-close timeout, and all within it plus the slack (a scan interval and a loaded machine).
+    expect(closedAfter.first).toBeGreaterThanOrEqual(T);
+    expect(closedAfter.last).toBeLessThan(T + SLACK);
     expect(stats.guard.tracked).toBe(0);
     expect(stats.guard.closed['half-closed']).toBe(PEERS);
   }, 60_000);

@@ -4,20 +4,19 @@
 // it as an unprivileged user (nobody), as a service account would.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { sysctlAudit } from '../src/index.js';
 import { canUse, inCI } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
+import { NOBODY, nodeForNobody, packageCopy, removeCopies } from './helpers/unprivileged.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/loader.mjs', import.meta.url));
 const prebuilt = (tuple: string, file: string) => join(root, 'prebuilds', tuple, file);
-const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
 const ready = existsSync(prebuilt('linux-x64', 'socktune.glibc.node')) && existsSync(prebuilt('linux-arm64', 'socktune.glibc.node'))
   && existsSync(prebuilt('linux-x64', 'socktune.musl.node'));
 if (!ready && !inCI) console.warn('skipping: needs the prebuilds (npm run build:prebuilds)');
@@ -27,26 +26,11 @@ interface Report { addon: { path?: string; code?: string; message?: string }; re
 
 /** A copy of the package with `prebuilds` ({ 'linux-x64/socktune.glibc.node': source }), no build/. */
 function install(prebuilds: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'socktune-loader-'));
-  const pkg = join(dir, 'socktune');
-  cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true });
-  copyFileSync(join(root, 'package.json'), join(pkg, 'package.json'));
-  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
-  for (const dep of Object.keys(manifest.dependencies ?? {})) {
-    cpSync(join(root, 'node_modules', dep), join(pkg, 'node_modules', dep), { recursive: true });
-  }
-  for (const [to, from] of Object.entries(prebuilds)) {
-    mkdirSync(join(pkg, 'prebuilds', to, '..'), { recursive: true });
-    copyFileSync(from, join(pkg, 'prebuilds', to));
-  }
-  copyFileSync(fixture, join(pkg, 'loader.mjs'));
-  execFileSync('chmod', ['-R', 'a+rX', dir]);
-  chmodSync(dir, 0o755);
-  return pkg;
+  return packageCopy({ prebuilds, files: { 'loader.mjs': fixture } }).pkg;
 }
 
 async function report(pkg: string, env: Record<string, string> = {}, ns?: Netns): Promise<Report> {
-  const argv = ['setpriv', ...NOBODY, process.execPath, join(pkg, 'loader.mjs'), pkg];
+  const argv = ['setpriv', ...NOBODY, nodeForNobody(), join(pkg, 'loader.mjs'), pkg];
   const opts = { env: { ...process.env, PREBUILDS_ONLY: '', ...env }, timeout: 60_000 };
   const { stdout } = ns
     ? await run('ip', ['netns', 'exec', ns.name, ...argv], opts)
@@ -54,10 +38,7 @@ async function report(pkg: string, env: Record<string, string> = {}, ns?: Netns)
   return JSON.parse(stdout) as Report;
 }
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(join(d, '..'), { recursive: true, force: true });
-});
+afterAll(removeCopies);
 
 describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits: the addon-free parts work, the rest says why', () => {
   const ns = new Netns('loader');
@@ -66,7 +47,6 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
   beforeAll(async () => {
     ns.create();
     pkg = install({});
-    dirs.push(pkg);
     r = await report(pkg, {}, ns);
   }, 60_000);
   afterAll(() => ns.destroy());
@@ -97,9 +77,9 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
 
   it('socktune stat --json and doctor --json run; doctor names the missing addon on each row', async () => {
     const cli = join(pkg, 'dist', 'cli.js');
-    const stat = JSON.parse(await ns.exec('setpriv', [...NOBODY, process.execPath, cli, 'stat', '--json']));
+    const stat = JSON.parse(await ns.exec('setpriv', [...NOBODY, nodeForNobody(), cli, 'stat', '--json']));
     expect(stat).toMatchObject({ scope: 'namespace', source: 'proc' });
-    const doctor = await run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, process.execPath, cli, 'doctor', '--json'])
+    const doctor = await run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, nodeForNobody(), cli, 'doctor', '--json'])
       .catch((err: { stdout: string }) => ({ stdout: err.stdout }));
     const json = JSON.parse(doctor.stdout) as { findings: unknown[]; selfCheck: { rows: Array<{ name: string; ok: boolean; error?: string }> } };
     expect(json.findings.length).toBeGreaterThan(10);
@@ -114,7 +94,6 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
 describe.runIf(canUse('setpriv') && (ready || inCI))('a prebuild that fits by name but not this machine', () => {
   it('an arm64 file where the x64 one belongs: ERR_SOCKTUNE_NO_ADDON with the loader error, no crash', async () => {
     const pkg = install({ 'linux-x64/socktune.glibc.node': prebuilt('linux-arm64', 'socktune.glibc.node') });
-    dirs.push(pkg);
     const r = await report(pkg);
     expect(r.addon.code).toBe('ERR_SOCKTUNE_NO_ADDON');
     expect(r.addon.message).toContain('prebuilds/linux-x64/socktune.glibc.node does not load here');
@@ -129,7 +108,6 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('the C library: the file ma
       'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node'),
       'linux-x64/socktune.musl.node': prebuilt('linux-x64', 'socktune.musl.node'),
     });
-    dirs.push(pkg);
     const picked = execFileSync(process.execPath, ['-e', `console.log(require('node-gyp-build').resolve(${JSON.stringify(pkg)}))`],
       { cwd: pkg, env: { ...process.env, LIBC: 'musl', PREBUILDS_ONLY: '' } }).toString().trim();
     expect(picked).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.musl.node'));

@@ -7,7 +7,9 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { canUse } from './helpers/env.js';
+import { NOBODY, packageCopy, removeCopies } from './helpers/unprivileged.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const runModule = new URL('../dist/demo/run.js', import.meta.url).href;
@@ -115,13 +117,16 @@ describe.runIf(canUse('ip', 'setpriv'))('socktune demo without root', () => {
   const ns = `st-demo-${process.pid}-user`;
   afterAll(() => {
     if (namespacesLike(ns).length) execFileSync('ip', ['netns', 'del', ns]);
+    removeCopies();
   });
 
   it('runs what loopback allows and says what it could not run, with no number it did not measure', async () => {
     // A namespace of the test's own, so the TIME_WAIT it leaves is nobody else's; the demo inside runs as nobody.
     execFileSync('ip', ['netns', 'add', ns]);
     execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    const asNobody = ['netns', 'exec', ns, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'demo', '--json'];
+    // A copy nobody can read: the checkout may be in a directory only root can.
+    const { pkg, node } = packageCopy({ addon: true });
+    const asNobody = ['netns', 'exec', ns, 'setpriv', ...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'demo', '--json'];
     const r = await runToEnd('ip', asNobody, 60_000);
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);

@@ -43,14 +43,15 @@ describe('createCollector in this process', () => {
     expect(text).toMatch(/^socktune_audit_finding\{setting="net\.ipv4\.tcp_tw_reuse",severity="\w+"\} 1$/m);
   });
 
-  it('a prefix and scopes can be chosen; registering twice in one registry is refused by prom-client', async () => {
+  it('a prefix and scopes can be chosen; registering twice in one registry is refused before anything is registered', async () => {
     const registry = new Registry();
     await createCollector({ registry, prefix: 'app_tcp_', process: false, audit: false, closes: false });
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name);
     expect(names).toEqual(['app_tcp_tcp_connections', 'app_tcp_sockstat', 'app_tcp_kernel_tcp_events_total']);
     const scopes = new Set(samples(await registry.getMetricsAsJSON() as never).filter((s) => s.name === 'app_tcp_tcp_connections').map((s) => s.labels.scope));
     expect([...scopes]).toEqual(['namespace']);
-    await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toThrow(/already been registered/);
+    await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/already has socktune's metrics/) });
+    expect((await registry.getMetricsAsJSON()).map((m) => m.name)).toEqual(names);
   });
 
   it("exports a guard's connections and closes, and every reset close by reason and method", async () => {

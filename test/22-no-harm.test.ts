@@ -171,6 +171,53 @@ describe('only real policies are accepted, read once', () => {
   });
 });
 
+describe("end() under rstOnClose keeps Writable's events", () => {
+  async function exchange(resetOnBye: boolean): Promise<{ events: string[]; atFinish?: { destroyed: boolean; remoteAddress?: string } }> {
+    const server = track(net.createServer((s) => {
+      s.on('error', () => {});
+      // A few round trips first (the peer's kernel then delays its ACKs, so the drain waits).
+      s.on('data', (d) => (String(d).includes('bye') ? (resetOnBye ? s.resetAndDestroy() : s.end()) : s.write('pong')));
+    }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = track(net.connect((server.address() as net.AddressInfo).port, '127.0.0.1'));
+    const events: string[] = [];
+    let atFinish: { destroyed: boolean; remoteAddress?: string } | undefined;
+    c.on('finish', () => {
+      events.push('finish');
+      atFinish = { destroyed: c.destroyed, remoteAddress: c.remoteAddress };
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`));
+    const closed = new Promise((resolve) => c.on('close', resolve));
+    tune(c, presets.rstOnClose());
+    await once(c, 'connect');
+    for (let k = 0; k < 5; k++) {
+      c.write('ping');
+      await once(c, 'data');
+    }
+    c.end('bye');
+    await closed;
+    events.push('close');
+    return { events, atFinish };
+  }
+
+  it("the peer resets while the drain waits: 'finish' (every byte reached the kernel), then ECONNRESET, then 'close', 10 of 10", async () => {
+    for (let i = 0; i < 10; i++) {
+      const { events } = await exchange(true);
+      expect(events[0]).toBe('finish');
+      expect(events.at(-1)).toBe('close');
+    }
+  });
+
+  it("'finish' is emitted while the socket is still open (not destroyed, address known), the reset follows it", async () => {
+    for (let i = 0; i < 5; i++) {
+      const { events, atFinish } = await exchange(false);
+      expect(events).toEqual(['finish', 'close']);
+      expect(atFinish).toEqual({ destroyed: false, remoteAddress: '127.0.0.1' });
+    }
+  });
+});
+
 describe('guardOf(socket)', () => {
   it('names the guard tracking a connection while it tracks it, whichever integration made it, and nothing after', async () => {
     const server = track(net.createServer());

@@ -4,6 +4,7 @@
 // sockets have no owner, and the output says so. Addresses print as inet_ntop (and ss) print them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
 import { connectionReport, listConnections } from '../src/index.js';
@@ -86,7 +87,9 @@ describe.runIf(canUse('ip', 'ss'))('stat --pid and --netns, against ss -p and ip
       const owners: Record<number, number> = {};
       for (const l of closeWait.filter((x) => x.peer === entry.key)) for (const pid of l.pids) owners[pid] = (owners[pid] ?? 0) + 1;
       expect([entry.key, Object.fromEntries(entry.owners.map((o: { pid: number; sockets: number }) => [o.pid, o.sockets]))]).toEqual([entry.key, owners]);
-      for (const o of entry.owners) expect(o.command).toBe('node');
+      // The command is the kernel's name of the process (/proc/PID/comm), as ss -p prints it: 'node',
+      // or 'MainThread' where Node names its main thread (24 and later).
+      for (const o of entry.owners) expect(o.command).toBe(readFileSync(`/proc/${o.pid}/comm`, 'utf8').trim());
     }
     expect(ours.top.TIME_WAIT.owned).toBe(false);
     expect(ours.top.TIME_WAIT.peers[0].owners).toBeUndefined();

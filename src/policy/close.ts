@@ -23,6 +23,7 @@ const kTimedOut = Symbol('socktune.timedOut');
 const kOnDestroy = Symbol('socktune.onDestroy');
 const kNextDestroy = Symbol('socktune.nextDestroy');
 const kClosing = Symbol('socktune.closing');
+const kNextDestroyMethod = Symbol('socktune.nextDestroyMethod');
 
 type DestroyCallback = (err?: Error | null) => void;
 type DestroyMethod = (this: net.Socket, err: Error | null, cb: DestroyCallback) => void;
@@ -41,6 +42,7 @@ interface Tuned {
   [kOnDestroy]?: (socket: net.Socket) => void;
   [kNextDestroy]?: DestroyMethod;
   [kClosing]?: Closing;
+  [kNextDestroyMethod]?: (this: net.Socket, err?: Error | null, cb?: DestroyCallback) => net.Socket;
   _final?: (cb: (err?: Error | null) => void) => void;
   _destroy?: DestroyMethod;
   resetAndClosing?: boolean;
@@ -168,9 +170,13 @@ function finishEnd(socket: net.Socket, closing: Closing, report: CloseReport, re
     return;
   }
   if (reset && report.drained) {
-    // 'finish' first (end()'s callback, then), then the close with SO_LINGER 0: RST.
+    // 'finish' first (end()'s callback, then), then the close with SO_LINGER 0: RST. Writable
+    // emits 'finish' on the next tick; the destroy follows it, so 'finish' sees a live socket.
+    closing.final = undefined;
     final?.();
-    socket.destroy();
+    process.nextTick(() => {
+      if (!socket.destroyed) socket.destroy();
+    });
     publish(socket, 'close', report);
     return;
   }
@@ -182,9 +188,28 @@ function finishEnd(socket: net.Socket, closing: Closing, report: CloseReport, re
     return;
   }
   // The connection went away under the drain (the peer reset, or the kernel gave up).
+  closing.final = undefined;
   final?.();
   publish(socket, 'close', report);
   if (!socket.destroyed) socket.destroy();
+}
+
+/**
+ * `destroy()` under a reset policy while an `end()` waits for its drain with every write in the
+ * kernel (Writable's `_final` held): as without a policy, where the FIN would have gone and
+ * `'finish'` been emitted by then, `'finish'` comes first, then the destroy (`'error'`, `'close'`).
+ * This is the path of a peer that resets during the drain (Node destroys with ECONNRESET).
+ */
+function destroyUnderPolicy(this: net.Socket, err?: Error | null, cb?: DestroyCallback): net.Socket {
+  const self = this as net.Socket & Tuned;
+  const closing = self[kClosing];
+  const final = closing?.final;
+  if (closing !== undefined && final !== undefined && !closing.done && !this.destroyed) {
+    closing.final = undefined;
+    final();
+  }
+  const next = self[kNextDestroyMethod] ?? (net.Socket.prototype.destroy as unknown as NonNullable<Tuned[typeof kNextDestroyMethod]>);
+  return next.call(this, err, cb);
 }
 
 /**
@@ -280,6 +305,11 @@ export function installClose(socket: net.Socket, policy: Policy): void {
   if (tuned._final !== finalUnderPolicy) {
     tuned._final = finalUnderPolicy;
     tuned.end = endUnderPolicy;
+    const destroy = (socket as unknown as Tuned & { destroy: typeof destroyUnderPolicy }).destroy;
+    if (destroy !== destroyUnderPolicy) {
+      tuned[kNextDestroyMethod] = destroy;
+      (socket as unknown as { destroy: typeof destroyUnderPolicy }).destroy = destroyUnderPolicy;
+    }
   }
   hookDestroy(socket);
   // Prepended: an application 'timeout' listener added earlier may destroy() at once.

@@ -65,6 +65,8 @@ export function packageCopy(options: { addon?: boolean; prebuilds?: Record<strin
     if (!existsSync(release)) throw new Error('no build/Release: run npm run build first');
     mkdirSync(join(pkg, 'build', 'Release'), { recursive: true });
     for (const f of readdirSync(release)) if (f.endsWith('.node')) copyFileSync(join(release, f), join(pkg, 'build', 'Release', f));
+    // The prebuilds too: with PREBUILDS_ONLY=1 (the portability runs) the loader takes only those.
+    if (existsSync(join(root, 'prebuilds'))) cpSync(join(root, 'prebuilds'), join(pkg, 'prebuilds'), { recursive: true });
   }
   for (const [to, from] of Object.entries({ ...Object.fromEntries(Object.entries(options.prebuilds ?? {}).map(([k, v]) => [join('prebuilds', k), v])), ...options.files })) {
     mkdirSync(dirname(join(pkg, to)), { recursive: true });

@@ -103,6 +103,16 @@ readme$assert.equal(quick.halfCloseTimeout, 5000);
 readme$assert.equal(socket.destroyed, true);
 await guard.close({ timeout: 1000 });`,
   },
+  'close-channel': {
+    does: 'subscribes to socktune:close and ends a socket tuned with rstOnClose: the message says how it closed',
+    prelude: serverAndSocket('net'),
+    prints: 'close rst 0 undefined\n',
+    epilogue: `
+readme$assert.equal(closeCodes['half-closed'], 'ERR_SOCKTUNE_HALF_CLOSE_TIMEOUT');
+readme$assert.ok(Object.isFrozen(closeCodes));
+await readme$once(socket, 'close');
+server.close();`,
+  },
   compose: {
     does: 'composes a policy and computes its keepalive budget as the comments say',
     epilogue: `

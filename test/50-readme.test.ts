@@ -24,12 +24,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
-import { fixtures } from './helpers/register.js';
+import { fixtures, repoRoot } from './helpers/register.js';
 import { codeBlocks, readme, runModule, type Run } from './helpers/readme.js';
 
 const hosts = {
@@ -112,6 +112,27 @@ readme$assert.equal(closeCodes['half-closed'], 'ERR_SOCKTUNE_HALF_CLOSE_TIMEOUT'
 readme$assert.ok(Object.isFrozen(closeCodes));
 await readme$once(socket, 'close');
 server.close();`,
+  },
+  diagnostics: {
+    does: 'with one CLOSE_WAIT connection of its own (a paused server socket whose peer ended): counts, ranks, audits',
+    prelude: `
+const { default: readme$net } = await import('node:net');
+let readme$peer;
+const readme$server = readme$net.createServer({ allowHalfOpen: true }, (s) => (readme$peer = s).pause());
+await new Promise((resolve) => readme$server.listen(0, '127.0.0.1', resolve));
+const readme$client = readme$net.connect(readme$server.address().port, '127.0.0.1');
+await readme$once(readme$client, 'connect');
+readme$client.end();
+await readme$until('CLOSE_WAIT', () => readme$client.writableFinished);
+await new Promise((resolve) => setTimeout(resolve, 50));`,
+    epilogue: `
+readme$assert.equal(connectionStates().states.CLOSE_WAIT, 1);
+readme$assert.equal(connectionStates({ process: true }).states.CLOSE_WAIT, 1);
+readme$assert.equal(top.CLOSE_WAIT.peers[0].key, '127.0.0.1');
+readme$assert.deepEqual(top.CLOSE_WAIT.peers[0].owners, [{ pid: process.pid, command: 'node', sockets: 1 }]);
+readme$assert.ok(sysctlAudit().findings.some((f) => f.setting === 'net.ipv4.tcp_keepalive_time'));
+readme$assert.deepEqual(middleboxIdleTimeouts[0], { name: 'Azure Load Balancer', seconds: 240 });
+readme$peer.destroy(); readme$client.destroy(); readme$server.close();`,
   },
   compose: {
     does: 'composes a policy and computes its keepalive budget as the comments say',
@@ -239,6 +260,34 @@ describe('the README', () => {
   });
 });
 
+/** GitHub's heading anchors: lower case, punctuation other than '-' and '_' dropped, spaces to '-'. */
+const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+
+describe('the README and the API reference', () => {
+  const text = readme();
+  const prose = text.replace(/^\s*```[\s\S]*?^\s*```\s*$/gm, '');
+  const links = [...prose.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]).filter((l) => !/^[a-z]+:/.test(l));
+
+  it('links only to files that exist and to headings it has', () => {
+    const headings = new Set([...text.matchAll(/^#+ (.*)$/gm)].map((m) => anchor(m[1])));
+    const broken = links.filter((l) => (l.startsWith('#') ? !headings.has(l.slice(1)) : !existsSync(join(repoRoot, l.split('#')[0]))));
+    expect(broken).toEqual([]);
+    expect(links.filter((l) => l.startsWith('docs/api/')).length).toBeGreaterThan(5);
+  });
+
+  it('has a reference page for every export of socktune and socktune/register (npm run docs)', async () => {
+    const page = (dir: string, name: string) => ['functions', 'variables', 'classes'].some((kind) => existsSync(join(repoRoot, 'docs', 'api', dir, kind, `${name}.md`)));
+    const main = Object.keys(await import('../dist/index.js'));
+    expect(main.length).toBeGreaterThan(30);
+    expect(main.filter((name) => !page('socktune', name))).toEqual([]);
+    // Loading socktune/register starts it, so its exports are read from its declarations.
+    const register = [...readFileSync(join(repoRoot, 'dist', 'register', 'index.d.ts'), 'utf8').matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]);
+    expect(register).toContain('guardOf');
+    expect(register.filter((name) => !page('socktune/register', name))).toEqual([]);
+    expect(main, 'readArgument is internal').not.toContain('readArgument');
+  });
+});
+
 describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js block of the README runs', () => {
   const ns = new Netns('readme');
   const etc = `/etc/netns/${ns.name}`;
@@ -297,7 +346,6 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
           env: c.env,
         });
         expect(dry.code, dry.stderr).toBe(0);
-        const { readFileSync } = await import('node:fs');
         const lines = readFileSync(out, 'utf8').split('\n');
         const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
         expect(begin).toBeGreaterThan(-1);

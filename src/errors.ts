@@ -32,9 +32,13 @@ export const codes = Object.freeze({
 
 /** An error from the kernel, shaped like Node's system errors. */
 export interface KernelError extends Error {
+  /** The errno's name, as Node names it (`'EPERM'`, `'EINVAL'`). */
   code: string;
+  /** The errno, negative as in Node (`-1` for EPERM). */
   errno: number;
+  /** The system call that failed (`'setsockopt'`, `'getsockopt'`, `'ioctl'`). */
   syscall: string;
+  /** The kernel name of the socket option (`'TCP_KEEPCNT'`), when the call was about one. */
   option?: string;
 }
 

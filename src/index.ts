@@ -1,6 +1,6 @@
 /**
  * socktune: control the TCP lifecycle of Node.js sockets.
- * @module
+ * @module socktune
  */
 export {
   configure,

@@ -12,7 +12,7 @@
  * `SOCKTUNE_TRACE`) and starts at once. A bad configuration stops the process before the
  * application runs: one line on stderr naming the variable, file and field, and exit code 9
  * (Node's own code for an invalid argument). The exports reach what it started.
- * @module
+ * @module socktune/register
  */
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';

@@ -2,6 +2,7 @@
 // sockets made in known states inside a namespace of the test's own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
@@ -41,7 +42,10 @@ describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
     for (const [state, n] of Object.entries(ours.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
     expect(ours.total).toBe(Object.values(theirs).reduce((a, b) => a + b, 0));
     expect(ours.top.TIME_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.timeWait }]);
-    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait, owners: [{ pid: expect.any(Number), command: 'node', sockets: made.closeWait }] }]);
+    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait, owners: [{ pid: expect.any(Number), command: expect.any(String), sockets: made.closeWait }] }]);
+    // The command is the kernel's name of the fixture (/proc/PID/comm): 'node', or 'MainThread' from Node 24.
+    const [owner] = ours.top.CLOSE_WAIT.peers[0].owners;
+    expect(owner.command).toBe(readFileSync(`/proc/${owner.pid}/comm`, 'utf8').trim());
   });
 
   it('the /proc/net/tcp fallback counts the same', async () => {

@@ -129,7 +129,8 @@ await new Promise((resolve) => setTimeout(resolve, 50));`,
 readme$assert.equal(connectionStates().states.CLOSE_WAIT, 1);
 readme$assert.equal(connectionStates({ process: true }).states.CLOSE_WAIT, 1);
 readme$assert.equal(top.CLOSE_WAIT.peers[0].key, '127.0.0.1');
-readme$assert.deepEqual(top.CLOSE_WAIT.peers[0].owners, [{ pid: process.pid, command: 'node', sockets: 1 }]);
+// The owner's command is /proc/PID/comm: 'node' on Node 20 and 22, the main thread's name 'MainThread' from Node 24.
+readme$assert.deepEqual(top.CLOSE_WAIT.peers[0].owners, [{ pid: process.pid, command: (await import('node:fs')).readFileSync('/proc/self/comm', 'utf8').trim(), sockets: 1 }]);
 readme$assert.ok(sysctlAudit().findings.some((f) => f.setting === 'net.ipv4.tcp_keepalive_time'));
 readme$assert.deepEqual(middleboxIdleTimeouts[0], { name: 'Azure Load Balancer', seconds: 240 });
 readme$peer.destroy(); readme$client.destroy(); readme$server.close();`,

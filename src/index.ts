@@ -41,7 +41,7 @@ export { resetClose, closeChannel } from './policy/reset.js';
 export type { ResetCloseOptions, CloseReport, CloseReason } from './policy/reset.js';
 export { closeCodes } from './policy/close.js';
 export { Guard, guardOf } from './guard/guard.js';
-export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, ShutdownOptions, ShutdownReport } from './guard/guard.js';
+export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, GuardEvents, ShutdownOptions, ShutdownReport } from './guard/guard.js';
 export { tune } from './integrations/tune.js';
 export { tuneServer } from './integrations/server.js';
 export { createAgent, createHttpsAgent, PolicyAgent, PolicyHttpsAgent } from './integrations/agent.js';

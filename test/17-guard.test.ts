@@ -488,6 +488,36 @@ describe.runIf(canUse('ss'))('guard.close({ timeout })', () => {
       for (const a of agents) a.destroy();
     }
   });
+
+  it('http.Server: a connection that has not sent a byte is ended at once (Node keeps it until headersTimeout); half a request is left to the timeout', async () => {
+    const server = track(http.createServer((req, res) => res.end('ok')));
+    const guard = tuneServer(server, presets.gracefulHeartbeat());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    // A client that opened a connection ahead of its first request (as browsers and pools do), and
+    // one whose request headers are not complete.
+    const unused = track(net.connect(port, '127.0.0.1'));
+    const partial = track(net.connect(port, '127.0.0.1'));
+    await Promise.all([once(unused, 'connect'), once(partial, 'connect')]);
+    partial.write('GET / HTTP/1.1\r\nHost: socktune.test\r\n');
+    const seen = { unused: [] as string[], partial: [] as string[] };
+    for (const [name, s] of [['unused', unused], ['partial', partial]] as const) {
+      s.on('end', () => seen[name].push('end'));
+      s.on('error', (e: NodeJS.ErrnoException) => seen[name].push(e.code ?? 'error'));
+    }
+    expect(await waitFor(() => guard.stats().tracked === 2, 2000)).toBeGreaterThanOrEqual(0);
+    // Both are tracked and the partial request's bytes reached the server before close().
+    expect(await waitFor(() => partial.bytesWritten > 0, 1000)).toBeGreaterThanOrEqual(0);
+    await new Promise((r) => setTimeout(r, 50)); // the partial request's bytes are read by the server
+
+    const report = await guard.close({ timeout: 1500 });
+    // The unused connection was ended with a FIN (the client saw EOF), not forced at the timeout.
+    expect(report).toMatchObject({ ended: 1, forced: 1 });
+    expect(seen.unused).toEqual(['end']);
+    expect(guard.stats()).toMatchObject({ tracked: 0, closed: { shutdown: 1 } });
+    await once(partial, 'close');
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------

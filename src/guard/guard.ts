@@ -376,9 +376,11 @@ export class Guard extends EventEmitter<GuardEvents> {
   }
 
   /**
-   * Graceful shutdown: stops accepting on attached servers, closes idle connections (HTTP
-   * keep-alive connections between requests; other connections are ended, so the peer sees EOF),
-   * waits up to `timeout` for the rest to finish, then closes what is left (reason `'shutdown'`).
+   * Graceful shutdown: stops accepting on attached servers, closes idle connections (on HTTP
+   * servers, keep-alive connections between requests and connections that have not sent a byte of
+   * a request yet, which Node's `closeIdleConnections()` keeps until `headersTimeout`; other
+   * connections are ended, so the peer sees EOF), waits up to `timeout` for the rest to finish,
+   * then closes what is left (reason `'shutdown'`).
    */
   async close(options: ShutdownOptions = {}): Promise<ShutdownReport> {
     if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
@@ -395,7 +397,9 @@ export class Guard extends EventEmitter<GuardEvents> {
       if (typeof idle === 'function') idle.call(server);
     }
     const http = [...this.#servers].some((s) => 'closeIdleConnections' in s);
-    if (!http) for (const socket of this.#live()) if (!socket.writableEnded) socket.end();
+    for (const socket of this.#live()) {
+      if (http ? this.#unused(socket) : !socket.writableEnded) socket.end();
+    }
     const deadline = start + timeout;
     while (this.#tracked > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - performance.now()))));
@@ -408,6 +412,22 @@ export class Guard extends EventEmitter<GuardEvents> {
     await Promise.all(left.map((socket) => this.#close(socket, 'shutdown')));
     this.#stop();
     return { ended: before - left.length, forced: left.length, elapsed: performance.now() - start };
+  }
+
+  /**
+   * A connection of an attached HTTP server on which no byte of a request has arrived: nothing read
+   * by Node and, where TCP_INFO says so, nothing received by the kernel either (a request in the
+   * receive queue that Node has not read yet is not "unused"). Without TCP_INFO it is not judged.
+   */
+  #unused(socket: net.Socket): boolean {
+    const server = (socket as net.Socket & { server?: net.Server }).server;
+    if (server === undefined || !this.#servers.has(server) || !('closeIdleConnections' in server)) return false;
+    if (socket.bytesRead !== 0 || socket.writableEnded || socket.destroyed) return false;
+    try {
+      return tcpActivity(socket, this.#activity).bytesReceived === 0;
+    } catch {
+      return false;
+    }
   }
 
   #live(): net.Socket[] {

@@ -11,6 +11,7 @@
  * @module
  */
 import net from 'node:net';
+import diagnostics from 'node:diagnostics_channel';
 import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy } from './presets.js';
 import {
@@ -24,6 +25,7 @@ const kOnDestroy = Symbol('socktune.onDestroy');
 const kNextDestroy = Symbol('socktune.nextDestroy');
 const kClosing = Symbol('socktune.closing');
 const kNextDestroyMethod = Symbol('socktune.nextDestroyMethod');
+const kEndsMessage = Symbol('socktune.endsMessage');
 
 type DestroyCallback = (err?: Error | null) => void;
 type DestroyMethod = (this: net.Socket, err: Error | null, cb: DestroyCallback) => void;
@@ -43,6 +45,7 @@ interface Tuned {
   [kNextDestroy]?: DestroyMethod;
   [kClosing]?: Closing;
   [kNextDestroyMethod]?: (this: net.Socket, err?: Error | null, cb?: DestroyCallback) => net.Socket;
+  [kEndsMessage]?: boolean;
   _final?: (cb: (err?: Error | null) => void) => void;
   _destroy?: DestroyMethod;
   resetAndClosing?: boolean;
@@ -96,6 +99,9 @@ function wantsReset(socket: net.Socket, policy: Policy | undefined, reason: Clos
   // 'half-closed' is the kernel's word for it (CLOSE_WAIT) even where JavaScript never read the
   // EOF (a paused socket with unread bytes), so a peer that ended cleanly does not get a reset.
   if (socket.readableEnded || reason === 'half-closed') return false;
+  // This side's close is the end of an HTTP response body that has no other framing (below): the
+  // peer needs the end-of-stream to know the body is complete, and a reset would turn it into an error.
+  if (reason === 'close' && (socket as Tuned)[kEndsMessage] === true) return false;
   if (policy.reset === 'always') return true;
   return reason !== 'close' || (socket as Tuned)[kTimedOut] === true;
 }
@@ -289,6 +295,41 @@ export function onDestroyed(socket: net.Socket, onDestroy: ((socket: net.Socket)
   if (onDestroy !== undefined) hookDestroy(socket);
 }
 
+/** What `http.server.response.finish` carries (Node's `ServerResponse` fields read here). */
+interface ResponseFinish {
+  response?: { _hasBody?: boolean; chunkedEncoding?: boolean; _header?: unknown };
+  socket?: net.Socket & { _parent?: unknown };
+}
+
+/**
+ * Whether a finished HTTP response's body ends only where the connection ends: it has a body, no
+ * chunked encoding and no Content-Length (an HTTP/1.0 peer, such as nginx's default upstream
+ * protocol, or a response whose framing headers were removed). What cannot be told is judged
+ * close-delimited: the price of a wrong guess that way is one TIME_WAIT, the other way a truncated body.
+ */
+function endsByClose(response: NonNullable<ResponseFinish['response']>): boolean {
+  if (response._hasBody === false || response.chunkedEncoding === true) return false;
+  return typeof response._header !== 'string' || !/\r\ncontent-length:/i.test(response._header);
+}
+
+/** Marks a tuned connection whose latest response is delimited by the close (kept as FIN then). */
+function onResponseFinish(message: unknown): void {
+  const { response, socket } = message as ResponseFinish;
+  if (response === undefined || socket === undefined) return;
+  const ends = endsByClose(response);
+  // An HTTPS connection may be tuned on its TCP socket or on its TLS socket.
+  for (const s of [socket, socket._parent]) if (s instanceof net.Socket && (s as Tuned)[kPolicy] !== undefined) (s as Tuned)[kEndsMessage] = ends;
+}
+
+let watchingResponses = false;
+
+/** Subscribes to Node's HTTP server response channel once a reset policy is in use. */
+function watchResponses(): void {
+  if (watchingResponses) return;
+  watchingResponses = true;
+  diagnostics.subscribe('http.server.response.finish', onResponseFinish);
+}
+
 function markTimedOut(this: net.Socket): void {
   (this as Tuned)[kTimedOut] = true;
 }
@@ -302,6 +343,7 @@ export function installClose(socket: net.Socket, policy: Policy): void {
   const tuned = socket as unknown as Tuned & { end: typeof endUnderPolicy };
   tuned[kPolicy] = policy;
   if (policy.reset === false) return;
+  watchResponses();
   if (tuned._final !== finalUnderPolicy) {
     tuned._final = finalUnderPolicy;
     tuned.end = endUnderPolicy;

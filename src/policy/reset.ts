@@ -194,15 +194,25 @@ function drain(socket: net.Socket, handle: object, d: Drain, ready: () => boolea
       if (done) return;
       clearTimeout(timer);
       const now = performance.now();
-      let left = unacknowledged(socket, handle);
-      if (left < 0) return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
-      if (left === 0 && ready()) {
+      let left: number;
+      let pending: number;
+      try {
+        pending = pendingWriteBytes(socket);
+      } catch {
+        pending = -1; // a socket whose write state cannot be read: unacknowledged() says it is gone
+      }
+      if (pending === 0 && ready()) {
+        // Nothing left in Node or libuv: one native call reads the kernel's send queue and, when it
+        // is empty, sets SO_LINGER 0 (the common case: one ioctl and one setsockopt in all).
         try {
           left = handleLingerIfDrained(handle);
         } catch {
-          return finish({ outcome: 'gone', left: 0, waited: now - start });
+          return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
         }
         if (left === 0) return finish({ outcome: 'drained', left: 0, waited: now - start });
+      } else {
+        left = unacknowledged(socket, handle);
+        if (left < 0) return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
       }
       if (left < least) {
         // The peer acknowledged more (or libuv moved bytes on): progress restarts the timeout.

@@ -314,8 +314,10 @@ function endsByClose(response: NonNullable<ResponseFinish['response']>): boolean
 
 /** Marks a tuned connection whose latest response is delimited by the close (kept as FIN then). */
 function onResponseFinish(message: unknown): void {
+  // The channel is public: anything may be published on it, and a throw here would be uncaught.
+  if (typeof message !== 'object' || message === null) return;
   const { response, socket } = message as ResponseFinish;
-  if (response === undefined || socket === undefined) return;
+  if (typeof response !== 'object' || response === null || !(socket instanceof net.Socket)) return;
   const ends = endsByClose(response);
   // An HTTPS connection may be tuned on its TCP socket or on its TLS socket.
   for (const s of [socket, socket._parent]) if (s instanceof net.Socket && (s as Tuned)[kPolicy] !== undefined) (s as Tuned)[kEndsMessage] = ends;

@@ -4,6 +4,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const run = promisify(execFile);
 const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url));
@@ -23,17 +26,30 @@ const traced = 'setsockopt,getsockopt,ioctl,access,faccessat,faccessat2';
 
 /** Runs test/fixtures/<fixture> under strace and returns the socket syscalls between the marks. */
 export async function strace(fixture: string, args: string[] = [], extra: string[] = []): Promise<Traced> {
-  const { stdout, stderr } = await run(
-    'strace',
-    ['-f', '-qq', '-e', `trace=${traced}`, '-e', 'signal=none', ...extra, process.execPath, fixtures + fixture, ...args],
-    { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 },
-  );
+  // strace writes to a file of its own, never to the stderr it shares with the traced Node: Node
+  // makes that pipe non-blocking, and strace then drops what a slow reader has not taken yet
+  // (on a loaded machine, whole stretches of the trace were lost).
+  const dir = mkdtempSync(join(tmpdir(), 'socktune-strace-'));
+  const out = join(dir, 'trace');
+  let stdout: string;
+  let stderr: string;
+  try {
+    ({ stdout } = await run(
+      'strace',
+      ['-f', '-qq', '-o', out, '-e', `trace=${traced}`, '-e', 'signal=none', ...extra, process.execPath, fixtures + fixture, ...args],
+      { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 },
+    ));
+    stderr = readFileSync(out, 'utf8');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
   const lines = stderr.split('\n');
   const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
   const end = lines.findIndex((l) => l.includes('/socktune-mark-end'));
   if (begin < 0 || end < begin) throw new Error(`fixture ${fixture} left no marks:\n${stderr.slice(-2000)}`);
   const isCall = (l: string) => /(setsockopt|getsockopt|ioctl)\(/.test(l);
-  const clean = (l: string) => l.replace(/^\[pid\s+\d+\]\s*/, '');
+  // With -o, strace -f starts each line with the thread's id (`1234  setsockopt(...)`).
+  const clean = (l: string) => l.replace(/^(?:\[pid\s+\d+\]|\d+)\s*/, '');
   const calls = lines.slice(begin + 1, end).filter(isCall).map(clean);
   const setsBefore = lines.slice(0, begin).filter((l) => /setsockopt\(/.test(l)).length;
   const sections = new Map<string, string[]>();

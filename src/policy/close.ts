@@ -318,9 +318,14 @@ function onResponseFinish(message: unknown): void {
   if (typeof message !== 'object' || message === null) return;
   const { response, socket } = message as ResponseFinish;
   if (typeof response !== 'object' || response === null || !(socket instanceof net.Socket)) return;
+  // An HTTPS connection may be tuned on its TCP socket or on its TLS socket. Runs for every
+  // response of the process: no allocation, and nothing judged for an untuned connection.
+  const parent = socket._parent;
+  const tunedParent = parent instanceof net.Socket && (parent as Tuned)[kPolicy] !== undefined;
+  if ((socket as Tuned)[kPolicy] === undefined && !tunedParent) return;
   const ends = endsByClose(response);
-  // An HTTPS connection may be tuned on its TCP socket or on its TLS socket.
-  for (const s of [socket, socket._parent]) if (s instanceof net.Socket && (s as Tuned)[kPolicy] !== undefined) (s as Tuned)[kEndsMessage] = ends;
+  if ((socket as Tuned)[kPolicy] !== undefined) (socket as Tuned)[kEndsMessage] = ends;
+  if (tunedParent) (parent as Tuned)[kEndsMessage] = ends;
 }
 
 let watchingResponses = false;

@@ -5,16 +5,12 @@
 // sent at 4 s ± 10 ms, the policy dispatcher never does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { once } from 'node:events';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Agent, fetch as undiciFetch, request, type Dispatcher } from 'undici';
 import { createConnector, createDispatcher, presets, readOptions } from '../src/index.js';
 import type { TcpState } from '../src/index.js';
 import { canUse } from './helpers/env.js';
+import { startNginx, type Nginx } from './helpers/nginx.js';
 import { Netns } from './helpers/netns.js';
 import { pools, undiciConnections } from './helpers/pools.js';
 import { rawServer, tlsServer } from './helpers/http.js';
@@ -152,52 +148,29 @@ describe.runIf(canUse('ip', 'ss', 'nginx'))('scenario 20: real nginx, keepalive_
   const ns = new Netns('ngx');
   const idle = 4000;
   const port = 8080;
-  let dir = '';
-  let nginx: ChildProcess | undefined;
+  let nginx: Nginx | undefined;
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'socktune-nginx-'));
-    const conf = path.join(dir, 'nginx.conf');
-    writeFileSync(conf, [
-      'master_process off;',
-      'daemon off;',
-      `pid ${dir}/nginx.pid;`,
-      `error_log ${dir}/error.log warn;`,
-      'worker_rlimit_nofile 8192;',
-      'events { worker_connections 4096; }',
-      'http {',
-      '  access_log off;',
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-      '  keepalive_timeout 4s;',
-      '  keepalive_requests 100000;',
-      '  server {',
-      `    listen 127.0.0.1:${port} backlog=4096;`,
-      '    location / { default_type text/plain; return 200 "ok"; }',
-      '  }',
-      '}',
-      '',
-    ].join('\n'));
     ns.create();
-    nginx = spawn('ip', ['netns', 'exec', ns.name, 'nginx', '-e', `${dir}/error.log`, '-p', dir, '-c', conf], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      const listening = execFileSync('ip', ['netns', 'exec', ns.name, 'ss', '-Hltn', `( sport = :${port} )`], { encoding: 'utf8' });
-      if (listening.trim() !== '') return;
-      if (nginx.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`nginx did not start: ${readFileSync(`${dir}/error.log`, 'utf8')}`);
+    nginx = await startNginx({
+      netns: ns.name,
+      port,
+      main: ['worker_rlimit_nofile 8192;'],
+      events: 'worker_connections 4096;',
+      http: [
+        'keepalive_timeout 4s;',
+        'keepalive_requests 100000;',
+        'server {',
+        `  listen 127.0.0.1:${port} backlog=4096;`,
+        '  location / { default_type text/plain; return 200 "ok"; }',
+        '}',
+      ],
+    });
   });
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null && nginx.signalCode === null) {
-      const exited = once(nginx, 'exit');
-      nginx.kill('SIGTERM');
-      const late = setTimeout(() => nginx?.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(late);
-    }
+    await nginx?.stop();
     await ns.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   async function race(arm: string): Promise<RaceReport> {

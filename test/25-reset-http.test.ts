@@ -6,13 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { once } from 'node:events';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { presets, tuneServer, type Guard } from '../src/index.js';
 import { canUse } from './helpers/env.js';
+import { startNginx, type Nginx } from './helpers/nginx.js';
 
 const CHUNKS = 64;
 const BODY = CHUNKS * 1024 + 'END\n'.length;
@@ -76,57 +74,32 @@ function get(port: number, p: string): Promise<{ status: number; length: number;
 }
 
 describe.runIf(canUse('ss', 'nginx'))('RST-on-close and HTTP bodies that end at the close', () => {
-  let dir = '';
-  let nginx: ChildProcess | undefined;
+  let nginx: Nginx | undefined;
   let proxyPort = 0;
   const servers: Array<{ server: http.Server; guard: Guard; port: number }> = [];
 
   beforeAll(async () => {
     servers.push(await serve(stream), await serve(framed));
     proxyPort = await freePort();
-    dir = mkdtempSync(path.join(os.tmpdir(), 'socktune-nginx-http10-'));
-    const conf = path.join(dir, 'nginx.conf');
     // nginx's defaults towards the upstream: HTTP/1.0, a new connection per request.
-    writeFileSync(conf, [
-      'master_process off;',
-      'daemon off;',
-      `pid ${dir}/nginx.pid;`,
-      `error_log ${dir}/error.log warn;`,
-      'events { worker_connections 256; }',
-      'http {',
-      '  access_log off;',
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-      '  server {',
-      `    listen 127.0.0.1:${proxyPort};`,
-      `    location /stream { proxy_pass http://127.0.0.1:${servers[0].port}; }`,
-      `    location /framed { proxy_pass http://127.0.0.1:${servers[1].port}; }`,
-      '  }',
-      '}',
-      '',
-    ].join('\n'));
-    nginx = spawn('nginx', ['-e', `${dir}/error.log`, '-p', dir, '-c', conf], { stdio: 'ignore' });
-    for (let i = 0; i < 200; i++) {
-      const listening = execFileSync('ss', ['-Hltn', `( sport = :${proxyPort} )`], { encoding: 'utf8' });
-      if (listening.trim() !== '') return;
-      if (nginx.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`nginx did not start: ${readFileSync(`${dir}/error.log`, 'utf8')}`);
+    nginx = await startNginx({
+      port: proxyPort,
+      http: [
+        'server {',
+        `  listen 127.0.0.1:${proxyPort};`,
+        `  location /stream { proxy_pass http://127.0.0.1:${servers[0].port}; }`,
+        `  location /framed { proxy_pass http://127.0.0.1:${servers[1].port}; }`,
+        '}',
+      ],
+    });
   }, 30_000);
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null && nginx.signalCode === null) {
-      const exited = once(nginx, 'exit');
-      nginx.kill('SIGTERM');
-      const late = setTimeout(() => nginx?.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(late);
-    }
+    await nginx?.stop();
     for (const { server, guard } of servers) {
       server.close();
       await guard.close({ timeout: 1000 });
     }
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it(`a streamed body through nginx's HTTP/1.0 upstream arrives whole ${TRIALS} of ${TRIALS} times; that close keeps FIN`, async () => {
@@ -135,7 +108,7 @@ describe.runIf(canUse('ss', 'nginx'))('RST-on-close and HTTP bodies that end at 
     const whole = results.filter((r) => r.status === 200 && r.length === BODY && r.tail === 'END\n').length;
     expect({ whole, failures: results.filter((r) => r.length !== BODY).slice(0, 3) }).toEqual({ whole: TRIALS, failures: [] });
     // nginx read every upstream response to its end: no "reset by peer", no "prematurely closed".
-    expect(readFileSync(`${dir}/error.log`, 'utf8')).not.toMatch(/reset by peer|prematurely/);
+    expect(nginx!.errors()).not.toMatch(/reset by peer|prematurely/);
     // The server closed each of those connections first, with FIN: each left TIME_WAIT on its side.
     expect(timeWait(servers[0].port)).toBeGreaterThanOrEqual(TRIALS);
   });
@@ -161,7 +134,7 @@ describe.runIf(canUse('ss', 'nginx'))('RST-on-close and HTTP bodies that end at 
     const results = [];
     for (let i = 0; i < TRIALS; i++) results.push(await get(proxyPort, '/framed'));
     expect(results.filter((r) => r.status === 200 && r.length === BODY && r.tail === 'END\n').length).toBe(TRIALS);
-    expect(readFileSync(`${dir}/error.log`, 'utf8')).not.toMatch(/reset by peer|prematurely/);
+    expect(nginx!.errors()).not.toMatch(/reset by peer|prematurely/);
     expect(timeWait(servers[1].port)).toBe(0);
   });
 });

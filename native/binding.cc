@@ -22,11 +22,14 @@ enum Slot : int {
   S_COUNT = 0,                       // options to apply
   S_IDS = 1,                         // OPT_COUNT ids
   S_VALUES = S_IDS + st::OPT_COUNT,  // OPT_COUNT values
+  S_KEEP_SHORTER = 19,               // 1: apply() keeps a shorter keepalive the socket has; 3: and a shorter user timeout (st::keep_shorter)
   S_FAILED_OPTION = 20,              // option id (or -1) that a failure concerns
   S_FAILED_SYSCALL = 21,             // Syscall below
   S_APPLIED = 22,                    // options apply() set before the one the kernel refused
+  S_KEPT = 23,                       // bit mask (1 << id) of the options apply() left to a shorter budget
   S_READ = 24,                       // OPT_COUNT values read back
-  S_QUEUES = 40,                     // outq, notsent, inq
+  S_QUEUES = 40,                     // outq, notsent, inq; lingerIfDrained: outq, peer closed
+  S_STATE = 43,                      // state(): the kernel state number
   S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
   S_FD = 46,                         // the fd a socket function works on
   S_RESULT = 47,                     // what a socket function returns: 0, a negative errno, or a Status
@@ -143,6 +146,17 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 int Apply(int32_t* s, AddonData*, int fd) {
   int n = s[S_COUNT];
   if (n < 0 || n > st::OPT_COUNT) n = 0;
+  s[S_KEPT] = 0;
+  if (s[S_KEEP_SHORTER] != 0) {
+    int rc = st::keep_shorter(fd, s + S_IDS, s + S_VALUES, &n, s + S_KEPT, (s[S_KEEP_SHORTER] & 2) != 0);
+    if (rc != 0) {
+      s[S_APPLIED] = 0;
+      s[S_FAILED_OPTION] = -1;
+      s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
+      return rc;
+    }
+    s[S_COUNT] = n;  // the ids left, compacted: S_APPLIED counts into them
+  }
   int applied = 0;
   int rc = st::apply_options(fd, s + S_IDS, s + S_VALUES, n, &applied);
   s[S_APPLIED] = applied;
@@ -190,11 +204,21 @@ int Queues(int32_t* s, AddonData*, int fd) {
 // for the reset path's common case, where Node's resetAndDestroy makes one setsockopt.
 int LingerIfDrained(int32_t* s, AddonData*, int fd) {
   s[S_QUEUES] = -1;
-  int rc = st::linger_if_drained(fd, s + S_QUEUES);
+  int rc = st::linger_if_drained(fd, s + S_QUEUES, s + S_QUEUES + 1);
   if (rc != 0) {
-    bool set = s[S_QUEUES] == 0;  // the ioctl succeeded: the setsockopt failed
+    bool set = s[S_QUEUES] == 0;  // the ioctl succeeded: the state read or the setsockopt failed
     s[S_FAILED_OPTION] = set ? st::OPT_LINGER : -1;
     s[S_FAILED_SYSCALL] = set ? SYS_SETSOCKOPT : SYS_IOCTL;
+  }
+  return rc;
+}
+
+// state: the kernel state number into S_STATE (one getsockopt of TCP_INFO's first byte).
+int State(int32_t* s, AddonData*, int fd) {
+  int rc = st::tcp_state(fd, s + S_STATE);
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = -1;
+    s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
   }
   return rc;
 }
@@ -440,6 +464,9 @@ Napi::Object Constants(Napi::Env env) {
   layout.Set("failedOption", static_cast<double>(S_FAILED_OPTION));
   layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
   layout.Set("applied", static_cast<double>(S_APPLIED));
+  layout.Set("keepShorter", static_cast<double>(S_KEEP_SHORTER));
+  layout.Set("kept", static_cast<double>(S_KEPT));
+  layout.Set("state", static_cast<double>(S_STATE));
   layout.Set("read", static_cast<double>(S_READ));
   layout.Set("queues", static_cast<double>(S_QUEUES));
   layout.Set("verify", static_cast<double>(S_VERIFY));
@@ -498,6 +525,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpInfo", NewFunction(env, "tcpInfo", SocketCall<TcpInfo>, data));
   exports.Set("queues", NewFunction(env, "queues", SocketCall<Queues>, data));
   exports.Set("cookie", NewFunction(env, "cookie", SocketCall<Cookie>, data));
+  exports.Set("state", NewFunction(env, "state", SocketCall<State>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));

@@ -39,6 +39,16 @@ int get_option(int fd, int32_t id, int32_t* value);
 // helps nobody). Returns 0 or the refusal's -errno; *applied is the count set before it.
 int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int* applied);
 
+// What a policy does before applying its options (design rule 9: never lengthen a dead-peer budget
+// someone set shorter). Drops from ids/values, in place and in order, the keepalive options
+// (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT) when the socket already has SO_KEEPALIVE
+// on with a budget (idle + interval x count) shorter than the one they would leave — and then
+// lowers TCP_USER_TIMEOUT to that budget, since Linux's keepalive waits out a user timeout before
+// dropping an idle connection — and, with `user_timeout_too`, TCP_USER_TIMEOUT when the socket's is
+// non-zero and no longer. Up to five getsockopt calls. Returns 0 or -errno; *n becomes the count
+// left, *kept a bit mask (1 << id) of the options dropped.
+int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, bool user_timeout_too);
+
 // 0 when fd is a TCP socket of the IPv4 or IPv6 family; -ENOTSOCK, -EPROTOTYPE, -EAFNOSUPPORT else.
 int check_tcp(int fd);
 
@@ -61,7 +71,13 @@ int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq);
 // The reset path's fast step: when the send queue is empty (every byte written is acknowledged),
 // turns on a zero-timeout SO_LINGER so the next close() sends RST. Writes the send-queue bytes
 // (SIOCOUTQ) to *outq either way; leaves the socket untouched when they are not 0.
-int linger_if_drained(int fd, int32_t* outq);
+// *peer_closed is set to 1, and nothing is changed, when the peer's FIN has arrived (CLOSE_WAIT): a
+// connection the peer closed first ends with FIN (passively, keeping no TIME_WAIT) and a reset
+// would only turn the peer's clean end into an error.
+int linger_if_drained(int fd, int32_t* outq, int32_t* peer_closed);
+
+// The kernel state number of the connection (tcpi_state), read without the rest of TCP_INFO.
+int tcp_state(int fd, int32_t* state);
 
 // SO_COOKIE: the kernel's stable identity for this socket, never reused while the system runs.
 int cookie(int fd, uint64_t* value);

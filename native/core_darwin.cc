@@ -17,7 +17,8 @@ const char* const* tcp_state_names(int* n) {
 }
 int tcp_info(int, double*) { return -ENOTSUP; }
 int queues(int, int32_t*, int32_t*, int32_t*) { return -ENOTSUP; }
-int linger_if_drained(int, int32_t*) { return -ENOTSUP; }
+int linger_if_drained(int, int32_t*, int32_t*) { return -ENOTSUP; }
+int tcp_state(int, int32_t*) { return -ENOTSUP; }
 int cookie(int, uint64_t*) { return -ENOPROTOOPT; }
 
 }  // namespace st

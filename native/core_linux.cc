@@ -91,11 +91,31 @@ int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq) {
   return 0;
 }
 
-int linger_if_drained(int fd, int32_t* outq) {
+// TCP_CLOSE_WAIT in include/net/tcp_states.h (the table above); <netinet/tcp.h> cannot be included.
+constexpr int32_t kCloseWait = 8;
+
+int tcp_state(int fd, int32_t* state) {
+  // TCP_INFO copies as much of the struct as asked for: its first byte is the state.
+  uint8_t s = 0;
+  socklen_t len = sizeof s;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &s, &len) != 0) return -errno;
+  *state = s;
+  return 0;
+}
+
+int linger_if_drained(int fd, int32_t* outq, int32_t* peer_closed) {
+  *peer_closed = 0;
   int v = 0;
   if (ioctl(fd, SIOCOUTQ, &v) != 0) return -errno;
   *outq = v;
   if (v != 0) return 0;
+  int32_t state = 0;
+  int rc = tcp_state(fd, &state);
+  if (rc != 0) return rc;
+  if (state == kCloseWait) {
+    *peer_closed = 1;
+    return 0;
+  }
   return set_option(fd, OPT_LINGER, 0);
 }
 

@@ -124,6 +124,74 @@ int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int*
   return 0;
 }
 
+int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, bool user_timeout_too) {
+  *kept = 0;
+  // What the options would set: -1 where they leave a field alone.
+  int32_t on = -1, idle = -1, interval = -1, count = -1, user_timeout = -1;
+  for (int i = 0; i < *n; i++) {
+    switch (ids[i]) {
+      case OPT_KEEPALIVE: on = values[i]; break;
+      case OPT_KEEPIDLE: idle = values[i]; break;
+      case OPT_KEEPINTVL: interval = values[i]; break;
+      case OPT_KEEPCNT: count = values[i]; break;
+      case OPT_USER_TIMEOUT: user_timeout = values[i]; break;
+      default: break;
+    }
+  }
+  int32_t drop = 0;
+  int64_t kept_budget_ms = -1;
+  // Turning keepalive off is the policy's explicit choice; only timings compete on length.
+  if (on != 0 && (on == 1 || idle >= 0 || interval >= 0 || count >= 0) && kOptions[OPT_KEEPIDLE].level >= 0 &&
+      kOptions[OPT_KEEPINTVL].level >= 0 && kOptions[OPT_KEEPCNT].level >= 0) {
+    int32_t now_on = 0;
+    int rc = get_option(fd, OPT_KEEPALIVE, &now_on);
+    if (rc != 0) return rc;
+    if (now_on == 1) {
+      int32_t now_idle = 0, now_interval = 0, now_count = 0;
+      if ((rc = get_option(fd, OPT_KEEPIDLE, &now_idle)) != 0) return rc;
+      if ((rc = get_option(fd, OPT_KEEPINTVL, &now_interval)) != 0) return rc;
+      if ((rc = get_option(fd, OPT_KEEPCNT, &now_count)) != 0) return rc;
+      int64_t now = static_cast<int64_t>(now_idle) + static_cast<int64_t>(now_interval) * now_count;
+      int64_t want = static_cast<int64_t>(idle >= 0 ? idle : now_idle) +
+                     static_cast<int64_t>(interval >= 0 ? interval : now_interval) * (count >= 0 ? count : now_count);
+      if (now < want) {
+        drop |= (1 << OPT_KEEPALIVE) | (1 << OPT_KEEPIDLE) | (1 << OPT_KEEPINTVL) | (1 << OPT_KEEPCNT);
+        kept_budget_ms = now * 1000;
+      }
+    }
+  }
+  if (user_timeout > 0 && kOptions[OPT_USER_TIMEOUT].level >= 0) {
+    // With TCP_USER_TIMEOUT set, Linux's keepalive drops an idle connection only once the user
+    // timeout has passed (the probe count no longer decides): a user timeout longer than the
+    // keepalive budget kept would lengthen it. It follows that budget instead (design rule 10).
+    if (kept_budget_ms >= 0 && user_timeout > kept_budget_ms) {
+      user_timeout = static_cast<int32_t>(kept_budget_ms);
+      for (int i = 0; i < *n; i++) {
+        if (ids[i] == OPT_USER_TIMEOUT) values[i] = user_timeout;
+      }
+    }
+    if (user_timeout_too) {
+      int32_t now = 0;
+      int rc = get_option(fd, OPT_USER_TIMEOUT, &now);
+      if (rc != 0) return rc;
+      if (now > 0 && now <= user_timeout) drop |= 1 << OPT_USER_TIMEOUT;
+    }
+  }
+  if (drop == 0) return 0;
+  int left = 0;
+  for (int i = 0; i < *n; i++) {
+    if (ids[i] >= 0 && ids[i] < OPT_COUNT && (drop & (1 << ids[i])) != 0) {
+      *kept |= 1 << ids[i];
+      continue;
+    }
+    ids[left] = ids[i];
+    values[left] = values[i];
+    left++;
+  }
+  *n = left;
+  return 0;
+}
+
 int check_tcp(int fd) {
   int type = 0;
   socklen_t len = sizeof type;

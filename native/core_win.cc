@@ -28,6 +28,10 @@ int apply_options(int, const int32_t*, const int32_t*, int, int* applied) {
   *applied = 0;
   return -ENOTSUP;
 }
+int keep_shorter(int, int32_t*, int32_t*, int*, int32_t* kept, bool) {
+  *kept = 0;
+  return -ENOTSUP;
+}
 int check_tcp(int) { return -ENOTSUP; }
 const char* platform_name() { return "win32"; }
 bool has_tcp_info() { return false; }
@@ -39,7 +43,8 @@ const char* const* tcp_state_names(int* n) {
 }
 int tcp_info(int, double*) { return -ENOTSUP; }
 int queues(int, int32_t*, int32_t*, int32_t*) { return -ENOTSUP; }
-int linger_if_drained(int, int32_t*) { return -ENOTSUP; }
+int linger_if_drained(int, int32_t*, int32_t*) { return -ENOTSUP; }
+int tcp_state(int, int32_t*) { return -ENOTSUP; }
 int cookie(int, uint64_t*) { return -ENOTSUP; }
 int socket_error(int, int32_t*) { return -ENOTSUP; }
 

@@ -20,14 +20,22 @@ export interface NativeBinding {
    * fd is a TCP socket of IPv4/IPv6 (SO_TYPE/SO_DOMAIN/SO_PROTOCOL).
    *
    * `apply` sets `slots[layout.count]` options in order, stopping at the first the kernel refuses
-   * (`slots[layout.applied]` is how many were set before it).
+   * (`slots[layout.applied]` is how many were set before it). With `slots[layout.keepShorter]` set
+   * it first leaves out the keepalive options when the socket already has a shorter keepalive
+   * budget, and TCP_USER_TIMEOUT when its own is shorter (`slots[layout.kept]`: their bit mask).
    */
   apply(): void;
   read(): void;
   tcpInfo(): void;
   queues(): void;
   cookie(): void;
-  /** SIOCOUTQ into `slots[layout.queues]`; when 0, also SO_LINGER {on, 0} (the next close sends RST). */
+  /** The kernel state number (tcpi_state) into `slots[layout.state]`. */
+  state(): void;
+  /**
+   * SIOCOUTQ into `slots[layout.queues]`; when 0, also SO_LINGER {on, 0} (the next close sends
+   * RST), unless the peer has closed first (CLOSE_WAIT): then `slots[layout.queues + 1]` is 1 and
+   * nothing is changed.
+   */
   lingerIfDrained(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
@@ -55,7 +63,7 @@ export interface NativeBinding {
     tcpStates: string[];
     layout: {
       bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; applied: number; read: number; queues: number; verify: number; fd: number; result: number; infoOffset: number;
+      failedSyscall: number; applied: number; keepShorter: number; kept: number; state: number; read: number; queues: number; verify: number; fd: number; result: number; infoOffset: number;
       cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
       diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
       diagDstFamily: number; diagSrc: number; diagDst: number; diagNetlink: number; topRowBytes: number;
@@ -145,7 +153,7 @@ function stub(error: Error): NativeBinding {
   ];
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, lingerIfDrained: fail, socketError: fail,
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {
@@ -157,7 +165,7 @@ function stub(error: Error): NativeBinding {
         'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV',
       ],
       layout: {
-        bytes: 16, count: 0, ids: 0, values: 0, failedOption: 0, failedSyscall: 0, applied: 0, read: 0,
+        bytes: 16, count: 0, ids: 0, values: 0, failedOption: 0, failedSyscall: 0, applied: 0, keepShorter: 0, kept: 0, state: 0, read: 0,
         queues: 0, verify: 0, fd: 0, result: 0, infoOffset: 0, cookieOffset: 8, diagStates: 0, diagFamily: 0, diagSport: 0,
         diagDport: 0, diagAnyPort: 0, diagCounts: 0, diagEntryBytes: 0, diagSrcFamily: 0,
         diagDstFamily: 0, diagSrc: 0, diagDst: 0, diagNetlink: 0, topRowBytes: 0,

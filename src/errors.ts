@@ -143,3 +143,42 @@ export function kernelError(errno: number, syscall: string, option?: string): Ke
   if (option) err.option = option;
   return err;
 }
+
+/** Edit distance with transpositions (optimal string alignment), for "did you mean" hints. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * The known name `word` is most likely a misspelling of (case, `-` and `_` aside, within an edit
+ * distance of 2, or 3 for long names), or undefined.
+ */
+export function didYouMean(word: string, known: readonly string[]): string | undefined {
+  const norm = (w: string): string => w.toLowerCase().replace(/[-_\s]/g, '');
+  const w = norm(word);
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = distance(w, norm(k));
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return bestDistance <= (w.length > 12 ? 3 : 2) ? best : undefined;
+}
+
+/** `ERR_INVALID_ARG_VALUE` for an unknown option `key` of `where`, with a "did you mean" hint or the known names. */
+export function unknownOption(where: string, key: string, known: readonly string[]): TypeError {
+  const hint = didYouMean(key, known);
+  return invalidArgValue(where, key, hint ? `has no option '${key}' (did you mean '${hint}'?)` : `has no option '${key}'; known: ${known.join(', ')}`);
+}

@@ -87,6 +87,9 @@ const enum Why {
  */
 function classify(socket: unknown, closing: boolean): object | Why {
   if (socket instanceof Socket) {
+    // An object made from the prototype without the constructor (Object.create) has no stream
+    // state: Node, the guard and the reset path would fail on it later, from a timer.
+    if (!constructed(socket)) return Why.NotASocket;
     let handle: unknown = (socket as unknown as WithHandle)._handle;
     if (!(handle instanceof TCP)) {
       if (handle == null) {
@@ -101,15 +104,38 @@ function classify(socket: unknown, closing: boolean): object | Why {
     // A policy's destroy() keeps the handle open while it drains: the socket is closed for
     // everyone but the reset path (`closing`).
     if (!closing && socket.destroyed === true) return Why.Closed;
-    return handle;
+    return genuine(handle) ? handle : Why.Foreign;
   }
   if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
     if (handle == null) return Why.ServerNotListening;
-    return handle instanceof TCP ? handle : Why.ServerPipe;
+    if (!(handle instanceof TCP)) return Why.ServerPipe;
+    return genuine(handle) ? handle : Why.Foreign;
   }
   if (socket instanceof UdpSocket) return Why.Udp;
   return Why.NotASocket;
+}
+
+/** Whether `socket` went through the stream constructors (it has the state Node keeps per stream). */
+function constructed(socket: object): boolean {
+  const s = socket as { _readableState?: unknown; _writableState?: unknown };
+  return typeof s._readableState === 'object' && s._readableState !== null && typeof s._writableState === 'object' && s._writableState !== null;
+}
+
+/**
+ * Whether Node made `handle` (an object merely made with TCP's prototype is not one). Node's fd
+ * accessor answers UV_EINVAL (-22) for any object it cannot unwrap: one it did not make, and one
+ * it made and has closed. A handle Node made was given its callbacks when its socket or server
+ * took it (`onread`, `onconnection`); an object from the prototype has neither.
+ */
+function genuine(handle: object): boolean {
+  let fd: number;
+  try {
+    fd = getFd.call(handle);
+  } catch {
+    return false;
+  }
+  return fd >= -1 || Object.hasOwn(handle, 'onread') || Object.hasOwn(handle, 'onconnection');
 }
 
 function notTcp(what: string): Error {
@@ -146,6 +172,14 @@ export function tcpHandle(socket: unknown, name = 'socket', closing = false): ob
     case Why.Udp: throw notTcp('a UDP (dgram) socket');
     default: throw notASocket(socket, name);
   }
+}
+
+/**
+ * Throws ERR_INVALID_ARG_VALUE for a frozen, sealed or non-extensible socket: socktune keeps a few
+ * properties of its own on the sockets it tunes, tracks or resets.
+ */
+export function assertExtensible(socket: object, name = 'socket'): void {
+  if (!Object.isExtensible(socket)) throw invalidArgValue(name, socket, 'is frozen, sealed or not extensible: socktune keeps its state for a connection on its socket');
 }
 
 /**
@@ -257,6 +291,14 @@ export function pendingWriteBytes(socket: net.Socket): number {
  */
 export function isReading(socket: net.Socket): boolean {
   return ((socket as unknown as WithHandle)._handle as { reading?: boolean } | null | undefined)?.reading === true;
+}
+
+/**
+ * Whether `socket` is a connection a server of this process accepted (Node sets `socket.server` on
+ * the sockets a `net.Server` accepts and on the TLS sockets over them; a client socket has none).
+ */
+export function isAccepted(socket: net.Socket): boolean {
+  return (socket as unknown as { server?: unknown }).server instanceof Server;
 }
 
 /**

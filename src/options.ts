@@ -4,8 +4,8 @@
  * @module
  */
 import type net from 'node:net';
-import { constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
-import { codes, invalidArgType, invalidArgValue, outOfRange, socktuneError, unreadable, type KernelError } from './errors.js';
+import { addon, constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
+import { codes, invalidArgType, outOfRange, socktuneError, unknownOption, unreadable, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
 /** Keepalive timing, a plain object like {@link SocketOptions}. Fields left out keep the value the socket has. */
@@ -87,6 +87,7 @@ const IDS = layout.ids;
 const VALUES = layout.values;
 const COUNT = layout.count;
 const APPLIED = layout.applied;
+const KEEP_SHORTER = layout.keepShorter;
 const id = Object.fromEntries(optionTable.map((o) => [o.name, o.id])) as Record<string, number>;
 const ID = {
   keepAlive: id.SO_KEEPALIVE,
@@ -116,23 +117,8 @@ function bool(name: string, value: unknown): boolean {
   return value;
 }
 
-/** Edit distance with transpositions, for "did you mean" hints on option names. */
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  }
-  return d[a.length][b.length];
-}
-
 function unknownKey(where: string, key: string, known: string[]): never {
-  const hint = known.find((k) => distance(k.toLowerCase(), key.toLowerCase()) <= 2);
-  throw invalidArgValue(where, key, hint ? `has no option '${key}' (did you mean '${hint}'?)` : `has no option '${key}'; known: ${known.join(', ')}`);
+  throw unknownOption(where, key, known);
 }
 
 const hasOwnProperty = Object.prototype.hasOwnProperty;
@@ -285,9 +271,23 @@ export interface ConfigureError extends KernelError {
   applied: string[];
 }
 
-/** Applies the `n` options `encode` wrote; a kernel refusal is thrown with `applied` on it. */
-function applyEncoded(handle: object, n: number): void {
+/** What a policy leaves in place when the socket already has it shorter (see {@link configurePolicy}). */
+export const enum KeepShorter {
+  /** Nothing: the options are set as given. */
+  None = 0,
+  /** A shorter keepalive budget (the user timeout then follows it). */
+  KeepAlive = 1,
+  /** That, and a shorter non-zero user timeout set by someone else. */
+  Both = 3,
+}
+
+/**
+ * Applies the `n` options `encode` wrote; a kernel refusal is thrown with `applied` on it. With
+ * `keepShorter` (a policy's options) what the socket already has shorter is left in place.
+ */
+function applyEncoded(handle: object, n: number, keepShorter: KeepShorter = KeepShorter.None): void {
   slots[COUNT] = n;
+  slots[KEEP_SHORTER] = keepShorter;
   try {
     call(native.apply, handle);
   } catch (err) {
@@ -320,10 +320,28 @@ function applyEncoded(handle: object, n: number): void {
  * @throws {ConfigureError} when the kernel refuses an option
  */
 export function configure(socket: TcpSocketLike, options: SocketOptions): ConfigureResult {
+  return configureWith(socket, options, KeepShorter.None);
+}
+
+/**
+ * {@link configure} for a policy: a keepalive budget (idle + interval × count) the socket already
+ * has that is shorter than the one `options` would leave, set by Node (`setKeepAlive`, its agents),
+ * a library or the application, is kept, and the user timeout follows it (Linux's keepalive waits
+ * out a user timeout before dropping an idle connection); with `KeepShorter.Both` a shorter
+ * non-zero user timeout is kept too. A policy never makes a dead peer slower to notice.
+ * `KeepShorter.None` applies the options as given (socktune's own pools, whose keepalive is the
+ * policy's to decide).
+ * @internal
+ */
+export function configurePolicy(socket: TcpSocketLike, options: SocketOptions, keepShorter: KeepShorter): ConfigureResult {
+  return configureWith(socket, options, keepShorter);
+}
+
+function configureWith(socket: TcpSocketLike, options: SocketOptions, keepShorter: KeepShorter): ConfigureResult {
   const handle = tcpHandle(socket);
   const n = encode(options);
   if (handle !== undefined) {
-    if (n > 0) applyEncoded(handle, n);
+    if (n > 0) applyEncoded(handle, n, keepShorter);
     return 'applied';
   }
   // Nothing to set (a policy without kernel options, such as rstOnClose): nothing to defer either.
@@ -336,7 +354,7 @@ export function configure(socket: TcpSocketLike, options: SocketOptions): Config
       const live = connectedHandle(socket);
       slots.set(ids, IDS);
       slots.set(values, VALUES);
-      applyEncoded(live, n);
+      applyEncoded(live, n, keepShorter);
     } catch (err) {
       try {
         (socket as net.Socket).destroy(err as Error);
@@ -443,9 +461,13 @@ const infoFields = constants.infoFields.map((name, i) => ({ name, i, scale: micr
 
 /**
  * Throws ERR_SOCKTUNE_UNSUPPORTED when this platform lacks a kernel view (`tcpInfo`: TCP_INFO;
- * `queues`: SIOCOUTQ/SIOCINQ; `cookie`: SO_COOKIE). `what` names what needs it.
+ * `queues`: SIOCOUTQ/SIOCINQ; `cookie`: SO_COOKIE). `what` names what needs it. Without the addon
+ * it throws nothing (see the body).
  */
 export function requirePlatform(feature: 'tcpInfo' | 'queues' | 'cookie', what: string): void {
+  // Without the addon nothing is known of the platform: the native call that follows throws the
+  // loader's coded error (ERR_SOCKTUNE_NO_ADDON), and a policy, which makes none, can still be built.
+  if (addon.error !== undefined) return;
   if (!platform[feature]) throw socktuneError(codes.UNSUPPORTED, `${what} is not available on ${platform.name}`);
 }
 
@@ -478,29 +500,6 @@ export function sendQueue(socket: TcpSocketLike): SendQueue {
 }
 
 /**
- * Bytes the kernel still holds for sending, sent or not (SIOCOUTQ): 0 once the peer has
- * acknowledged everything written. One ioctl; the reset path polls it.
- */
-export function sendQueueBytes(socket: TcpSocketLike): number {
-  requirePlatform('queues', 'SIOCOUTQ');
-  call(native.queues, connectedHandle(socket));
-  return slots[layout.queues];
-}
-
-/**
- * The reset path's fast step, in one native call: reads SIOCOUTQ and, when it is 0 (the peer has
- * acknowledged every byte written), sets SO_LINGER to 0 so the next close() sends RST. Returns the
- * bytes still in the kernel send queue: 0 means the linger is set. Linux only.
- */
-export function lingerIfDrained(socket: TcpSocketLike): number {
-  requirePlatform('queues', 'SIOCOUTQ');
-  // Socket-level only (SIOCOUTQ, SO_LINGER): no TCP-type check needed, which keeps a reset of a
-  // fresh connection at two syscalls.
-  call(native.lingerIfDrained, connectedHandle(socket), false);
-  return slots[layout.queues];
-}
-
-/**
  * The reset path on a handle (see `closingHandle`): bytes still in the kernel send queue
  * (SIOCOUTQ), without the TCP-type check (socket-level requests).
  * @internal
@@ -510,14 +509,29 @@ export function handleSendQueue(handle: object): number {
   return slots[layout.queues];
 }
 
+/** What {@link handleLingerIfDrained} returns when the peer has closed first (nothing was changed). */
+export const PEER_CLOSED = -1;
+
 /**
  * The reset path on a handle: SIOCOUTQ, and SO_LINGER 0 when it is empty (one native call).
- * Returns the bytes still queued: 0 means the next close sends RST.
+ * Returns the bytes still queued: 0 means the next close sends RST; {@link PEER_CLOSED} means the
+ * queue is empty but the peer's FIN has arrived (CLOSE_WAIT), so the close stays a FIN.
  * @internal
  */
 export function handleLingerIfDrained(handle: object): number {
   call(native.lingerIfDrained, handle, false);
-  return slots[layout.queues];
+  const left = slots[layout.queues];
+  return left === 0 && slots[layout.queues + 1] === 1 ? PEER_CLOSED : left;
+}
+
+/**
+ * The reset path on a handle: whether the peer's FIN has arrived (kernel state CLOSE_WAIT), read
+ * or not by Node. One getsockopt.
+ * @internal
+ */
+export function handlePeerClosed(handle: object): boolean {
+  call(native.state, handle, false);
+  return constants.tcpStates[slots[layout.state]] === 'CLOSE_WAIT';
 }
 
 /**
@@ -537,23 +551,47 @@ export interface TcpActivity {
   lastDataReceived: number;
   /** Milliseconds since data was last sent. */
   lastDataSent: number;
+  /** Milliseconds since the peer last acknowledged anything (a data ACK, a probe's answer). */
+  lastAckReceived: number;
   /** Bytes received over the connection's life (TCP_INFO bytes_received), counted by the kernel. */
   bytesReceived: number;
+  /** Segments sent and not yet acknowledged. */
+  unacked: number;
+  /** Bytes written and not yet sent (the peer's window or congestion holds them). */
+  notsent: number;
+  /** The peer's advertised receive window, bytes (0: it has stopped reading). */
+  sndWnd: number;
+  /** Zero-window or keepalive probes sent since the peer last answered anything. */
+  probes: number;
+  /** Retransmissions of the oldest unacknowledged segment since the peer last answered. */
+  retransmits: number;
+}
+
+/** A {@link TcpActivity} to read into. */
+export function newActivity(): TcpActivity {
+  return { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, lastAckReceived: 0, bytesReceived: 0, unacked: 0, notsent: 0, sndWnd: 0, probes: 0, retransmits: 0 };
 }
 
 const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;
 
 /**
- * The kernel state and last-activity times of a connection (one TCP_INFO read, no object for the
- * other fields). Writes into `out` so a scan over many sockets allocates nothing. Linux only.
+ * The kernel state, activity times and send-side counters of a connection (one TCP_INFO read, no
+ * object for the other fields). Writes into `out` so a scan over many sockets allocates nothing.
+ * Linux only.
  */
-export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, bytesReceived: 0 }): TcpActivity {
+export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = newActivity()): TcpActivity {
   requirePlatform('tcpInfo', 'TCP_INFO');
   call(native.tcpInfo, connectedHandle(socket));
   out.state = (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
   out.lastDataReceived = infoSlots[I.lastDataReceived];
   out.lastDataSent = infoSlots[I.lastDataSent];
+  out.lastAckReceived = infoSlots[I.lastAckReceived];
   out.bytesReceived = infoSlots[I.bytesReceived];
+  out.unacked = infoSlots[I.unacked];
+  out.notsent = infoSlots[I.notsentBytes];
+  out.sndWnd = infoSlots[I.sndWnd];
+  out.probes = infoSlots[I.probes];
+  out.retransmits = infoSlots[I.retransmits];
   return out;
 }
 
@@ -570,8 +608,8 @@ export function takeSocketError(socket: TcpSocketLike): number {
 /** The kernel state of a connection (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), from TCP_INFO. Linux only. */
 export function tcpState(socket: TcpSocketLike): TcpState {
   requirePlatform('tcpInfo', 'TCP_INFO');
-  call(native.tcpInfo, connectedHandle(socket));
-  return (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
+  call(native.state, connectedHandle(socket));
+  return (constants.tcpStates[slots[layout.state]] ?? 'UNKNOWN') as TcpState;
 }
 
 /**

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configure, readOptions, tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from '../src/index.js';
+import { Guard, configure, presets, readOptions, resetClose, tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState, tune } from '../src/index.js';
 import { TCP } from '../src/binding.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
@@ -135,7 +135,8 @@ describe('hostile socket objects get coded errors from every call', () => {
     return r.proxy;
   };
   const cases: Array<[string, () => unknown, string]> = [
-    ['Object.create(net.Socket.prototype)', () => Object.create(net.Socket.prototype), 'ERR_SOCKTUNE_NOT_CONNECTED'],
+    // Not constructed: no stream state (the guard and the reset path would fail on it from a timer).
+    ['Object.create(net.Socket.prototype)', () => Object.create(net.Socket.prototype), 'ERR_INVALID_ARG_TYPE'],
     ['a net.Socket whose _handle getter throws', throwingHandle, 'ERR_INVALID_ARG_VALUE'],
     ['a revoked Proxy', revoked, 'ERR_INVALID_ARG_VALUE'],
     ['a Symbol', () => Symbol('socket'), 'ERR_INVALID_ARG_TYPE'],
@@ -151,6 +152,71 @@ describe('hostile socket objects get coded errors from every call', () => {
       const err = catchError(() => call(make() as never));
       expect(err, name).toMatchObject({ code });
       if (code === 'ERR_INVALID_ARG_VALUE' && _label.includes('getter')) expect((err as Error & { cause?: unknown }).cause).toBe(thrown);
+    }
+  });
+
+  it('Object.create(net.Socket.prototype) around a live TCP handle: tune() and guard.track() refuse it, and nothing fails later from a timer', async () => {
+    const b = await pair();
+    const impostor = Object.create(net.Socket.prototype) as net.Socket;
+    (impostor as unknown as { _handle: unknown })._handle = (b.client as unknown as { _handle: unknown })._handle;
+    const policy = presets.gracefulHeartbeat({ scanInterval: 10 });
+    expect(catchError(() => tune(impostor, policy))).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    const guard = new Guard(policy);
+    expect(catchError(() => guard.track(impostor))).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    expect(guard.size).toBe(0);
+    // Ten scans' time: no uncaught error from the guard's timer (vitest fails the file on one).
+    await new Promise((r) => setTimeout(r, 100));
+  });
+
+  it("a net.Socket whose _handle is an object made from TCP's prototype: every entry point answers ERR_SOCKTUNE_INVALID_HANDLE", async () => {
+    const make = () => {
+      const spoof = track(new net.Socket());
+      (spoof as unknown as { _handle: object })._handle = Object.create(TCP.prototype);
+      return spoof;
+    };
+    const calls: Array<[string, (s: net.Socket) => unknown]> = [
+      ['configure', (s) => configure(s, { noDelay: true })],
+      ['tune rstOnClose (no kernel option)', (s) => tune(s, presets.rstOnClose())],
+      ['resetClose', (s) => resetClose(s)],
+      ['guard.track', (s) => new Guard(presets.gracefulHeartbeat()).track(s)],
+    ];
+    for (const [name, call] of calls) {
+      let thrown: unknown;
+      try {
+        await call(make());
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown, name).toMatchObject({ code: 'ERR_SOCKTUNE_INVALID_HANDLE' });
+    }
+  });
+
+  it('tune(socket, policy, guard) with something that is not a Guard: ERR_INVALID_ARG_TYPE before anything is set', async () => {
+    const { client } = await pair();
+    const before = readOptions(client);
+    for (const guard of [{}, null, 'guard', Symbol('g')]) {
+      expect(catchError(() => tune(client, presets.gracefulHeartbeat(presets.rstOnClose()), guard as never)), String(typeof guard)).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    }
+    expect(readOptions(client)).toEqual(before);
+    expect(Object.hasOwn(client, 'end')).toBe(false);
+    expect(Object.hasOwn(client, 'destroy')).toBe(false);
+  });
+
+  it('guard.untrack() and guard.drop() with something that is not a socket: ERR_INVALID_ARG_TYPE', async () => {
+    const guard = new Guard(presets.gracefulHeartbeat());
+    for (const value of [null, undefined, {}, 5]) {
+      expect(catchError(() => guard.untrack(value as never))).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+      await expect(guard.drop(value as never, 'idle')).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    }
+  });
+
+  it('a frozen or sealed socket: tune, resetClose and guard.track answer ERR_INVALID_ARG_VALUE and change nothing', async () => {
+    for (const seal of [Object.freeze, Object.seal, Object.preventExtensions]) {
+      const { client } = await pair();
+      seal(client);
+      expect(catchError(() => tune(client, presets.rstOnClose())), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(catchError(() => resetClose(client)), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(catchError(() => new Guard(presets.gracefulHeartbeat()).track(client)), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     }
   });
 

@@ -53,7 +53,11 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
   it('import succeeds; every addon-backed call throws ERR_SOCKTUNE_NO_ADDON naming the platform and the fix', () => {
     expect(r.addon.path).toBeUndefined();
     expect(r.addon.code).toBe('ERR_SOCKTUNE_NO_ADDON');
-    for (const name of ['configure', 'readOptions', 'tcpInfo', 'sendQueue', 'gracefulHeartbeat', 'rstOnClose', 'tune']) {
+    // A policy is data and calls nothing native: it builds (so socktune/register can check its
+    // configuration and fail open); applying it is what needs the addon.
+    expect(r.results.gracefulHeartbeat).toEqual({ value: 'graceful-heartbeat' });
+    expect(r.results.rstOnClose).toEqual({ value: 'rst-on-close' });
+    for (const name of ['configure', 'readOptions', 'tcpInfo', 'sendQueue', 'tune']) {
       expect(r.results[name], name).toMatchObject({ code: 'ERR_SOCKTUNE_NO_ADDON' });
       expect(r.results[name].message).toContain(`linux-${process.arch} (glibc), Node ${process.version}: no prebuild fits and none was built from source`);
       expect(r.results[name].message).toContain('npm rebuild socktune');
@@ -120,5 +124,49 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('the C library: the file ma
     expect(r.addon.path).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.glibc.node'));
     expect(r.results.configure).toEqual({ value: 'applied' });
     expect(r.results.readOptions).toEqual({ value: true });
+  });
+});
+
+describe.runIf(canUse('setpriv') && (ready || inCI))('socktune/register on a host without the addon fails open', () => {
+  let pkg: string;
+  const app = fileURLToPath(new URL('./fixtures/register-no-addon-app.mjs', import.meta.url));
+  beforeAll(() => {
+    pkg = packageCopy({ files: { 'app.mjs': app } }).pkg;
+  });
+
+  async function start(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const argv = ['setpriv', ...NOBODY, nodeForNobody(), '--import', join(pkg, 'dist', 'register', 'index.js'), join(pkg, 'app.mjs'), pkg];
+    return new Promise((resolve) => {
+      execFile(argv[0], argv.slice(1), { env: { ...process.env, PREBUILDS_ONLY: '', NODE_OPTIONS: '', ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      });
+    });
+  }
+
+  it('one warning line, the application runs untouched, and stats() says why', async () => {
+    const r = await start({ SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.split('\n').filter(Boolean);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^socktune\/register: not active, the process runs without it: .*\(ERR_SOCKTUNE_NO_ADDON; SOCKTUNE_STRICT=1 stops instead\)$/);
+    const out = JSON.parse(r.stdout) as { body: string; stats: { active: boolean; reason: string; tuned: number } };
+    expect(out.body).toBe('ok');
+    expect(out.stats).toMatchObject({ active: false, tuned: 0 });
+    expect(out.stats.reason).toMatch(/^ERR_SOCKTUNE_NO_ADDON: /);
+  });
+
+  it('SOCKTUNE_STRICT=1 stops the process instead (exit code 9)', async () => {
+    const r = await start({ SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: '1' });
+    expect(r.code).toBe(9);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^socktune\/register: cannot work here, stopping \(SOCKTUNE_STRICT=1\): .*\(ERR_SOCKTUNE_NO_ADDON\)\n$/);
+  });
+
+  it('a bad configuration is still fatal: exit code 9 naming the variable', async () => {
+    for (const env of [{ SOCKTUNE_POLICY: 'gracefulHartbeat' }, { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: 'yes' }]) {
+      const r = await start(env);
+      expect(r.code, JSON.stringify(env)).toBe(9);
+      expect(r.stderr).toMatch(/^socktune\/register: bad configuration, not starting: SOCKTUNE_(POLICY|STRICT).*\(ERR_SOCKTUNE_CONFIG\)\n$/);
+    }
   });
 });

@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
-import { compose, presets, readOptions, tune, tuneServer, type PolicyOverrides } from '../src/index.js';
+import { Guard, closeChannel, compose, configure, guardOf, presets, readOptions, tune, tuneServer, type PolicyOverrides } from '../src/index.js';
 import { closeAll, listen, pair, track } from './helpers/sockets.js';
 import { catchError } from './helpers/errors.js';
 
@@ -65,6 +65,10 @@ describe('presets', () => {
 const policy = presets.gracefulHeartbeat({ keepAlive: { idle: 11_000, interval: 4_000, count: 5 }, noDelay: true });
 const expected = { keepAlive: { idle: 11_000, interval: 4_000, count: 5 }, userTimeout: 31_000, noDelay: true };
 
+// Node's setKeepAlive(true, d) writes idle d, interval 1 s, count 10: a budget of d + 10 s. Where
+// that budget stays, the user timeout follows it (Linux's keepalive waits out a user timeout).
+const nodeKeepAlive = (delay: number) => ({ keepAlive: { idle: delay, interval: 1000, count: 10 }, userTimeout: delay + 10_000, noDelay: true });
+
 function held(socket: net.Socket): unknown {
   const o = readOptions(socket);
   return { keepAlive: o.keepAlive, userTimeout: o.userTimeout, noDelay: o.noDelay };
@@ -78,21 +82,63 @@ describe('tune', () => {
     expect(held(client)).toEqual(expected);
   });
 
-  it('applies to a connecting socket on connect, after Node applies its own setKeepAlive', async () => {
+  it.each([
+    [60_000, expected],
+    [1000, nodeKeepAlive(1000)],
+  ])('applies to a connecting socket on connect, after Node applies its own setKeepAlive(true, %i): the shorter budget stays', async (delay, want) => {
     const server = await listen();
     const client = track(net.connect((server.address() as net.AddressInfo).port, '127.0.0.1'));
-    client.setKeepAlive(true, 1000); // Node defers this to connect too
+    client.setKeepAlive(true, delay); // Node defers this to connect too
     expect(tune(client, policy)).toBe('deferred');
     await once(client, 'connect');
-    expect(held(client)).toEqual(expected);
+    expect(held(client)).toEqual(want);
   });
 
-  it("Node's later setKeepAlive calls do not undo the policy", async () => {
+  it("Node's later setKeepAlive calls put the policy back, unless what they set is the shorter budget", async () => {
     const { client } = await pair();
     tune(client, policy);
-    for (const delay of [30_000, 1000, 30_000, 5000]) {
+    // 30 s + 10 × 1 s = 40 s is longer than the policy's 11 s + 5 × 4 s = 31 s; 1 s and 5 s are shorter.
+    for (const [delay, want] of [[30_000, expected], [1000, nodeKeepAlive(1000)], [30_000, expected], [5000, nodeKeepAlive(5000)]] as const) {
       client.setKeepAlive(true, delay);
-      expect(held(client)).toEqual(expected);
+      expect(held(client), `setKeepAlive(true, ${delay})`).toEqual(want);
+    }
+  });
+
+  it('keeps a shorter non-zero user timeout the socket has, and sets the policy over a longer one', async () => {
+    const { client } = await pair();
+    configure(client, { userTimeout: 20_000 });
+    tune(client, policy);
+    expect(readOptions(client).userTimeout).toBe(20_000);
+    const other = (await pair()).client;
+    configure(other, { userTimeout: 45_000 });
+    tune(other, policy);
+    expect(readOptions(other).userTimeout).toBe(31_000);
+  });
+
+  it('follows the socket when it connects again: options, guard and close behaviour on every connection', async () => {
+    const server = await listen();
+    const port = (server.address() as net.AddressInfo).port;
+    const client = track(new net.Socket());
+    client.connect(port, '127.0.0.1');
+    const guard = new Guard(compose(policy, presets.rstOnClose()));
+    tune(client, guard.policy, guard);
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) client.connect(port, '127.0.0.1');
+      await once(client, 'connect');
+      expect(held(client), `connection ${i + 1}`).toEqual(expected);
+      expect(guardOf(client), `connection ${i + 1}`).toBe(guard);
+      // The close of each connection is the policy's: a reset, whose report is published.
+      const closed = new Promise<string>((resolve) => {
+        const onClose = (message: unknown) => {
+          if ((message as { socket?: unknown }).socket !== client) return;
+          closeChannel.unsubscribe(onClose);
+          resolve((message as { report: { method: string } }).report.method);
+        };
+        closeChannel.subscribe(onClose);
+      });
+      client.end();
+      expect(await closed).toBe('rst');
+      await once(client, 'close');
     }
   });
 
@@ -105,8 +151,11 @@ describe('tune', () => {
 });
 
 describe('tuneServer', () => {
-  it("applies to every accepted connection, over the server's own keepAlive option", async () => {
-    const server = track(net.createServer({ keepAlive: true, keepAliveInitialDelay: 1000, noDelay: false }));
+  it.each([
+    [60_000, expected],
+    [1000, nodeKeepAlive(1000)],
+  ])("applies to every accepted connection; the server's own keepAlive option (%i ms) stays where it is the shorter budget", async (delay, want) => {
+    const server = track(net.createServer({ keepAlive: true, keepAliveInitialDelay: delay, noDelay: false }));
     const guard = tuneServer(server, policy);
     const accepted: net.Socket[] = [];
     server.on('connection', (s) => accepted.push(track(s)));
@@ -118,7 +167,7 @@ describe('tuneServer', () => {
       await once(c, 'connect');
     }
     while (accepted.length < 3) await once(server, 'connection');
-    for (const s of accepted) expect(held(s)).toEqual(expected);
+    for (const s of accepted) expect(held(s)).toEqual(want);
     expect(guard.stats()).toMatchObject({ tracked: 3, seen: 3 });
   });
 });

@@ -169,14 +169,42 @@ describe('only real policies are accepted, read once', () => {
   it.each(bad)('%s is a coded error where the policy is built', (_name, overrides, code) => {
     expect(catchError(() => presets.gracefulHeartbeat(overrides as never))).toMatchObject({ code });
   });
+
+  it('every field given a Symbol, a null-prototype object, a BigInt or a function: a coded error from every preset and compose, never accepted', () => {
+    const fields = ['name', 'keepAlive', 'userTimeout', 'noDelay', 'idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'heartbeat',
+      'halfCloseTimeout', 'finWaitTimeout', 'scanInterval', 'reset', 'resetAccepted', 'drainTimeout', 'drainDeadline', 'onDrainTimeout',
+      'poolIdleTimeout', 'poolIdleMargin'];
+    const values = [Symbol('x'), Object.create(null), 5n, () => 1, [], NaN];
+    const codeless: string[] = [];
+    for (const field of fields) {
+      for (const value of values) {
+        for (const build of [compose, presets.gracefulHeartbeat, presets.rstOnClose]) {
+          // An empty keepAlive object is a valid override of gracefulHeartbeat's timings (it changes none).
+          if (field === 'keepAlive' && build === presets.gracefulHeartbeat && typeof value === 'object' && !Array.isArray(value)) continue;
+          try {
+            build({ [field]: value } as never);
+            codeless.push(`${build.name} ${field}: accepted ${typeof value}`);
+          } catch (err) {
+            if (typeof (err as { code?: unknown }).code !== 'string') codeless.push(`${build.name} ${field}: ${(err as Error).message}`);
+          }
+        }
+      }
+    }
+    expect(codeless).toEqual([]);
+  });
 });
 
 describe("end() under rstOnClose keeps Writable's events", () => {
   async function exchange(resetOnBye: boolean): Promise<{ events: string[]; atFinish?: { destroyed: boolean; remoteAddress?: string } }> {
     const server = track(net.createServer((s) => {
       s.on('error', () => {});
-      // A few round trips first (the peer's kernel then delays its ACKs, so the drain waits).
-      s.on('data', (d) => (String(d).includes('bye') ? (resetOnBye ? s.resetAndDestroy() : s.end()) : s.write('pong')));
+      // A few round trips first (the peer's kernel then delays its ACKs, so the drain waits). On
+      // 'bye' the peer resets, or stays open: a peer that closed first would get a FIN, not a reset
+      // (test/26-reset-no-harm.test.ts).
+      s.on('data', (d) => {
+        if (!String(d).includes('bye')) s.write('pong');
+        else if (resetOnBye) s.resetAndDestroy();
+      });
     }));
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

@@ -37,7 +37,8 @@ function framed(res: http.ServerResponse): void {
 
 async function serve(handler: (res: http.ServerResponse) => void): Promise<{ server: http.Server; guard: Guard; port: number }> {
   const server = http.createServer((req, res) => handler(res));
-  const guard = tuneServer(server, presets.rstOnClose());
+  // Accepted connections are reset only on timeouts unless asked (test/26): these servers ask.
+  const guard = tuneServer(server, presets.rstOnClose({ resetAccepted: 'always' }));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return { server, guard, port: (server.address() as net.AddressInfo).port };

@@ -280,3 +280,71 @@ describe('borrowable methods: they work when another class borrows them, as Node
     expect(agent.guard.stats()).toMatchObject({ seen: 1, tracked: 1 });
   });
 });
+
+describe("Node's own agent tests, with the policy agents swapped in", () => {
+  it.each(kinds)("$kind: addRequest's legacy form with a plain object as the request names the pool by localAddress (test-http-addrequest-localaddress)", ({ make }) => {
+    const agent = keep(make(policy));
+    agent.maxSockets = 0; // queue the request: no connection is made
+    const req = { getHeader: () => undefined } as unknown as http.ClientRequest;
+    (agent as unknown as { addRequest(...args: unknown[]): void }).addRequest(req, 'localhost', 8080, '127.0.0.1');
+    expect(Object.keys(agent.requests)).toHaveLength(1);
+    expect(Object.keys(agent.requests)[0]).toMatch(/^localhost:8080:127\.0\.0\.1/);
+    (agent as unknown as { addRequest(...args: unknown[]): void }).addRequest(req, { host: 'localhost', port: 8080, localAddress: '127.0.0.1', path: '/foo' });
+    expect(Object.keys(agent.requests)).toHaveLength(1);
+  });
+
+  it('a CONNECT request takes its socket over with none of the pool\'s listeners left on it (test-http-connect), and the pool counts no close', async () => {
+    const server = track(http.createServer());
+    server.on('connect', (_req: http.IncomingMessage, socket: net.Socket) => {
+      track(socket).write('HTTP/1.1 200 Connection established\r\n\r\n');
+      socket.on('data', (d) => socket.write(d));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const agent = keep(createAgent(policy));
+    const req = http.request({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, method: 'CONNECT', path: 'example.internal:443', agent });
+    req.end();
+    const [, socket] = (await once(req, 'connect')) as [http.IncomingMessage, net.Socket];
+    track(socket);
+    const counts = Object.fromEntries(['close', 'drain', 'data', 'error', 'timeout', 'free', 'agentRemove', 'connect'].map((e) => [e, socket.listenerCount(e)]));
+    // test/helpers/sockets.ts's track() adds one 'error' listener of its own.
+    expect(counts).toEqual({ close: 0, drain: 0, data: 0, error: 1, timeout: 0, free: 0, agentRemove: 0, connect: 0 });
+    expect(readOptions(socket)).toMatchObject(held);
+    socket.write('ping');
+    const [echo] = await once(socket, 'data');
+    expect(String(echo)).toBe('ping');
+    expect(agent.closeSocketCount).toBe(0);
+    socket.destroy();
+  });
+});
+
+describe('options a user gets wrong are answered', () => {
+  it.each(kinds)('$kind: a misspelt agent option is refused with a did-you-mean (maxSocket → maxSockets)', ({ make }) => {
+    expect(catchError(() => make(policy, { maxSocket: 10 } as never))).toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringContaining("has no option 'maxSocket' (did you mean 'maxSockets'?)"),
+    });
+    expect(catchError(() => make(policy, { freeSocketTimout: 1000 } as never))).toMatchObject({ message: expect.stringContaining("did you mean 'freeSocketTimeout'?") });
+    expect(catchError(() => make(policy, { wholly: 'unknown' } as never))).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('known: keepAlive') });
+  });
+
+  it.each(kinds)("$kind: http.Agent's options given first (createAgent({ keepAlive: true })) are told where they go", ({ make }) => {
+    for (const given of [{ keepAlive: true }, { maxSockets: 10 }, { keepAlive: true, timeout: 5000 }]) {
+      expect(catchError(() => make(given as never)), JSON.stringify(given)).toMatchObject({
+        code: 'ERR_INVALID_ARG_VALUE',
+        message: expect.stringContaining('the agents take the policy first and the agent options second'),
+      });
+    }
+    // A policy with keepAlive: false (keepalive off) is a policy.
+    expect(make({ keepAlive: false }).policy.keepAlive).toBe(false);
+  });
+
+  it.each(kinds)('$kind: every option Node\'s agents and agentkeepalive document is accepted', ({ make }) => {
+    const agent = keep(make(policy, {
+      keepAlive: true, keepAliveMsecs: 1000, maxSockets: 4, maxTotalSockets: 8, maxFreeSockets: 2, scheduling: 'fifo', timeout: 5000,
+      localAddress: '127.0.0.1', family: 4, noDelay: true, rejectUnauthorized: false, servername: 'localhost', maxCachedSessions: 10,
+      freeSocketTimeout: 4000, socketActiveTTL: 60_000,
+    } as never));
+    expect(agent.maxSockets).toBe(4);
+  });
+});

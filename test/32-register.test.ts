@@ -111,6 +111,15 @@ describe('what this Node publishes on the channels socktune/register builds on',
 });
 
 const gracefulHeartbeat = { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 30, TCP_KEEPINTVL: 10, TCP_KEEPCNT: 3, TCP_USER_TIMEOUT: 60_000 };
+/**
+ * Node 20's keep-alive agents have Node set SO_KEEPALIVE with keepAliveMsecs (1 s) at connect:
+ * 1 s + 10 probes × 1 s is a shorter dead-peer budget than a policy's, which keeps it, and the
+ * user timeout follows it (11 s).
+ */
+const nodeAgent = { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 1, TCP_KEEPINTVL: 1, TCP_KEEPCNT: 10, TCP_USER_TIMEOUT: 11_000 };
+
+/** The client ends of the application's http.Agent and https.Agent connections. */
+const agentEnds = (locals: Record<string, number>) => [locals.agent, locals.secureAgent];
 
 describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat: every established TCP connection of an unchanged application', () => {
   const ns = new Netns('reg');
@@ -141,13 +150,14 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
       for (const local of Object.values(locals)) expect(sockets.map((s) => s.localPort)).toContain(local);
       const sets = straceOptions(trace);
       for (const s of sockets) {
-        expectIdle(s, 30_000);
-        expectSet(sets, s, gracefulHeartbeat);
+        const agent = agentEnds(locals).includes(s.localPort);
+        expectIdle(s, agent ? 1000 : 30_000);
+        expectSet(sets, s, agent ? nodeAgent : gracefulHeartbeat);
       }
       // The Unix-domain connection was passed through: it works, and it is counted as untuned.
       expect(unixEcho).toBe('ping');
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: Record<string, { untuned: number; seen: number }> };
-      expect(stats).toEqual({ opened: 8, accepted: 8, tuned: 14, untuned: 2, explicit: 0, unmatched: 0, refused: 0 });
+      expect(stats).toEqual({ opened: 8, accepted: 8, tuned: 14, untuned: 2, explicit: 0, unmatched: 0, refused: 0, active: true });
       expect(Object.keys(guards)).toEqual(['default']);
       expect(guards.default).toMatchObject({ seen: 14, untuned: 2 });
     } finally {
@@ -193,13 +203,33 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
     const policy = JSON.stringify({ preset: 'gracefulHeartbeat+rstOnClose', keepAlive: { idle: 12_000, interval: 2000 } });
     const a = await startApp(app('register-app.mjs'), { ns: ns.name, env: { ...caEnv, NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy }, strace: trace });
     try {
+      const { locals } = a.ready as { locals: Record<string, number> };
       const sockets = await ssSockets(ns.name);
       expect(sockets).toHaveLength(14);
       const sets = straceOptions(trace);
       for (const s of sockets) {
-        expectIdle(s, 12_000);
-        expectSet(sets, s, { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 12, TCP_KEEPINTVL: 2, TCP_KEEPCNT: 3, TCP_USER_TIMEOUT: 18_000 });
+        const agent = agentEnds(locals).includes(s.localPort);
+        expectIdle(s, agent ? 1000 : 12_000);
+        expectSet(sets, s, agent ? nodeAgent : { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 12, TCP_KEEPINTVL: 2, TCP_KEEPCNT: 3, TCP_USER_TIMEOUT: 18_000 });
       }
+    } finally {
+      expect(await a.stop()).toBe(0);
+    }
+  });
+});
+
+describe('a socket that connects again keeps its policy', () => {
+  afterEach(closeAll);
+
+  it('every connection of a net.Socket that reconnects in place gets the policy and the guard, counted as tuned', async () => {
+    const server = await listen('127.0.0.1');
+    server.on('connection', (s) => s.resume());
+    const port = (server.address() as net.AddressInfo).port;
+    const a = await startApp(app('reconnect-app.mjs'), { env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' }, args: ['127.0.0.1', String(port), '3'] });
+    try {
+      const policy = { keepAlive: { idle: 30_000, interval: 10_000, count: 3 }, userTimeout: 60_000, guarded: true };
+      expect(a.ready.connections).toEqual([policy, policy, policy]);
+      expect(a.ready.stats).toMatchObject({ opened: 3, tuned: 3, explicit: 0 });
     } finally {
       expect(await a.stop()).toBe(0);
     }
@@ -248,7 +278,7 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
         expect(sets.get(s.fd!)?.TCP_USER_TIMEOUT, `${s.local} -> ${s.peer}`).toBeUndefined();
       }
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: string[] };
-      expect(stats).toEqual({ opened: 3, accepted: 3, tuned: 4, untuned: 0, explicit: 0, unmatched: 2, refused: 0 });
+      expect(stats).toEqual({ opened: 3, accepted: 3, tuned: 4, untuned: 0, explicit: 0, unmatched: 2, refused: 0, active: true });
       expect(guards).toEqual(['postgres', 'https-out', 'elsewhere', 'servers']);
 
       // RST-on-close on the connection to 443: the server sees a reset and no TIME_WAIT is left

@@ -185,10 +185,14 @@ readme$assert.ok(config, 'config is exported');
 process.kill(process.pid, 'SIGTERM');`,
   },
   ioredis: {
-    does: 'connects to redis-server at cache.internal; the connection holds the policy; QUIT',
+    does: 'connects to redis-server at cache.internal; the connection holds the policy, with the shorter keepalive ioredis sets after it; QUIT',
     epilogue: `
 await readme$once(redis, 'ready');
-readme$assert.deepEqual(readme$readOptions(redis.stream).keepAlive, ${JSON.stringify(heartbeat)});
+// ioredis calls setKeepAlive(true, 0) on 'connect' after the recipe's tune(): Node sets a 1 s
+// interval and 10 probes, a budget (30 s + 10 × 1 s) shorter than the policy's, which keeps it and
+// lowers its user timeout to it.
+readme$assert.deepEqual(readme$readOptions(redis.stream).keepAlive, { idle: 30000, interval: 1000, count: 10 });
+readme$assert.equal(readme$readOptions(redis.stream).userTimeout, 40000);
 await redis.quit();`,
   },
   pg: {

@@ -14,10 +14,10 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { invalidArgType, invalidArgValue, readArgument } from '../errors.js';
+import { invalidArgType, invalidArgValue, readArgument, unknownOption } from '../errors.js';
 import { checkInteger, tcpState } from '../options.js';
 import { Guard } from '../guard/guard.js';
-import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { isExplicit, isPolicy, policyFields, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
 
 /** agentkeepalive's options, accepted with agentkeepalive's meaning. */
@@ -101,6 +101,7 @@ interface AgentInternals extends http.Agent {
   sockets: Record<string, net.Socket[] | undefined>;
   requests: Record<string, http.ClientRequest[] | undefined>;
   keepSocketAlive(socket: Duplex): boolean;
+  removeSocket(socket: Duplex, options: object): void;
   createConnection(...args: unknown[]): Duplex | null | undefined;
   createSocket(req: http.ClientRequest, options: object, cb: ConnectCallback): void;
   addRequest(req: http.ClientRequest, options: unknown, ...legacy: unknown[]): void;
@@ -157,12 +158,6 @@ function onFreeTimeout(this: Duplex): void {
   owners.get(this)?.count('timeoutSocketCount');
 }
 
-function onClose(this: Duplex, hadError?: boolean): void {
-  const pool = owners.get(this);
-  if (pool === undefined) return;
-  pool.count('closeSocketCount');
-  if (hadError === true || (this as { errored?: unknown }).errored != null) pool.count('errorSocketCount');
-}
 
 /**
  * A request whose socket went idle for the agent's (or its own) timeout: counted, and when the
@@ -198,6 +193,8 @@ function unlist(set: Record<string, Duplex[] | undefined>, socket: Duplex): void
 class Pool {
   stale = 0;
   private readonly seen = new WeakSet<object>();
+  /** Connections counted as closed (Node's agent may let go of one twice: on handover, then never again). */
+  private readonly closed = new WeakSet<object>();
   /** Connections the policy was applied to (TCP): the only ones with idle limits and stale checks. */
   private readonly tuned = new WeakSet<object>();
   /** Connections whose timeout `keep` changed for their idle time in the pool. */
@@ -211,6 +208,8 @@ class Pool {
     readonly agent: AgentInternals & PoolPolicy,
     readonly policy: Policy,
     readonly guard: Guard,
+    /** The policy's keepalive wins over Node's agent default (the application gave no `keepAliveMsecs`). */
+    private readonly decides: boolean,
   ) {
     this.freeSocketTimeout = agent.options.freeSocketTimeout ?? 0;
     this.socketActiveTTL = agent.options.socketActiveTTL ?? 0;
@@ -243,14 +242,39 @@ class Pool {
     this.count('createSocketCount');
     if (this.socketActiveTTL > 0) this.born.set(stream, performance.now());
     const s = stream as Duplex;
-    if (typeof s.once === 'function') s.once('close', onClose);
     // A socket handed back before it started connecting has no handle to tune yet.
     if (s instanceof net.Socket && s.pending && !s.connecting && !s.destroyed) s.once('connect', () => this.tune(s));
     else this.tune(s);
   }
 
   private tune(stream: Duplex): void {
-    if (adoptConnection(stream, this.policy, this.guard)) this.tuned.add(stream);
+    if (adoptConnection(stream, this.policy, this.guard, this.decides)) this.tuned.add(stream);
+  }
+
+  /**
+   * Node's agent lets go of `socket` (`removeSocket`): as it closed, or as a CONNECT or upgrade
+   * request takes it over. Counted here rather than by a `'close'` listener of socktune's own, so a
+   * socket handed over carries no listener of the pool (Node's own agent leaves none).
+   */
+  released(socket: Duplex): void {
+    if (!socket.destroyed || this.closed.has(socket) || !this.seen.has(socket)) return;
+    this.closed.add(socket);
+    this.count('closeSocketCount');
+    if ((socket as { errored?: unknown }).errored != null) this.count('errorSocketCount');
+  }
+
+  /** Closes every idle pooled connection the policy's way (RST under a reset policy); returns how many. */
+  closeIdle(): number {
+    let closed = 0;
+    const free = this.agent.freeSockets;
+    for (const name of Object.keys(free)) {
+      for (const socket of [...(free[name] ?? [])]) {
+        if (socket.destroyed) continue;
+        socket.destroy();
+        closed++;
+      }
+    }
+    return closed;
   }
 
   /** After Node's own `keepSocketAlive` said yes: how long the socket may idle in the pool, or false to drop it. */
@@ -336,11 +360,65 @@ class Pool {
   }
 }
 
-/** Checks and normalizes the agent options: agentkeepalive's aliases, milliseconds as integers. */
+/**
+ * What the agents take as options: `http.Agent`'s and `https.Agent`'s own, the `net.connect` and
+ * `tls.connect` options Node's agent passes to every connection it makes, and agentkeepalive's.
+ */
+const agentOptionNames = Object.freeze([
+  // http.Agent, https.Agent
+  'keepAlive', 'keepAliveMsecs', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'scheduling', 'timeout', 'maxCachedSessions',
+  'defaultPort', 'protocol', 'proxyEnv',
+  // net.connect (Node's agent passes its options to every connection)
+  'host', 'hostname', 'port', 'path', 'socketPath', 'localAddress', 'localPort', 'family', 'hints', 'lookup', 'noDelay',
+  'keepAliveInitialDelay', 'autoSelectFamily', 'autoSelectFamilyAttemptTimeout', 'allowHalfOpen', 'signal', 'fd',
+  'readable', 'writable', 'onread', 'blockList', 'highWaterMark',
+  // tls.connect and secure contexts
+  'ca', 'cert', 'key', 'pfx', 'passphrase', 'ciphers', 'ecdhCurve', 'honorCipherOrder', 'minVersion', 'maxVersion',
+  'secureOptions', 'secureProtocol', 'sessionIdContext', 'servername', 'session', 'rejectUnauthorized',
+  'checkServerIdentity', 'ALPNProtocols', 'crl', 'dhparam', 'sigalgs', 'privateKeyEngine', 'privateKeyIdentifier',
+  'clientCertEngine', 'enableTrace', 'minDHSize', 'secureContext', 'pskCallback', 'requestOCSP', 'ticketKeys',
+  'sessionTimeout', 'allowPartialTrustChain', 'requestCert', 'socket',
+  // agentkeepalive
+  'freeSocketTimeout', 'socketActiveTTL', 'freeSocketKeepAliveTimeout', 'keepAliveTimeout',
+]);
+
+/** Fields of http.Agent options that a policy does not have: a first argument with them is agent options given first. */
+const agentOnly = new Set(agentOptionNames.filter((n) => !policyFields.includes(n)));
+
+/**
+ * The policy argument of the agents: a policy or policy fields, with a word for the habit of
+ * giving `http.Agent` options first (`createAgent({ keepAlive: true })`).
+ */
+function agentPolicy(policy: unknown): Policy {
+  if (!isPolicy(policy) && typeof policy === 'object' && policy !== null) {
+    // Names only, and a data property's value: no getter of the caller's runs twice.
+    const agentKey = readArgument('policy', policy, () => {
+      if (Array.isArray(policy)) return undefined;
+      // `keepAlive: true` is http.Agent's (a policy's is false or timings).
+      const keepAliveTrue = (k: string) => k === 'keepAlive' && Object.getOwnPropertyDescriptor(policy, k)?.value === true;
+      return Object.keys(policy).find((k) => agentOnly.has(k) || keepAliveTrue(k));
+    });
+    if (agentKey !== undefined) {
+      throw invalidArgValue(
+        'policy',
+        policy,
+        `has the http.Agent option '${agentKey}': the agents take the policy first and the agent options second, ` +
+          `as in createAgent(presets.gracefulHeartbeat(), { maxSockets: 10 }) (they keep connections alive already)`,
+      );
+    }
+  }
+  return toPolicy(policy);
+}
+
+/** Checks and normalizes the agent options: known names only, agentkeepalive's aliases, milliseconds as integers. */
 function agentOptions(options: unknown): PolicyHttpsAgentOptions {
   if (options !== undefined && (typeof options !== 'object' || options === null)) throw invalidArgType('agentOptions', 'of type object', options);
   // Each own option read once, into a copy (the caller's getters and Proxy traps run here only).
   const o: Record<string, unknown> = readArgument('agentOptions', options, () => ({ ...(options as object) }));
+  // An option the agents do not know would be ignored: a misspelling (maxSocket) is an error.
+  for (const key of Object.keys(o)) {
+    if (o[key] !== undefined && !agentOptionNames.includes(key)) throw unknownOption('agentOptions', key, agentOptionNames);
+  }
   if (o.keepAlive === undefined) o.keepAlive = true;
   for (const alias of ['freeSocketKeepAliveTimeout', 'keepAliveTimeout']) {
     if (o[alias] === undefined) {
@@ -384,12 +462,13 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
     // A mixin's constructor takes `...args: any[]`; the exported classes type them.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     constructor(...args: any[]) {
-      const policy = toPolicy(args[0]);
+      const policy = agentPolicy(args[0]);
       const options = agentOptions(args[1]);
       super(options);
       this.policy = policy;
       this.guard = new Guard(policy);
-      const pool = new Pool(this as unknown as AgentInternals & PoolPolicy, policy, this.guard);
+      const decides = !Object.hasOwn(options, 'keepAliveMsecs');
+      const pool = new Pool(this as unknown as AgentInternals & PoolPolicy, policy, this.guard, decides);
       pools.set(this, pool);
       // Before Node's own 'free' listener, which takes the finished request off the socket.
       this.prependListener('free', (socket: { _httpMessage?: unknown }) => {
@@ -422,6 +501,21 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
       });
     }
 
+    /** Node's, and the pool counts a close (not a socket a CONNECT or upgrade request took over). */
+    removeSocket(socket: Duplex, options: object): void {
+      base.removeSocket.call(this, socket, options);
+      pools.get(this)?.released(socket);
+    }
+
+    /**
+     * Closes every idle pooled connection now, the policy's way: with RST-on-close, a reset once
+     * the server has acknowledged everything, so this side keeps no TIME_WAIT (a job about to end,
+     * a shutdown). Connections in use are left to finish. Returns how many were closed.
+     */
+    closeIdle(): number {
+      return pools.get(this)?.closeIdle() ?? 0;
+    }
+
     override keepSocketAlive(socket: Duplex): boolean {
       // Node's: setKeepAlive(true, keepAliveMsecs) (a tuned socket puts the policy back), unref(),
       // and its own veto (a Keep-Alive hint of 1 s or less). A veto of the base class stands.
@@ -439,7 +533,8 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
       const pool = pools.get(this);
       if (pool !== undefined) {
         pool.sweep(options, legacy);
-        req.on('timeout', onRequestTimeout);
+        // Node's legacy API takes any object as the request (test-http-addrequest-localaddress).
+        if (typeof (req as { on?: unknown }).on === 'function') req.on('timeout', onRequestTimeout);
       }
       base.addRequest.call(this, req, options, ...legacy);
     }

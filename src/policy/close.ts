@@ -13,9 +13,10 @@
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { codes, readArgument, socktuneError } from '../errors.js';
-import type { Policy } from './presets.js';
+import type { Policy, ResetScope } from './presets.js';
+import { assertExtensible, isAccepted } from '../handle.js';
 import {
-  closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
+  clearReset, closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
   resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
 } from './reset.js';
 
@@ -85,6 +86,17 @@ function drainOf(policy: Policy): Drain {
   return { drainTimeout: policy.drainTimeout, drainDeadline: policy.drainDeadline, onDrainTimeout: policy.onDrainTimeout };
 }
 
+/**
+ * Which closes of `socket` `policy` resets: `policy.reset`, capped by `policy.resetAccepted` on a
+ * connection this process accepted.
+ */
+export function resetScope(socket: net.Socket, policy: Policy): ResetScope {
+  const scope = policy.reset;
+  if (scope === false || !isAccepted(socket)) return scope;
+  const cap = policy.resetAccepted;
+  return cap === false ? false : cap === 'timeout' ? 'timeout' : scope;
+}
+
 /** Whether closing `socket` for `reason` under `policy` should reset rather than FIN. */
 function wantsReset(socket: net.Socket, policy: Policy | undefined, reason: CloseReason): boolean {
   // FIN_WAIT2: the peer has acknowledged our FIN and so every byte; a reset loses nothing and
@@ -94,7 +106,8 @@ function wantsReset(socket: net.Socket, policy: Policy | undefined, reason: Clos
   // connection first): what is left waits in FIN_WAIT for a peer that never answered, and a FIN
   // now would leave it orphaned for tcp_fin_timeout. The reset path drains first, as ever.
   if (reason === 'shutdown' && socket.writableFinished) return true;
-  if (policy === undefined || policy.reset === false) return false;
+  const scope = policy === undefined ? false : resetScope(socket, policy);
+  if (scope === false) return false;
   // The peer closed first: this side closes passively (LAST_ACK) and keeps no TIME_WAIT anyway.
   // 'half-closed' is the kernel's word for it (CLOSE_WAIT) even where JavaScript never read the
   // EOF (a paused socket with unread bytes), so a peer that ended cleanly does not get a reset.
@@ -102,7 +115,7 @@ function wantsReset(socket: net.Socket, policy: Policy | undefined, reason: Clos
   // This side's close is the end of an HTTP response body that has no other framing (below): the
   // peer needs the end-of-stream to know the body is complete, and a reset would turn it into an error.
   if (reason === 'close' && (socket as Tuned)[kEndsMessage] === true) return false;
-  if (policy.reset === 'always') return true;
+  if (scope === 'always') return true;
   return reason !== 'close' || (socket as Tuned)[kTimedOut] === true;
 }
 
@@ -245,6 +258,7 @@ function finalUnderPolicy(this: net.Socket, cb: (err?: Error | null) => void): v
 function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): void {
   const self = this as net.Socket & Tuned;
   self[kOnDestroy]?.(this);
+  resettable.delete(this);
   const next = self[kNextDestroy] ?? proto._destroy;
   const policy = self[kPolicy];
   if (
@@ -342,6 +356,41 @@ function markTimedOut(this: net.Socket): void {
 }
 
 /**
+ * Open connections whose policy may reset them, so that the ones still open when the process
+ * exits are closed the policy's way too (see {@link resetAtExit}). A connection leaves the set as
+ * it is destroyed.
+ */
+const resettable = new Set<net.Socket>();
+let exitHooked = false;
+
+/**
+ * At `'exit'` the kernel closes every connection still open, each with FIN, so this side keeps a
+ * TIME_WAIT per connection (a short job, `process.exit()`, fetch's pool, a gRPC channel). Node
+ * gives one synchronous chance: the safe-reset check fits in it. Every connection the policy
+ * would reset on an ordinary close (`reset: 'always'`, accepted ones within `resetAccepted`),
+ * whose written bytes the peer has all acknowledged and whose peer has not closed first, gets
+ * SO_LINGER 0, so the kernel's close sends RST. Anything else keeps FIN: bytes still queued keep
+ * being delivered by the kernel.
+ */
+function resetAtExit(): void {
+  for (const socket of resettable) {
+    try {
+      if (socket.destroyed || socket.connecting) continue;
+      const policy = (socket as Tuned)[kPolicy];
+      if (policy !== undefined && wantsReset(socket, policy, 'close')) lingerIfAcknowledged(socket);
+    } catch {
+      // Exiting: a socket whose state cannot be read keeps the kernel's FIN.
+    }
+  }
+  resettable.clear();
+}
+
+/** How many connections would be closed the policy's way at exit (tests). @internal */
+export function resettableCount(): number {
+  return resettable.size;
+}
+
+/**
  * Puts `policy` on `socket` for its closes: with `reset` set, `end()` and `destroy()` become the
  * safe reset. Installing again replaces the policy. Instance methods shadow the prototype's; the
  * functions are shared, so a socket costs one property per override.
@@ -349,7 +398,11 @@ function markTimedOut(this: net.Socket): void {
 export function installClose(socket: net.Socket, policy: Policy): void {
   const tuned = socket as unknown as Tuned & { end: typeof endUnderPolicy };
   tuned[kPolicy] = policy;
-  if (policy.reset === false) return;
+  const scope = resetScope(socket, policy);
+  if (scope === false) {
+    resettable.delete(socket);
+    return;
+  }
   watchResponses();
   if (tuned._final !== finalUnderPolicy) {
     tuned._final = finalUnderPolicy;
@@ -361,8 +414,27 @@ export function installClose(socket: net.Socket, policy: Policy): void {
     }
   }
   hookDestroy(socket);
+  if (scope !== 'always') resettable.delete(socket);
+  else {
+    resettable.add(socket);
+    if (!exitHooked) {
+      exitHooked = true;
+      process.on('exit', resetAtExit);
+    }
+  }
   // Prepended: an application 'timeout' listener added earlier may destroy() at once.
-  if (policy.reset === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
+  if (scope === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
+}
+
+/**
+ * Forgets how the previous connection of `socket` ended (a drain, a reset, a timeout, the framing
+ * of its last response): the socket connects again, and its policy starts afresh on the new
+ * connection.
+ */
+export function renewClose(socket: net.Socket): void {
+  const tuned = socket as Tuned;
+  for (const key of [kClosing, kTimedOut, kEndsMessage] as const) if (tuned[key] !== undefined) tuned[key] = undefined;
+  clearReset(socket);
 }
 
 /** Throws unless `socket` is a `net.Socket`: policies are per connection. */
@@ -370,4 +442,5 @@ export function assertSocket(socket: unknown): asserts socket is net.Socket {
   if (!readArgument('socket', socket, () => socket instanceof net.Socket)) {
     throw socktuneError(codes.NOT_TCP, 'tune() takes a net.Socket or tls.TLSSocket; use tuneServer() for servers', 'TypeError');
   }
+  assertExtensible(socket as object);
 }

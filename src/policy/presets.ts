@@ -62,8 +62,18 @@ export interface Policy {
   readonly finWaitTimeout: number | false;
   /** How often the kernel state of every tracked connection is read (TCP_INFO), in milliseconds. */
   readonly scanInterval: number;
-  /** Which closes end with RST instead of FIN. */
+  /** Which closes end with RST instead of FIN (on connections this process accepted, at most {@link Policy.resetAccepted}). */
   readonly reset: ResetScope;
+  /**
+   * The most `reset` does on connections this process accepted (a server's side), default
+   * `'timeout'`: they are reset only when they timed out or were abandoned (nginx's
+   * `reset_timedout_connection`), never on an ordinary close, because a reset that follows a
+   * complete response can reach a well-behaved client before it has read that response, which
+   * then fails with ECONNRESET. `'always'` lets `reset: 'always'` reset them too (for clients known
+   * to read before the server closes); `false` never resets them. Connections this process opened
+   * follow `reset` alone.
+   */
+  readonly resetAccepted: ResetScope;
   /**
    * How long a reset waits while the peer acknowledges nothing new, in milliseconds: it restarts
    * whenever the peer acknowledges more, so a slow reader that keeps reading is never cut off.
@@ -103,6 +113,7 @@ const base: Omit<Policy, 'name'> = {
   finWaitTimeout: false,
   scanInterval: 5000,
   reset: false,
+  resetAccepted: 'timeout',
   drainTimeout: 5000,
   drainDeadline: false,
   onDrainTimeout: 'reset',
@@ -126,6 +137,8 @@ function ownFields(name: string, value: object, known: string[]): Record<string,
 }
 const kernelKeys = ['keepAlive', 'userTimeout', 'noDelay'];
 const knownKeys = ['name', ...kernelKeys, ...lifecycleKeys];
+/** The field names a policy (and overrides) may have. */
+export const policyFields: readonly string[] = Object.freeze([...knownKeys]);
 
 function timeoutOrFalse(name: string, value: unknown): number | false {
   if (value === false) return false;
@@ -134,10 +147,6 @@ function timeoutOrFalse(name: string, value: unknown): number | false {
 
 /** Validates `policy` completely; throws the errors `configure` would, before any socket is touched. */
 function check(policy: Policy): Policy {
-  // A reset waits on SIOCOUTQ and the deadlines read TCP_INFO: where the platform has neither,
-  // the policy is refused where it is built instead of doing nothing later.
-  if (policy.reset !== false) requirePlatform('queues', `policy.reset '${policy.reset}' (the safe reset waits for SIOCOUTQ to drain)`);
-  if (needsTracking(policy)) requirePlatform('tcpInfo', 'the deadlines of this policy (the guard reads TCP_INFO)');
   const { keepAlive, userTimeout, noDelay } = policy;
   checkOptions({ keepAlive, userTimeout, noDelay });
   for (const key of ['idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'halfCloseTimeout', 'finWaitTimeout'] as const) {
@@ -148,8 +157,9 @@ function check(policy: Policy): Policy {
   if (policy.drainDeadline !== false) checkInteger('policy.drainDeadline', policy.drainDeadline, { min: 0, max: 2 ** 31 - 1 });
   checkInteger('policy.poolIdleTimeout', policy.poolIdleTimeout, never);
   checkInteger('policy.poolIdleMargin', policy.poolIdleMargin, { min: 0, max: 2 ** 31 - 1 });
-  if (policy.reset !== false && policy.reset !== 'always' && policy.reset !== 'timeout') {
-    throw invalidArgValue('policy.reset', policy.reset, "must be false, 'always' or 'timeout'");
+  for (const key of ['reset', 'resetAccepted'] as const) {
+    const v = policy[key];
+    if (v !== false && v !== 'always' && v !== 'timeout') throw invalidArgValue(`policy.${key}`, v, "must be false, 'always' or 'timeout'");
   }
   if (policy.onDrainTimeout !== 'reset' && policy.onDrainTimeout !== 'fin') {
     throw invalidArgValue('policy.onDrainTimeout', policy.onDrainTimeout, "must be 'reset' or 'fin'");
@@ -161,6 +171,10 @@ function check(policy: Policy): Policy {
     checkInteger('policy.heartbeat.timeout', hb.timeout, never);
     if (typeof hb.ping !== 'function') throw invalidArgType('policy.heartbeat.ping', 'of type function', hb.ping);
   }
+  // Every value is valid. A reset waits on SIOCOUTQ and the deadlines read TCP_INFO: where the
+  // platform has neither, the policy is refused where it is built instead of doing nothing later.
+  if (policy.reset !== false) requirePlatform('queues', `policy.reset '${policy.reset}' (the safe reset waits for SIOCOUTQ to drain)`);
+  if (needsTracking(policy)) requirePlatform('tcpInfo', 'the deadlines of this policy (the guard reads TCP_INFO)');
   return policy;
 }
 
@@ -306,8 +320,16 @@ function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
  * acknowledged every byte written.
  *
  * Defaults and why:
- * - `reset: 'always'`; use `'timeout'` for nginx's narrower `reset_timedout_connection` (RST only
+ * - `reset: 'always'` for connections this process opens (clients: where TIME_WAIT exhausts
+ *   ephemeral ports); use `'timeout'` for nginx's narrower `reset_timedout_connection` (RST only
  *   for connections closed on a timeout or deadline).
+ * - `resetAccepted: 'timeout'`: connections a server of this process accepted are reset only when
+ *   they timed out or were abandoned. A server that resets right after a complete response makes a
+ *   client that reads it a little later fail with ECONNRESET (181 of 200 responses read 20 ms after
+ *   `'response'`), so ordinary closes of accepted connections keep FIN unless you set
+ *   `resetAccepted: 'always'`.
+ * - A connection the peer closed first (its FIN arrived, read or not) ends with FIN: this side
+ *   keeps no TIME_WAIT after a passive close.
  * - `drainTimeout: 5 s` without progress: a peer that keeps acknowledging, however slowly, gets
  *   everything; one that acknowledged nothing new for 5 s has stopped reading (or vanished) and
  *   cannot hold the connection. The wait starts at `end()`/`destroy()`, even while Node's own
@@ -328,11 +350,15 @@ function rstOnClose(overrides?: PolicyOverrides): Policy {
 /** Ready-made policies. Each takes overrides (or another policy) and returns a new frozen policy. */
 export const presets = Object.freeze({ gracefulHeartbeat, rstOnClose } as const);
 
-/** Whether applying `policy` needs the per-connection lifecycle tracker (deadlines, idle, heartbeat). */
+/**
+ * Whether applying `policy` needs the per-connection lifecycle tracker: deadlines, idle,
+ * heartbeat, and a user timeout (which the guard holds off while a live peer's window is closed).
+ */
 export function needsTracking(policy: Policy): boolean {
   return (
     policy.idleTimeout !== false || policy.readerIdleTimeout !== false || policy.writerIdleTimeout !== false ||
-    policy.heartbeat !== false || policy.halfCloseTimeout !== false || policy.finWaitTimeout !== false
+    policy.heartbeat !== false || policy.halfCloseTimeout !== false || policy.finWaitTimeout !== false ||
+    (policy.userTimeout ?? 0) > 0
   );
 }
 

@@ -7,8 +7,8 @@
  */
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
-import { checkInteger, handleLingerIfDrained, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
-import { closingHandle, lookupHandle, pendingWriteBytes } from '../handle.js';
+import { PEER_CLOSED, checkInteger, handleLingerIfDrained, handlePeerClosed, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
+import { assertExtensible, closingHandle, lookupHandle, pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
 
@@ -29,9 +29,11 @@ export interface ResetCloseOptions {
 /** How a connection was ended by {@link resetClose} or a policy. */
 export interface CloseReport {
   /**
-   * `'rst'`: reset (SO_LINGER 0, then close). `'fin'`: the drain timed out and
-   * `onDrainTimeout: 'fin'` ended it normally. `'none'`: there was no connection left to reset (still
-   * connecting, or the kernel or the peer closed it first).
+   * `'rst'`: reset (SO_LINGER 0, then close). `'fin'`: ended normally, because the peer had closed
+   * first (its FIN had arrived, even unread: kernel state CLOSE_WAIT; this side then keeps no
+   * TIME_WAIT anyway, and a reset would turn the peer's clean end into an error) or because the
+   * drain timed out under `onDrainTimeout: 'fin'`. `'none'`: there was no connection left to reset
+   * (still connecting, or the kernel or the peer closed it first).
    */
   method: 'rst' | 'fin' | 'none';
   /** Whether the peer had acknowledged every byte written when the connection was closed. */
@@ -72,6 +74,13 @@ interface Resetting {
 /** Whether a reset of `socket` has started (its own `end()` and `destroy()` then take Node's path). */
 export function isResetting(socket: net.Socket): boolean {
   return (socket as Resetting)[kResetting] === true;
+}
+
+/** Forgets the reset of a previous connection of `socket` (it connects again). @internal */
+export function clearReset(socket: net.Socket): void {
+  const s = socket as Resetting;
+  if (s[kResetting] !== undefined) s[kResetting] = undefined;
+  if (s[kPending] !== undefined) s[kPending] = undefined;
 }
 
 /** Marks `socket` as being reset by the caller. @internal */
@@ -158,8 +167,12 @@ function handleOf(socket: net.Socket): object | undefined {
 
 /** What a drain came to. */
 interface DrainEnd {
-  /** `'drained'`: every byte acknowledged and SO_LINGER 0 set (close now); `'timeout'`: gave up; `'gone'`: the handle closed under it. */
-  outcome: 'drained' | 'timeout' | 'gone';
+  /**
+   * `'drained'`: every byte acknowledged and SO_LINGER 0 set (close now); `'peer-closed'`: every
+   * byte acknowledged, but the peer's FIN has arrived, so nothing was set (close with FIN);
+   * `'timeout'`: gave up; `'gone'`: the handle closed under it.
+   */
+  outcome: 'drained' | 'peer-closed' | 'timeout' | 'gone';
   /** Bytes unacknowledged at the end (at the last reading, for `'gone'`). */
   left: number;
   waited: number;
@@ -210,6 +223,7 @@ function drain(socket: net.Socket, handle: object, d: Drain, ready: () => boolea
           return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
         }
         if (left === 0) return finish({ outcome: 'drained', left: 0, waited: now - start });
+        if (left === PEER_CLOSED) return finish({ outcome: 'peer-closed', left: 0, waited: now - start });
       } else {
         left = unacknowledged(socket, handle);
         if (left < 0) return finish({ outcome: 'gone', left: least === NEVER ? 0 : least, waited: now - start });
@@ -243,7 +257,10 @@ function drain(socket: net.Socket, handle: object, d: Drain, ready: () => boolea
  * not read those bytes yet when the RST landed may lose them (Node.js 24+ does for a paused
  * socket; RFC 793 allows it) or see a plain end-of-stream (libuv); use it where the protocol shows
  * the peer consumed the data (it answered). With `onDrainTimeout: 'reset'` the report is the one
- * reliable signal of bytes not delivered. Calling it again on the same socket returns the same promise.
+ * reliable signal of bytes not delivered. A connection the peer closed first (its FIN has arrived,
+ * read or not: kernel state CLOSE_WAIT) ends with FIN once drained (`method: 'fin'`): this side
+ * keeps no TIME_WAIT after a passive close, and a reset would only turn the peer's clean end into
+ * an error. Calling it again on the same socket returns the same promise.
  *
  * @param socket a connected TCP or TLS socket
  * @param options drain bounds and the action past them
@@ -268,6 +285,7 @@ export function resetWith(socket: net.Socket, d: Drain, error?: Error, endWithFi
   if (pending) return pending;
   // A destroyed, spoofed, non-TCP or never-connected socket is a coded error, before anything is touched.
   lookupHandle(socket);
+  assertExtensible(socket);
   markResetting(socket);
   const promise = run(socket, d, error, endWithFin);
   (socket as Resetting)[kPending] = promise;
@@ -275,12 +293,15 @@ export function resetWith(socket: net.Socket, d: Drain, error?: Error, endWithFi
 }
 
 const DRAINED: CloseReport = Object.freeze({ method: 'rst', drained: true, bytesAtRisk: 0, waited: 0 }) as CloseReport;
+/** Every byte acknowledged, and the peer had closed first: a FIN ends it. */
+const PEER_FIRST: CloseReport = Object.freeze({ method: 'fin', drained: true, bytesAtRisk: 0, waited: 0 }) as CloseReport;
 const NONE: CloseReport = Object.freeze({ method: 'none', drained: false, bytesAtRisk: 0, waited: 0 }) as CloseReport;
 
 /**
  * The reset's common case without a promise: if the peer has acknowledged everything written,
- * sets SO_LINGER 0 (the next close sends RST) and returns the report; otherwise touches nothing
- * and returns undefined. The caller closes.
+ * sets SO_LINGER 0 (the next close sends RST) and returns the report — or, when the peer had
+ * closed first, sets nothing and returns a `'fin'` report; otherwise touches nothing and returns
+ * undefined. The caller closes.
  * @internal
  */
 export function lingerIfAcknowledged(socket: net.Socket): CloseReport | undefined {
@@ -288,7 +309,8 @@ export function lingerIfAcknowledged(socket: net.Socket): CloseReport | undefine
   const handle = handleOf(socket);
   if (handle === undefined) return undefined;
   try {
-    return handleLingerIfDrained(handle) === 0 ? DRAINED : undefined;
+    const left = handleLingerIfDrained(handle);
+    return left === 0 ? DRAINED : left === PEER_CLOSED ? PEER_FIRST : undefined;
   } catch {
     return undefined;
   }
@@ -302,9 +324,9 @@ function run(socket: net.Socket, d: Drain, error: Error | undefined, endWithFin:
   }
   return drain(socket, handle, d, () => true).then(({ outcome, left, waited }) => {
     if (outcome === 'gone') return { method: 'none', drained: false, bytesAtRisk: left, waited } satisfies CloseReport;
-    if (outcome === 'drained') {
+    if (outcome === 'drained' || outcome === 'peer-closed') {
       destroyWith(socket, error);
-      return { method: 'rst', drained: true, bytesAtRisk: 0, waited } satisfies CloseReport;
+      return { method: outcome === 'drained' ? 'rst' : 'fin', drained: true, bytesAtRisk: 0, waited } satisfies CloseReport;
     }
     if (d.onDrainTimeout === 'fin') {
       // A normal close: Node flushes its buffer, then FIN; the kernel keeps delivering.
@@ -315,6 +337,15 @@ function run(socket: net.Socket, d: Drain, error: Error | undefined, endWithFin:
     destroyWith(socket, error);
     return { method: reset ? 'rst' : 'none', drained: false, bytesAtRisk: left, waited } satisfies CloseReport;
   });
+}
+
+/** Whether the peer's FIN has arrived on `handle` (false when that cannot be read). */
+function peerClosed(handle: object): boolean {
+  try {
+    return handlePeerClosed(handle);
+  } catch {
+    return false;
+  }
 }
 
 function lingerZero(handle: object): boolean {
@@ -351,6 +382,9 @@ export function drainThenClose(
     if (outcome === 'drained') {
       report = { method: 'rst', drained: true, bytesAtRisk: 0, waited };
       close(report, true);
+    } else if (outcome === 'peer-closed') {
+      report = { method: 'fin', drained: true, bytesAtRisk: 0, waited };
+      close(report, false);
     } else if (outcome === 'gone') {
       report = { method: 'none', drained: false, bytesAtRisk: left, waited };
       close(report, false);
@@ -378,6 +412,7 @@ export function resetNow(socket: net.Socket): CloseReport {
   const handle = handleOf(socket);
   if (handle === undefined) return NONE;
   const left = unacknowledged(socket, handle);
+  if (left === 0 && peerClosed(handle)) return PEER_FIRST;
   if (left < 0 || !lingerZero(handle)) return NONE;
   return { method: 'rst', drained: left === 0, bytesAtRisk: left, waited: 0 };
 }

@@ -9,31 +9,66 @@
  * ```
  *
  * Loading this module reads the configuration (`SOCKTUNE_POLICY`, `SOCKTUNE_CONFIG`,
- * `SOCKTUNE_TRACE`) and starts at once. A bad configuration stops the process before the
- * application runs: one line on stderr naming the variable, file and field, and exit code 9
- * (Node's own code for an invalid argument). The exports reach what it started.
+ * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`) and starts at once. A bad configuration stops the process
+ * before the application runs: one line on stderr naming the variable, file and field, and exit
+ * code 9 (Node's own code for an invalid argument).
+ *
+ * What is not the configuration's fault fails open: on a host where socktune cannot work (no
+ * native addon fits the platform or loads, as after a broken install), one line on stderr says so
+ * and the process runs untouched; `stats()` gives the reason. With `SOCKTUNE_STRICT=1` that too
+ * stops the process (exit code 9). The exports reach what it started.
  * @module socktune/register
  */
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';
+import { addon } from '../binding.js';
+import { socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
-import { closeRegistered, guardOf as guardOfSocket, register, registerStats, type RegisterStats } from './process.js';
+import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
 
 export type { Direction, RegisterConfig, Rule } from './config.js';
 export type { RegisterStats } from './process.js';
 
-/** The exit code of a process stopped by a bad configuration. */
+/** The exit code of a process stopped by a bad configuration (or, with `SOCKTUNE_STRICT=1`, by a host socktune cannot work on). */
 export const CONFIG_EXIT_CODE = 9;
 
+/** `SOCKTUNE_STRICT`: `1` stops the process when socktune cannot work on this host; `0` or unset lets it run untouched. */
+function strict(value: string | undefined): boolean {
+  if (value === undefined || value === '0') return false;
+  if (value === '1') return true;
+  throw socktuneError(CONFIG_ERROR, `SOCKTUNE_STRICT: must be 1 or 0; got ${JSON.stringify(value)}`);
+}
+
 function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guard>> } {
+  let config: RegisterConfig;
+  let stop: boolean;
   try {
-    const config = loadConfig(process.env);
-    return { config, guards: register(config) };
+    stop = strict(process.env.SOCKTUNE_STRICT);
+    config = loadConfig(process.env);
   } catch (err) {
     if ((err as { code?: string }).code !== CONFIG_ERROR) throw err;
     process.stderr.write(`socktune/register: bad configuration, not starting: ${(err as Error).message} (${CONFIG_ERROR})\n`);
     process.exit(CONFIG_EXIT_CODE);
   }
+  const unavailable = addon.error;
+  if (unavailable !== undefined) {
+    // Not the configuration's fault: the process runs as without socktune, unless told otherwise.
+    if (stop) {
+      process.stderr.write(`socktune/register: cannot work here, stopping (SOCKTUNE_STRICT=1): ${unavailable.message} (${unavailable.code})\n`);
+      process.exit(CONFIG_EXIT_CODE);
+    }
+    process.stderr.write(`socktune/register: not active, the process runs without it: ${firstSentence(unavailable.message)} (${unavailable.code}; SOCKTUNE_STRICT=1 stops instead)\n`);
+    registerInactive(unavailable);
+    return { config, guards: Object.freeze({}) };
+  }
+  return { config, guards: register(config) };
+}
+
+/** The message up to its first sentence's end: the warning stays one line. */
+function firstSentence(message: string): string {
+  const line = message.split('\n')[0];
+  const end = line.indexOf('. ');
+  return end < 0 ? line : line.slice(0, end);
 }
 
 const started = start();

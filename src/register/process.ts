@@ -50,6 +50,14 @@ export interface RegisterStats {
   unmatched: number;
   /** Connections destroyed because the kernel refused the policy (a policy fails closed). */
   refused: number;
+  /**
+   * Whether the registration applies policies. `false` when it is not loaded, or when it could not
+   * start on this host (no native addon for this platform, an unsupported runtime): the process
+   * then runs untouched, and `reason` says why.
+   */
+  active: boolean;
+  /** Why the registration is not active, as `CODE: message` (`ERR_SOCKTUNE_NO_ADDON: ...`). */
+  reason?: string;
 }
 
 interface Entry {
@@ -62,7 +70,7 @@ interface Registration {
   config: RegisterConfig;
   entries: Entry[];
   guards: Readonly<Record<string, Guard>>;
-  stats: RegisterStats;
+  stats: Counts;
 }
 
 const kPending = Symbol('socktune.register.pending');
@@ -99,13 +107,27 @@ export function guardOf(socket: net.Socket): Guard | undefined {
   return guard !== undefined && trackerOf(socket) === guard ? guard : undefined;
 }
 
-/** What `socktune/register` did so far (all zero when it is not loaded). */
+let inactiveReason: string | undefined;
+
+/** What `socktune/register` did so far (all zero when it is not loaded or not active). */
 export function registerStats(): RegisterStats {
-  return { ...(active?.stats ?? emptyStats()) };
+  const out: RegisterStats = { ...(active?.stats ?? emptyStats()), active: active !== undefined };
+  if (inactiveReason !== undefined) out.reason = inactiveReason;
+  return out;
 }
 
-function emptyStats(): RegisterStats {
+type Counts = Omit<RegisterStats, 'active' | 'reason'>;
+
+function emptyStats(): Counts {
   return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0 };
+}
+
+/**
+ * Records that the registration could not start on this host (`error`: the coded error, such as
+ * ERR_SOCKTUNE_NO_ADDON): nothing is subscribed, and `stats()` says why.
+ */
+export function registerInactive(error: Error & { code?: string }): void {
+  inactiveReason = `${error.code ?? 'ERR_SOCKTUNE_UNSUPPORTED'}: ${error.message}`;
 }
 
 /** An IPv4 address as a dual-stack socket reports it (`::ffff:10.0.0.1`), as people write it. */
@@ -140,9 +162,11 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
   s[kSettled] = true;
   const stats = r.stats;
   stats[direction]++;
-  // The application's own choice, made before this (tuneServer and the agents tune first).
   if (policyOf(socket) !== undefined) {
-    stats.explicit++;
+    // A socket this registration tuned, connecting again: its policy follows it (see tune()).
+    if (adopted.has(socket)) stats.tuned++;
+    // The application's own choice, made before this (tuneServer and the agents tune first).
+    else stats.explicit++;
     return;
   }
   const entry = r.entries.find((e) => matches(e.rule, direction, socket));
@@ -268,7 +292,8 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
     }
     const guard = new Guard(rule.policy);
     if (config.trace) traceCloses(guard, rule.name);
-    guards[rule.name] = guard;
+    // Defined, not assigned: a rule may be named anything, `__proto__` included.
+    Object.defineProperty(guards, rule.name, { value: guard, enumerable: true });
     entries.push({ rule, guard });
   }
   active = { config, entries, guards: Object.freeze(guards), stats: emptyStats() };

@@ -179,10 +179,11 @@ export async function startApp(script: string, opts: AppOptions): Promise<App> {
   };
 }
 
-/** Runs `node [nodeArgs] script` to its end (no namespace) and returns its exit code and output. */
-export function runToEnd(nodeArgs: string[], env: Record<string, string>, timeout = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs `node [nodeArgs] script` to its end (in namespace `ns`, if given) and returns its exit code and output. */
+export function runToEnd(nodeArgs: string[], env: Record<string, string>, timeout = 30_000, ns?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: consumerProject(), env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...args] = ns === undefined ? [process.execPath, ...nodeArgs] : ['ip', 'netns', 'exec', ns, process.execPath, ...nodeArgs];
+    const child = spawn(command, args, { cwd: consumerProject(), env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

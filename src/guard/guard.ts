@@ -20,8 +20,8 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { types } from 'node:util';
-import { takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
-import { isReading, isTcpSocket, lookupHandle } from '../handle.js';
+import { configure, newActivity, readOptions, takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
+import { assertExtensible, isReading, isTcpSocket, lookupHandle } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
@@ -133,10 +133,20 @@ const S_ESTABLISHED = stateIndex.get('ESTABLISHED')!;
 const S_CLOSE_WAIT = stateIndex.get('CLOSE_WAIT')!;
 const S_CLOSE = stateIndex.get('CLOSE')!;
 const S_UNKNOWN = stateIndex.get('UNKNOWN')!;
+const S_FIN_WAIT1 = stateIndex.get('FIN_WAIT1')!;
 // This side has sent FIN and waits for the peer's (LAST_ACK: the peer's FIN came first, ours is unacknowledged).
 const FIN_STATES = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].map((s) => stateIndex.get(s as TcpState)!));
 const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 'dead', 'reset', 'shutdown', 'stale'];
 const { ETIMEDOUT } = osConstants.errno;
+
+/**
+ * Whether the peer answers: no retransmission and no window or keepalive probe has gone unanswered
+ * twice in a row (the kernel zeroes both counters on any acknowledgement). Counters, not the
+ * kernel's 4 ms timestamps, decide.
+ */
+function answering(a: TcpActivity): boolean {
+  return a.retransmits < 2 && a.probes < 2;
+}
 
 /** Slices a full scan is split into: each tick visits about 1/TICKS of the slots. */
 const TICKS = 8;
@@ -196,6 +206,13 @@ class Slots {
   state = new Int8Array(0);
   /** Which deadline `since` times (PHASE_*). */
   phase = new Uint8Array(0);
+  /**
+   * The user timeout lifted while the peer's window is closed (see Guard's zero-window rule), to
+   * be put back when it opens; -1: none lifted.
+   */
+  lifted = new Int32Array(0);
+  /** When the connection was last seen with its peer's window open (nothing waiting in Node). */
+  openAt = new Float64Array(0);
 
   get capacity(): number {
     return this.rx.length;
@@ -216,13 +233,15 @@ class Slots {
     this.pingBytes = copy(this.pingBytes, Float64Array);
     this.state = copy(this.state, Int8Array);
     this.phase = copy(this.phase, Uint8Array);
+    this.lifted = copy(this.lifted, Int32Array);
+    this.openAt = copy(this.openAt, Float64Array);
   }
 
   /** Moves slot `from` to the free slot `to` (compaction). */
   move(from: number, to: number): void {
     this.sockets[to] = this.sockets[from];
     this.sockets[from] = undefined;
-    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase]) a[to] = a[from];
+    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt]) a[to] = a[from];
   }
 }
 
@@ -245,7 +264,13 @@ export class Guard extends EventEmitter<GuardEvents> {
   readonly #closed = Object.fromEntries(REASONS.map((r) => [r, 0])) as Record<GuardReason, number>;
   readonly #stateCounts = new Array<number>(STATES.length).fill(0);
   readonly #servers = new Set<net.Server>();
-  readonly #activity: TcpActivity = { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, bytesReceived: 0 };
+  readonly #activity: TcpActivity = newActivity();
+  /** Connections whose peer's window is closed while data waits: visited on every tick. */
+  readonly #stalled = new Set<net.Socket>();
+  /** The policy's user timeout (0: none), which the guard enforces itself while a window is closed. */
+  readonly #userTimeout: number;
+  /** Milliseconds between two visits of a connection (a whole scan). */
+  readonly #period: number;
   /** Whether the policy needs activity (idle timeouts or a heartbeat): byte counters are read then. */
   readonly #watchActivity: boolean;
   /** Called by the socket's `_destroy` shadow: the guard forgets it (and counts a dead peer). */
@@ -269,6 +294,10 @@ export class Guard extends EventEmitter<GuardEvents> {
     this.policy = policy;
     this.#watchActivity =
       policy.idleTimeout !== false || policy.readerIdleTimeout !== false || policy.writerIdleTimeout !== false || policy.heartbeat !== false;
+    this.#userTimeout = policy.userTimeout ?? 0;
+    // With a user timeout, a closed window must be seen well before the kernel's timer gives up on
+    // it (the user timeout, counted from the first window probe): a scan at least every quarter of it.
+    this.#period = this.#userTimeout > 0 ? Math.max(40, Math.min(policy.scanInterval, Math.floor(this.#userTimeout / 4))) : policy.scanInterval;
   }
 
   /** Number of connections tracked now. */
@@ -289,6 +318,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     // unconnected socket is the caller's error.
     try {
       lookupHandle(socket);
+      assertExtensible(socket);
     } catch (err) {
       if ((err as { code?: string }).code !== codes.NOT_TCP) throw err;
       this.#untuned++;
@@ -309,6 +339,8 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.pingBytes[slot] = 0;
     t.state[slot] = -1;
     t.phase[slot] = PHASE_NONE;
+    t.lifted[slot] = -1;
+    t.openAt[slot] = now;
     s[kSlot] = slot;
     s[kOwner] = this;
     onDestroyed(socket, this.#release);
@@ -320,6 +352,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Stops tracking `socket` (it is not closed). */
   untrack(socket: net.Socket): void {
+    if (!(socket instanceof net.Socket)) throw invalidArgType('socket', 'an instance of net.Socket', socket);
     this.#forget(socket, false);
   }
 
@@ -452,6 +485,8 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (slot < 0) return;
     const t = this.#slots;
     if (t.state[slot] >= 0) this.#stateCounts[t.state[slot]]--;
+    if (t.lifted[slot] >= 0) this.#restoreUserTimeout(socket, slot);
+    this.#stalled.delete(socket);
     t.sockets[slot] = undefined;
     this.#free.push(slot);
     this.#tracked--;
@@ -465,7 +500,7 @@ export class Guard extends EventEmitter<GuardEvents> {
   }
 
   #start(): void {
-    const tick = Math.max(10, Math.floor(this.policy.scanInterval / TICKS));
+    const tick = Math.max(10, Math.floor(this.#period / TICKS));
     this.#timer = setInterval(() => this.#tick(), tick);
     this.#timer.unref();
   }
@@ -502,6 +537,11 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (end >= this.#high) {
       this.#scans++;
       this.#cursor = -1;
+    }
+    for (const socket of this.#stalled) {
+      const slot = this.#slotOf(socket);
+      if (slot < 0) this.#stalled.delete(socket);
+      else this.#visit(slot, now, false);
     }
   }
 
@@ -550,18 +590,39 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.state[slot] = index;
   }
 
+  /**
+   * One visit of a tracked connection: its state (from Node where Node knows it, else from the
+   * kernel), then each rule in turn. A connection whose object cannot be read as a socket (built
+   * around a handle without being constructed) is let go instead of failing the guard's timer.
+   */
   #visit(slot: number, now: number, full: boolean): void {
+    const socket = this.#slots.sockets[slot]!;
+    try {
+      this.#apply(slot, socket, now, full);
+    } catch {
+      this.#forget(socket, false);
+    }
+  }
+
+  #apply(slot: number, socket: net.Socket, now: number, full: boolean): void {
     const t = this.#slots;
-    const socket = t.sockets[slot]!;
     if (socket.destroyed) return this.#forget(socket, true);
     if (socket.connecting || socket.pending) return;
     const s = socket as net.Socket & Slotted;
     const peerEnded = s._readableState.ended;
     const selfEnded = s._writableState.finished;
+    // Node's buffer holds bytes the kernel would not take (the peer's window may be closed), or a
+    // closed window is being watched: the window rule needs the kernel's send-side counters.
+    let sending = false;
+    if (this.#userTimeout > 0) {
+      sending = socket.writableLength > 0 || t.lifted[slot] >= 0;
+      // Nothing waits in Node: the peer's window was open (the window rule's clock starts later).
+      if (!sending) t.openAt[slot] = now;
+    }
     // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
     let kernel = false;
     let index: number;
-    if (full || selfEnded || (!peerEnded && !isReading(socket))) {
+    if (full || selfEnded || sending || (!peerEnded && !isReading(socket))) {
       if (!this.#readKernel(socket)) return;
       kernel = true;
       index = stateIndex.get(this.#activity.state) ?? S_UNKNOWN;
@@ -569,29 +630,128 @@ export class Guard extends EventEmitter<GuardEvents> {
       index = peerEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
     }
     this.#setState(slot, index);
-    const p = this.policy;
-
-    if (index === S_CLOSE_WAIT) {
-      if (p.halfCloseTimeout === false) return;
-      if (t.phase[slot] !== PHASE_HALF_CLOSE) {
-        t.phase[slot] = PHASE_HALF_CLOSE;
-        t.since[slot] = now;
-      } else if (now - t.since[slot] >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
-      return;
-    }
-    if (FIN_STATES.has(index)) {
-      if (p.finWaitTimeout === false) return;
-      if (t.phase[slot] !== PHASE_FIN_WAIT) {
-        t.phase[slot] = PHASE_FIN_WAIT;
-        t.since[slot] = now;
-      } else if (now - t.since[slot] >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
-      return;
-    }
+    if (kernel && this.#userTimeout > 0 && this.#window(slot, socket, index, now)) return;
+    if (index === S_CLOSE_WAIT) return this.#halfClose(slot, socket, now);
+    if (FIN_STATES.has(index)) return this.#finWait(slot, socket, index, kernel, now);
     t.phase[slot] = PHASE_NONE;
     if (index === S_CLOSE) return this.#closedByKernel(socket);
     if (index !== S_ESTABLISHED || !this.#watchActivity) return;
+    kernel = this.#idleRule(slot, socket, kernel, now);
+    if (!socket.destroyed) this.#heartbeat(slot, socket, kernel, now);
+  }
 
-    // Activity from Node's byte counters: no system call while the connection is busy.
+  /**
+   * The half-close deadline: the peer ended (CLOSE_WAIT) and the application did not, for
+   * `halfCloseTimeout`.
+   */
+  #halfClose(slot: number, socket: net.Socket, now: number): void {
+    const t = this.#slots;
+    const p = this.policy;
+    if (p.halfCloseTimeout === false) return;
+    if (t.phase[slot] !== PHASE_HALF_CLOSE) {
+      t.phase[slot] = PHASE_HALF_CLOSE;
+      t.since[slot] = now;
+    } else if (now - t.since[slot] >= p.halfCloseTimeout) void this.#close(socket, 'half-closed');
+  }
+
+  /**
+   * The FIN-wait deadline: this side ended and the peer sent no FIN for `finWaitTimeout`. While
+   * bytes before our FIN are still being delivered (FIN_WAIT1 with data unacknowledged) to a peer
+   * that answers (no retransmission or window probe has gone unanswered twice), the peer is slow,
+   * not gone: the deadline starts again.
+   */
+  #finWait(slot: number, socket: net.Socket, index: number, kernel: boolean, now: number): void {
+    const t = this.#slots;
+    const p = this.policy;
+    if (p.finWaitTimeout === false) return;
+    if (t.phase[slot] !== PHASE_FIN_WAIT) {
+      t.phase[slot] = PHASE_FIN_WAIT;
+      t.since[slot] = now;
+      return;
+    }
+    const a = this.#activity;
+    if (kernel && index === S_FIN_WAIT1 && (a.unacked > 0 || a.notsent > 0) && answering(a)) {
+      t.since[slot] = now;
+      return;
+    }
+    if (now - t.since[slot] >= p.finWaitTimeout) void this.#close(socket, 'fin-wait');
+  }
+
+  /**
+   * The zero-window rule. Linux applies TCP_USER_TIMEOUT to a closed receive window too, counted
+   * from the first window probe even while the peer answers every probe: a live peer that stops
+   * reading for longer than the user timeout (a paused download, a slow consumer, a proxy waiting
+   * on its own client) would be cut off as if it were dead. While the peer's window is closed with
+   * bytes waiting, the guard keeps the kernel's deadline ahead of the probes (the kernel probes no
+   * later than that deadline, so probes keep coming at least every few scan periods) and judges the
+   * peer itself: dead once a probe is out and it has answered nothing for the user timeout. When
+   * the window opens, the user timeout is put back. Returns whether the connection was closed.
+   */
+  #window(slot: number, socket: net.Socket, index: number, now: number): boolean {
+    const t = this.#slots;
+    const a = this.#activity;
+    const open = index === S_ESTABLISHED || index === S_CLOSE_WAIT || index === S_FIN_WAIT1;
+    const closedWindow = open && a.sndWnd === 0 && a.notsent > 0 && a.unacked === 0;
+    if (!closedWindow) {
+      if (t.lifted[slot] >= 0) this.#restoreUserTimeout(socket, slot);
+      this.#stalled.delete(socket);
+      t.openAt[slot] = now;
+      return false;
+    }
+    this.#stalled.add(socket);
+    if (a.probes >= 1 && a.lastAckReceived >= this.#userTimeout) {
+      this.#dead(socket);
+      return true;
+    }
+    // The kernel's clock started after the window was last seen open (openAt): a timeout of the
+    // time since then plus two scan periods puts its deadline at least that far ahead.
+    this.#holdUserTimeout(socket, slot, Math.ceil(now - t.openAt[slot]) + 2 * this.#period);
+    return false;
+  }
+
+  /** Sets the user timeout to `value` while a window is closed, remembering the policy's to put back. */
+  #holdUserTimeout(socket: net.Socket, slot: number, value: number): void {
+    const t = this.#slots;
+    try {
+      if (t.lifted[slot] < 0) {
+        const own = readOptions(socket).userTimeout ?? 0;
+        // A socket without a user timeout has nothing to hold off.
+        if (own === 0) return;
+        t.lifted[slot] = own;
+      }
+      configure(socket, { userTimeout: Math.min(value, 2 ** 31 - 1) });
+    } catch {
+      // No fd left: it is closing anyway.
+    }
+  }
+
+  #restoreUserTimeout(socket: net.Socket, slot: number): void {
+    const value = this.#slots.lifted[slot];
+    this.#slots.lifted[slot] = -1;
+    if (socket.destroyed) return;
+    try {
+      configure(socket, { userTimeout: value });
+    } catch {
+      // No fd left: it is closing anyway.
+    }
+  }
+
+  /** The peer stopped answering: the connection fails with ETIMEDOUT, as the kernel's own timers would. */
+  #dead(socket: net.Socket): void {
+    this.#forget(socket, false);
+    this.#count(socket, 'dead');
+    destroyWith(socket, kernelError(-ETIMEDOUT, 'read'));
+  }
+
+  /**
+   * The idle timeouts: from Node's byte counters while the connection is busy (no system call),
+   * and from the kernel's last-receive and last-send times once one may have passed (a paused
+   * socket receives what Node does not read). Returns whether the kernel was read.
+   */
+  #idleRule(slot: number, socket: net.Socket, kernel: boolean, now: number): boolean {
+    const t = this.#slots;
+    const p = this.policy;
+    const s = socket as net.Socket & Slotted;
     const rx = socket.bytesRead & MASK;
     const tx = (s._bytesDispatched ?? 0) & MASK;
     if (rx !== t.rx[slot]) {
@@ -603,27 +763,38 @@ export class Guard extends EventEmitter<GuardEvents> {
       t.tx[slot] = tx;
       t.txAt[slot] = now;
     }
+    if (p.readerIdleTimeout === false && p.idleTimeout === false && p.writerIdleTimeout === false) return kernel;
+    const readIdle = now - t.rxAt[slot];
+    const writeIdle = now - t.txAt[slot];
+    const candidate =
+      (p.readerIdleTimeout !== false && readIdle >= p.readerIdleTimeout) ||
+      (p.writerIdleTimeout !== false && writeIdle >= p.writerIdleTimeout) ||
+      (p.idleTimeout !== false && Math.min(readIdle, writeIdle) >= p.idleTimeout);
+    if (!candidate || !(kernel || (kernel = this.#readKernel(socket)))) return kernel;
+    // The kernel's times decide (a paused socket receives what Node does not read).
     const a = this.#activity;
-    if (p.readerIdleTimeout !== false || p.idleTimeout !== false || p.writerIdleTimeout !== false) {
-      const readIdle = now - t.rxAt[slot];
-      const writeIdle = now - t.txAt[slot];
-      const candidate =
-        (p.readerIdleTimeout !== false && readIdle >= p.readerIdleTimeout) ||
-        (p.writerIdleTimeout !== false && writeIdle >= p.writerIdleTimeout) ||
-        (p.idleTimeout !== false && Math.min(readIdle, writeIdle) >= p.idleTimeout);
-      if (candidate && (kernel || (kernel = this.#readKernel(socket)))) {
-        // The kernel's times decide (a paused socket receives what Node does not read).
-        const received = a.lastDataReceived;
-        const sent = a.lastDataSent;
-        if (p.readerIdleTimeout !== false && received >= p.readerIdleTimeout) return this.#idle(socket, 'reader', received);
-        if (p.writerIdleTimeout !== false && sent >= p.writerIdleTimeout) return this.#idle(socket, 'writer', sent);
-        if (p.idleTimeout !== false && Math.min(received, sent) >= p.idleTimeout) return this.#idle(socket, 'all', Math.min(received, sent));
-        t.rxAt[slot] = Math.max(t.rxAt[slot], now - received);
-        t.txAt[slot] = Math.max(t.txAt[slot], now - sent);
-      }
+    const received = a.lastDataReceived;
+    const sent = a.lastDataSent;
+    if (p.readerIdleTimeout !== false && received >= p.readerIdleTimeout) this.#idle(socket, 'reader', received);
+    else if (p.writerIdleTimeout !== false && sent >= p.writerIdleTimeout) this.#idle(socket, 'writer', sent);
+    else if (p.idleTimeout !== false && Math.min(received, sent) >= p.idleTimeout) this.#idle(socket, 'all', Math.min(received, sent));
+    else {
+      t.rxAt[slot] = Math.max(t.rxAt[slot], now - received);
+      t.txAt[slot] = Math.max(t.txAt[slot], now - sent);
     }
-    const hb = p.heartbeat;
+    return kernel;
+  }
+
+  /**
+   * The application heartbeat: a ping after `heartbeat.interval` without sending, and a close when
+   * the kernel's count of bytes received has not moved `heartbeat.timeout` after it (exact, never
+   * a 4 ms timestamp).
+   */
+  #heartbeat(slot: number, socket: net.Socket, kernel: boolean, now: number): void {
+    const hb = this.policy.heartbeat;
     if (hb === false) return;
+    const t = this.#slots;
+    const a = this.#activity;
     if (t.pingAt[slot] !== 0) {
       if (now - t.pingAt[slot] < hb.timeout) return;
       // Node read nothing since the ping; the kernel's byte count says whether anything arrived.
@@ -641,7 +812,7 @@ export class Guard extends EventEmitter<GuardEvents> {
       t.pingAt[slot] = now;
       this.#ping(socket);
       // The ping's own bytes are not the application's: the next interval starts now.
-      t.tx[slot] = (s._bytesDispatched ?? 0) & MASK;
+      t.tx[slot] = ((socket as net.Socket & Slotted)._bytesDispatched ?? 0) & MASK;
       t.txAt[slot] = now;
     }
   }

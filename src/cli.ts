@@ -291,21 +291,8 @@ function mainHelp(): string {
   ].join('\n');
 }
 
-function closest(word: string, candidates: string[]): string | undefined {
-  const distance = (a: string, b: string) => {
-    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-    for (let j = 1; j <= b.length; j++) d[0][j] = j;
-    for (let i = 1; i <= a.length; i++) {
-      for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    return d[a.length][b.length];
-  };
-  const best = candidates.map((c) => [c, distance(word, c)] as const).sort((a, b) => a[1] - b[1])[0];
-  return best && best[1] <= Math.max(2, Math.floor(word.length / 3)) ? best[0] : undefined;
-}
-
 /** Parses `--flag value`, `--flag=value`, boolean flags and `--state a b c` against the command's spec. */
-function parseFlags(c: CommandSpec, args: string[]): Flags | 'help' {
+async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help'> {
   const flags: Flags = new Map();
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
@@ -316,6 +303,7 @@ function parseFlags(c: CommandSpec, args: string[]): Flags | 'help' {
     const spec = c.flags.find((f) => f.name === name);
     if (!spec) {
       if (removed[name]) throw new UsageError(removed[name]);
+      const { closest } = await import('./format.js');
       const hint = closest(name, c.flags.map((f) => f.name));
       throw new UsageError(`unknown option --${name}${hint ? ` (did you mean --${hint}?)` : ''}`);
     }
@@ -381,11 +369,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = commands.find((c) => c.name === first);
   if (!command) {
+    const { closest } = await import('./format.js');
     const hint = closest(first, commands.map((c) => c.name));
     return failure('', new UsageError(`unknown command '${first}'${hint ? ` (did you mean ${hint}?)` : ''}`));
   }
   try {
-    const flags = parseFlags(command, rest);
+    const flags = await parseFlags(command, rest);
     if (flags === 'help') {
       await write(`${commandHelp(command)}\n`);
       return EXIT.ok;

@@ -167,8 +167,9 @@ const commands: CommandSpec[] = [
         return;
       }
       const { readFileSync } = await import('node:fs');
-      const { scopeText, table } = await import('./format.js');
-      const rows = Object.entries(report.states).filter(([, n]) => n > 0);
+      const { heldBy, scopeText, table } = await import('./format.js');
+      // A state asked for by --state is shown with its count even when that is 0.
+      const rows = Object.entries(report.states).filter(([s, n]) => n > 0 || (filter.states as string[] | undefined)?.includes(s));
       const max = Math.max(0, ...rows.map(([, n]) => n));
       const bar = (n: number) => '#'.repeat(max > 0 ? Math.round((n / max) * 30) : 0);
       const out = [
@@ -178,7 +179,8 @@ const commands: CommandSpec[] = [
       ];
       for (const [state, t] of Object.entries(report.top)) {
         if (t.peers.length === 0) continue;
-        out.push('', `${state} by peer / destination / local port:`);
+        // Destinations of connections opened here; local ports of connections a listener here accepted.
+        out.push('', `${state} by peer / destination (opened here) / local port (accepted here):`);
         const len = Math.max(t.peers.length, t.destinations.length, t.localPorts.length);
         const cell = (e?: { key: string; count: number }) => (e ? `${e.count} ${e.key}` : '');
         out.push(table(['peer', 'destination', 'local port'], Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])])));
@@ -186,16 +188,15 @@ const commands: CommandSpec[] = [
           out.push(`${state} sockets have no owning process: the kernel keeps them after the process closed them.`);
           continue;
         }
+        if (t.sides) out.push(`${state}: ${t.sides.accepted} accepted by a listener here, ${t.sides.opened} opened here.`);
         if (t.ownersError) {
           out.push(`Owners of the ${state} sockets could not be read: ${t.ownersError}`);
           continue;
         }
         out.push('', `${state} held by (pid command: sockets), as ss -p shows them:`);
-        const owners = (e: import('./diagnose/top.js').TopEntry) =>
-          e.owners?.length ? e.owners.map((o) => `${o.pid} ${o.command}: ${o.sockets}`).join(', ') : 'no process (its owner ended, or it was passed on)';
-        const lines: string[][] = [];
+        const lines: string[][] = [[`all ${state}`, heldBy({ owners: t.holders, unreadable: t.unreadable })]];
         for (const [kind, label] of [['peers', 'peer'], ['destinations', 'destination'], ['localPorts', 'local port']] as const) {
-          for (const e of t[kind]) lines.push([`${label} ${e.key}`, owners(e)]);
+          for (const e of t[kind]) lines.push([`${label} ${e.key}`, heldBy(e)]);
         }
         out.push(table(['group', 'held by'], lines));
       }

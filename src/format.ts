@@ -72,3 +72,26 @@ export function closest(word: string, candidates: readonly string[], aliases: Re
   }
   return best && best[1] <= Math.max(2, Math.floor(w.length / 3)) ? best[0] : undefined;
 }
+
+/** A process holding sockets of a group, as the reports name them. */
+interface Holder {
+  pid: number;
+  command: string;
+  sockets: number;
+}
+
+/**
+ * Who holds a group of sockets, in words: `8598 node: 6, 8601 node: 2`, then how many could not be
+ * looked up (another user's processes, whose fds only root may read), or `no process` when none
+ * holds them.
+ */
+export function heldBy(group: { owners?: Holder[]; unreadable?: number }): string {
+  const owners = group.owners ?? [];
+  const known = owners.map((o) => `${o.pid} ${o.command}: ${o.sockets}`).join(', ');
+  const n = group.unreadable ?? 0;
+  if (n > 0) {
+    const cannot = `unreadable (run as root to see owners)`;
+    return known ? `${known}; ${n} more ${cannot}` : `${n} ${cannot}`;
+  }
+  return known || 'no process (its owner ended, or it was passed on)';
+}

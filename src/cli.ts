@@ -28,6 +28,8 @@ type FlagKind = 'boolean' | 'value' | 'list';
 
 interface FlagSpec {
   name: string;
+  /** The one-letter form, where one is conventional (`-p` for --pid, as ss, lsof and pgrep have it). */
+  short?: string;
   kind: FlagKind;
   /** Placeholder of the value in help. */
   arg?: string;
@@ -44,8 +46,8 @@ interface CommandSpec {
 type Flags = Map<string, string | string[] | true>;
 
 const filterFlags: FlagSpec[] = [
-  { name: 'pid', kind: 'value', arg: '<pid>', help: 'only the sockets of this process (inodes in /proc/PID/fd), in its network namespace' },
-  { name: 'netns', kind: 'value', arg: '<name|path>', help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)' },
+  { name: 'pid', short: 'p', kind: 'value', arg: '<pid>', help: 'only the sockets of this process (inodes in /proc/PID/fd), in its network namespace' },
+  { name: 'netns', short: 'n', kind: 'value', arg: '<name|path>', help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)' },
   { name: 'port', kind: 'value', arg: '<port>', help: 'a port on either side' },
   { name: 'local-port', kind: 'value', arg: '<port>', help: 'local port' },
   { name: 'remote-port', kind: 'value', arg: '<port>', help: 'remote port' },
@@ -155,7 +157,7 @@ const commands: CommandSpec[] = [
     flags: [
       ...filterFlags,
       { name: 'top', kind: 'value', arg: '<n>', help: `rows per ranking, 0 to ${TOP_MAX} (default 5; 0: counts only)` },
-      { name: 'json', kind: 'boolean', help: 'print JSON: the shape of connectionReport()' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the shape of connectionReport()' },
     ],
     async run(flags) {
       const filter = await filterFrom(flags);
@@ -210,7 +212,7 @@ const commands: CommandSpec[] = [
       ...filterFlags,
       { name: 'interval', kind: 'value', arg: '<ms>', help: `milliseconds between refreshes, 50 to ${TIMER_MAX} (default 1000)` },
       { name: 'count', kind: 'value', arg: '<n>', help: 'stop after n refreshes (1 or more; default: until q or Ctrl-C)' },
-      { name: 'json', kind: 'boolean', help: 'print one JSON line per refresh' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print one JSON line per refresh' },
     ],
     async run(flags) {
       const filter = await filterFrom(flags);
@@ -226,7 +228,7 @@ const commands: CommandSpec[] = [
       'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls of this namespace and check which socket options work here. ' +
       'Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
     flags: [
-      { name: 'json', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus selfCheck and ok' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus selfCheck and ok' },
       { name: 'strict', kind: 'boolean', help: 'exit 1 on warnings too (a setting that could not be read is a warning)' },
     ],
     async run(flags) {
@@ -239,7 +241,7 @@ const commands: CommandSpec[] = [
     summary:
       'reproduce TIME_WAIT port exhaustion, a silently vanished peer and pooled "socket hang up", each without and with socktune, ' +
       'in network namespaces of its own (as root; otherwise loopback only), and print what was measured. Takes about 30 s',
-    flags: [{ name: 'json', kind: 'boolean', help: 'print JSON: every number of the table, with how it was measured' }],
+    flags: [{ name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: every number of the table, with how it was measured' }],
     async run(flags) {
       // Loaded here: the demo spawns children and needs none of this for the other commands.
       const { runDemo, renderDemo } = await import('./demo/run.js');
@@ -261,19 +263,21 @@ function write(text: string): Promise<void> {
 }
 
 function usageLine(c: CommandSpec): string {
-  return `socktune ${c.name} ${c.flags.map((f) => `[--${f.name}${f.arg ? ` ${f.arg}` : ''}]`).join(' ')}`;
+  return `socktune ${c.name} ${c.flags.map((f) => `[${f.short ? `-${f.short}|` : ''}--${f.name}${f.arg ? ` ${f.arg}` : ''}]`).join(' ')}`;
 }
 
 function commandHelp(c: CommandSpec): string {
-  const width = Math.max(...c.flags.map((f) => `--${f.name}${f.arg ? ` ${f.arg}` : ''}`.length));
+  // `-p, --pid <pid>`; a flag without a short form lines up under the long ones.
+  const shown = (f: { name: string; short?: string; arg?: string }) => `${f.short ? `-${f.short}, ` : '    '}--${f.name}${f.arg ? ` ${f.arg}` : ''}`;
+  const width = Math.max(...c.flags.map((f) => shown(f).length));
   return [
     `usage: socktune ${c.name} [options]`,
     '',
     c.summary,
     '',
     'options:',
-    ...c.flags.map((f) => `  ${`--${f.name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(width)}  ${f.help}`),
-    `  ${'-h, --help'.padEnd(width)}  show this help`,
+    ...c.flags.map((f) => `  ${shown(f).padEnd(width)}  ${f.help}`),
+    `  ${shown({ name: 'help', short: 'h' }).padEnd(width)}  show this help`,
   ].join('\n');
 }
 
@@ -298,10 +302,15 @@ async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '-h' || arg === '--help') return 'help';
-    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    const spec = c.flags.find((f) => f.name === name);
+    const short = /^-[A-Za-z]$/.test(arg) ? c.flags.find((f) => f.short === arg[1]) : undefined;
+    if (/^-[A-Za-z]$/.test(arg) && !short) {
+      const known = c.flags.filter((f) => f.short).map((f) => `-${f.short} (--${f.name})`);
+      throw new UsageError(`unknown option ${arg}${known.length ? `; short options: ${known.join(', ')}, -h (--help)` : ''}`);
+    }
+    if (!short && !arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
+    const eq = short ? -1 : arg.indexOf('=');
+    const name = short ? short.name : arg.slice(2, eq < 0 ? undefined : eq);
+    const spec = short ?? c.flags.find((f) => f.name === name);
     if (!spec) {
       if (removed[name]) throw new UsageError(removed[name]);
       const { closest } = await import('./format.js');
@@ -316,8 +325,10 @@ async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help
     const values: string[] = [];
     if (eq >= 0) values.push(arg.slice(eq + 1));
     else {
-      // A value may start with '-' (--top -1 is then refused for its range, not as a flag).
-      while (i + 1 < args.length && !args[i + 1].startsWith('--') && (spec.kind === 'list' || values.length === 0)) values.push(args[++i]);
+      // A value may start with '-' (--top -1 is then refused for its range, not as a flag); a
+      // short option of this command is an option.
+      const isFlag = (a: string) => a.startsWith('--') || a === '-h' || c.flags.some((f) => f.short !== undefined && a === `-${f.short}`);
+      while (i + 1 < args.length && !isFlag(args[i + 1]) && (spec.kind === 'list' || values.length === 0)) values.push(args[++i]);
     }
     if (values.length === 0) throw new UsageError(`--${name} needs a value ${spec.arg ?? ''}`.trimEnd());
     if (spec.kind === 'list') flags.set(name, [...((flags.get(name) as string[] | undefined) ?? []), ...values]);

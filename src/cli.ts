@@ -225,10 +225,10 @@ const commands: CommandSpec[] = [
   {
     name: 'doctor',
     summary:
-      'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls of this namespace and check which socket options work here. ' +
-      'Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
+      'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls and the connections (CLOSE_WAIT and who holds them, TIME_WAIT per destination against the local port range) ' +
+      'of this namespace, and check which socket options work here. Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
     flags: [
-      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus selfCheck and ok' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus connections, selfCheck and ok' },
       { name: 'strict', kind: 'boolean', help: 'exit 1 on warnings too (a setting that could not be read is a warning)' },
     ],
     async run(flags) {

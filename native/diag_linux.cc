@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <algorithm>
 #include <thread>
 #include <sys/socket.h>
@@ -32,10 +33,39 @@ bool same_address(int want_family, const uint8_t* want, int family, const uint32
   return memcmp(want, have, family == AF_INET ? 4 : 16) == 0;
 }
 
+// The kernel's number of the LISTEN state (include/net/tcp_states.h).
+constexpr uint8_t kListen = 10;
+
+// A filter as the dump applies it: `f` with DIAG_WITH_LISTENERS taken out of the family, and the
+// states the kernel is asked for (the filter's, plus LISTEN when every listener is wanted).
+struct Dump {
+  const DiagFilter& f;
+  int family;
+  bool listeners;
+  uint32_t kernel_states;
+  explicit Dump(const DiagFilter& filter)
+      : f(filter),
+        family(filter.family & ~DIAG_WITH_LISTENERS),
+        listeners((filter.family & DIAG_WITH_LISTENERS) != 0),
+        kernel_states(filter.state_mask | (listeners ? 1u << kListen : 0u)) {}
+};
+
+// Whether a socket passes the filter's ports, process and addresses (the kernel filtered states).
+bool selected(const DiagFilter& f, const struct inet_diag_msg* m, uint16_t sport, uint16_t dport) {
+  if (f.sport >= 0 && sport != f.sport) return false;
+  if (f.dport >= 0 && dport != f.dport) return false;
+  if (f.any_port >= 0 && sport != f.any_port && dport != f.any_port) return false;
+  if (f.inode_filter && !std::binary_search(f.inodes, f.inodes + f.n_inodes, m->idiag_inode)) return false;
+  if (f.src_family != 0 && !same_address(f.src_family, f.src, m->idiag_family, m->id.idiag_src)) return false;
+  if (f.dst_family != 0 && !same_address(f.dst_family, f.dst, m->idiag_family, m->id.idiag_dst)) return false;
+  return true;
+}
+
 // Sends one dump request and visits every socket of the answer. `*answered` turns true at the
 // first socket, so a caller can tell a refused request from a dump that failed halfway.
-int dump(int nl, const void* req, size_t len, uint16_t type, const DiagFilter& f, DiagVisit visit, void* ctx,
+int dump(int nl, const void* req, size_t len, uint16_t type, const Dump& d, DiagVisit visit, void* ctx,
          char* buf, size_t buflen, bool* answered) {
+  const DiagFilter& f = d.f;
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof sa);
   sa.nl_family = AF_NETLINK;
@@ -60,18 +90,18 @@ int dump(int nl, const void* req, size_t len, uint16_t type, const DiagFilter& f
       const struct inet_diag_msg* m = static_cast<const struct inet_diag_msg*>(NLMSG_DATA(h));
       uint16_t sport = ntohs(m->id.idiag_sport);
       uint16_t dport = ntohs(m->id.idiag_dport);
-      if (f.sport >= 0 && sport != f.sport) continue;
-      if (f.dport >= 0 && dport != f.dport) continue;
-      if (f.any_port >= 0 && sport != f.any_port && dport != f.any_port) continue;
-      if (f.inode_filter && !std::binary_search(f.inodes, f.inodes + f.n_inodes, m->idiag_inode)) continue;
-      if (f.src_family != 0 && !same_address(f.src_family, f.src, m->idiag_family, m->id.idiag_src)) continue;
-      if (f.dst_family != 0 && !same_address(f.dst_family, f.dst, m->idiag_family, m->id.idiag_dst)) continue;
+      uint16_t flags = 0;
+      if (!((f.state_mask >> m->idiag_state) & 1u) || !selected(f, m, sport, dport)) {
+        // Not the filter's: only a listener, when every listener is wanted, as context.
+        if (!d.listeners || m->idiag_state != kListen) continue;
+        flags = DIAG_CONTEXT;
+      }
       DiagEntry e;
       e.family = m->idiag_family;
       e.state = m->idiag_state;
       e.sport = sport;
       e.dport = dport;
-      e.pad = 0;
+      e.flags = flags;
       e.inode = m->idiag_inode;
       e.uid = m->idiag_uid;
       e.rqueue = m->idiag_rqueue;
@@ -83,7 +113,7 @@ int dump(int nl, const void* req, size_t len, uint16_t type, const DiagFilter& f
   }
 }
 
-int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen) {
+int dump_family(int nl, int family, const Dump& d, DiagVisit visit, void* ctx, char* buf, size_t buflen) {
   struct {
     struct nlmsghdr nlh;
     struct inet_diag_req_v2 r;
@@ -95,9 +125,9 @@ int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* 
   req.nlh.nlmsg_seq = 1;
   req.r.sdiag_family = static_cast<uint8_t>(family);
   req.r.sdiag_protocol = IPPROTO_TCP;
-  req.r.idiag_states = f.state_mask;  // the kernel filters states itself
+  req.r.idiag_states = d.kernel_states;  // the kernel filters states itself
   bool answered = false;
-  return dump(nl, &req, sizeof req, SOCK_DIAG_BY_FAMILY, f, visit, ctx, buf, buflen, &answered);
+  return dump(nl, &req, sizeof req, SOCK_DIAG_BY_FAMILY, d, visit, ctx, buf, buflen, &answered);
 }
 
 // Both families in one walk: the kernel keeps IPv4 and IPv6 TCP sockets in one hash table, and a
@@ -105,7 +135,7 @@ int dump_family(int nl, int family, const DiagFilter& f, DiagVisit visit, void* 
 // about 0.3 µs per socket of the table at 200,000 TIME_WAIT). The original TCPDIAG_GETSOCK request
 // (still served by every kernel with inet_diag) asks for every family in one pass. Returns
 // -EOPNOTSUPP without having visited anything when the kernel does not serve it.
-int dump_all(int nl, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf, size_t buflen, bool* answered) {
+int dump_all(int nl, const Dump& d, DiagVisit visit, void* ctx, char* buf, size_t buflen, bool* answered) {
   struct {
     struct nlmsghdr nlh;
     struct inet_diag_req r;
@@ -116,13 +146,14 @@ int dump_all(int nl, const DiagFilter& f, DiagVisit visit, void* ctx, char* buf,
   req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.nlh.nlmsg_seq = 2;
   req.r.idiag_family = AF_INET;  // ignored for a dump: the kernel asks for every family
-  req.r.idiag_states = f.state_mask;
-  return dump(nl, &req, sizeof req, TCPDIAG_GETSOCK, f, visit, ctx, buf, buflen, answered);
+  req.r.idiag_states = d.kernel_states;
+  return dump(nl, &req, sizeof req, TCPDIAG_GETSOCK, d, visit, ctx, buf, buflen, answered);
 }
 
 }  // namespace
 
 int diag_dump(const DiagFilter& f, DiagVisit visit, void* ctx) {
+  Dump d(f);
   int nl = f.netlink_fd;
   if (nl < 0) {
     nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
@@ -132,15 +163,15 @@ int diag_dump(const DiagFilter& f, DiagVisit visit, void* ctx) {
   static thread_local char buf[256 * 1024];
   int rc = 0;
   bool answered = false;
-  if (f.family == 0) {
-    rc = dump_all(nl, f, visit, ctx, buf, sizeof buf, &answered);
+  if (d.family == 0) {
+    rc = dump_all(nl, d, visit, ctx, buf, sizeof buf, &answered);
     if (rc != 0 && !answered) {
       // Refused before any socket: per family, which every sock_diag kernel serves.
-      rc = dump_family(nl, AF_INET, f, visit, ctx, buf, sizeof buf);
-      if (rc == 0) rc = dump_family(nl, AF_INET6, f, visit, ctx, buf, sizeof buf);
+      rc = dump_family(nl, AF_INET, d, visit, ctx, buf, sizeof buf);
+      if (rc == 0) rc = dump_family(nl, AF_INET6, d, visit, ctx, buf, sizeof buf);
     }
   } else {
-    rc = dump_family(nl, f.family, f, visit, ctx, buf, sizeof buf);
+    rc = dump_family(nl, d.family, d, visit, ctx, buf, sizeof buf);
   }
   if (nl != f.netlink_fd) close(nl);
   return rc;
@@ -190,11 +221,16 @@ int socket_owners(const uint32_t* inodes, size_t n, std::vector<uint32_t>* pairs
     unsigned long pid = strtoul(d->d_name, &end, 10);
     if (*end != '\0' || pid == 0) continue;
     snprintf(path, sizeof path, "/proc/%lu/fd", pid);
-    each_socket(path, [&](uint32_t inode) {
+    int rc = each_socket(path, [&](uint32_t inode) {
       if (!std::binary_search(inodes, inodes + n, inode)) return;
       pairs->push_back(inode);
       pairs->push_back(static_cast<uint32_t>(pid));
     });
+    if (rc == -EACCES || rc == -EPERM) {
+      // Another user's process: whether it holds one of these cannot be told without root.
+      pairs->push_back(0);
+      pairs->push_back(static_cast<uint32_t>(pid));
+    }
   }
   closedir(proc);
   return 0;
@@ -217,8 +253,15 @@ int run_in_background(int (*fn)(void*), void* ctx) {
 
 int netns_open(const char* path, int fds[3]) {
   fds[0] = fds[1] = fds[2] = -1;
-  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO given as the path would otherwise block open() until a writer comes.
+  int ns = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (ns < 0) return -errno;
+  struct stat st;
+  if (fstat(ns, &st) != 0 || !S_ISREG(st.st_mode)) {
+    // Namespace files (nsfs, bind-mounted under /run/netns, or /proc/PID/ns/net) are regular files.
+    close(ns);
+    return -EINVAL;
+  }
   int rc = 0;
   // setns changes the namespace of the calling thread only, and a socket or /proc/thread-self/net
   // file keeps the namespace it was opened in: a short-lived thread opens them and ends.

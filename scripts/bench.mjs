@@ -6,7 +6,8 @@
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
 // (deadpeer.mjs), the guarded http.Server under wrk (guard.mjs) and one guard scan over 4,000
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
-// SOCKTUNE_TRACE=1 per connection (register.mjs). Prints a table; with --json prints only a JSON
+// SOCKTUNE_TRACE=1 per connection (register.mjs), and loading a rules file of 1,000 to 50,000 rules
+// (config.mjs). Prints a table; with --json prints only a JSON
 // object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
@@ -22,6 +23,7 @@ import { deadPeerBench, deadPeerNotes, deadPeerRows } from './bench/deadpeer.mjs
 import { guardBench } from './bench/guard.mjs';
 import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
+import { configBench } from './bench/config.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -173,6 +175,7 @@ async function main() {
   const guarded = await guardBench({ quiet: json });
   const guardScan = await guardScanBench({ quiet: json });
   const registered = await registerBench({ quiet: json });
+  const config = await configBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -235,6 +238,8 @@ async function main() {
     guardScanRows: guardScan.rows,
     register: registered.json,
     registerRows: registered.rows,
+    config: config.json,
+    configRows: config.rows,
   };
 }
 
@@ -274,6 +279,7 @@ function printTable(r) {
     ...r.guardRows,
     ...r.guardScanRows,
     ...r.registerRows,
+    ...r.configRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);

@@ -28,6 +28,8 @@ type FlagKind = 'boolean' | 'value' | 'list';
 
 interface FlagSpec {
   name: string;
+  /** The one-letter form, where one is conventional (`-p` for --pid, as ss, lsof and pgrep have it). */
+  short?: string;
   kind: FlagKind;
   /** Placeholder of the value in help. */
   arg?: string;
@@ -44,8 +46,8 @@ interface CommandSpec {
 type Flags = Map<string, string | string[] | true>;
 
 const filterFlags: FlagSpec[] = [
-  { name: 'pid', kind: 'value', arg: '<pid>', help: 'only the sockets of this process (inodes in /proc/PID/fd), in its network namespace' },
-  { name: 'netns', kind: 'value', arg: '<name|path>', help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)' },
+  { name: 'pid', short: 'p', kind: 'value', arg: '<pid>', help: 'only the sockets of this process (inodes in /proc/PID/fd), in its network namespace' },
+  { name: 'netns', short: 'n', kind: 'value', arg: '<name|path>', help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)' },
   { name: 'port', kind: 'value', arg: '<port>', help: 'a port on either side' },
   { name: 'local-port', kind: 'value', arg: '<port>', help: 'local port' },
   { name: 'remote-port', kind: 'value', arg: '<port>', help: 'remote port' },
@@ -155,7 +157,7 @@ const commands: CommandSpec[] = [
     flags: [
       ...filterFlags,
       { name: 'top', kind: 'value', arg: '<n>', help: `rows per ranking, 0 to ${TOP_MAX} (default 5; 0: counts only)` },
-      { name: 'json', kind: 'boolean', help: 'print JSON: the shape of connectionReport()' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the shape of connectionReport()' },
     ],
     async run(flags) {
       const filter = await filterFrom(flags);
@@ -167,8 +169,9 @@ const commands: CommandSpec[] = [
         return;
       }
       const { readFileSync } = await import('node:fs');
-      const { scopeText, table } = await import('./format.js');
-      const rows = Object.entries(report.states).filter(([, n]) => n > 0);
+      const { heldBy, scopeText, table } = await import('./format.js');
+      // A state asked for by --state is shown with its count even when that is 0.
+      const rows = Object.entries(report.states).filter(([s, n]) => n > 0 || (filter.states as string[] | undefined)?.includes(s));
       const max = Math.max(0, ...rows.map(([, n]) => n));
       const bar = (n: number) => '#'.repeat(max > 0 ? Math.round((n / max) * 30) : 0);
       const out = [
@@ -178,7 +181,8 @@ const commands: CommandSpec[] = [
       ];
       for (const [state, t] of Object.entries(report.top)) {
         if (t.peers.length === 0) continue;
-        out.push('', `${state} by peer / destination / local port:`);
+        // Destinations of connections opened here; local ports of connections a listener here accepted.
+        out.push('', `${state} by peer / destination (opened here) / local port (accepted here):`);
         const len = Math.max(t.peers.length, t.destinations.length, t.localPorts.length);
         const cell = (e?: { key: string; count: number }) => (e ? `${e.count} ${e.key}` : '');
         out.push(table(['peer', 'destination', 'local port'], Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])])));
@@ -186,16 +190,15 @@ const commands: CommandSpec[] = [
           out.push(`${state} sockets have no owning process: the kernel keeps them after the process closed them.`);
           continue;
         }
+        if (t.sides) out.push(`${state}: ${t.sides.accepted} accepted by a listener here, ${t.sides.opened} opened here.`);
         if (t.ownersError) {
           out.push(`Owners of the ${state} sockets could not be read: ${t.ownersError}`);
           continue;
         }
         out.push('', `${state} held by (pid command: sockets), as ss -p shows them:`);
-        const owners = (e: import('./diagnose/top.js').TopEntry) =>
-          e.owners?.length ? e.owners.map((o) => `${o.pid} ${o.command}: ${o.sockets}`).join(', ') : 'no process (its owner ended, or it was passed on)';
-        const lines: string[][] = [];
+        const lines: string[][] = [[`all ${state}`, heldBy({ owners: t.holders, unreadable: t.unreadable })]];
         for (const [kind, label] of [['peers', 'peer'], ['destinations', 'destination'], ['localPorts', 'local port']] as const) {
-          for (const e of t[kind]) lines.push([`${label} ${e.key}`, owners(e)]);
+          for (const e of t[kind]) lines.push([`${label} ${e.key}`, heldBy(e)]);
         }
         out.push(table(['group', 'held by'], lines));
       }
@@ -209,7 +212,7 @@ const commands: CommandSpec[] = [
       ...filterFlags,
       { name: 'interval', kind: 'value', arg: '<ms>', help: `milliseconds between refreshes, 50 to ${TIMER_MAX} (default 1000)` },
       { name: 'count', kind: 'value', arg: '<n>', help: 'stop after n refreshes (1 or more; default: until q or Ctrl-C)' },
-      { name: 'json', kind: 'boolean', help: 'print one JSON line per refresh' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print one JSON line per refresh' },
     ],
     async run(flags) {
       const filter = await filterFrom(flags);
@@ -222,10 +225,10 @@ const commands: CommandSpec[] = [
   {
     name: 'doctor',
     summary:
-      'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls of this namespace and check which socket options work here. ' +
-      'Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
+      'audit the TIME_WAIT/CLOSE_WAIT/keepalive sysctls and the connections (CLOSE_WAIT and who holds them, TIME_WAIT per destination against the local port range) ' +
+      'of this namespace, and check which socket options work here. Exit 1 when a finding is critical or an option that should work does not (with --strict, warnings too)',
     flags: [
-      { name: 'json', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus selfCheck and ok' },
+      { name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: the sysctlAudit() shape plus connections, selfCheck and ok' },
       { name: 'strict', kind: 'boolean', help: 'exit 1 on warnings too (a setting that could not be read is a warning)' },
     ],
     async run(flags) {
@@ -238,7 +241,7 @@ const commands: CommandSpec[] = [
     summary:
       'reproduce TIME_WAIT port exhaustion, a silently vanished peer and pooled "socket hang up", each without and with socktune, ' +
       'in network namespaces of its own (as root; otherwise loopback only), and print what was measured. Takes about 30 s',
-    flags: [{ name: 'json', kind: 'boolean', help: 'print JSON: every number of the table, with how it was measured' }],
+    flags: [{ name: 'json', short: 'j', kind: 'boolean', help: 'print JSON: every number of the table, with how it was measured' }],
     async run(flags) {
       // Loaded here: the demo spawns children and needs none of this for the other commands.
       const { runDemo, renderDemo } = await import('./demo/run.js');
@@ -260,19 +263,21 @@ function write(text: string): Promise<void> {
 }
 
 function usageLine(c: CommandSpec): string {
-  return `socktune ${c.name} ${c.flags.map((f) => `[--${f.name}${f.arg ? ` ${f.arg}` : ''}]`).join(' ')}`;
+  return `socktune ${c.name} ${c.flags.map((f) => `[${f.short ? `-${f.short}|` : ''}--${f.name}${f.arg ? ` ${f.arg}` : ''}]`).join(' ')}`;
 }
 
 function commandHelp(c: CommandSpec): string {
-  const width = Math.max(...c.flags.map((f) => `--${f.name}${f.arg ? ` ${f.arg}` : ''}`.length));
+  // `-p, --pid <pid>`; a flag without a short form lines up under the long ones.
+  const shown = (f: { name: string; short?: string; arg?: string }) => `${f.short ? `-${f.short}, ` : '    '}--${f.name}${f.arg ? ` ${f.arg}` : ''}`;
+  const width = Math.max(...c.flags.map((f) => shown(f).length));
   return [
     `usage: socktune ${c.name} [options]`,
     '',
     c.summary,
     '',
     'options:',
-    ...c.flags.map((f) => `  ${`--${f.name}${f.arg ? ` ${f.arg}` : ''}`.padEnd(width)}  ${f.help}`),
-    `  ${'-h, --help'.padEnd(width)}  show this help`,
+    ...c.flags.map((f) => `  ${shown(f).padEnd(width)}  ${f.help}`),
+    `  ${shown({ name: 'help', short: 'h' }).padEnd(width)}  show this help`,
   ].join('\n');
 }
 
@@ -291,31 +296,24 @@ function mainHelp(): string {
   ].join('\n');
 }
 
-function closest(word: string, candidates: string[]): string | undefined {
-  const distance = (a: string, b: string) => {
-    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-    for (let j = 1; j <= b.length; j++) d[0][j] = j;
-    for (let i = 1; i <= a.length; i++) {
-      for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    return d[a.length][b.length];
-  };
-  const best = candidates.map((c) => [c, distance(word, c)] as const).sort((a, b) => a[1] - b[1])[0];
-  return best && best[1] <= Math.max(2, Math.floor(word.length / 3)) ? best[0] : undefined;
-}
-
 /** Parses `--flag value`, `--flag=value`, boolean flags and `--state a b c` against the command's spec. */
-function parseFlags(c: CommandSpec, args: string[]): Flags | 'help' {
+async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help'> {
   const flags: Flags = new Map();
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '-h' || arg === '--help') return 'help';
-    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    const spec = c.flags.find((f) => f.name === name);
+    const short = /^-[A-Za-z]$/.test(arg) ? c.flags.find((f) => f.short === arg[1]) : undefined;
+    if (/^-[A-Za-z]$/.test(arg) && !short) {
+      const known = c.flags.filter((f) => f.short).map((f) => `-${f.short} (--${f.name})`);
+      throw new UsageError(`unknown option ${arg}${known.length ? `; short options: ${known.join(', ')}, -h (--help)` : ''}`);
+    }
+    if (!short && !arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
+    const eq = short ? -1 : arg.indexOf('=');
+    const name = short ? short.name : arg.slice(2, eq < 0 ? undefined : eq);
+    const spec = short ?? c.flags.find((f) => f.name === name);
     if (!spec) {
       if (removed[name]) throw new UsageError(removed[name]);
+      const { closest } = await import('./format.js');
       const hint = closest(name, c.flags.map((f) => f.name));
       throw new UsageError(`unknown option --${name}${hint ? ` (did you mean --${hint}?)` : ''}`);
     }
@@ -327,8 +325,10 @@ function parseFlags(c: CommandSpec, args: string[]): Flags | 'help' {
     const values: string[] = [];
     if (eq >= 0) values.push(arg.slice(eq + 1));
     else {
-      // A value may start with '-' (--top -1 is then refused for its range, not as a flag).
-      while (i + 1 < args.length && !args[i + 1].startsWith('--') && (spec.kind === 'list' || values.length === 0)) values.push(args[++i]);
+      // A value may start with '-' (--top -1 is then refused for its range, not as a flag); a
+      // short option of this command is an option.
+      const isFlag = (a: string) => a.startsWith('--') || a === '-h' || c.flags.some((f) => f.short !== undefined && a === `-${f.short}`);
+      while (i + 1 < args.length && !isFlag(args[i + 1]) && (spec.kind === 'list' || values.length === 0)) values.push(args[++i]);
     }
     if (values.length === 0) throw new UsageError(`--${name} needs a value ${spec.arg ?? ''}`.trimEnd());
     if (spec.kind === 'list') flags.set(name, [...((flags.get(name) as string[] | undefined) ?? []), ...values]);
@@ -381,11 +381,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = commands.find((c) => c.name === first);
   if (!command) {
+    const { closest } = await import('./format.js');
     const hint = closest(first, commands.map((c) => c.name));
     return failure('', new UsageError(`unknown command '${first}'${hint ? ` (did you mean ${hint}?)` : ''}`));
   }
   try {
-    const flags = parseFlags(command, rest);
+    const flags = await parseFlags(command, rest);
     if (flags === 'help') {
       await write(`${commandHelp(command)}\n`);
       return EXIT.ok;

@@ -105,6 +105,33 @@ function readOptions(options: unknown): CollectorOptions {
   return o as CollectorOptions;
 }
 
+/** Every close reason, checked against CloseReason by the compiler: a label value is one of these. */
+const closeReasons: Record<CloseReason, true> = {
+  close: true, timeout: true, idle: true, heartbeat: true, 'half-closed': true, 'fin-wait': true, dead: true, shutdown: true, stale: true,
+};
+const closeMethods: Record<CloseReport['method'], true> = { rst: true, fin: true, none: true };
+
+/**
+ * What the collector counts of a `socktune:close` message, or undefined for a message it cannot
+ * read. The channel is public: anything may be published on it, and a throw in a subscriber is an
+ * uncaught exception in the publisher's process. Unknown reasons and methods are not counted
+ * either (each would be a new label value).
+ */
+function readClose(message: unknown): { reason: CloseReason; method: CloseReport['method']; bytesAtRisk: number } | undefined {
+  try {
+    if (typeof message !== 'object' || message === null) return undefined;
+    const { reason, report } = message as { reason?: unknown; report?: unknown };
+    if (typeof reason !== 'string' || !Object.hasOwn(closeReasons, reason)) return undefined;
+    if (typeof report !== 'object' || report === null) return undefined;
+    const { method, bytesAtRisk } = report as { method?: unknown; bytesAtRisk?: unknown };
+    if (typeof method !== 'string' || !Object.hasOwn(closeMethods, method)) return undefined;
+    if (typeof bytesAtRisk !== 'number' || !Number.isFinite(bytesAtRisk) || bytesAtRisk < 0) return undefined;
+    return { reason: reason as CloseReason, method: method as CloseReport['method'], bytesAtRisk };
+  } catch {
+    return undefined; // a getter or Proxy trap that throws: unreadable too
+  }
+}
+
 /**
  * Registers socktune's metrics with prom-client; every value is read from the kernel at scrape time.
  * - `socktune_tcp_connections{scope="namespace"|"process",state="TIME_WAIT"|...}`: sockets by kernel state.
@@ -239,9 +266,10 @@ export async function createCollector(options?: CollectorOptions): Promise<Colle
     });
     names.push(`${prefix}closes_total`, `${prefix}close_bytes_at_risk_total`);
     closeChannel.subscribe((message) => {
-      const { reason, report } = message as { reason: CloseReason; report: CloseReport };
-      closes.inc({ reason, method: report.method });
-      if (report.bytesAtRisk > 0) atRisk.inc({ reason }, report.bytesAtRisk);
+      const close = readClose(message);
+      if (close === undefined) return;
+      closes.inc({ reason: close.reason, method: close.method });
+      if (close.bytesAtRisk > 0) atRisk.inc({ reason: close.reason }, close.bytesAtRisk);
     });
   }
 

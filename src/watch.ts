@@ -23,20 +23,37 @@ export interface WatchOptions {
 const sparks = '▁▂▃▄▅▆▇█';
 const HISTORY = 60;
 
-function sparkline(values: number[]): string {
-  const max = Math.max(...values);
-  const min = Math.min(...values);
-  return values.map((v) => sparks[max === min ? 0 : Math.round(((v - min) / (max - min)) * (sparks.length - 1))]).join('');
+/** The counts of the latest refreshes, oldest first, with when each was read. */
+export interface WatchHistory {
+  /** `performance.now()` when each count was read (milliseconds). */
+  at: number[];
+  TIME_WAIT: number[];
+  CLOSE_WAIT: number[];
 }
 
-function rate(values: number[], intervalMs: number): string {
+/**
+ * One character per count, on a fixed baseline: 0 is the lowest bar and the largest count shown
+ * the highest, so 1,000 → 1,010 stays level instead of jumping from the bottom to the top.
+ */
+export function sparkline(values: number[]): string {
+  const max = Math.max(0, ...values);
+  return values.map((v) => sparks[max === 0 ? 0 : Math.round((Math.max(0, v) / max) * (sparks.length - 1))]).join('');
+}
+
+/**
+ * The change per second between the last two counts, over the time that really passed between
+ * their reads: a refresh comes late when the dump or the terminal is slow, or the event loop busy.
+ */
+function rate(values: number[], at: number[]): string {
   if (values.length < 2) return '';
-  const d = (values[values.length - 1] - values[values.length - 2]) / (intervalMs / 1000);
+  const seconds = (at[at.length - 1] - at[at.length - 2]) / 1000;
+  if (!(seconds > 0)) return '';
+  const d = (values[values.length - 1] - values[values.length - 2]) / seconds;
   return `${d >= 0 ? '+' : ''}${d.toFixed(1)}/s`;
 }
 
 /** Renders one frame: counts with bars, then the TIME_WAIT and CLOSE_WAIT history. */
-export function renderFrame(s: ConnectionStates, history: Record<'TIME_WAIT' | 'CLOSE_WAIT', number[]>, intervalMs: number, width = 80): string {
+export function renderFrame(s: ConnectionStates, history: WatchHistory, intervalMs: number, width = 80): string {
   const rows = Object.entries(s.states).filter(([name, n]) => n > 0 || name === 'TIME_WAIT' || name === 'CLOSE_WAIT' || name === 'ESTABLISHED');
   const max = Math.max(1, ...rows.map(([, n]) => n));
   const barWidth = Math.max(10, Math.min(50, width - 30));
@@ -49,7 +66,7 @@ export function renderFrame(s: ConnectionStates, history: Record<'TIME_WAIT' | '
     }),
   );
   const trend = (['TIME_WAIT', 'CLOSE_WAIT'] as const).map(
-    (k) => `${k.padEnd(10)} ${sparkline(history[k].slice(-Math.min(HISTORY, width - 30)))} ${rate(history[k], intervalMs)}`,
+    (k) => `${k.padEnd(10)} ${sparkline(history[k].slice(-Math.min(HISTORY, width - 30)))} ${rate(history[k], history.at)}`,
   );
   return [
     `socktune watch: ${s.total} TCP sockets of ${scopeText(s)} (${s.source}), every ${intervalMs} ms`,
@@ -81,7 +98,7 @@ export function watch(opts: WatchOptions): Promise<void> {
   const input = opts.input ?? process.stdin;
   const output = opts.output ?? process.stdout;
   const live = !opts.json && Boolean(output.isTTY);
-  const history = { TIME_WAIT: [] as number[], CLOSE_WAIT: [] as number[] };
+  const history: WatchHistory = { at: [], TIME_WAIT: [], CLOSE_WAIT: [] };
   let frames = 0;
   return new Promise<void>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
@@ -116,10 +133,13 @@ export function watch(opts: WatchOptions): Promise<void> {
     const tick = () => {
       if (stopped) return;
       try {
+        const at = performance.now();
         const s = connectionStates(opts.filter);
+        history.at.push(at);
         history.TIME_WAIT.push(s.states.TIME_WAIT);
         history.CLOSE_WAIT.push(s.states.CLOSE_WAIT);
-        if (history.TIME_WAIT.length > HISTORY) {
+        if (history.at.length > HISTORY) {
+          history.at.shift();
           history.TIME_WAIT.shift();
           history.CLOSE_WAIT.shift();
         }

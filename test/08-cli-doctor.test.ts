@@ -6,6 +6,8 @@ import { Netns } from './helpers/netns.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageCopy, removeCopies } from './helpers/unprivileged.js';
 
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -52,5 +54,36 @@ describe.runIf(canUse('ip', 'sysctl'))('socktune doctor in a namespace of its ow
     ns.sysctl('net.ipv4.tcp_keepalive_time', '120');
     const after = JSON.parse(await ns.exec(process.execPath, [cli, 'doctor', '--json']));
     expect(after.findings.find((f: { setting: string }) => f.setting === 'net.ipv4.tcp_keepalive_time')).toMatchObject({ severity: 'ok', value: '120' });
+  });
+});
+
+describe.runIf(canUse('ip'))('socktune doctor without the native addon', () => {
+  const ns = new Netns('docnoaddon');
+  beforeAll(() => ns.create());
+  afterAll(async () => {
+    await ns.destroy();
+    removeCopies();
+  });
+
+  it('says so in one line instead of on every self-check row; the audits still run (from /proc)', async () => {
+    // A copy of the package without build/ and prebuilds/, as test/09-loader makes one.
+    const { pkg } = packageCopy({});
+    const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor'])
+      .catch((err: { code: number; stdout: string }) => {
+        expect(err.code).toBe(1);
+        return err;
+      });
+    const mentions = stdout.split('\n').filter((l) => l.includes("socktune's native addon is not available"));
+    expect(mentions).toHaveLength(1);
+    expect(mentions[0]).toMatch(/^Not run: socktune's native addon is not available on linux-\S+ \(\w+\), Node v[\d.]+: no prebuild fits and none was built from source\./);
+    expect(stdout).not.toMatch(/^option \/ view/m);
+    expect(stdout).toMatch(/^summary: \d+ critical, \d+ warn, \d+ info, \d+ ok$/m);
+    expect(stdout).toMatch(/^connections: 0 CLOSE_WAIT, 0 TIME_WAIT sockets in this namespace \(proc\)$/m);
+    expect(stdout).toMatch(/^Something needs attention: see the self-check \(socktune's native addon is not loaded\) above\.$/m);
+    // --json keeps every row (each with the error) and says why once.
+    const json = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor', '--json']).catch((err: { stdout: string }) => err);
+    const check = JSON.parse(json.stdout).selfCheck;
+    expect(check.noAddon).toBe(mentions[0].slice('Not run: '.length));
+    expect(check.rows.every((r: { ok: boolean; error: string }) => !r.ok && r.error.startsWith('ERR_SOCKTUNE_NO_ADDON: '))).toBe(true);
   });
 });

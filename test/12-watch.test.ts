@@ -1,7 +1,7 @@
 // `socktune watch` in a real terminal (tmux): it draws counts and the trend, follows new
 // TIME_WAIT sockets, and quits cleanly on q and on Ctrl-C, restoring the screen.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canUse } from './helpers/env.js';
@@ -10,6 +10,7 @@ import { watch } from '../src/watch.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
+const burst = fileURLToPath(new URL('./fixtures/timewait-burst.mjs', import.meta.url));
 
 function tmux(...args: string[]): string {
   return execFileSync('tmux', args, { encoding: 'utf8' });
@@ -85,6 +86,53 @@ describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {
     await screenUntil(session, /socktune watch:/);
     tmux('send-keys', '-t', session, 'C-c');
     expect(await screenUntil(session, /EXITED \d+/)).toMatch(/EXITED 0/);
+  });
+});
+
+describe.runIf(canUse('ip'))('the trend: a fixed baseline, and the rate over the time that really passed', () => {
+  const ns = new Netns('trend');
+  beforeAll(() => ns.create());
+  afterAll(() => ns.destroy());
+
+  it('100 TIME_WAIT, +1, then +50 between refreshes: level bars, and +50 per the seconds between the two reads', async () => {
+    await ns.exec(process.execPath, [burst, '100']);
+    const ssTimeWait = () => execFileSync('ip', ['netns', 'exec', ns.name, 'ss', '-Htan', 'state', 'time-wait']).toString().split('\n').filter(Boolean).length;
+    expect(ssTimeWait()).toBe(100);
+    const frames: Array<{ at: number; text: string }> = [];
+    // New TIME_WAIT sockets are made while a frame is written, by a process run synchronously: the
+    // event loop is blocked meanwhile, so the next refresh comes later than its 50 ms interval.
+    const add = (n: number) => {
+      const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, burst, String(n)], { encoding: 'utf8' });
+      expect(r.status).toBe(0);
+    };
+    const output = {
+      isTTY: false,
+      write(text: string) {
+        frames.push({ at: performance.now(), text });
+        if (frames.length === 1) add(1);
+        else if (frames.length === 2) add(50);
+        return true;
+      },
+      on() {},
+      off() {},
+    } as unknown as NodeJS.WriteStream;
+    await watch({ filter: { netns: ns.name }, interval: 50, count: 3, output });
+    expect(frames).toHaveLength(3);
+    const trend = (text: string) => /^TIME_WAIT +([▁▂▃▄▅▆▇█]+) ?(\S*)$/m.exec(text)!;
+    const count = (text: string) => Number(/^TIME_WAIT +(\d+)/m.exec(text)![1]);
+    expect([count(frames[0].text), count(frames[1].text), count(frames[2].text)]).toEqual([100, 101, 151]);
+    expect(ssTimeWait()).toBe(151);
+    // +1 on 100 is not a jump from the lowest bar to the highest.
+    expect(trend(frames[1].text)[1]).toBe('██');
+    expect(trend(frames[2].text)[1]).toBe('▆▆█');
+    // The rate: 50 sockets over the seconds between the two reads (frames are written right after
+    // each read), not over the nominal 50 ms interval, which would say 1000/s.
+    const elapsed = (frames[2].at - frames[1].at) / 1000;
+    expect(elapsed).toBeGreaterThan(0.05 * 1.5);
+    const shown = Number(/^\+(\d+(?:\.\d)?)\/s$/.exec(trend(frames[2].text)[2])![1]);
+    expect(shown).toBeGreaterThan((50 / elapsed) * 0.9);
+    expect(shown).toBeLessThan((50 / elapsed) * 1.1);
+    expect(shown).toBeLessThan(1000 * 0.9);
   });
 });
 

@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import net from 'node:net';
 import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createCollector, presets, tune, tuneServer } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
@@ -82,6 +84,40 @@ describe('createCollector in this process', () => {
     expect(value('socktune_guard_connections', { guard: 'api', state: 'tracked' })).toBe(0);
     half.destroy();
     server.close();
+  });
+});
+
+describe('the socktune:close subscriber (the channel is public)', () => {
+  it('ignores what it cannot read, without an uncaught exception, and counts what it can', async () => {
+    // A process of its own: a throw in a subscriber surfaces as an uncaught exception there.
+    const script = `
+      import dc from 'node:diagnostics_channel';
+      import { Registry } from 'prom-client';
+      import { createCollector } from './dist/index.js';
+      const registry = new Registry();
+      await createCollector({ registry, namespace: false, process: false, audit: false });
+      const channel = dc.channel('socktune:close');
+      const throwing = new Proxy({}, { get() { throw new Error('a trap'); } });
+      for (const m of [null, undefined, 5, 'close', [], {}, { report: null }, { reason: 'close' }, { reason: 'close', report: null },
+        { reason: 'close', report: 5 }, { reason: 5, report: { method: 'rst', bytesAtRisk: 0 } },
+        { reason: 'close', report: { method: 'teleport', bytesAtRisk: 0 } }, { reason: 'made-up', report: { method: 'rst', bytesAtRisk: 0 } },
+        { reason: 'close', report: { method: 'rst', bytesAtRisk: '10' } }, { reason: 'close', report: { method: 'rst', bytesAtRisk: NaN } },
+        { reason: 'close', report: { method: 'rst' } }, { reason: 'toString', report: { method: 'rst', bytesAtRisk: 0 } },
+        { reason: 'close', report: { method: 'constructor', bytesAtRisk: 0 } }, throwing, { reason: 'close', report: throwing }]) {
+        channel.publish(m);
+      }
+      channel.publish({ reason: 'close', report: { method: 'rst', drained: true, bytesAtRisk: 0 } });
+      channel.publish({ reason: 'timeout', report: { method: 'fin', drained: false, bytesAtRisk: 10 } });
+      await new Promise((r) => setImmediate(r));
+      const json = await registry.getMetricsAsJSON();
+      console.log(JSON.stringify(json.filter((m) => m.name.startsWith('socktune_close')).map((m) => [m.name, m.values.map((v) => [v.labels, v.value])])));
+    `;
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    expect(stderr).toBe('');
+    expect(JSON.parse(stdout)).toEqual([
+      ['socktune_closes_total', [[{ reason: 'close', method: 'rst' }, 1], [{ reason: 'timeout', method: 'fin' }, 1]]],
+      ['socktune_close_bytes_at_risk_total', [[{ reason: 'timeout' }, 10]]],
+    ]);
   });
 });
 

@@ -5,6 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import net from 'node:net';
 import { once } from 'node:events';
 import { connectionReport, listConnections } from '../src/index.js';
@@ -12,8 +15,11 @@ import { socktune } from './helpers/cli.js';
 import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
 import { closeAll, track } from './helpers/sockets.js';
+import { NOBODY, packageCopy, removeCopies } from './helpers/unprivileged.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
+const fixtures = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const run = promisify(execFile);
 
 interface SsLine {
   state: string;
@@ -105,7 +111,7 @@ describe.runIf(canUse('ip', 'ss'))('stat --pid and --netns, against ss -p and ip
     expect(gone.stderr).toBe('socktune stat: open /proc/4194304/fd ESRCH: no such process\n');
     const none = await socktune('stat', '--netns', `st-none-${process.pid}`);
     expect(none.code).toBe(3);
-    expect(none.stderr).toBe(`socktune stat: setns /run/netns/st-none-${process.pid} ENOENT: no such file or directory\n`);
+    expect(none.stderr).toBe(`socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them (open ENOENT: no such file or directory)\n`);
   });
 });
 
@@ -121,17 +127,111 @@ describe('addresses as inet_ntop writes them', () => {
     const client = track(net.connect(port, '127.0.0.1'));
     await once(client, 'connect');
     client.end(); // the server side is left in CLOSE_WAIT: ranked, with its peer
+    // And an IPv6 socket this side opened to an IPv4-mapped destination, left in CLOSE_WAIT by a
+    // server that ends at once.
+    const ender = track(net.createServer((s) => track(s).end()));
+    ender.listen(0, '127.0.0.1');
+    await once(ender, 'listening');
+    const enderPort = (ender.address() as net.AddressInfo).port;
+    const mapped = track(net.connect({ port: enderPort, host: '::ffff:127.0.0.1', allowHalfOpen: true }));
+    await once(mapped, 'connect');
     await new Promise((r) => setTimeout(r, 100));
     for (const source of ['netlink', 'proc'] as const) {
       const [mine] = listConnections({ process: true, source, family: 6, localPort: port, states: ['CLOSE_WAIT'] });
       expect([source, mine.localAddress, mine.remoteAddress]).toEqual([source, '::ffff:127.0.0.1', '::ffff:127.0.0.1']);
       const report = connectionReport({ process: true, source, localPort: port });
-      expect(report.top.CLOSE_WAIT.peers).toEqual([{ key: '::ffff:127.0.0.1', count: 1, owners: [{ pid: process.pid, command: expect.any(String), sockets: 1 }] }]);
-      expect(report.top.CLOSE_WAIT.destinations[0].key).toBe(`[::ffff:127.0.0.1]:${client.localPort}`);
+      const owner = { pid: process.pid, command: expect.any(String), sockets: 1 };
+      expect(report.top.CLOSE_WAIT.peers).toEqual([{ key: '::ffff:127.0.0.1', count: 1, owners: [owner] }]);
+      // Accepted by the listener on `port`: ranked by that local port, not by the client's port.
+      expect(report.top.CLOSE_WAIT.localPorts).toEqual([{ key: String(port), count: 1, owners: [owner] }]);
+      expect(report.top.CLOSE_WAIT.destinations).toEqual([]);
+      const opened = connectionReport({ process: true, source, remotePort: enderPort });
+      expect(opened.top.CLOSE_WAIT.destinations).toEqual([{ key: `[::ffff:127.0.0.1]:${enderPort}`, count: 1, owners: [owner] }]);
+      expect(opened.top.CLOSE_WAIT.localPorts).toEqual([]);
     }
     const text = (await socktune('stat', '--pid', String(process.pid), '--local-port', String(port))).stdout;
-    expect(text).toContain(`1 [::ffff:127.0.0.1]:${client.localPort}`);
-    expect(text).toContain('1 ::ffff:127.0.0.1');
-    expect(text).not.toMatch(/::ffff:7f00:1/);
+    expect(text).toMatch(new RegExp(`^1 ::ffff:127\\.0\\.0\\.1 +1 ${port}$`, 'm'));
+    const openedText = (await socktune('stat', '--pid', String(process.pid), '--remote-port', String(enderPort))).stdout;
+    expect(openedText).toMatch(new RegExp(`^1 ::ffff:127\\.0\\.0\\.1 +1 \\[::ffff:127\\.0\\.0\\.1\\]:${enderPort}$`, 'm'));
+    expect(text + openedText).not.toMatch(/::ffff:7f00:1/);
+  });
+});
+
+interface Ranked {
+  key: string;
+  count: number;
+  owners?: Array<{ pid: number; command: string; sockets: number }>;
+  unreadable?: number;
+}
+
+describe.runIf(canUse('ip', 'ss', 'setpriv'))('accepted and opened connections, as a real server and its clients make them', () => {
+  // Accepted: a server that never ends half-closed connections (CLOSE_WAIT at its port) and one
+  // that closes first (TIME_WAIT at its port). Opened: clients that close first (TIME_WAIT to one
+  // destination). Every client's local port and every accepted connection's remote port is ephemeral.
+  const ns = new Netns('sides');
+  let leaky: { port: number; pid: number };
+  let closer: { port: number; timeWait: number };
+  let burst: { port: number; timeWait: number };
+
+  beforeAll(async () => {
+    ns.create();
+    leaky = JSON.parse((await ns.start(fixtures('leaky-server.mjs'))).ready);
+    await ns.start(fixtures('half-close-clients.mjs'), [String(leaky.port), '5']);
+    closer = JSON.parse((await ns.start(fixtures('server-closes-first.mjs'), ['4'])).ready);
+    burst = JSON.parse(await ns.exec(process.execPath, [fixtures('timewait-burst.mjs'), '7']));
+  }, 60_000);
+  afterAll(async () => {
+    await ns.destroy();
+    removeCopies();
+  });
+
+  it('ranks accepted connections by their local port and opened ones by destination, through netlink and /proc alike', async () => {
+    // The witness: ss, by local port.
+    const ssCloseWait = (await ns.exec('ss', ['-Htan', 'state', 'close-wait', 'sport', '=', `:${leaky.port}`])).split('\n').filter(Boolean);
+    expect(ssCloseWait).toHaveLength(5);
+    for (const source of ['netlink', 'proc']) {
+      const { code, stdout } = await socktune('stat', '--netns', ns.name, '--json', '--source', source);
+      expect(code).toBe(0);
+      const top = JSON.parse(stdout).top;
+      const cw = top.CLOSE_WAIT;
+      expect([source, cw.localPorts.map((e: Ranked) => [e.key, e.count])]).toEqual([source, [[String(leaky.port), 5]]]);
+      expect([source, cw.localPorts[0].owners]).toEqual([source, [{ pid: leaky.pid, command: expect.any(String), sockets: 5 }]]);
+      expect([source, cw.destinations]).toEqual([source, []]);
+      expect([source, cw.sides]).toEqual([source, { accepted: 5, opened: 0 }]);
+      expect([source, cw.holders]).toEqual([source, [{ pid: leaky.pid, command: expect.any(String), sockets: 5 }]]);
+      const tw = top.TIME_WAIT;
+      expect([source, tw.destinations.map((e: Ranked) => [e.key, e.count])]).toEqual([source, [[`127.0.0.1:${burst.port}`, 7]]]);
+      expect([source, tw.localPorts.map((e: Ranked) => [e.key, e.count])]).toEqual([source, [[String(closer.port), 4]]]);
+    }
+    const text = (await socktune('stat', '--netns', ns.name)).stdout;
+    expect(text).toMatch(/^CLOSE_WAIT by peer \/ destination \(opened here\) \/ local port \(accepted here\):$/m);
+    expect(text).toMatch(new RegExp(`^5 127\\.0\\.0\\.1 +5 ${leaky.port}$`, 'm'));
+    expect(text).toMatch(/^CLOSE_WAIT: 5 accepted by a listener here, 0 opened here\.$/m);
+    expect(text).toMatch(new RegExp(`^all CLOSE_WAIT +${leaky.pid} \\S+: 5$`, 'm'));
+    expect(text).toMatch(new RegExp(`^local port ${leaky.port} +${leaky.pid} \\S+: 5$`, 'm'));
+    expect(text).toMatch(new RegExp(`^11 127\\.0\\.0\\.1 +7 127\\.0\\.0\\.1:${burst.port} +4 ${closer.port}$`, 'm'));
+    // No ephemeral port is ranked: every destination and local port is one of the three servers'.
+    expect(text).not.toMatch(/^destination 127\.0\.0\.1:(?!\d+$)/m);
+  });
+
+  it('a state filter that excludes the listeners still tells the sides apart (the listener is read anyway)', async () => {
+    const top = JSON.parse((await socktune('stat', '--netns', ns.name, '--json', '--state', 'close-wait')).stdout).top;
+    expect(top.CLOSE_WAIT.localPorts.map((e: Ranked) => e.key)).toEqual([String(leaky.port)]);
+    expect(top.CLOSE_WAIT.destinations).toEqual([]);
+    expect(JSON.parse((await socktune('stat', '--netns', ns.name, '--json', '--state', 'close-wait')).stdout).states.LISTEN).toBe(0);
+  });
+
+  it('as an unprivileged user, the holders of root\'s CLOSE_WAIT sockets are unreadable, not "no process"', async () => {
+    const { pkg, node } = packageCopy({ addon: true });
+    const asNobody = (...args: string[]) => run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'stat', ...args]);
+    const json = JSON.parse((await asNobody('--json', '--state', 'close-wait')).stdout);
+    const cw = json.top.CLOSE_WAIT;
+    expect(cw.holders).toEqual([]);
+    expect(cw.unreadable).toBe(5);
+    expect(cw.localPorts).toEqual([{ key: String(leaky.port), count: 5, owners: [], unreadable: 5 }]);
+    const text = (await asNobody('--state', 'close-wait')).stdout;
+    expect(text).toMatch(/^all CLOSE_WAIT +5 unreadable \(run as root to see owners\)$/m);
+    expect(text).toMatch(new RegExp(`^local port ${leaky.port} +5 unreadable \\(run as root to see owners\\)$`, 'm'));
+    expect(text).not.toMatch(/no process/);
   });
 });

@@ -11,6 +11,11 @@ import { cli, socktune } from './helpers/cli.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { runWithUnreadable } from './helpers/unreadable.js';
+import { NOBODY, packageCopy, removeCopies } from './helpers/unprivileged.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const run = promisify(execFile);
 
@@ -40,6 +45,11 @@ describe('usage errors: exit status 2, the flag as typed, and the range allowed'
     [['watch', '--count', '0'], "socktune watch: --count must be an integer from 1 to 9007199254740991, got '0'"],
     [['doctor', '--strikt'], 'socktune doctor: unknown option --strikt (did you mean --strict?)'],
     [['doctr'], "socktune: unknown command 'doctr' (did you mean doctor?)"],
+    [['stat', '-x'], 'socktune stat: unknown option -x; short options: -p (--pid), -n (--netns), -j (--json), -h (--help)'],
+    [['stat', '-p', '0'], "socktune stat: --pid must be an integer from 1 to 4194304, got '0'"],
+    [['stat', '-p'], 'socktune stat: --pid needs a value <pid>'],
+    [['stat', '-p', '1', '--pid', '2'], 'socktune stat: --pid was given twice'],
+    [['doctor', '-p', '1'], 'socktune doctor: unknown option -p; short options: -j (--json), -h (--help)'],
   ])('socktune %j', async (args, message) => {
     const r = await socktune(...args);
     expect(r.code).toBe(2);
@@ -56,7 +66,12 @@ describe('usage errors: exit status 2, the flag as typed, and the range allowed'
     expect(none.stdout).toMatch(/exit status: 0 done; 1 doctor found something that needs attention; 2 usage error; 3 something could not be read or done\./);
     const help = await socktune('stat', '--help');
     expect(help.code).toBe(0);
-    expect(help.stdout).toMatch(/^ {2}--pid <pid>\s+only the sockets of this process/m);
+    expect(help.stdout).toMatch(/^ {2}-p, --pid <pid>\s+only the sockets of this process/m);
+    expect(help.stdout).toMatch(/^ {2}-n, --netns <name\|path>\s+another network namespace/m);
+    expect(help.stdout).toMatch(/^ {2}-j, --json\s+print JSON/m);
+    expect(help.stdout).toMatch(/^ {6}--port <port>\s+a port on either side/m);
+    expect(help.stdout).toMatch(/^ {2}-h, --help\s+show this help/m);
+    expect((await socktune('doctor', '--help')).stdout).toMatch(/^ {2}-j, --json\s+print JSON/m);
     expect(help.stdout).not.toMatch(/--process/);
     expect(await socktune('help', 'watch')).toMatchObject({ code: 0, stdout: expect.stringMatching(/--interval <ms>\s+milliseconds between refreshes, 50 to 2147483647/) });
     expect(await socktune('--version')).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\d+\.\d+\.\d+\n$/) });
@@ -79,6 +94,49 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
       const { stdout, stderr } = await run('ip', ['netns', 'exec', ns.name, 'bash', '-c', `set -o pipefail; ${command}; echo " status $?"`]);
       expect([command, stderr]).toEqual([command, '']);
       expect(stdout).toMatch(/ status 0\n$/);
+    }
+  });
+
+  it('short flags: -n, -j and -p are --netns, --json and --pid (a list of states ends at -j)', async () => {
+    const long = JSON.parse((await socktune('stat', '--netns', ns.name, '--json', '--state', 'listening', '--top', '0')).stdout);
+    const short = await socktune('stat', '-n', ns.name, '--state', 'listening', '-j', '--top', '0');
+    expect(short.code).toBe(0);
+    expect(JSON.parse(short.stdout)).toEqual(long);
+    const byPid = await socktune('stat', '-p', String(process.pid), '-j', '--top', '0');
+    expect(JSON.parse(byPid.stdout)).toMatchObject({ scope: 'process', pid: process.pid });
+  });
+
+  it('a state asked for and absent prints its 0 row, not an empty table', async () => {
+    const { code, stdout } = await socktune('stat', '--netns', ns.name, '--state', 'close-wait');
+    expect(code).toBe(0);
+    expect(stdout).toBe(`TCP sockets of network namespace ${ns.name} (netlink): 0\n\nstate       count\n----------  -----\nCLOSE_WAIT  0\n`);
+    const two = (await socktune('stat', '--netns', ns.name, '--state', 'close-wait', 'time-wait', '--source', 'proc')).stdout;
+    expect(two).toMatch(/^TIME_WAIT +0\nCLOSE_WAIT +0\n$/m);
+  });
+
+  it('--netns: an unknown name says so, a user without root is told it needs root, a FIFO is refused at once', async () => {
+    const unknown = await socktune('stat', '--netns', `st-none-${process.pid}`);
+    expect(unknown).toMatchObject({ code: 3, stdout: '' });
+    expect(unknown.stderr).toMatch(new RegExp(`^socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them`));
+    const { pkg, node } = packageCopy({ addon: true });
+    const asNobody = await run('setpriv', [...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'stat', '--netns', ns.name]).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    expect(asNobody).toMatchObject({ code: 3, stdout: '' });
+    expect(asNobody.stderr).toBe(`socktune stat: entering network namespace ${ns.name} needs root (CAP_SYS_ADMIN) (setns EPERM: operation not permitted)\n`);
+    const dir = mkdtempSync(join(tmpdir(), 'socktune-fifo-'));
+    try {
+      const fifo = join(dir, 'fifo');
+      execFileSync('mkfifo', [fifo]);
+      const plain = join(dir, 'plain');
+      writeFileSync(plain, '');
+      for (const path of [fifo, plain]) {
+        // Before: open() of the FIFO waited for a writer forever; the timeout ends such a run.
+        const r = await run(process.execPath, [cli, 'stat', '--netns', path], { timeout: 10_000 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+        expect(r).toMatchObject({ code: 3, stdout: '' });
+        expect(r.stderr).toBe(`socktune stat: ${path} is not a network namespace file: give a name under /run/netns or a path such as /proc/PID/ns/net (setns EINVAL: invalid argument)\n`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      removeCopies();
     }
   });
 

@@ -6,6 +6,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { once } from 'node:events';
+import { addon } from '../binding.js';
 import {
   configure, readOptions, receiveQueue, sendQueue, socketCookie, supportedOptions, tcpInfo,
   type AppliedOptions, type SocketOptions,
@@ -37,6 +38,11 @@ export interface SelfCheck {
   rows: SelfCheckRow[];
   /** True when every supported option and view worked. */
   ok: boolean;
+  /**
+   * Why nothing could be checked, when socktune's native addon is not loaded (the loader's
+   * `ERR_SOCKTUNE_NO_ADDON` message). Every row then failed with it too.
+   */
+  noAddon?: string;
 }
 
 interface Probe {
@@ -118,5 +124,6 @@ export async function selfCheck(): Promise<SelfCheck> {
     kernel: os.release(),
     rows,
     ok: rows.every((r) => r.ok || !r.supported),
+    ...(addon.error ? { noAddon: addon.error.message } : {}),
   };
 }

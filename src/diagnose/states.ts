@@ -3,9 +3,9 @@
  * table (netlink sock_diag, in-process) with /proc/net/tcp{,6} as the fallback.
  * @module
  */
-import { closeSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { constants, native, slots } from '../binding.js';
+import { addon, constants, native, slots } from '../binding.js';
 import { invalidArgType, invalidArgValue, kernelError, outOfRange, readArgument, type KernelError } from '../errors.js';
 import type { TcpState } from '../options.js';
 import { destination, formatAddress, parseAddress, type ParsedAddress } from './address.js';
@@ -183,6 +183,36 @@ function pathError(errno: number, syscall: string, path: string): KernelError & 
   return err;
 }
 
+/** Kernel error text, as kernelError writes it: `EPERM: operation not permitted`. */
+function errnoText(errno: number): string {
+  const { code, message } = kernelError(errno, '');
+  return `${code}${message.slice(message.indexOf(code) + code.length)}`;
+}
+
+/**
+ * The error of a network namespace that could not be entered, in words that say what to do: a name
+ * that does not exist, root needed, a file that is not a namespace. Shaped like Node's fs errors
+ * (`code`, `errno`, `syscall`, `path`).
+ */
+function namespaceError(errno: number, given: string, path: string): KernelError & { path: string } {
+  const { EACCES, EINVAL, ENOENT, EPERM } = osConstants.errno;
+  // open(2) finds the file; setns(2) is refused for lack of CAP_SYS_ADMIN (EPERM) or for a file
+  // that is no namespace (EINVAL, also what a non-regular file such as a FIFO gets).
+  const syscall = errno === -EPERM || errno === -EINVAL ? 'setns' : 'open';
+  const err = pathError(errno, syscall, path);
+  const why = `${syscall} ${errnoText(errno)}`;
+  if (errno === -ENOENT) {
+    err.message = given.startsWith('/')
+      ? `no network namespace file ${path} (${why})`
+      : `no network namespace named '${given}': ${path} does not exist; \`ip netns list\` names them (${why})`;
+  } else if (errno === -EPERM || errno === -EACCES) {
+    err.message = `entering network namespace ${given} needs root (CAP_SYS_ADMIN) (${why})`;
+  } else if (errno === -EINVAL) {
+    err.message = `${path} is not a network namespace file: give a name under /run/netns or a path such as /proc/PID/ns/net (${why})`;
+  }
+  return err;
+}
+
 /** What one call reads: the scope, the process's socket inodes, and fds opened in another namespace. */
 interface Target {
   scope: 'namespace' | 'process';
@@ -204,7 +234,11 @@ function openTarget(f: Normalized): Target {
     t.pid = f.pid;
     const inodes = native.socketInodes(f.self ? 0 : f.pid);
     if (typeof inodes === 'number') {
-      throw pathError(inodes === -osConstants.errno.ENOENT ? -osConstants.errno.ESRCH : inodes, 'open', `/proc/${f.pid}/fd`);
+      const err = pathError(inodes === -osConstants.errno.ENOENT ? -osConstants.errno.ESRCH : inodes, 'open', `/proc/${f.pid}/fd`);
+      if (inodes === -osConstants.errno.EACCES || inodes === -osConstants.errno.EPERM) {
+        err.message = `reading the sockets of process ${f.pid} needs root, or to be its user (${err.message})`;
+      }
+      throw err;
     }
     t.inodes = inodes;
     if (netnsPath === undefined && !f.self) {
@@ -222,7 +256,7 @@ function openTarget(f: Normalized): Target {
   }
   if (netnsPath !== undefined) {
     const fds = native.netnsOpen(netnsPath);
-    if (typeof fds === 'number') throw pathError(fds, 'setns', netnsPath);
+    if (typeof fds === 'number') throw namespaceError(fds, t.netns!, netnsPath);
     t.fds = fds;
   }
   return t;
@@ -249,9 +283,12 @@ function result(counted: { states: ConnectionStates['states']; total: number }, 
   return out;
 }
 
-function setDiagFilter(f: Normalized, t: Target): void {
+/** native/diag.h's DIAG_WITH_LISTENERS, or'ed into the family slot: every listener of the namespace is visited too, as context. */
+const DIAG_WITH_LISTENERS = 0x100;
+
+function setDiagFilter(f: Normalized, t: Target, listeners = false): void {
   slots[layout.diagStates] = f.mask;
-  slots[layout.diagFamily] = f.family === 4 ? families.inet : f.family === 6 ? families.inet6 : 0;
+  slots[layout.diagFamily] = (f.family === 4 ? families.inet : f.family === 6 ? families.inet6 : 0) | (listeners ? DIAG_WITH_LISTENERS : 0);
   slots[layout.diagSport] = f.localPort;
   slots[layout.diagDport] = f.remotePort;
   slots[layout.diagAnyPort] = f.port;
@@ -277,9 +314,9 @@ function useNetlink(f: Normalized): boolean {
  * Runs a sock_diag call with the filter set, when netlink is to be used. Returns undefined to
  * fall back to /proc (netlink unavailable or refused, and the caller did not insist on it).
  */
-function viaNetlink<T>(f: Normalized, t: Target, dump: () => T | number): T | undefined {
+function viaNetlink<T>(f: Normalized, t: Target, dump: () => T | number, listeners = false): T | undefined {
   if (!useNetlink(f)) return undefined;
-  setDiagFilter(f, t);
+  setDiagFilter(f, t, listeners);
   const out = dump();
   if (typeof out !== 'number') return out;
   if (f.source === 'netlink') throw kernelError(out, 'sock_diag');
@@ -361,9 +398,18 @@ function checkLimit(limit: unknown): number {
 /**
  * Counts by state and ranks the peers, destinations and local ports holding TIME_WAIT and
  * CLOSE_WAIT sockets, from one dump; for CLOSE_WAIT each ranked group also names the processes
- * holding its sockets (pid and command, as `ss -p` shows them). TIME_WAIT sockets have no owner:
- * the kernel keeps them after the process closed them. With netlink, counting and ranking happen
- * in one pass in native code, so 200,000 sockets cost no JavaScript object each.
+ * holding its sockets (pid and command, as `ss -p` shows them), and `holders` names every process
+ * holding any. TIME_WAIT sockets have no owner: the kernel keeps them after the process closed
+ * them. With netlink, counting and ranking happen in one pass in native code, so 200,000 sockets
+ * cost no JavaScript object each.
+ *
+ * Destinations rank the connections this side opened, local ports the connections a listener of
+ * the namespace accepted (a local port that any listening socket of the namespace has, whatever
+ * the filter): an accepted connection's remote port is the client's ephemeral port, and an opened
+ * connection's local port an ephemeral port of its own, so neither would say anything.
+ *
+ * A socket whose holder cannot be looked up (held by another user's process, whose /proc/PID/fd
+ * only root may read) is counted in `unreadable`, not reported as held by no process.
  *
  * @param limit rows per ranking, an integer from 0 to 65535 (default 5; 0 ranks nothing)
  */
@@ -372,29 +418,42 @@ export function connectionReport(filter?: ConnectionFilter, limit?: number): Con
   const rows = checkLimit(limit);
   return withTarget(f, (t) => {
     const keep = rows > 0 ? maskOf(owned) : 0;
-    const out = viaNetlink(f, t, () => native.diagReport(rows, rows > 0 ? maskOf(ranked) : 0, keep, t.inodes));
+    const out = viaNetlink(f, t, () => native.diagReport(rows, rows > 0 ? maskOf(ranked) : 0, keep, t.inodes), rows > 0);
     let report: ConnectionReport;
     let kept: Connection[];
+    let listening: ReadonlySet<number>;
     if (out) {
-      report = { ...result(countsFrom((n) => slots[layout.diagCounts + n]), t, 'netlink'), top: rows > 0 ? topFromRows(out[0]) : {} };
+      const fromRows = topFromRows(out[0]);
+      listening = fromRows.listening;
+      report = { ...result(countsFrom((n) => slots[layout.diagCounts + n]), t, 'netlink'), top: rows > 0 ? fromRows.top : {} };
       kept = decode(out[1]);
     } else {
       const list = procConnections(f, t);
-      report = { ...result(countList(list), t, 'proc'), top: rows > 0 ? topOf(list, rows, [...ranked]) : {} };
+      listening = rows > 0 ? procListening(f, t) : new Set();
+      report = { ...result(countList(list), t, 'proc'), top: rows > 0 ? topOf(list, rows, [...ranked], listening) : {} };
       kept = list.filter((c) => owned.has(c.state));
     }
     for (const [state, top] of Object.entries(report.top)) {
       top.owned = owned.has(state);
-      if (top.owned) attachOwners(top, kept.filter((c) => c.state === state));
+      if (top.owned) attachOwners(top, kept.filter((c) => c.state === state), listening);
     }
     return report;
   });
 }
 
-const kinds = ['peers', 'destinations', 'localPorts'] as const;
+/** The local ports of every listening socket of the target's namespace, from /proc (whatever the filter says). */
+function procListening(f: Normalized, t: Target): Set<number> {
+  const all: Normalized = {
+    ...f, pid: undefined, self: false, mask: 1 << stateNumber.get('LISTEN')!, localPort: -1, remotePort: -1, port: -1, local: undefined, remote: undefined,
+  };
+  return new Set(procConnections(all, { ...t, inodes: undefined }).map((c) => c.localPort));
+}
 
-function topFromRows(buf: ArrayBuffer): Record<string, TopOfState> {
+const kinds = ['peers', 'destinations', 'localPorts', 'listening'] as const;
+
+function topFromRows(buf: ArrayBuffer): { top: Record<string, TopOfState>; listening: Set<number> } {
   const top: Record<string, TopOfState> = {};
+  const listening = new Set<number>();
   for (const name of ranked) top[name] = { peers: [], destinations: [], localPorts: [], owned: owned.has(name) };
   const size = layout.topRowBytes;
   const view = new DataView(buf);
@@ -404,30 +463,90 @@ function topFromRows(buf: ArrayBuffer): Record<string, TopOfState> {
     const kind = kinds[bytes[off + 1]];
     const port = view.getUint16(off + 4, true);
     const count = view.getUint32(off + 8, true);
+    if (kind === 'listening') {
+      listening.add(port);
+      continue;
+    }
     const addr = kind === 'localPorts' ? '' : formatAddress(bytes.subarray(off + 12, off + 28), bytes[off + 2] === families.inet);
     const key = kind === 'peers' ? addr : kind === 'destinations' ? destination(addr, port) : String(port);
     top[state][kind].push({ key, count });
   }
-  return top;
+  return { top, listening };
 }
 
-/** Names the processes holding the sockets of each ranked group (as `ss -p` finds them). */
-function attachOwners(top: TopOfState, conns: Connection[]): void {
+/** (inode, pid) pairs of the processes holding `inodes`, and (0, pid) for a process whose fds cannot be read; a negative errno when /proc cannot be. */
+function socketOwners(inodes: Uint32Array): Uint32Array | number {
+  if (addon.error === undefined) return native.socketOwners(inodes);
+  // Without the addon: the same walk of /proc/PID/fd, in JavaScript.
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).errno ?? -osConstants.errno.EIO;
+  }
+  const wanted = new Set(inodes);
+  const out: number[] = [];
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') out.push(0, Number(pid));
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue; // closed since the directory was read
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m && wanted.has(Number(m[1]))) out.push(Number(m[1]), Number(pid));
+    }
+  }
+  return Uint32Array.from(out);
+}
+
+/** This process's effective uid (0: root, which reads every process's fds). */
+const euid = () => process.geteuid?.() ?? 0;
+
+/**
+ * Names the processes holding the sockets of each ranked group (as `ss -p` finds them) and of the
+ * whole state (`holders`), splits the state by side, and counts the sockets whose holder could not
+ * be looked up: none was found, some processes' fds could not be read, and the socket belongs to
+ * another user (a process of this user can always be read).
+ */
+function attachOwners(top: TopOfState, conns: Connection[], listening: ReadonlySet<number>): void {
+  const accepted = conns.filter((c) => listening.has(c.localPort)).length;
+  top.sides = { accepted, opened: conns.length - accepted };
   const all = [...top.peers, ...top.destinations, ...top.localPorts];
-  if (all.length === 0) return;
+  if (conns.length === 0) {
+    top.holders = [];
+    return;
+  }
   const inodes = Uint32Array.from(new Set(conns.map((c) => c.inode).filter((i) => i > 0))).sort();
-  const pairs = native.socketOwners(inodes);
+  const pairs = socketOwners(inodes);
   if (typeof pairs === 'number') {
     top.ownersError = kernelError(pairs, 'opendir', '/proc').message;
+    top.holders = [];
     for (const e of all) e.owners = [];
     return;
   }
   const pidsOf = new Map<number, number[]>();
+  let someUnreadable = false;
   for (let i = 0; i < pairs.length; i += 2) {
+    if (pairs[i] === 0) {
+      someUnreadable = true;
+      continue;
+    }
     const list = pidsOf.get(pairs[i]) ?? [];
     list.push(pairs[i + 1]);
     pidsOf.set(pairs[i], list);
   }
+  const me = euid();
+  const unreadable = (c: Connection) => someUnreadable && me !== 0 && c.uid !== me && (pidsOf.get(c.inode)?.length ?? 0) === 0;
   const commands = new Map<number, string>();
   const command = (pid: number) => {
     if (!commands.has(pid)) {
@@ -441,23 +560,33 @@ function attachOwners(top: TopOfState, conns: Connection[]): void {
     }
     return commands.get(pid)!;
   };
+  // The key of a socket in each ranking, or undefined where its side keeps it out of that ranking.
   const keyOf = {
     peers: (c: Connection) => c.remoteAddress,
-    destinations: (c: Connection) => destination(c.remoteAddress, c.remotePort),
-    localPorts: (c: Connection) => String(c.localPort),
+    destinations: (c: Connection) => (listening.has(c.localPort) ? undefined : destination(c.remoteAddress, c.remotePort)),
+    localPorts: (c: Connection) => (listening.has(c.localPort) ? String(c.localPort) : undefined),
   };
-  for (const kind of kinds) {
+  /** Who holds `group` (most sockets first), and how many of its sockets could not be looked up. */
+  const owners = (group: Connection[]) => {
+    const sockets = new Map<number, number>();
+    let cannot = 0;
+    for (const c of group) {
+      for (const pid of pidsOf.get(c.inode) ?? []) sockets.set(pid, (sockets.get(pid) ?? 0) + 1);
+      if (unreadable(c)) cannot++;
+    }
+    const list = [...sockets].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([pid, n]) => ({ pid, command: command(pid), sockets: n }));
+    return { list, cannot };
+  };
+  for (const kind of ['peers', 'destinations', 'localPorts'] as const) {
     for (const entry of top[kind]) {
-      const sockets = new Map<number, number>();
-      for (const c of conns) {
-        if (keyOf[kind](c) !== entry.key) continue;
-        for (const pid of pidsOf.get(c.inode) ?? []) sockets.set(pid, (sockets.get(pid) ?? 0) + 1);
-      }
-      entry.owners = [...sockets]
-        .sort((a, b) => b[1] - a[1] || a[0] - b[0])
-        .map(([pid, n]) => ({ pid, command: command(pid), sockets: n }));
+      const { list, cannot } = owners(conns.filter((c) => keyOf[kind](c) === entry.key));
+      entry.owners = list;
+      if (cannot > 0) entry.unreadable = cannot;
     }
   }
+  const whole = owners(conns);
+  top.holders = whole.list;
+  if (whole.cannot > 0) top.unreadable = whole.cannot;
 }
 
 function decode(buf: ArrayBuffer): Connection[] {
@@ -506,11 +635,25 @@ function procText(path: string, fd: number | undefined, family: 4 | 6): string |
   try {
     if (fd === undefined) return readFileSync(path, 'latin1');
     if (fd < 0) throw pathError(-osConstants.errno.ENOENT, 'open', path);
-    return readFileSync(fd, 'latin1');
+    return readFromStart(fd);
   } catch (err) {
     if (family === 6 && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // no IPv6 in this kernel
     throw err;
   }
+}
+
+/** The whole of an open /proc file, read from offset 0 (one call may read a namespace's file twice: its sockets, then its listeners). */
+function readFromStart(fd: number): string {
+  const chunks: Buffer[] = [];
+  let position = 0;
+  for (;;) {
+    const chunk = Buffer.allocUnsafe(64 * 1024);
+    const n = readSync(fd, chunk, 0, chunk.length, position);
+    if (n === 0) break;
+    chunks.push(chunk.subarray(0, n));
+    position += n;
+  }
+  return Buffer.concat(chunks).toString('latin1');
 }
 
 function procConnections(f: Normalized, t: Target): Connection[] {

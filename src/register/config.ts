@@ -5,10 +5,11 @@
  * is an error with code `ERR_SOCKTUNE_CONFIG` naming the variable, file and field, never ignored.
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { socktuneError } from '../errors.js';
+import { closest } from '../format.js';
 import { compose, presets, type Policy, type PolicyOverrides } from '../policy/presets.js';
 
 /** Code of every configuration error of `socktune/register`. */
@@ -48,6 +49,37 @@ export interface RegisterConfig {
 const presetNames = Object.keys(presets) as Array<keyof typeof presets>;
 const ruleKeys = ['name', 'direction', 'port', 'host', 'localPort', 'localAddress', 'policy'];
 const fileKeys = ['policy', 'rules', 'trace'];
+/** The largest rules file read: far beyond any real one, and a bound on what a wrong path can cost. */
+export const CONFIG_MAX_BYTES = 16 * 1024 * 1024;
+
+/** `; did you mean 'x'?`, or nothing when no candidate is close. It ends the message, after the list of known names. */
+function hint(word: string, candidates: readonly string[], aliases?: Record<string, string>): string {
+  const near = closest(word, candidates, aliases);
+  return near === undefined ? '' : `; did you mean ${show(near)}?`;
+}
+
+/** Each preset's policy name (`graceful-heartbeat`) to the preset (`gracefulHeartbeat`): what users copy from logs and `policy.name`. */
+function presetAliases(): Record<string, string> {
+  return Object.fromEntries(presetNames.map((p) => [presets[p]().name, p]));
+}
+
+/** Whether the policy layer knows `field` (compose checks a field's name before its value, and skips undefined values). */
+function isPolicyField(field: string): boolean {
+  try {
+    compose({ [field]: undefined } as PolicyOverrides);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Policy field names to suggest from: the kernel options of `configure` and the fields the presets hold. */
+function policyFields(): string[] {
+  const seen = new Set(['keepAlive', 'userTimeout', 'noDelay']);
+  for (const p of presetNames) for (const key of Object.keys(presets[p]())) seen.add(key);
+  return [...seen].filter(isPolicyField);
+}
+const keepAliveFields = ['idle', 'interval', 'count'];
 
 function fail(where: string, message: string, cause?: unknown): never {
   const err = socktuneError(CONFIG_ERROR, `${where}: ${message}`);
@@ -63,7 +95,9 @@ function presetChain(where: string, text: string): Array<keyof typeof presets> {
   const out: Array<keyof typeof presets> = [];
   for (const name of names) {
     if (name === '') fail(where, `${show(text)} has an empty preset name; write presets joined by '+', e.g. gracefulHeartbeat+rstOnClose`);
-    if (!(presetNames as string[]).includes(name)) fail(where, `unknown preset ${show(name)}; presets: ${presetNames.join(', ')}`);
+    if (!(presetNames as string[]).includes(name)) {
+      fail(where, `unknown preset ${show(name)}; presets: ${presetNames.join(', ')}${hint(name, presetNames, presetAliases())}`);
+    }
     if (out.includes(name as keyof typeof presets)) fail(where, `names preset ${show(name)} twice`);
     out.push(name as keyof typeof presets);
   }
@@ -85,6 +119,15 @@ export function parsePolicy(where: string, spec: unknown): Policy {
     if (preset !== undefined) {
       if (typeof preset !== 'string') fail(`${where}.preset`, `must be a string of preset names joined by '+'; got ${show(preset)}`);
       names = presetChain(`${where}.preset`, preset);
+    }
+    for (const key of Object.keys(rest)) {
+      if (!isPolicyField(key)) fail(where, `has no field ${show(key)}; fields: preset, ${policyFields().join(', ')}${hint(key, policyFields())}`);
+    }
+    const ka = rest.keepAlive;
+    if (typeof ka === 'object' && ka !== null && !Array.isArray(ka)) {
+      for (const key of Object.keys(ka)) {
+        if (!keepAliveFields.includes(key)) fail(`${where}.keepAlive`, `has no field ${show(key)}; fields: ${keepAliveFields.join(', ')}${hint(key, keepAliveFields)}`);
+      }
     }
     if (Object.keys(rest).length > 0) overrides = rest as PolicyOverrides;
     if (names.length === 0 && overrides === undefined) fail(where, 'is an empty object: give "preset" or policy fields');
@@ -122,13 +165,7 @@ function policyFromEnv(text: string): Policy {
   const trimmed = text.trim();
   if (trimmed === '') fail(where, 'is empty; set a preset (gracefulHeartbeat) or remove socktune/register from the command line');
   if (!trimmed.startsWith('{')) return parsePolicy(where, trimmed);
-  let spec: unknown;
-  try {
-    spec = JSON.parse(trimmed);
-  } catch (err) {
-    fail(where, `is not valid JSON (${(err as Error).message})`, err);
-  }
-  return parsePolicy(where, spec);
+  return parsePolicy(where, parseJson(where, trimmed));
 }
 
 function list<T>(where: string, value: unknown, check: (where: string, v: unknown) => T): readonly T[] {
@@ -147,11 +184,22 @@ function host(where: string, v: unknown): string {
   return v.toLowerCase();
 }
 
-function rule(where: string, value: unknown, index: number): Rule {
+/**
+ * {@link parsePolicy}, once per distinct description in a file: rules tend to repeat a few
+ * policies, and a policy is frozen data that rules can share.
+ */
+function policyOf(where: string, spec: unknown, seen: Map<string, Policy>): Policy {
+  const key = JSON.stringify(spec);
+  let policy = seen.get(key);
+  if (policy === undefined) seen.set(key, (policy = parsePolicy(where, spec)));
+  return policy;
+}
+
+function rule(where: string, value: unknown, index: number, seen: Map<string, Policy>): Rule {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(where, `must be an object; got ${show(value)}`);
   const r = value as Record<string, unknown>;
   for (const key of Object.keys(r)) {
-    if (!ruleKeys.includes(key)) fail(where, `has no field ${show(key)}; rule fields: ${ruleKeys.join(', ')}`);
+    if (!ruleKeys.includes(key)) fail(where, `has no field ${show(key)}; rule fields: ${ruleKeys.join(', ')}${hint(key, ruleKeys)}`);
   }
   if (r.name !== undefined && (typeof r.name !== 'string' || r.name === '')) fail(`${where}.name`, `must be a non-empty string; got ${show(r.name)}`);
   if (r.direction !== undefined && r.direction !== 'opened' && r.direction !== 'accepted') {
@@ -160,7 +208,7 @@ function rule(where: string, value: unknown, index: number): Rule {
   if (!('policy' in r)) fail(where, 'has no "policy" (preset names, an object of policy fields, or false to leave its connections alone)');
   const out: { -readonly [K in keyof Rule]: Rule[K] } = {
     name: (r.name as string | undefined) ?? `rules[${index}]`,
-    policy: r.policy === false ? false : parsePolicy(`${where}.policy`, r.policy),
+    policy: r.policy === false ? false : policyOf(`${where}.policy`, r.policy, seen),
   };
   if (r.direction !== undefined) out.direction = r.direction as Direction;
   if (r.port !== undefined) out.port = list(`${where}.port`, r.port, port);
@@ -170,66 +218,144 @@ function rule(where: string, value: unknown, index: number): Rule {
   return Object.freeze(out);
 }
 
-/** Whether `r` matches every connection of `direction` (of both directions, when undefined). */
-function catchAll(r: Rule, direction?: Direction): boolean {
-  return r.port === undefined && r.host === undefined && r.localPort === undefined && r.localAddress === undefined &&
-    (r.direction === undefined || r.direction === direction);
+/** Whether `r` matches every connection of its direction (of both, when it names none). */
+function catchAll(r: Rule): boolean {
+  return r.port === undefined && r.host === undefined && r.localPort === undefined && r.localAddress === undefined;
+}
+
+/** Where the first catch-all rule of each kind is: of both directions, of opened, of accepted connections. */
+type FirstCatchAll = Partial<Record<Direction | 'both', number>>;
+
+/**
+ * The position of the earliest catch-all that matches every connection a rule of `direction`
+ * could: one of both directions, or, for a rule of one direction, one of that direction.
+ */
+function shadowOf(first: FirstCatchAll, direction: Direction | undefined): number | undefined {
+  const same = direction === undefined ? undefined : first[direction];
+  if (first.both === undefined || same === undefined) return first.both ?? same;
+  return Math.min(first.both, same);
+}
+
+/** What a non-regular file is, in words. */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * The rules file's text. Opened without blocking (a FIFO would wait for a writer forever),
+ * refused unless it is a regular file (a directory, a FIFO, /dev/zero, which reads forever), and
+ * read up to {@link CONFIG_MAX_BYTES}.
+ */
+function readConfigFile(where: string, file: string): string {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    return fail(where, `cannot be read: ${(err as Error).message}`, err);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) fail(where, `is ${fileKind(st)}, not a regular file: give the path of a JSON rules file`);
+    const tooBig = () => fail(where, `is larger than ${CONFIG_MAX_BYTES / 1024 / 1024} MiB (${CONFIG_MAX_BYTES} bytes), the most a rules file may hold`);
+    if (st.size > CONFIG_MAX_BYTES) tooBig();
+    // The size may change while it is read: read until the end, but never past the cap.
+    const buf = Buffer.allocUnsafe(Math.min(CONFIG_MAX_BYTES + 1, st.size + 4096));
+    let length = 0;
+    let big = buf;
+    for (;;) {
+      if (length === big.length) {
+        if (big.length > CONFIG_MAX_BYTES) tooBig();
+        const grown = Buffer.allocUnsafe(Math.min(CONFIG_MAX_BYTES + 1, big.length * 2));
+        big.copy(grown, 0, 0, length);
+        big = grown;
+      }
+      let n: number;
+      try {
+        n = readSync(fd, big, length, big.length - length, null);
+      } catch (err) {
+        return fail(where, `cannot be read: ${(err as Error).message}`, err);
+      }
+      if (n === 0) break;
+      length += n;
+    }
+    if (length > CONFIG_MAX_BYTES) tooBig();
+    return big.toString('utf8', 0, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * JSON.parse, with a syntax error reported by line and column only: V8's message quotes the text
+ * around the error, and the text may be anything the variable points at (`/etc/shadow`).
+ */
+function parseJson(where: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    const { offset, expected } = jsonSyntaxError(text);
+    const before = text.slice(0, offset);
+    const line = before.split('\n').length;
+    const column = offset - before.lastIndexOf('\n');
+    // No `cause`: V8's error message holds the text.
+    return fail(where, `is not valid JSON: ${expected} at line ${line}, column ${column}`);
+  }
 }
 
 function fromFile(path: string, traceEnv: boolean | undefined): RegisterConfig {
   const file = resolve(path);
   const where = `SOCKTUNE_CONFIG (${file})`;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    return fail(where, `cannot be read: ${(err as Error).message}`, err);
-  }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    return fail(where, `is not valid JSON (${(err as Error).message})`, err);
-  }
+  const data = parseJson(where, readConfigFile(where, file));
   if (typeof data !== 'object' || data === null || Array.isArray(data)) fail(where, `must hold a JSON object { "rules": [...], "policy": ..., "trace": ... }`);
   const d = data as Record<string, unknown>;
   for (const key of Object.keys(d)) {
-    if (!fileKeys.includes(key)) fail(where, `has no field ${show(key)}; fields: ${fileKeys.join(', ')}`);
+    if (!fileKeys.includes(key)) fail(where, `has no field ${show(key)}; fields: ${fileKeys.join(', ')}${hint(key, fileKeys)}`);
   }
   if (d.trace !== undefined && typeof d.trace !== 'boolean') fail(`${where} trace`, `must be true or false; got ${show(d.trace)}`);
   if (d.rules !== undefined && !Array.isArray(d.rules)) fail(`${where} rules`, `must be a list of rules; got ${show(d.rules)}`);
-  const rules = ((d.rules as unknown[] | undefined) ?? []).map((r, i) => rule(`${where} rules[${i}]`, r, i));
+  const seen = new Map<string, Policy>();
+  const rules = ((d.rules as unknown[] | undefined) ?? []).map((r, i) => rule(`${where} rules[${i}]`, r, i, seen));
   if (d.policy !== undefined) {
     if (d.policy === false) fail(`${where} policy`, 'false is the default already (connections no rule matches are left alone); remove it');
     rules.push(Object.freeze({ name: 'default', policy: parsePolicy(`${where} policy`, d.policy) }));
   }
   if (rules.length === 0) fail(where, 'has neither "rules" nor a default "policy": it would change nothing');
   const names = new Set<string>();
+  // The first catch-all of each kind so far: a rule after one that matches everything it could
+  // match never applies (a mistake, not a choice). One pass: only the first of each kind matters.
+  const first: FirstCatchAll = {};
   rules.forEach((r, i) => {
     if (names.has(r.name)) fail(`${where} rules[${i}].name`, `${show(r.name)} is used twice (names label each rule's guard)`);
     names.add(r.name);
-    // A rule after one that matches everything it could match never applies: a mistake, not a choice.
-    const shadow = rules.slice(0, i).find((earlier) => catchAll(earlier, r.direction));
+    const shadow = shadowOf(first, r.direction);
     if (shadow !== undefined) {
       const what = r.name === 'default' ? 'the default "policy"' : `rules[${i}]`;
-      fail(where, `${what} can never apply: rule ${show(shadow.name)} before it matches every connection it could`);
+      fail(where, `${what} can never apply: rule ${show(rules[shadow].name)} before it matches every connection it could`);
     }
+    if (catchAll(r)) first[r.direction ?? 'both'] ??= i;
   });
   return Object.freeze({ source: `SOCKTUNE_CONFIG=${file}`, rules: Object.freeze(rules), trace: traceEnv ?? (d.trace as boolean | undefined) ?? false });
 }
 
 function traceFromEnv(value: string | undefined): boolean | undefined {
   if (value === undefined) return undefined;
-  const v = value.trim().toLowerCase();
-  if (v === '1' || v === 'true') return true;
-  if (v === '0' || v === 'false') return false;
-  return fail('SOCKTUNE_TRACE', `must be 1 or 0 (true or false); got ${show(value)}`);
+  if (value === '1') return true;
+  if (value === '0') return false;
+  return fail('SOCKTUNE_TRACE', `must be 1 or 0, exactly (1 on, 0 off); got ${show(value)}`);
 }
 
 /**
  * Reads the configuration from `env` (default `process.env`). Throws `ERR_SOCKTUNE_CONFIG` for
- * anything wrong or missing: an unknown preset or field, a value out of range, unreadable or
- * invalid JSON, both or neither of `SOCKTUNE_POLICY` and `SOCKTUNE_CONFIG`.
+ * anything wrong or missing: an unknown preset or field (naming the one meant when the name is a
+ * near miss), a value out of range, an unreadable file or one that is not a regular file of at most
+ * {@link CONFIG_MAX_BYTES}, invalid JSON (placed by line and column, never quoted), a rule that
+ * can never apply, both or neither of `SOCKTUNE_POLICY` and `SOCKTUNE_CONFIG`, `SOCKTUNE_TRACE`
+ * other than exactly `1` or `0`.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): RegisterConfig {
   const trace = traceFromEnv(env.SOCKTUNE_TRACE);
@@ -243,8 +369,134 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RegisterConfig
     return fromFile(file, trace);
   }
   if (policy === undefined) {
-    fail('socktune/register', 'is loaded but neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set');
+    // No `where: ` prefix: the line socktune/register writes already names the module, and the message names both variables.
+    throw socktuneError(CONFIG_ERROR, 'neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register');
   }
   const rules = Object.freeze([Object.freeze({ name: 'default', policy: policyFromEnv(policy) })]);
   return Object.freeze({ source: 'SOCKTUNE_POLICY', rules, trace: trace ?? false });
+}
+
+const isDigit = (c: string | undefined) => c !== undefined && c >= '0' && c <= '9';
+const isHex = (c: string | undefined) => c !== undefined && /^[0-9a-fA-F]$/.test(c);
+
+/**
+ * Where JSON.parse failed, and what the grammar wanted there, found by a scan of RFC 8259's grammar
+ * (V8's own messages quote the text, and differ between Node versions). Iterative: a deeply
+ * nested file cannot overflow the stack.
+ */
+function jsonSyntaxError(text: string): { offset: number; expected: string } {
+  const n = text.length;
+  let i = 0;
+  const at = (expected: string) => ({ offset: i, expected: i >= n ? `the text ends where it expects ${expected}` : `expected ${expected}` });
+  const skipSpace = () => {
+    while (i < n && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  /** A string from its opening quote; what it wanted when it is not one. */
+  const string = (): string | undefined => {
+    i++;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x22) {
+        i++;
+        return undefined;
+      }
+      if (c < 0x20) return 'a closing quote (a control character cannot be in a string; write it as \\n, \\t or \\uXXXX)';
+      if (c === 0x5c) {
+        i++;
+        if (text[i] === 'u') {
+          for (let k = 1; k <= 4; k++) {
+            if (!isHex(text[i + k])) {
+              i += k;
+              return 'four hexadecimal digits after \\u';
+            }
+          }
+          i += 5;
+          continue;
+        }
+        if (i < n && '"\\/bfnrt'.includes(text[i])) {
+          i++;
+          continue;
+        }
+        return 'an escape (\\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX)';
+      }
+      i++;
+    }
+    return 'a closing quote';
+  };
+  const number = (): string | undefined => {
+    if (text[i] === '-') i++;
+    if (text[i] === '0') i++;
+    else if (isDigit(text[i])) while (isDigit(text[i])) i++;
+    else return 'a digit';
+    if (text[i] === '.') {
+      i++;
+      if (!isDigit(text[i])) return 'a digit after the decimal point';
+      while (isDigit(text[i])) i++;
+    }
+    if (text[i] === 'e' || text[i] === 'E') {
+      i++;
+      if (text[i] === '+' || text[i] === '-') i++;
+      if (!isDigit(text[i])) return 'a digit in the exponent';
+      while (isDigit(text[i])) i++;
+    }
+    return undefined;
+  };
+  const stack: string[] = [];
+  let want: 'value' | 'key' | 'after' = 'value';
+  let opened = false; // right after '{' or '[': the container may close at once
+  for (;;) {
+    skipSpace();
+    const c = text[i];
+    const top = stack[stack.length - 1];
+    if (want === 'after') {
+      if (top === undefined) return i >= n ? { offset: n, expected: 'nothing (the scan found no error)' } : at('the end of the text after the value');
+      if (c === ',') {
+        i++;
+        want = top === '{' ? 'key' : 'value';
+      } else if (c === (top === '{' ? '}' : ']')) {
+        i++;
+        stack.pop();
+      } else {
+        return at(top === '{' ? "',' or '}'" : "',' or ']'");
+      }
+      continue;
+    }
+    if (opened && c === (top === '{' ? '}' : ']')) {
+      i++;
+      stack.pop();
+      opened = false;
+      want = 'after';
+      continue;
+    }
+    opened = false;
+    if (want === 'key') {
+      if (c !== '"') return at('a property name in double quotes');
+      const e = string();
+      if (e !== undefined) return at(e);
+      skipSpace();
+      if (text[i] !== ':') return at("':' after the property name");
+      i++;
+      want = 'value';
+      continue;
+    }
+    if (c === '{' || c === '[') {
+      stack.push(c);
+      i++;
+      want = c === '{' ? 'key' : 'value';
+      opened = true;
+      continue;
+    }
+    want = 'after';
+    if (c === '"') {
+      const e = string();
+      if (e !== undefined) return at(e);
+    } else if (c === '-' || isDigit(c)) {
+      const e = number();
+      if (e !== undefined) return at(e);
+    } else {
+      const literal = ['true', 'false', 'null'].find((l) => l[0] === c);
+      if (literal === undefined) return at('a value (an object, array, string, number, true, false or null)');
+      for (let k = 0; k < literal.length; k++, i++) if (text[i] !== literal[k]) return at(`'${literal}'`);
+    }
+  }
 }

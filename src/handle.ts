@@ -11,7 +11,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { constants as osConstants } from 'node:os';
-import { TCP as NodeTCP, constants, readFd, slots as sharedSlots } from './binding.js';
+import { TCP as NodeTCP, constants, native, readFd, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, invalidArgValue, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -309,6 +309,80 @@ export function isTcpSocket(socket: net.Socket): boolean {
   try {
     const found = classify(socket, true);
     return typeof found === 'object' || found === Why.Pending;
+  } catch {
+    return false;
+  }
+}
+
+/** An HTTP server's connections, as Node tracks them (its internal connections list). */
+export interface ServerConnections {
+  /** Every open connection. */
+  all(): net.Socket[];
+  /**
+   * Connections between requests (or before the first), whose latest response (if any) is
+   * finished and with no request bytes waiting, read or not.
+   */
+  idle(): net.Socket[];
+  /** The response being written on `socket`, if any. */
+  response(socket: net.Socket): import('node:http').ServerResponse | undefined;
+  /** Stops accepting (net.Server's close), without Node's destroying every idle connection at once. */
+  stopAccepting(): void;
+  /** Stops Node's timer that checks the connections' header and request timeouts. */
+  finish(): void;
+}
+
+interface HttpParserEntry {
+  socket?: net.Socket;
+}
+
+interface ConnectionsList {
+  all(): HttpParserEntry[];
+  idle(): HttpParserEntry[];
+}
+
+/**
+ * Node's own list of an HTTP or HTTPS server's connections (Node 18.2+: `server[kConnections]`,
+ * what `closeIdleConnections()` reads), or undefined for any other server.
+ */
+export function serverConnections(server: net.Server): ServerConnections | undefined {
+  const symbols = Object.getOwnPropertySymbols(server);
+  const listKey = symbols.find((s) => s.description === 'http.server.connections');
+  const intervalKey = symbols.find((s) => s.description === 'http.server.connectionsCheckingInterval');
+  if (listKey === undefined) return undefined;
+  const list = (server as unknown as Record<symbol, ConnectionsList | undefined>)[listKey];
+  if (list === undefined || typeof list.all !== 'function') return undefined;
+  const sockets = (entries: HttpParserEntry[]): net.Socket[] => entries.map((e) => e.socket).filter((s): s is net.Socket => s instanceof Socket && !s.destroyed);
+  const response = (socket: net.Socket) => (socket as unknown as { _httpMessage?: import('node:http').ServerResponse | null })._httpMessage ?? undefined;
+  return {
+    all: () => sockets(list.all()),
+    idle: () => {
+      // Node's idle list holds connections between requests; one that has not sent a byte yet (a
+      // pool or a browser connecting ahead of its first request) is not in it.
+      const between = new Set(sockets(list.idle()));
+      return sockets(list.all()).filter((s) => {
+        if (!between.has(s) && s.bytesRead !== 0) return false;
+        const res = response(s);
+        if (res !== undefined && !res.writableFinished) return false;
+        return !requestWaiting(s);
+      });
+    },
+    response,
+    stopAccepting: () => {
+      if (server.listening) Server.prototype.close.call(server);
+    },
+    finish: () => {
+      if (intervalKey !== undefined) clearInterval((server as unknown as Record<symbol, NodeJS.Timeout | undefined>)[intervalKey]);
+    },
+  };
+}
+
+/** Whether request bytes wait in the kernel for Node to read (SIOCINQ); false where that cannot be read. */
+function requestWaiting(socket: net.Socket): boolean {
+  try {
+    const handle = tcpHandle(socket);
+    if (handle === undefined) return false;
+    call(native.queues, handle, false);
+    return slots[constants.layout.queues + 2] > 0;
   } catch {
     return false;
   }

@@ -565,11 +565,13 @@ export interface TcpActivity {
   probes: number;
   /** Retransmissions of the oldest unacknowledged segment since the peer last answered. */
   retransmits: number;
+  /** The retransmission timeout now (backed off), milliseconds. */
+  rto: number;
 }
 
 /** A {@link TcpActivity} to read into. */
 export function newActivity(): TcpActivity {
-  return { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, lastAckReceived: 0, bytesReceived: 0, unacked: 0, notsent: 0, sndWnd: 0, probes: 0, retransmits: 0 };
+  return { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, lastAckReceived: 0, bytesReceived: 0, unacked: 0, notsent: 0, sndWnd: 0, probes: 0, retransmits: 0, rto: 0 };
 }
 
 const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;
@@ -592,6 +594,7 @@ export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = newActivit
   out.sndWnd = infoSlots[I.sndWnd];
   out.probes = infoSlots[I.probes];
   out.retransmits = infoSlots[I.retransmits];
+  out.rto = infoSlots[I.rto] / 1000;
   return out;
 }
 

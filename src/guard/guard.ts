@@ -27,6 +27,9 @@ import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
 import { codes, invalidArgType, kernelError } from '../errors.js';
 import { originOf } from './origin.js';
+import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from './shutdown.js';
+
+export type { ShutdownOptions, ShutdownReport } from './shutdown.js';
 
 /** Reasons the guard closes a connection, and what each means. */
 export type GuardReason =
@@ -106,22 +109,6 @@ export interface GuardEvents {
   closing: [event: GuardCloseEvent];
   /** Once a connection is closed (or seen to die: `'dead'`), with how it ended. */
   closed: [event: GuardCloseEvent];
-}
-
-/** Options of {@link Guard.close}. */
-export interface ShutdownOptions {
-  /** How long to wait for connections to end on their own after idle ones are closed, in milliseconds (default 10 000). */
-  timeout?: number;
-}
-
-/** What {@link Guard.close} did. */
-export interface ShutdownReport {
-  /** Connections that ended on their own (or as idle) during the wait. */
-  ended: number;
-  /** Connections closed at the timeout (reason `'shutdown'`). */
-  forced: number;
-  /** Milliseconds the shutdown took. */
-  elapsed: number;
 }
 
 const STATES: TcpState[] = [
@@ -211,8 +198,10 @@ class Slots {
    * be put back when it opens; -1: none lifted.
    */
   lifted = new Int32Array(0);
-  /** When the connection was last seen with its peer's window open (nothing waiting in Node). */
+  /** When the connection was last seen healthy: its peer's window open, nothing unacknowledged for long. */
   openAt = new Float64Array(0);
+  /** Bytes written by Node (mod 2^30) at the last visit, for the send rules. */
+  sent = new Int32Array(0);
 
   get capacity(): number {
     return this.rx.length;
@@ -235,13 +224,14 @@ class Slots {
     this.phase = copy(this.phase, Uint8Array);
     this.lifted = copy(this.lifted, Int32Array);
     this.openAt = copy(this.openAt, Float64Array);
+    this.sent = copy(this.sent, Int32Array);
   }
 
   /** Moves slot `from` to the free slot `to` (compaction). */
   move(from: number, to: number): void {
     this.sockets[to] = this.sockets[from];
     this.sockets[from] = undefined;
-    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt]) a[to] = a[from];
+    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent]) a[to] = a[from];
   }
 }
 
@@ -341,6 +331,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.phase[slot] = PHASE_NONE;
     t.lifted[slot] = -1;
     t.openAt[slot] = now;
+    t.sent[slot] = (s._bytesDispatched ?? 0) & MASK;
     s[kSlot] = slot;
     s[kOwner] = this;
     onDestroyed(socket, this.#release);
@@ -409,58 +400,30 @@ export class Guard extends EventEmitter<GuardEvents> {
   }
 
   /**
-   * Graceful shutdown: stops accepting on attached servers, closes idle connections (on HTTP
-   * servers, keep-alive connections between requests and connections that have not sent a byte of
-   * a request yet, which Node's `closeIdleConnections()` keeps until `headersTimeout`; other
-   * connections are ended, so the peer sees EOF), waits up to `timeout` for the rest to finish,
-   * then closes what is left (reason `'shutdown'`).
+   * Graceful shutdown (a deploy's drain): marks every response of attached HTTP servers
+   * `Connection: close` from now on, keeps answering for `delay` (a load balancer's time to take
+   * the instance out), stops accepting, closes idle keep-alive connections spread over `spread`,
+   * ends the connections of plain servers and tracked sockets (the peer sees EOF), lets requests in
+   * flight finish, and at `timeout` after accepting stopped closes what is left (reason
+   * `'shutdown'`). Resolves with the numbers.
    */
   async close(options: ShutdownOptions = {}): Promise<ShutdownReport> {
-    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
-    const timeout = Object.hasOwn(options, 'timeout') && options.timeout !== undefined ? options.timeout : 10_000;
-    if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
-      throw invalidArgType('options.timeout', 'an integer from 0 to 2147483647 (milliseconds)', timeout);
-    }
-    const start = performance.now();
+    const settings = shutdownSettings(options);
     this.#closing = true;
-    const before = this.#tracked;
-    for (const server of this.#servers) {
-      server.close();
-      const idle = (server as { closeIdleConnections?: () => void }).closeIdleConnections;
-      if (typeof idle === 'function') idle.call(server);
-    }
-    const http = [...this.#servers].some((s) => 'closeIdleConnections' in s);
-    for (const socket of this.#live()) {
-      if (http ? this.#unused(socket) : !socket.writableEnded) socket.end();
-    }
-    const deadline = start + timeout;
-    while (this.#tracked > 0 && performance.now() < deadline) {
-      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - performance.now()))));
-      // A connection that finished its request since is an idle keep-alive connection now: Node
-      // answers it with 'Connection: keep-alive' even after close() and keeps it for
-      // keepAliveTimeout, so close it here instead of forcing it at the timeout.
-      for (const server of this.#servers) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
-    }
-    const left = this.#live();
-    await Promise.all(left.map((socket) => this.#close(socket, 'shutdown')));
+    const report = await drain([...this.#servers], settings, () => this.#live(), (socket) => this.#shutdown(socket));
     this.#stop();
-    return { ended: before - left.length, forced: left.length, elapsed: performance.now() - start };
+    return report;
   }
 
-  /**
-   * A connection of an attached HTTP server on which no byte of a request has arrived: nothing read
-   * by Node and, where TCP_INFO says so, nothing received by the kernel either (a request in the
-   * receive queue that Node has not read yet is not "unused"). Without TCP_INFO it is not judged.
-   */
-  #unused(socket: net.Socket): boolean {
-    const server = (socket as net.Socket & { server?: net.Server }).server;
-    if (server === undefined || !this.#servers.has(server) || !('closeIdleConnections' in server)) return false;
-    if (socket.bytesRead !== 0 || socket.writableEnded || socket.destroyed) return false;
-    try {
-      return tcpActivity(socket, this.#activity).bytesReceived === 0;
-    } catch {
-      return false;
-    }
+  /** The connections tracked now (a drain over several guards ends them). @internal */
+  trackedSockets(): net.Socket[] {
+    return this.#live();
+  }
+
+  /** Closes `socket` at a drain's timeout: the guard's close if it tracks it, else a destroy. */
+  async #shutdown(socket: net.Socket): Promise<void> {
+    if (this.#slotOf(socket) >= 0) return this.#close(socket, 'shutdown');
+    socket.destroy();
   }
 
   #live(): net.Socket[] {
@@ -615,8 +578,14 @@ export class Guard extends EventEmitter<GuardEvents> {
     // closed window is being watched: the window rule needs the kernel's send-side counters.
     let sending = false;
     if (this.#userTimeout > 0) {
-      sending = socket.writableLength > 0 || t.lifted[slot] >= 0;
-      // Nothing waits in Node: the peer's window was open (the window rule's clock starts later).
+      // Writing since the last visit, bytes waiting in Node, or a stall being watched: the send
+      // rules need the kernel's send-side counters.
+      const tx = (s._bytesDispatched ?? 0) & MASK;
+      const wrote = tx !== t.sent[slot];
+      t.sent[slot] = tx;
+      sending = wrote || socket.writableLength > 0 || this.#stalled.has(socket);
+      // Nothing written since, nothing waiting in Node: its window was open, and nothing can be in
+      // flight that the peer has not had a period to acknowledge.
       if (!sending) t.openAt[slot] = now;
     }
     // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
@@ -692,13 +661,27 @@ export class Guard extends EventEmitter<GuardEvents> {
     const a = this.#activity;
     const open = index === S_ESTABLISHED || index === S_CLOSE_WAIT || index === S_FIN_WAIT1;
     const closedWindow = open && a.sndWnd === 0 && a.notsent > 0 && a.unacked === 0;
-    if (!closedWindow) {
+    // Data in flight that a retransmission has not got acknowledged.
+    const retransmitting = open && a.unacked > 0 && a.retransmits >= 1;
+    if (!closedWindow && !retransmitting) {
       if (t.lifted[slot] >= 0) this.#restoreUserTimeout(socket, slot);
       this.#stalled.delete(socket);
       t.openAt[slot] = now;
       return false;
     }
     this.#stalled.add(socket);
+    if (retransmitting) {
+      if (t.lifted[slot] >= 0) this.#restoreUserTimeout(socket, slot);
+      // The user timeout, enforced from TCP_INFO where the kernel's own timer runs late behind the
+      // retransmission backoff: nothing acknowledged for it, and the connection was last seen
+      // healthy (openAt) at least that long ago, less one retransmission timeout (the stall may
+      // have begun that much before a visit still saw none).
+      if (a.lastAckReceived >= this.#userTimeout && now - t.openAt[slot] >= this.#userTimeout - a.rto) {
+        this.#dead(socket);
+        return true;
+      }
+      return false;
+    }
     if (a.probes >= 1 && a.lastAckReceived >= this.#userTimeout) {
       this.#dead(socket);
       return true;

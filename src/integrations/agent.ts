@@ -19,6 +19,7 @@ import { checkInteger, tcpState } from '../options.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, isPolicy, policyFields, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
+import { armRetry, noteRequestOptions } from './retry.js';
 
 /** agentkeepalive's options, accepted with agentkeepalive's meaning. */
 export interface KeepAliveAgentOptions {
@@ -85,6 +86,12 @@ export interface PoolPolicy extends AgentCounters {
    * ESTABLISHED (the server had closed them, or reset them, and Node had not yet noticed).
    */
   readonly staleDropped: number;
+  /**
+   * Requests sent once more on a new connection because their pooled connection was closed or
+   * reset under them before any byte of the response (see `policy.poolRetry`). Each is also an
+   * agent `'retry'` event, `{ request, error }`.
+   */
+  readonly retried: number;
   /** Whether a counter changed since the last read of `statusChanged` (agentkeepalive's). */
   readonly statusChanged: boolean;
   /** The counters and pool sizes (agentkeepalive's). */
@@ -150,6 +157,11 @@ function established(socket: net.Socket): boolean {
 
 /** The pool each policy agent owns, by agent. A borrowed method finds none on a foreign agent. */
 const pools = new WeakMap<object, Pool>();
+
+/** Whether `agent` is one of socktune's policy agents (which retry, tune and pool by their own policy). */
+export function isPolicyAgent(agent: unknown): boolean {
+  return typeof agent === 'object' && agent !== null && pools.has(agent);
+}
 /** The pool each connection belongs to, for the shared listeners below. */
 const owners = new WeakMap<object, Pool>();
 
@@ -192,6 +204,7 @@ function unlist(set: Record<string, Duplex[] | undefined>, socket: Duplex): void
 /** Per-agent pool state and behaviour. */
 class Pool {
   stale = 0;
+  retried = 0;
   private readonly seen = new WeakSet<object>();
   /** Connections counted as closed (Node's agent may let go of one twice: on handover, then never again). */
   private readonly closed = new WeakSet<object>();
@@ -525,13 +538,24 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
 
     override reuseSocket(socket: Duplex, request: http.ClientRequest): void {
       base.reuseSocket.call(this, socket, request);
-      pools.get(this)?.reuse(socket);
+      const pool = pools.get(this);
+      if (pool === undefined) return;
+      pool.reuse(socket);
+      armRetry(this, socket, request, this.policy, (req, error) => {
+        pool.retried++;
+        this.emit('retry', { request: req, error });
+      });
+    }
+
+    get retried(): number {
+      return pools.get(this)?.retried ?? 0;
     }
 
     /** Node's request entry point (undocumented, overridden by design): stale sockets leave first. */
     addRequest(req: http.ClientRequest, options: unknown, ...legacy: unknown[]): void {
       const pool = pools.get(this);
       if (pool !== undefined) {
+        noteRequestOptions(req, options);
         pool.sweep(options, legacy);
         // Node's legacy API takes any object as the request (test-http-addrequest-localaddress).
         if (typeof (req as { on?: unknown }).on === 'function') req.on('timeout', onRequestTimeout);

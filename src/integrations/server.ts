@@ -3,6 +3,7 @@
  * `https.Server` accepts gets the policy the moment it is accepted, and a guard tracks them all.
  * @module
  */
+import http from 'node:http';
 import net from 'node:net';
 import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
@@ -18,7 +19,8 @@ import { adopt } from './tune.js';
  * HTTPS servers tune it on `'secureConnection'`, once the handshake is done. If the kernel refuses
  * the options on a new connection, that connection is destroyed with the error. Connections a
  * policy cannot apply to (a server listening on a Unix-domain socket) are passed through untouched
- * and counted in `guard.stats().untuned`.
+ * and counted in `guard.stats().untuned`. With `upstreamIdleTimeout`, an HTTP server keeps idle
+ * keep-alive connections longer than the proxy in front (see {@link Policy.upstreamIdleTimeout}).
  *
  * @param server a server, listening or not yet
  * @param policy a preset (`presets.gracefulHeartbeat()`) or overrides
@@ -31,5 +33,51 @@ export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides)
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';
   server.prependListener(event, (socket: net.Socket) => adopt(socket, p, guard));
   guard.attach(server);
+  if (p.upstreamIdleTimeout !== false) keepAliveAbove(server, p.upstreamIdleTimeout);
   return guard;
+}
+
+interface HttpTimeouts {
+  keepAliveTimeout?: unknown;
+  headersTimeout?: number;
+  requestTimeout?: number;
+}
+
+let nodeDefault: number | undefined;
+
+/** Node's own default `keepAliveTimeout` (5 s on Node 20), read from a server that was never used. */
+function defaultKeepAliveTimeout(): number {
+  return (nodeDefault ??= new http.Server().keepAliveTimeout);
+}
+
+/** What {@link keepAliveAbove} found or did. */
+export type KeepAliveDecision =
+  /** Not an HTTP server: nothing to do. */
+  | 'not-http'
+  /** `keepAliveTimeout` (and `headersTimeout`) raised above the proxy's idle timeout. */
+  | 'raised'
+  /** Already above it. */
+  | 'above'
+  /** The application set `keepAliveTimeout` itself, at or below the proxy's: it stays (warn). */
+  | 'application-below';
+
+/**
+ * Keeps an HTTP server's idle keep-alive connections open longer than the proxy in front keeps
+ * them (`upstream` ms): `keepAliveTimeout` one second above, `headersTimeout` one second above that
+ * (Node closes a connection whose next request's headers take longer), `requestTimeout` no lower.
+ * A `keepAliveTimeout` other than Node's default was the application's choice and stays.
+ * @internal
+ */
+export function keepAliveAbove(server: net.Server, upstream: number): KeepAliveDecision {
+  const s = server as net.Server & HttpTimeouts;
+  if (typeof s.keepAliveTimeout !== 'number') return 'not-http';
+  const target = Math.min(upstream + 1000, 2 ** 31 - 3000);
+  if (s.keepAliveTimeout === 0 || s.keepAliveTimeout > upstream) return 'above';
+  if (s.keepAliveTimeout !== defaultKeepAliveTimeout()) return 'application-below';
+  s.keepAliveTimeout = target;
+  if (typeof s.headersTimeout === 'number' && s.headersTimeout <= target) s.headersTimeout = target + 1000;
+  if (typeof s.requestTimeout === 'number' && s.requestTimeout > 0 && typeof s.headersTimeout === 'number' && s.requestTimeout < s.headersTimeout) {
+    s.requestTimeout = s.headersTimeout;
+  }
+  return 'raised';
 }

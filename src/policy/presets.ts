@@ -28,6 +28,18 @@ export type DrainTimeoutAction =
   /** End with FIN instead, so the kernel keeps delivering; the connection may then pass TIME_WAIT. */
   | 'fin';
 
+/** Which requests a pool sends once more when their pooled connection closed under them. */
+export type PoolRetry =
+  /** None: the failure reaches the caller (Node's behaviour). */
+  | false
+  /**
+   * Requests with an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) or an
+   * `Idempotency-Key` header, whose body was given whole (none, a string or a buffer).
+   */
+  | 'idempotent'
+  /** Any request whose bytes were all written when the connection closed (the caller knows its server). */
+  | 'any';
+
 /** An application heartbeat: ping after the connection has sent nothing for `interval`. */
 export interface HeartbeatOptions {
   /** Writer-idle time before a ping is sent, in milliseconds. */
@@ -91,6 +103,23 @@ export interface Policy {
   readonly poolIdleTimeout: number;
   /** Pools: how much sooner than the server's announced `Keep-Alive: timeout=` an idle connection is evicted, in milliseconds. */
   readonly poolIdleMargin: number;
+  /**
+   * Pools: a request whose pooled (reused) connection the server closed or reset before any byte
+   * of a response is sent once more on a new connection, when it is one of these (default
+   * `'idempotent'`). Once: a second failure reaches the caller.
+   */
+  readonly poolRetry: PoolRetry;
+  /**
+   * Servers: the idle timeout of the proxy or load balancer in front, in milliseconds (AWS ALB
+   * 60 000 by default, nginx's upstream `keepalive_timeout` 60 000), or `false` when there is none.
+   * An HTTP server under the policy keeps idle keep-alive connections longer than that
+   * (`keepAliveTimeout` one second above it, `headersTimeout` one second above that), so the
+   * proxy, not the server, closes an idle connection, and never sends a request on one the server
+   * is closing (a 502). A `keepAliveTimeout` the application set itself stays. Unset (the default,
+   * `false` not given) under `socktune/register`: a server that keeps idle connections less than
+   * 60 s gets one warning.
+   */
+  readonly upstreamIdleTimeout: number | false;
 }
 
 /** What presets and {@link compose} accept: any subset of a policy's fields (a policy is one too). */
@@ -119,6 +148,8 @@ const base: Omit<Policy, 'name'> = {
   onDrainTimeout: 'reset',
   poolIdleTimeout: 3000,
   poolIdleMargin: 2000,
+  poolRetry: 'idempotent',
+  upstreamIdleTimeout: false,
 };
 
 const lifecycleKeys = Object.keys(base);
@@ -149,7 +180,7 @@ function timeoutOrFalse(name: string, value: unknown): number | false {
 function check(policy: Policy): Policy {
   const { keepAlive, userTimeout, noDelay } = policy;
   checkOptions({ keepAlive, userTimeout, noDelay });
-  for (const key of ['idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'halfCloseTimeout', 'finWaitTimeout'] as const) {
+  for (const key of ['idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'halfCloseTimeout', 'finWaitTimeout', 'upstreamIdleTimeout'] as const) {
     timeoutOrFalse(`policy.${key}`, policy[key]);
   }
   checkInteger('policy.scanInterval', policy.scanInterval, { min: 10, max: 2 ** 31 - 1 });
@@ -160,6 +191,9 @@ function check(policy: Policy): Policy {
   for (const key of ['reset', 'resetAccepted'] as const) {
     const v = policy[key];
     if (v !== false && v !== 'always' && v !== 'timeout') throw invalidArgValue(`policy.${key}`, v, "must be false, 'always' or 'timeout'");
+  }
+  if (policy.poolRetry !== false && policy.poolRetry !== 'idempotent' && policy.poolRetry !== 'any') {
+    throw invalidArgValue('policy.poolRetry', policy.poolRetry, "must be false, 'idempotent' or 'any'");
   }
   if (policy.onDrainTimeout !== 'reset' && policy.onDrainTimeout !== 'fin') {
     throw invalidArgValue('policy.onDrainTimeout', policy.onDrainTimeout, "must be 'reset' or 'fin'");

@@ -44,11 +44,56 @@ export interface RegisterConfig {
   readonly rules: readonly Rule[];
   /** Whether connections remember where they were created and guard closes of leaked ones are logged. */
   readonly trace: boolean;
+  /** The drain on a signal (`SOCKTUNE_SHUTDOWN`, or the file's `shutdown`); unset: none, signals are the application's. */
+  readonly shutdown?: ShutdownConfig;
+}
+
+/**
+ * A drain on a signal: when the process receives `signal`, every server it listens on is drained
+ * (see `close()` of socktune/register) with these durations, in milliseconds.
+ */
+export interface ShutdownConfig {
+  /** The signal: `SIGTERM` (what orchestrators send), `SIGINT`, `SIGHUP` or `SIGUSR2`. */
+  readonly signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGUSR2';
+  /** Keep answering this long first, responses marked `Connection: close` (default 0). */
+  readonly delay?: number;
+  /** How long requests in flight may take once accepting stopped (default 10 000). */
+  readonly timeout?: number;
+  /** Over how long idle keep-alive connections are closed (default a quarter of `timeout`, at most 1 000). */
+  readonly spread?: number;
+}
+
+const signals = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR2'];
+const shutdownKeys = ['signal', 'delay', 'timeout', 'spread'];
+
+/** `SOCKTUNE_SHUTDOWN` or the file's `shutdown`: a signal name, or `{ signal, delay, timeout, spread }`. */
+function shutdownFrom(where: string, spec: unknown): ShutdownConfig {
+  let value = spec;
+  if (typeof spec === 'string' && spec.trim().startsWith('{')) value = parseJson(where, spec);
+  if (typeof value === 'string') value = { signal: value.trim() };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(where, `must be a signal name (${signals.join(', ')}) or an object { "signal", "delay", "timeout", "spread" }; got ${show(spec)}`);
+  }
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!shutdownKeys.includes(key)) fail(where, `has no field ${show(key)}; fields: ${shutdownKeys.join(', ')}${hint(key, shutdownKeys)}`);
+  }
+  if (typeof o.signal !== 'string' || !signals.includes(o.signal)) {
+    fail(`${where} signal`, `must be one of ${signals.join(', ')}; got ${show(o.signal)}${typeof o.signal === 'string' ? hint(o.signal, signals) : ''}`);
+  }
+  const out: { -readonly [K in keyof ShutdownConfig]: ShutdownConfig[K] } = { signal: o.signal as ShutdownConfig['signal'] };
+  for (const key of ['delay', 'timeout', 'spread'] as const) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) fail(`${where} ${key}`, `must be whole milliseconds from 0 to 2147483647; got ${show(v)}`);
+    out[key] = v;
+  }
+  return Object.freeze(out);
 }
 
 const presetNames = Object.keys(presets) as Array<keyof typeof presets>;
 const ruleKeys = ['name', 'direction', 'port', 'host', 'localPort', 'localAddress', 'policy'];
-const fileKeys = ['policy', 'rules', 'trace'];
+const fileKeys = ['policy', 'rules', 'trace', 'shutdown'];
 /** The largest rules file read: far beyond any real one, and a bound on what a wrong path can cost. */
 export const CONFIG_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -307,7 +352,7 @@ function parseJson(where: string, text: string): unknown {
   }
 }
 
-function fromFile(path: string, traceEnv: boolean | undefined): RegisterConfig {
+function fromFile(path: string, traceEnv: boolean | undefined, shutdownEnv: ShutdownConfig | undefined): RegisterConfig {
   const file = resolve(path);
   const where = `SOCKTUNE_CONFIG (${file})`;
   const data = parseJson(where, readConfigFile(where, file));
@@ -339,7 +384,11 @@ function fromFile(path: string, traceEnv: boolean | undefined): RegisterConfig {
     }
     if (catchAll(r)) first[r.direction ?? 'both'] ??= i;
   });
-  return Object.freeze({ source: `SOCKTUNE_CONFIG=${file}`, rules: Object.freeze(rules), trace: traceEnv ?? (d.trace as boolean | undefined) ?? false });
+  const shutdown = shutdownEnv ?? (d.shutdown === undefined ? undefined : shutdownFrom(`${where} shutdown`, d.shutdown));
+  return Object.freeze({
+    source: `SOCKTUNE_CONFIG=${file}`, rules: Object.freeze(rules), trace: traceEnv ?? (d.trace as boolean | undefined) ?? false,
+    ...(shutdown === undefined ? {} : { shutdown }),
+  });
 }
 
 function traceFromEnv(value: string | undefined): boolean | undefined {
@@ -359,6 +408,7 @@ function traceFromEnv(value: string | undefined): boolean | undefined {
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): RegisterConfig {
   const trace = traceFromEnv(env.SOCKTUNE_TRACE);
+  const shutdown = env.SOCKTUNE_SHUTDOWN === undefined ? undefined : shutdownFrom('SOCKTUNE_SHUTDOWN', env.SOCKTUNE_SHUTDOWN);
   const policy = env.SOCKTUNE_POLICY;
   const file = env.SOCKTUNE_CONFIG;
   if (policy !== undefined && file !== undefined) {
@@ -366,14 +416,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RegisterConfig
   }
   if (file !== undefined) {
     if (file.trim() === '') fail('SOCKTUNE_CONFIG', 'is empty; set it to the path of a JSON rules file');
-    return fromFile(file, trace);
+    return fromFile(file, trace, shutdown);
   }
   if (policy === undefined) {
     // No `where: ` prefix: the line socktune/register writes already names the module, and the message names both variables.
     throw socktuneError(CONFIG_ERROR, 'neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register');
   }
   const rules = Object.freeze([Object.freeze({ name: 'default', policy: policyFromEnv(policy) })]);
-  return Object.freeze({ source: 'SOCKTUNE_POLICY', rules, trace: trace ?? false });
+  return Object.freeze({ source: 'SOCKTUNE_POLICY', rules, trace: trace ?? false, ...(shutdown === undefined ? {} : { shutdown }) });
 }
 
 const isDigit = (c: string | undefined) => c !== undefined && c >= '0' && c <= '9';

@@ -25,11 +25,17 @@
 import dc from 'node:diagnostics_channel';
 import net from 'node:net';
 import tls from 'node:tls';
-import { Guard, type GuardCloseEvent, type ShutdownOptions, type ShutdownReport } from '../guard/guard.js';
+import { Guard, type GuardCloseEvent } from '../guard/guard.js';
+import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from '../guard/shutdown.js';
 import { recordOrigin } from '../guard/origin.js';
 import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
+import { isExplicit, type Policy } from '../policy/presets.js';
+import { keepAliveAbove } from '../integrations/server.js';
+import http from 'node:http';
 import { adopt } from '../integrations/tune.js';
+import { isPolicyAgent } from '../integrations/agent.js';
+import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { socktuneError } from '../errors.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
@@ -50,6 +56,12 @@ export interface RegisterStats {
   unmatched: number;
   /** Connections destroyed because the kernel refused the policy (a policy fails closed). */
   refused: number;
+  /**
+   * Requests of Node's own agents (the global ones and every `http.Agent`/`https.Agent` an
+   * application or a library makes) sent once more on a new connection because their pooled
+   * connection was closed or reset under them before any byte of the response (`poolRetry`).
+   */
+  retried: number;
   /**
    * Whether the registration applies policies. `false` when it is not loaded, or when it could not
    * start on this host (no native addon for this platform, an unsupported runtime): the process
@@ -90,6 +102,8 @@ interface Marked {
 let active: Registration | undefined;
 const adopted = new WeakMap<net.Socket, Guard>();
 const watchedServers = new WeakSet<net.Server>();
+/** The servers this process listens on, for a drain. */
+const listening = new Set<net.Server>();
 const serverOrigins = new WeakMap<net.Server, () => string>();
 
 /** The guards `socktune/register` created in this process, by rule name (`default` for `SOCKTUNE_POLICY`); empty when it is not loaded. */
@@ -119,7 +133,7 @@ export function registerStats(): RegisterStats {
 type Counts = Omit<RegisterStats, 'active' | 'reason'>;
 
 function emptyStats(): Counts {
-  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0 };
+  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0 };
 }
 
 /**
@@ -221,7 +235,91 @@ function onSecureConnection(this: tls.Server, socket: tls.TLSSocket): void {
 function watchServer(server: net.Server): void {
   if (watchedServers.has(server)) return;
   watchedServers.add(server);
+  listening.add(server);
+  server.once('close', () => listening.delete(server));
+  if (server.listening) upstreamIdle(server);
+  else server.once('listening', () => upstreamIdle(server));
   if (server instanceof tls.Server) server.prependListener('secureConnection', onSecureConnection);
+}
+
+/** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */
+const COMMON_UPSTREAM_IDLE = 60_000;
+
+/**
+ * The policy for a server's accepted connections, as far as it can be known before any connection:
+ * the first rule for accepted connections that its port and address do not rule out.
+ */
+function serverPolicy(server: net.Server): Policy | undefined {
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : undefined;
+  const host = typeof address === 'object' && address !== null ? plain(address.address) : undefined;
+  for (const { rule } of active?.entries ?? []) {
+    if (rule.direction === 'opened' || rule.port !== undefined || rule.host !== undefined) continue;
+    if (rule.localPort !== undefined && (port === undefined || !rule.localPort.includes(port))) continue;
+    if (rule.localAddress !== undefined && (host === undefined || !rule.localAddress.some((a) => plain(a) === host))) continue;
+    return rule.policy === false ? undefined : rule.policy;
+  }
+  return undefined;
+}
+
+/**
+ * An HTTP server under a policy with `upstreamIdleTimeout` keeps idle keep-alive connections
+ * longer than the proxy in front; where the application set a shorter `keepAliveTimeout` itself,
+ * or where nothing was said of a proxy and the server keeps them less than the common 60 s, one
+ * warning per server says what a load balancer in front would do.
+ */
+function upstreamIdle(server: net.Server): void {
+  const policy = serverPolicy(server);
+  const keepAlive = (server as net.Server & { keepAliveTimeout?: unknown }).keepAliveTimeout;
+  if (policy === undefined || typeof keepAlive !== 'number') return;
+  const where = describeServer(server);
+  if (policy.upstreamIdleTimeout !== false) {
+    if (keepAliveAbove(server, policy.upstreamIdleTimeout) === 'application-below') {
+      process.emitWarning(
+        `${where} keeps idle keep-alive connections ${keepAlive} ms (its own keepAliveTimeout), not longer than the proxy in front (upstreamIdleTimeout ${policy.upstreamIdleTimeout} ms): ` +
+          'the proxy may send a request on a connection the server is closing (502). Raise keepAliveTimeout above it.',
+        { code: 'SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM' },
+      );
+    }
+    return;
+  }
+  if (isExplicit(policy, 'upstreamIdleTimeout') || keepAlive === 0 || keepAlive >= COMMON_UPSTREAM_IDLE) return;
+  // Nothing was said of a proxy: the warning waits for a request that came through one.
+  unannounced.add(server);
+  if (!watchingRequests) {
+    watchingRequests = true;
+    dc.subscribe('http.server.request.start', onRequestStart);
+  }
+}
+
+/** HTTP servers that keep idle connections less than the common proxy timeout, told nothing of a proxy. */
+const unannounced = new WeakSet<net.Server>();
+let watchingRequests = false;
+
+/** Headers a proxy or load balancer adds (RFC 7239, the de facto X-Forwarded-For, RFC 9110's Via). */
+const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'via'];
+
+function onRequestStart(message: unknown): void {
+  const { server, request } = (message ?? {}) as { server?: unknown; request?: { headers?: Record<string, unknown> } };
+  if (!(server instanceof net.Server) || !unannounced.has(server)) return;
+  const headers = request?.headers;
+  if (typeof headers !== 'object' || headers === null || !PROXY_HEADERS.some((h) => headers[h] !== undefined)) return;
+  unannounced.delete(server);
+  const keepAlive = (server as net.Server & { keepAliveTimeout?: number }).keepAliveTimeout;
+  if (typeof keepAlive !== 'number' || keepAlive === 0 || keepAlive >= COMMON_UPSTREAM_IDLE) return;
+  process.emitWarning(
+    `${describeServer(server)} is behind a proxy (its requests carry forwarding headers) and closes idle keep-alive connections after ${keepAlive} ms; ` +
+      'a proxy that keeps them longer ' +
+      `(AWS ALB and nginx upstream keepalive: ${COMMON_UPSTREAM_IDLE} ms by default) can send a request on one as it closes (502). ` +
+      'Give the policy upstreamIdleTimeout (the proxy\'s idle timeout), or upstreamIdleTimeout: false when nothing is in front.',
+    { code: 'SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM' },
+  );
+}
+
+function describeServer(server: net.Server): string {
+  const address = server.address();
+  if (typeof address === 'object' && address !== null) return `the HTTP server on ${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
+  return 'an HTTP server';
 }
 
 function onServerSocket(message: unknown): void {
@@ -229,6 +327,7 @@ function onServerSocket(message: unknown): void {
   if (!(socket instanceof net.Socket)) return;
   const server = (socket as net.Socket & { server?: net.Server }).server;
   if (server instanceof tls.Server) return watchServer(server); // the raw socket under the TLS layer
+  if (server !== undefined) watchServer(server);
   settle(socket, 'accepted', server);
 }
 
@@ -261,6 +360,32 @@ function wrapConnect(): void {
     opening(this, connect);
     return original.apply(this, args);
   };
+}
+
+/**
+ * Node's own agents (the global ones and every `http.Agent`/`https.Agent` an application or a
+ * library makes): a request on a pooled connection that its server closed under it is sent once
+ * more, under the policy of the connection (see integrations/retry.ts). socktune's own agents do
+ * this themselves.
+ */
+function patchAgents(): void {
+  type AddRequest = (this: http.Agent, req: http.ClientRequest, options: unknown, ...legacy: unknown[]) => void;
+  type ReuseSocket = (this: http.Agent, socket: net.Socket, req: http.ClientRequest) => void;
+  const proto = http.Agent.prototype as unknown as { addRequest: AddRequest; reuseSocket: ReuseSocket };
+  const addRequest = proto.addRequest;
+  const reuseSocket = proto.reuseSocket;
+  proto.addRequest = function addRequestUnderRegister(this: http.Agent, req, options, ...legacy) {
+    if (!isPolicyAgent(this)) noteRequestOptions(req, options);
+    return addRequest.call(this, req, options, ...legacy);
+  };
+  proto.reuseSocket = function reuseSocketUnderRegister(this: http.Agent, socket, req) {
+    reuseSocket.call(this, socket, req);
+    if (active !== undefined && !isPolicyAgent(this)) armRetry(this, socket, req, policyOf(socket), onRetry);
+  };
+}
+
+function onRetry(): void {
+  if (active !== undefined) active.stats.retried++;
 }
 
 /** Under trace: one stderr line for each half-closed or idle connection a guard closes. */
@@ -302,20 +427,41 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);
   dc.subscribe('undici:client:connected', onUndiciConnected);
   if (!connectPublishes()) wrapConnect();
+  patchAgents();
+  if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;
 }
 
 /**
- * Graceful shutdown of every registered guard at once (see `Guard#close`): the connections they
- * track are ended (the peer sees EOF), waited for up to `timeout`, then closed. Servers are not
- * stopped: call `server.close()` first.
+ * The drain of a deploy over everything socktune/register saw (see guard/shutdown.ts): every
+ * server this process listens on (HTTP responses from now on carry `Connection: close`, accepting
+ * stops after `delay`, idle keep-alive connections close spread over `spread`, requests in flight
+ * finish), and the connections the guards track (ended: the peer sees EOF); what is left at
+ * `timeout` is closed the policy's way.
  */
-export async function closeRegistered(options?: ShutdownOptions): Promise<ShutdownReport> {
-  const start = performance.now();
-  const reports = await Promise.all(Object.values(registeredGuards()).map((g) => g.close(options)));
-  return {
-    ended: reports.reduce((n, r) => n + r.ended, 0),
-    forced: reports.reduce((n, r) => n + r.forced, 0),
-    elapsed: performance.now() - start,
+export async function closeRegistered(options: ShutdownOptions = {}): Promise<ShutdownReport> {
+  const settings = shutdownSettings(options);
+  const guards = Object.values(registeredGuards());
+  const tracked = (): net.Socket[] => guards.flatMap((g) => g.trackedSockets());
+  return drain([...listening], settings, tracked, async (socket) => {
+    const guard = trackerOf(socket);
+    if (guard !== undefined) await guard.drop(socket, 'shutdown');
+    else socket.destroy();
+  });
+}
+
+/**
+ * `SOCKTUNE_SHUTDOWN`: on the signal, the drain of {@link closeRegistered}; then, if the
+ * application does not listen for that signal itself, the signal again, so the process ends as it
+ * would have without socktune. An application that listens decides when it exits.
+ */
+function onSignal(shutdown: NonNullable<RegisterConfig['shutdown']>): void {
+  const handler = (): void => {
+    process.removeListener(shutdown.signal, handler);
+    void closeRegistered({ delay: shutdown.delay, timeout: shutdown.timeout, spread: shutdown.spread }).then((report) => {
+      if (active?.config.trace) process.stderr.write(`socktune: drained on ${shutdown.signal}: ${JSON.stringify(report)}\n`);
+      if (process.listenerCount(shutdown.signal) === 0) process.kill(process.pid, shutdown.signal);
+    });
   };
+  process.on(shutdown.signal, handler);
 }

@@ -9,7 +9,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runToEnd } from './helpers/register.js';
+import http from 'node:http';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { runToEnd, startApp } from './helpers/register.js';
+
+const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 const tmp = mkdtempSync(join(tmpdir(), 'socktune-config-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -174,5 +179,54 @@ describe('50,000 rules', () => {
     const r = await refused({ SOCKTUNE_CONFIG: path });
     expect(r.code).toBe(9);
     expect(r.line).toBe(`SOCKTUNE_CONFIG (${path}): rules[${N - 1}] can never apply: rule 'r${N - 2}' before it matches every connection it could`);
+  });
+});
+
+describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
+  it.each([
+    [{ SOCKTUNE_SHUTDOWN: 'SIGTREM' }, /^SOCKTUNE_SHUTDOWN signal: must be one of SIGTERM, SIGINT, SIGHUP, SIGUSR2; got 'SIGTREM'; did you mean 'SIGTERM'\?$/],
+    [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","delai":100}' }, /^SOCKTUNE_SHUTDOWN: has no field 'delai'; fields: signal, delay, timeout, spread, readinessPath; did you mean 'delay'\?$/],
+    [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","timeout":1.5}' }, /^SOCKTUNE_SHUTDOWN timeout: must be whole milliseconds from 0 to 2147483647; got 1.5$/],
+    [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","readinessPath":"healthz"}' }, /^SOCKTUNE_SHUTDOWN readinessPath: must be a path starting with '\/'; got 'healthz'$/],
+  ])('%j is refused', async (env, message) => {
+    const r = await refused({ SOCKTUNE_POLICY: 'gracefulHeartbeat', ...env });
+    expect(r.code).toBe(9);
+    expect(r.ran).toBe(false);
+    expect(r.line).toMatch(message);
+  });
+
+  it('on SIGTERM the servers are drained (Connection: close, the readiness path answered 503, then no more accepting) and the process ends by the signal', async () => {
+    const app = await startApp(fixture('drain-app.cjs'), {
+      env: {
+        NODE_OPTIONS: '--require=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat',
+        SOCKTUNE_SHUTDOWN: JSON.stringify({ signal: 'SIGTERM', delay: 300, timeout: 2000, readinessPath: '/health' }),
+      },
+    });
+    const port = app.ready.port as number;
+    const agent = new http.Agent({ keepAlive: true });
+    const get = (path: string) => new Promise<string>((resolve) => {
+      http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(`${res.statusCode} ${res.headers.connection}`));
+      }).on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    expect(await get('/')).toBe('200 keep-alive');
+    const slow = get('/slow');
+    await new Promise((r) => setTimeout(r, 50));
+    const exited = once(app.child, 'exit');
+    app.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 50));
+    // During the delay: answered, each response closing its connection; the readiness check 503.
+    expect(await get('/')).toBe('200 close');
+    expect(await get('/health')).toBe('503 close');
+    expect(await slow).toBe('200 close');
+    await new Promise((r) => setTimeout(r, 400));
+    // After the delay: no longer accepting.
+    expect(await get('/')).toBe('ECONNREFUSED');
+    // The drain ended with the last connection; the signal then ended the process, as it would have.
+    const [code, signal] = (await exited) as [number | null, string | null];
+    expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(app.stderr()).toBe('');
+    agent.destroy();
   });
 });

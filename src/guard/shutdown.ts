@@ -5,7 +5,8 @@
  * load balancer, "socket hang up" at a client). The drain instead:
  *
  * 1. marks every response from now on `Connection: close` (and those in flight whose head is not
- *    sent yet), so each connection ends right after its response, announced to the peer;
+ *    sent yet), so each connection ends right after its response, announced to the peer, and
+ *    answers the load balancer's readiness checks (`readinessPath`) 503;
  * 2. keeps accepting and answering for `delay` (a load balancer's time to take the instance out of
  *    rotation: its health checks, a Kubernetes endpoint update);
  * 3. stops accepting, and closes the idle keep-alive connections spread over `spread`, so their
@@ -18,9 +19,9 @@
  * @module
  */
 import net from 'node:net';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { serverConnections, type ServerConnections } from '../handle.js';
-import { invalidArgType } from '../errors.js';
+import { invalidArgType, unknownOption } from '../errors.js';
 
 /** Options of a drain ({@link Guard.close}, `drainServer`). */
 export interface ShutdownOptions {
@@ -38,6 +39,13 @@ export interface ShutdownOptions {
    * elsewhere over that time rather than at once.
    */
   spread?: number;
+  /**
+   * The path a load balancer checks (`'/healthz'`): from the start of the drain its requests are
+   * answered `503` (whatever the application writes), so a balancer that checks it (HAProxy's
+   * `option httpchk`, an ALB target group) takes the instance out during `delay`, before it stops
+   * accepting. Unset: none.
+   */
+  readinessPath?: string;
 }
 
 /** What a drain did. */
@@ -64,15 +72,27 @@ function duration(options: ShutdownOptions, key: keyof ShutdownOptions, fallback
   return value;
 }
 
-/** The drain's settings, validated (what `guard.close()` and `drainServer()` take). */
-export function shutdownSettings(options: unknown): Required<ShutdownOptions> {
+/** A drain's settings, validated. */
+export interface ShutdownSettings {
+  delay: number;
+  timeout: number;
+  spread: number;
+  readinessPath: string | undefined;
+}
+
+const shutdownKeys = ['delay', 'timeout', 'spread', 'readinessPath'];
+
+/** The drain's settings, validated (what `guard.close()` and socktune/register's `close()` take). */
+export function shutdownSettings(options: unknown): ShutdownSettings {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   const o = options as ShutdownOptions;
   for (const key of Object.keys(o)) {
-    if (key !== 'delay' && key !== 'timeout' && key !== 'spread') throw invalidArgType(`options.${key}`, 'not given (known: delay, timeout, spread)', o[key as keyof ShutdownOptions]);
+    if (!shutdownKeys.includes(key)) throw unknownOption('options', key, shutdownKeys);
   }
   const timeout = duration(o, 'timeout', 10_000);
-  return { delay: duration(o, 'delay', 0), timeout, spread: duration(o, 'spread', Math.min(1000, Math.floor(timeout / 4))) };
+  const path = o.readinessPath;
+  if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) throw invalidArgType('options.readinessPath', "a path starting with '/'", path);
+  return { delay: duration(o, 'delay', 0), timeout, spread: duration(o, 'spread', Math.min(1000, Math.floor(timeout / 4))), readinessPath: path };
 }
 
 /** Marks a response `Connection: close` if its head is not sent yet: its connection ends after it. */
@@ -86,8 +106,21 @@ function closeAfter(res: ServerResponse | null | undefined): void {
   }
 }
 
-function onRequestWhileDraining(_req: unknown, res: ServerResponse): void {
-  closeAfter(res);
+/** A readiness check answered 503 whatever the application writes: the balancer takes the instance out. */
+function notReady(res: ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.statusCode = 503;
+  res.writeHead = function (this: ServerResponse, _status: number, ...rest: unknown[]) {
+    return (writeHead as (...args: unknown[]) => ServerResponse).call(this, 503, ...rest);
+  } as ServerResponse['writeHead'];
+}
+
+/** The 'request' listener of a server being drained (prepended: ahead of the application's). */
+function whileDraining(readinessPath: string | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    closeAfter(res);
+    if (readinessPath !== undefined && typeof req.url === 'string' && (req.url === readinessPath || req.url.startsWith(`${readinessPath}?`))) notReady(res);
+  };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -99,14 +132,15 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  */
 export async function drain(
   servers: readonly net.Server[],
-  settings: Required<ShutdownOptions>,
+  settings: ShutdownSettings,
   sockets: () => net.Socket[],
   close: (socket: net.Socket) => Promise<void>,
 ): Promise<ShutdownReport> {
   const start = performance.now();
   const http = servers.map((s) => ({ server: s, connections: serverConnections(s) })).filter((x): x is { server: net.Server; connections: ServerConnections } => x.connections !== undefined);
+  const onRequest = whileDraining(settings.readinessPath);
   for (const { server, connections } of http) {
-    server.prependListener('request', onRequestWhileDraining);
+    server.prependListener('request', onRequest);
     for (const socket of connections.all()) closeAfter(connections.response(socket));
   }
   if (settings.delay > 0) await sleep(settings.delay);
@@ -144,7 +178,7 @@ export async function drain(
   const left = [...open].filter((s) => !s.destroyed);
   await Promise.all(left.map((socket) => close(socket)));
   for (const { server, connections } of http) {
-    server.removeListener('request', onRequestWhileDraining);
+    server.removeListener('request', onRequest);
     connections.finish();
   }
   return { ended: before - left.length, idleClosed, forced: left.length, elapsed: performance.now() - start };

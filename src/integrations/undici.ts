@@ -19,6 +19,7 @@ import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } f
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
+import { retryInterceptor } from './undici-retry.js';
 
 type Undici = typeof import('undici');
 
@@ -61,6 +62,12 @@ export type PolicyDispatcher = Agent & {
   readonly policy: Policy;
   /** The guard that tracks the connections. */
   readonly guard: Guard;
+  /**
+   * Requests sent once more, on a new connection, because their pooled connection was closed or
+   * reset under them before any byte of the response (see `policy.poolRetry`); each is also
+   * published on the `socktune:retry` channel.
+   */
+  readonly retried: number;
 };
 
 /**
@@ -190,17 +197,38 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
     pool = { keepAliveTimeout: p.poolIdleTimeout, keepAliveTimeoutThreshold: p.poolIdleMargin, keepAliveMaxTimeout: cap };
   }
   for (const key of Object.keys(pool) as Array<keyof typeof pool>) if (pool[key] === undefined) delete pool[key];
-  const agent = new UndiciAgent({
+  const options = {
     ...rest,
     ...(allowH2 !== undefined ? { allowH2 } : undefined),
     // undici passes the path on to a connector function (a user's, wrapped by createConnector).
     ...(socketPath != null ? { socketPath } : undefined),
     connect: connector as unknown as buildConnector.connector,
-    ...pool,
-  });
+  };
+  const agent = new UndiciAgent({ ...options, ...pool });
+  let retried = 0;
   Object.defineProperties(agent, {
     policy: { value: p, enumerable: false },
     guard: { value: connector.guard, enumerable: false },
+    retried: { get: () => retried, enumerable: false },
   });
-  return agent as PolicyDispatcher;
+  if (p.poolRetry === false) return agent as PolicyDispatcher;
+  // A request sent once more goes to a pool of the same connections that keeps none: a new one.
+  const fresh = new UndiciAgent({ ...options, pipelining: 0 });
+  for (const method of ['close', 'destroy'] as const) {
+    const own = UndiciAgent.prototype[method] as (this: Agent, ...args: unknown[]) => Promise<void>;
+    Object.defineProperty(agent, method, {
+      value: (...args: unknown[]) => {
+        const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as (err: unknown) => void) : undefined;
+        // The callback form of undici's own method does the work (its promise form calls this method again).
+        const mine = new Promise<void>((resolve, reject) => own.call(agent, ...args, (err: unknown) => (err ? reject(err) : resolve())));
+        const done = Promise.all([mine, (fresh[method] as (...a: unknown[]) => Promise<void>).apply(fresh, args)]).then(() => undefined);
+        if (callback === undefined) return done;
+        done.then(() => callback(null), callback);
+        return undefined;
+      },
+      enumerable: false,
+    });
+  }
+  const interceptor = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ });
+  return agent.compose(interceptor as unknown as Parameters<Agent['compose']>[0]) as unknown as PolicyDispatcher;
 }

@@ -61,10 +61,12 @@ export interface ShutdownConfig {
   readonly timeout?: number;
   /** Over how long idle keep-alive connections are closed (default a quarter of `timeout`, at most 1 000). */
   readonly spread?: number;
+  /** The path a load balancer checks: answered 503 from the start of the drain. */
+  readonly readinessPath?: string;
 }
 
 const signals = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR2'];
-const shutdownKeys = ['signal', 'delay', 'timeout', 'spread'];
+const shutdownKeys = ['signal', 'delay', 'timeout', 'spread', 'readinessPath'];
 
 /** `SOCKTUNE_SHUTDOWN` or the file's `shutdown`: a signal name, or `{ signal, delay, timeout, spread }`. */
 function shutdownFrom(where: string, spec: unknown): ShutdownConfig {
@@ -87,6 +89,10 @@ function shutdownFrom(where: string, spec: unknown): ShutdownConfig {
     if (v === undefined) continue;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) fail(`${where} ${key}`, `must be whole milliseconds from 0 to 2147483647; got ${show(v)}`);
     out[key] = v;
+  }
+  if (o.readinessPath !== undefined) {
+    if (typeof o.readinessPath !== 'string' || !o.readinessPath.startsWith('/')) fail(`${where} readinessPath`, `must be a path starting with '/'; got ${show(o.readinessPath)}`);
+    out.readinessPath = o.readinessPath;
   }
   return Object.freeze(out);
 }

@@ -36,6 +36,7 @@ import http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isPolicyAgent } from '../integrations/agent.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
+import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
@@ -388,6 +389,40 @@ function onRetry(): void {
   if (active !== undefined) active.stats.retried++;
 }
 
+/** The policy of connections this process opens, as far as it is known before any connection. */
+function openedPolicy(): Policy | undefined {
+  for (const { rule } of active?.entries ?? []) {
+    if (rule.direction === 'accepted') continue;
+    if (rule.port !== undefined || rule.host !== undefined || rule.localPort !== undefined || rule.localAddress !== undefined) continue;
+    return rule.policy === false ? undefined : rule.policy;
+  }
+  return undefined;
+}
+
+/**
+ * The global fetch: its dispatcher (Node's bundled undici, made on first use) gets the retry of a
+ * request whose pooled connection closed under it, on the first call of fetch, so a process that
+ * never fetches never loads it.
+ */
+function wrapGlobalFetch(): void {
+  const policy = openedPolicy();
+  const d = Object.getOwnPropertyDescriptor(globalThis, 'fetch');
+  if (policy === undefined || policy.poolRetry === false || d === undefined || typeof d.value !== 'function' || d.writable !== true) return;
+  const original = d.value as typeof fetch;
+  const mode = policy.poolRetry;
+  const first = function fetch(this: unknown, ...args: Parameters<typeof globalThis.fetch>): ReturnType<typeof globalThis.fetch> {
+    // Once: the global goes back to Node's own fetch, now over the retrying dispatcher.
+    if (globalThis.fetch === first) Object.defineProperty(globalThis, 'fetch', d);
+    try {
+      retryGlobalFetch(mode, onRetry);
+    } catch {
+      // A dispatcher that cannot be composed keeps undici's own behaviour.
+    }
+    return original.apply(this, args);
+  };
+  Object.defineProperty(globalThis, 'fetch', { ...d, value: first });
+}
+
 /** Under trace: one stderr line for each half-closed or idle connection a guard closes. */
 function traceCloses(guard: Guard, name: string): void {
   guard.on('closing', (event: GuardCloseEvent) => {
@@ -428,6 +463,7 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   dc.subscribe('undici:client:connected', onUndiciConnected);
   if (!connectPublishes()) wrapConnect();
   patchAgents();
+  wrapGlobalFetch();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;
 }
@@ -458,7 +494,8 @@ export async function closeRegistered(options: ShutdownOptions = {}): Promise<Sh
 function onSignal(shutdown: NonNullable<RegisterConfig['shutdown']>): void {
   const handler = (): void => {
     process.removeListener(shutdown.signal, handler);
-    void closeRegistered({ delay: shutdown.delay, timeout: shutdown.timeout, spread: shutdown.spread }).then((report) => {
+    const { signal: _signal, ...options } = shutdown;
+    void closeRegistered(options).then((report) => {
       if (active?.config.trace) process.stderr.write(`socktune: drained on ${shutdown.signal}: ${JSON.stringify(report)}\n`);
       if (process.listenerCount(shutdown.signal) === 0) process.kill(process.pid, shutdown.signal);
     });

@@ -1,10 +1,14 @@
 import { defineConfig } from 'vitest/config';
 
 const ci = process.env.CI === 'true' || process.env.CI === '1';
+// The fast lane (SOCKTUNE_TESTS=fast) leaves out test/slow/: the long scenarios (minute-long dead-peer
+// controls, thousands of racing requests, deploys under load, real servers per recipe). CI runs them
+// once, on the system Node; the other Node majors run the fast lane.
+const fast = process.env.SOCKTUNE_TESTS === 'fast';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: fast ? ['test/*.test.ts'] : ['test/**/*.test.ts'],
     // Each file gets its own process: the addon, namespaces and strace children stay apart.
     pool: 'forks',
     testTimeout: 30_000,

@@ -95,11 +95,13 @@ int queues(int fd, int32_t* outq, int32_t* notsent, int32_t* inq) {
 constexpr int32_t kCloseWait = 8;
 
 int tcp_state(int fd, int32_t* state) {
-  // TCP_INFO copies as much of the struct as asked for: its first byte is the state.
-  uint8_t s = 0;
-  socklen_t len = sizeof s;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &s, &len) != 0) return -errno;
-  *state = s;
+  // TCP_INFO copies as much of the struct as asked for: its first byte is the state. The buffer is
+  // larger than the one byte asked for: qemu-user (the arm64 runs) copies 4 bytes of TCP_INFO
+  // whatever the length.
+  uint8_t buf[8] = {0};
+  socklen_t len = 1;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, buf, &len) != 0) return -errno;
+  *state = buf[0];
   return 0;
 }
 

@@ -201,6 +201,8 @@ function runSuite(label, bin) {
   const row = { label, version, passed: 0, failed: 0, skipped: 0, filesFailed: 0, brokenFiles: 0, seconds: 0, ok: false, note: '' };
   const env = cleanEnv({
     PREBUILDS_ONLY: '1',
+    // The fast lane: the slow scenarios (test/slow/) run once, in npm test on the system Node.
+    SOCKTUNE_TESTS: 'fast',
     // Tests and fixtures that spawn `node` get the same Node as the suite.
     PATH: `${emulated ? nodeWrapper(bin) : dirname(bin)}${delimiter}${process.env.PATH ?? ''}`,
   });

@@ -163,7 +163,7 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('socktune/register on a hos
   });
 
   it('a bad configuration is still fatal: exit code 9 naming the variable', async () => {
-    for (const env of [{ SOCKTUNE_POLICY: 'gracefulHartbeat' }, { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: 'yes' }]) {
+    for (const env of [{ SOCKTUNE_POLICY: 'gracefulHartbeat' }, { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: 'yes' }] as Array<Record<string, string>>) {
       const r = await start(env);
       expect(r.code, JSON.stringify(env)).toBe(9);
       expect(r.stderr).toMatch(/^socktune\/register: bad configuration, not starting: SOCKTUNE_(POLICY|STRICT).*\(ERR_SOCKTUNE_CONFIG\)\n$/);

@@ -1,9 +1,7 @@
 // connectionStates() and `socktune stat --json` count exactly what `ss` sees, state by state, for
 // sockets made in known states inside a namespace of the test's own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -12,7 +10,6 @@ import { canUse } from './helpers/env.js';
 import { Netns, ssCounts } from './helpers/netns.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 
-const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
 

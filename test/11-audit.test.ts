@@ -242,7 +242,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
     expect(audit.timeWait).toBe(608);
     expect(auditSs).toBe(608);
     expect(audit.timeWaitSource).toBe('netlink');
-    expect(audit.sockstat.TCP.tw).toBe(608);
+    expect(audit.sockstat?.TCP.tw).toBe(608);
     const f = bySetting(audit);
     expect(f['net.ipv4.ip_local_port_range']).toMatchObject({
       severity: 'warn',

@@ -77,7 +77,7 @@ describe('tuneServer(server, presets.gracefulHeartbeat())', () => {
     const p = guard.policy;
     expect(p).toMatchObject({ halfCloseTimeout: 30_000, finWaitTimeout: 30_000, scanInterval: 5000, idleTimeout: false, readerIdleTimeout: false, writerIdleTimeout: false, heartbeat: false });
     // A deadline is met within one scan after it passes: still a minute or less.
-    for (const deadline of [p.halfCloseTimeout + p.scanInterval, p.finWaitTimeout + p.scanInterval, p.userTimeout, p.keepAlive && keepAliveBudget(p.keepAlive)]) {
+    for (const deadline of [(p.halfCloseTimeout as number) + p.scanInterval, (p.finWaitTimeout as number) + p.scanInterval, p.userTimeout!, p.keepAlive ? keepAliveBudget(p.keepAlive) : 0]) {
       expect(deadline).toBeGreaterThan(0);
       expect(deadline).toBeLessThanOrEqual(60_000);
     }
@@ -293,7 +293,7 @@ describe.runIf(canUse('ss'))('scenario 12: the peer half-closes and the applicat
     let sawEnd = false;
     socket.on('end', () => (sawEnd = true));
     const error = new Promise<Error & { code?: string }>((resolve) => socket.on('error', resolve));
-    await new Promise((resolve) => client.end('x', resolve));
+    await new Promise<void>((resolve) => client.end('x', () => resolve()));
     const start = performance.now();
     expect(await waitFor(async () => (await ssCount('close-wait', port)) === 1, 1000)).toBeGreaterThanOrEqual(0);
     const back = await waitFor(async () => (await ssCount('close-wait', port)) === 0, T + SLACK);
@@ -309,7 +309,7 @@ describe.runIf(canUse('ss'))('scenario 12: the peer half-closes and the applicat
     const { port } = await serve(opts, handler);
     const client = await connect(port);
     client.resume();
-    await new Promise((resolve) => client.end('x', resolve));
+    await new Promise<void>((resolve) => client.end('x', () => resolve()));
     await sleep(T + SLACK);
     expect(await ssCount('close-wait', port)).toBe(1);
   });
@@ -490,7 +490,7 @@ describe.runIf(canUse('ss'))('guard.close({ timeout })', () => {
   });
 
   it('http.Server: a connection that has not sent a byte is ended at once (Node keeps it until headersTimeout); half a request is left to the timeout', async () => {
-    const server = track(http.createServer((req, res) => res.end('ok')));
+    const server = track(http.createServer((_req, res) => res.end('ok')));
     const guard = tuneServer(server, presets.gracefulHeartbeat());
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

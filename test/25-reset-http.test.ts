@@ -36,7 +36,7 @@ function framed(res: http.ServerResponse): void {
 }
 
 async function serve(handler: (res: http.ServerResponse) => void): Promise<{ server: http.Server; guard: Guard; port: number }> {
-  const server = http.createServer((req, res) => handler(res));
+  const server = http.createServer((_req, res) => handler(res));
   // Accepted connections are reset only on timeouts unless asked (test/26): these servers ask.
   const guard = tuneServer(server, presets.rstOnClose({ resetAccepted: 'always' }));
   server.listen(0, '127.0.0.1');

@@ -128,7 +128,7 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
   });
   afterAll(() => ns.destroy());
 
-  const ways = [
+  const ways: Array<{ how: string; script: string; env: Record<string, string>; nodeArgs: string[] }> = [
     { how: 'NODE_OPTIONS=--import=socktune/register, ES module application', script: 'register-app.mjs', env: { NODE_OPTIONS: '--import=socktune/register' }, nodeArgs: [] },
     { how: 'NODE_OPTIONS=--require=socktune/register, CommonJS application', script: 'register-app.cjs', env: { NODE_OPTIONS: '--require=socktune/register' }, nodeArgs: [] },
     { how: 'node --import socktune/register', script: 'register-app.mjs', env: {}, nodeArgs: ['--import', 'socktune/register'] },

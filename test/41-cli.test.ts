@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import { cli, socktune } from './helpers/cli.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';

@@ -173,7 +173,7 @@ describe('50,000 rules', () => {
 
   it('a rule at position 49,999 shadowed by a catch-all just before it is found', async () => {
     const all = rules();
-    all[N - 2] = { name: `r${N - 2}`, direction: 'opened', policy: 'rstOnClose' } as (typeof all)[number];
+    all[N - 2] = { name: `r${N - 2}`, direction: 'opened', policy: 'rstOnClose' } as unknown as (typeof all)[number];
     all[N - 1] = { ...all[N - 1], direction: 'opened' } as (typeof all)[number];
     const path = file('shadowed.json', JSON.stringify({ rules: all }));
     const r = await refused({ SOCKTUNE_CONFIG: path });

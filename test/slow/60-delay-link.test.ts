@@ -14,10 +14,10 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { canUse, inCI } from './helpers/env.js';
-import { DelayLink, type LinkEnd } from './helpers/delaylink.js';
+import { canUse, inCI } from '../helpers/env.js';
+import { DelayLink, type LinkEnd } from '../helpers/delaylink.js';
 
-const peerScript = fileURLToPath(new URL('./fixtures/delay-link-peer.mjs', import.meta.url));
+const peerScript = fileURLToPath(new URL('../fixtures/delay-link-peer.mjs', import.meta.url));
 const MiB = 1024 * 1024;
 const delayMs = 100;
 /** What a round trip may take beyond 2 × delay on a loaded machine. */

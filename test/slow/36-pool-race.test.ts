@@ -9,12 +9,12 @@
 // namespace of this file's own; the clients are real processes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
-import { startNginx, type Nginx } from './helpers/nginx.js';
-import { runToEnd } from './helpers/register.js';
+import { canUse } from '../helpers/env.js';
+import { Netns } from '../helpers/netns.js';
+import { startNginx, type Nginx } from '../helpers/nginx.js';
+import { runToEnd } from '../helpers/register.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 const LANES = 200;
 const ROUNDS = 10;
 const GAP = 2000;

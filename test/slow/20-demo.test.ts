@@ -8,8 +8,8 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { canUse } from './helpers/env.js';
-import { NOBODY, packageCopy, removeCopies } from './helpers/unprivileged.js';
+import { canUse } from '../helpers/env.js';
+import { NOBODY, packageCopy, removeCopies } from '../helpers/unprivileged.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const runModule = new URL('../dist/demo/run.js', import.meta.url).href;

@@ -10,11 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { configure, keepAliveBudget, presets, readOptions, sendQueue, tcpInfo, tcpState, tune } from '../src/index.js';
-import { canUse } from './helpers/env.js';
-import { VethPeer } from './helpers/veth.js';
+import { configure, keepAliveBudget, presets, readOptions, sendQueue, tcpInfo, tcpState, tune } from '../../src/index.js';
+import { canUse } from '../helpers/env.js';
+import { VethPeer } from '../helpers/veth.js';
 
-const echoServer = fileURLToPath(new URL('./fixtures/deadpeer-server.mjs', import.meta.url));
+const echoServer = fileURLToPath(new URL('../fixtures/deadpeer-server.mjs', import.meta.url));
 
 /** Keepalive idle I, interval V, count C (ms): small, so a vanished idle peer is found in I + C·V = 5 s. */
 const keepAlive = { idle: 2000, interval: 1000, count: 3 } as const;

@@ -10,12 +10,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
-import { startHAProxy, type HAProxy } from './helpers/haproxy.js';
-import { startApp, type App } from './helpers/register.js';
+import { canUse } from '../helpers/env.js';
+import { Netns } from '../helpers/netns.js';
+import { startHAProxy, type HAProxy } from '../helpers/haproxy.js';
+import { startApp, type App } from '../helpers/register.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const FRONT = 8000;
 const BACKENDS = [9001, 9002];
@@ -30,7 +30,7 @@ interface Load {
   requests: number;
 }
 
-const modes = [
+const modes: Array<{ mode: string; restarts: number; env: Record<string, string> }> = [
   { mode: 'socktune', restarts: 50, env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_SHUTDOWN: JSON.stringify({ signal: 'SIGTERM', delay: 800, timeout: 5000, spread: 200, readinessPath: '/health' }) } },
   { mode: 'close', restarts: 10, env: {} },
   { mode: 'terminator', restarts: 10, env: {} },

@@ -11,13 +11,13 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { presets, tuneServer, type GuardCloseEvent } from '../src/index.js';
-import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
-import { VethPeer } from './helpers/veth.js';
-import { closeAll, track } from './helpers/sockets.js';
+import { presets, tuneServer, type GuardCloseEvent } from '../../src/index.js';
+import { canUse } from '../helpers/env.js';
+import { Netns } from '../helpers/netns.js';
+import { VethPeer } from '../helpers/veth.js';
+import { closeAll, track } from '../helpers/sockets.js';
 
-const clientsFixture = fileURLToPath(new URL('./fixtures/ws-clients.mjs', import.meta.url));
+const clientsFixture = fileURLToPath(new URL('../fixtures/ws-clients.mjs', import.meta.url));
 
 afterEach(closeAll);
 

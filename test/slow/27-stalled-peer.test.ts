@@ -10,11 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { configure, presets, tuneServer, type Guard } from '../src/index.js';
-import { canUse } from './helpers/env.js';
-import { VethPeer } from './helpers/veth.js';
+import { configure, presets, tuneServer, type Guard } from '../../src/index.js';
+import { canUse } from '../helpers/env.js';
+import { VethPeer } from '../helpers/veth.js';
 
-const reader = fileURLToPath(new URL('./fixtures/stalled-reader.mjs', import.meta.url));
+const reader = fileURLToPath(new URL('../fixtures/stalled-reader.mjs', import.meta.url));
 const MiB = 1024 * 1024;
 const keepAlive = { idle: 2000, interval: 1000, count: 3 };
 /** User timeout 5 s: the keepalive budget, as gracefulHeartbeat derives it. */

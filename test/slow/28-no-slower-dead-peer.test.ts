@@ -6,11 +6,11 @@
 // register), observed side by side; the server is a real process in a namespace of this file's own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { canUse } from './helpers/env.js';
-import { VethPeer } from './helpers/veth.js';
-import { startApp, noticeAfterVanish, type Arm } from './helpers/register.js';
+import { canUse } from '../helpers/env.js';
+import { VethPeer } from '../helpers/veth.js';
+import { startApp, noticeAfterVanish, type Arm } from '../helpers/register.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 /** Node's agent: keepalive idle 1 s, then 10 probes 1 s apart. */
 const nodeBudget = 1000 + 10 * 1000;
 /** Keepalive timers fire on jiffies and the client stamps its event: testing.md's 1 s. */
@@ -28,7 +28,7 @@ describe.runIf(canUse('ip', 'nft'))("Node's keep-alive agent under socktune/regi
   it(`a vanished server is noticed within ${nodeBudget} ms + ${slack} ms with and without register (gracefulHeartbeat's own budget is 60 s)`, async () => {
     const arms: Arm[] = [];
     for (const mode of ['plain', 'register'] as const) {
-      const env = mode === 'register' ? { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' } : {};
+      const env: Record<string, string> = mode === 'register' ? { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' } : {};
       arms.push({ mode, app: await startApp(fixture('pooled-client.mjs'), { env, args: [peer.peerAddr, String(port)] }), strace: '' });
     }
     try {

@@ -11,12 +11,12 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { canUse } from './helpers/env.js';
-import { VethPeer } from './helpers/veth.js';
+import { canUse } from '../helpers/env.js';
+import { VethPeer } from '../helpers/veth.js';
 import {
   expectOptionsRead, expectRecipePolicy, expectVanishNoticed, fixtures, modes, recipeBudget, recipeEnv, recipeSlack, ssSockets,
   startApp, type Arm,
-} from './helpers/register.js';
+} from '../helpers/register.js';
 
 const port = 6379;
 

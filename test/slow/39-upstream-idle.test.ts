@@ -9,16 +9,16 @@
 // cached connection) and logs it. In a namespace of this file's own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
-import { startNginx, type Nginx } from './helpers/nginx.js';
-import { startHAProxy, type HAProxy } from './helpers/haproxy.js';
+import { canUse } from '../helpers/env.js';
+import { Netns } from '../helpers/netns.js';
+import { startNginx, type Nginx } from '../helpers/nginx.js';
+import { startHAProxy, type HAProxy } from '../helpers/haproxy.js';
 import http from 'node:http';
-import { presets, tuneServer } from '../src/index.js';
-import { runToEnd, startApp } from './helpers/register.js';
-import { catchError } from './helpers/errors.js';
+import { presets, tuneServer } from '../../src/index.js';
+import { runToEnd, startApp } from '../helpers/register.js';
+import { catchError } from '../helpers/errors.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 const BACKEND = 9100;
 const LANES = 50;
 const ROUNDS = 10;
@@ -26,7 +26,7 @@ const ROUNDS = 10;
 const GAP = 6000;
 const SPREAD = 60;
 
-const arms = [
+const arms: Array<{ name: string; env: Record<string, string>; control: boolean }> = [
   { name: 'the backend with Node\'s defaults', env: {}, control: true },
   {
     name: 'the same backend under socktune/register, upstreamIdleTimeout 60 s',
@@ -132,19 +132,19 @@ describe('upstreamIdleTimeout: the server keeps idle connections longer than the
       });
     });`;
 
-  it('under register, told the proxy\\'s idle timeout: the server\\'s is raised; an application\\'s own below it stays, with one warning', async () => {
+  it("under register, told the proxy's idle timeout: the server's is raised; an application's own below it stays, with one warning", async () => {
     const raised = await registered({ preset: 'gracefulHeartbeat', upstreamIdleTimeout: 30_000 }, serve('', '{}'));
     expect({ out: raised.stdout.trim(), err: raised.stderr }).toEqual({ out: '31000', err: '' });
     const own = await registered({ preset: 'gracefulHeartbeat', upstreamIdleTimeout: 30_000 }, serve('server.keepAliveTimeout = 8000;', '{}'));
     expect(own.stdout.trim()).toBe('8000');
-    expect(own.stderr).toMatch(/\\[SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM\\] Warning: the HTTP server on 127\\.0\\.0\\.1:\\d+ keeps idle keep-alive connections 8000 ms \\(its own keepAliveTimeout\\), not longer than the proxy in front \\(upstreamIdleTimeout 30000 ms\\)/);
+    expect(own.stderr).toMatch(/\[SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM\] Warning: the HTTP server on 127\.0\.0\.1:\d+ keeps idle keep-alive connections 8000 ms \(its own keepAliveTimeout\), not longer than the proxy in front \(upstreamIdleTimeout 30000 ms\)/);
     expect(own.stderr.match(/SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM/g)).toHaveLength(1);
   });
 
   it('under register, told nothing: one warning once a request shows a proxy in front; none without one, none when told there is no proxy', async () => {
     const proxied = await registered({ preset: 'gracefulHeartbeat' }, serve('', "{ 'x-forwarded-for': '192.0.2.1' }"));
     expect(proxied.stderr.match(/SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM/g)).toHaveLength(1);
-    expect(proxied.stderr).toMatch(/is behind a proxy \\(its requests carry forwarding headers\\) and closes idle keep-alive connections after 5000 ms/);
+    expect(proxied.stderr).toMatch(/is behind a proxy \(its requests carry forwarding headers\) and closes idle keep-alive connections after 5000 ms/);
     const direct = await registered({ preset: 'gracefulHeartbeat' }, serve('', '{}'));
     expect(direct.stderr).toBe('');
     const none = await registered({ preset: 'gracefulHeartbeat', upstreamIdleTimeout: false }, serve('', "{ 'x-forwarded-for': '192.0.2.1' }"));

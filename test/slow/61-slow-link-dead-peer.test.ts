@@ -5,11 +5,11 @@
 // Each trial runs both arms side by side against one sink, and one drop of the link serves both.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { canUse } from './helpers/env.js';
-import { DelayLink } from './helpers/delaylink.js';
-import { startApp, type App } from './helpers/register.js';
+import { canUse } from '../helpers/env.js';
+import { DelayLink } from '../helpers/delaylink.js';
+import { startApp, type App } from '../helpers/register.js';
 
-const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 /** The policy's user timeout: keepalive 2 s + 3 × 1 s. */
 const budget = 5000;
 /** What the budget may be exceeded by: the guard's scan (a quarter of the user timeout) and a loaded machine. */

@@ -5,15 +5,15 @@
 // vanishes (nftables drops in its namespace) the policy clients notice within the keepalive budget
 // I + C·V + 1 s while the controls have noticed nothing a little later still. One vanish serves
 // every arm.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { canUse } from './helpers/env.js';
-import { VethPeer } from './helpers/veth.js';
+import { canUse } from '../helpers/env.js';
+import { VethPeer } from '../helpers/veth.js';
 import {
   expectRecipePolicy, expectVanishNoticed, fixtures, modes, recipeBudget, recipeEnv, recipeSlack, ssSockets, startApp, type Arm,
-} from './helpers/register.js';
+} from '../helpers/register.js';
 
 const port = 8080;
 

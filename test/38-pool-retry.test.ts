@@ -4,7 +4,8 @@
 // connection meets the race deterministically. Checked for createAgent (Node's agent) and
 // createDispatcher (undici, with undici's request() and fetch()): an idempotent request comes back
 // answered, counted and published; a POST, a streamed body, a response already begun and a
-// second failure reach the caller as they would without socktune.
+// second failure reach the caller as they would without socktune. Node's own agent is checked
+// under socktune/register, in an application with no socktune code.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
@@ -13,7 +14,12 @@ import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createAgent, createDispatcher, presets, type PolicyAgent, type PolicyDispatcher } from '../src/index.js';
+import { fileURLToPath } from 'node:url';
 import { closeAll, track } from './helpers/sockets.js';
+import { runToEnd } from './helpers/register.js';
+
+/** Node 20 hands a free socket to a request in the call that queues it; 22 and later a turn of the loop later. */
+const assignsAtOnce = Number(process.versions.node.split('.')[0]) < 22;
 
 afterEach(closeAll);
 
@@ -219,5 +225,33 @@ describe('createDispatcher', () => {
     const d = dispatcher();
     expect(await reused(d, server.port, () => viaUndici(d, server.port))).toBe('UND_ERR_SOCKET');
     expect(d.retried).toBe(1);
+  });
+});
+
+// Node's own keep-alive agent in an application with no socktune code: under socktune/register a
+// pooled connection whose server's FIN is already in the kernel is dropped before Node hands it out,
+// and a request whose pooled connection is closed under it is sent once more; the same
+// application without register is the control.
+describe("Node's http.Agent under socktune/register", () => {
+  const script = fileURLToPath(new URL('./fixtures/register-pool-app.mjs', import.meta.url));
+  const run = async (nodeArgs: string[], env: Record<string, string>) => {
+    const r = await runToEnd([...nodeArgs, script], env);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }>;
+  };
+
+  it('a pooled connection the server closed (CLOSE_WAIT) is not handed out, one closed under its request is retried, a POST is not', async () => {
+    const r = await run(['--import', 'socktune/register'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    expect(r.stale).toMatchObject({ state: 'CLOSE_WAIT', ok: true, sameSocket: false, stats: { stale: 1, retried: 0 } });
+    expect(r.race).toMatchObject({ ok: true, stats: { stale: 1, retried: 1 } });
+    expect(r.post).toMatchObject({ ok: false, error: 'ECONNRESET', stats: { stale: 1, retried: 1 } });
+  });
+
+  it(`control: without socktune the ${assignsAtOnce ? 'CLOSE_WAIT connection is handed out and its request fails' : "agent (Node 22+) reads the FIN first"}, and the request raced fails`, async () => {
+    const r = await run([], {});
+    expect(r.stale.state).toBe('CLOSE_WAIT');
+    if (assignsAtOnce) expect(r.stale).toMatchObject({ ok: false, error: 'ECONNRESET' });
+    else expect(r.stale.ok).toBe(true);
+    expect(r.race).toMatchObject({ ok: false, error: 'ECONNRESET' });
   });
 });

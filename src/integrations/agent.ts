@@ -327,50 +327,61 @@ class Pool {
     if (s.timeout !== active) s.setTimeout(active);
   }
 
-  /**
-   * Before Node picks a free socket for a request: drops, from the end Node picks from, every
-   * socket that cannot serve it. A TCP connection the kernel no longer holds as ESTABLISHED is
-   * dropped as stale (one TCP_INFO read per socket looked at): Node 20's `addRequest` pops the
-   * newest free socket (LIFO) and skips only destroyed sockets at the front of the list, and a FIN
-   * or RST that arrived while the event loop was busy is in the kernel long before Node reads it.
-   * Other connections are only skipped once destroyed.
-   */
+  /** Before Node picks a free socket for a request: see {@link sweepFreeSockets}. */
   sweep(options: unknown, legacy: unknown[]): void {
-    // As Node's addRequest merges them (the legacy form is addRequest(req, host, port, localAddress)).
-    const request = typeof options === 'string' ? { host: options, port: legacy[0], localAddress: legacy[1] } : (options as object);
-    const given = { ...request, ...this.agent.options };
-    const free = this.agent.freeSockets;
-    if (this.agent.getName === http.Agent.prototype.getName) {
-      // http.Agent's names: host, port, local address, family and socket path only.
-      const name = this.agent.getName(given as http.ClientRequestArgs);
-      if (free[name] !== undefined) this.drop(free, name);
-      return;
-    }
-    // https.Agent's (or a subclass's) names add TLS fields, the server name among them, after
-    // host:port:; Node derives the server name from the Host header. Every pool of this host and
-    // port is checked instead.
-    const { host, port } = given as { host?: string; port?: number | string };
-    const prefix = `${host || 'localhost'}:${port || ''}:`;
-    for (const name in free) if (name.startsWith(prefix)) this.drop(free, name);
+    sweepFreeSockets(this.agent, options, legacy, (socket) => (this.tuned.has(socket) ? 'tcp' : 'other'), (socket) => {
+      this.stale++;
+      void this.guard.drop(socket, 'stale');
+    });
   }
+}
 
-  /** Drops unusable sockets from the end of `free[name]` that Node will pick from. */
-  private drop(free: AgentInternals['freeSockets'], name: string): void {
+/**
+ * Before Node's agent picks a free socket for a request: drops, from the end Node picks from,
+ * every socket that cannot serve it. A TCP connection under a policy (`kind` says `'tcp'`) that
+ * the kernel no longer holds as ESTABLISHED is stale (one TCP_INFO read per socket looked at):
+ * `onStale` takes it. Node 20's `addRequest` pops the newest free socket (LIFO) and skips only
+ * destroyed sockets at the front of the list, and a FIN or RST that arrived while the event loop
+ * was busy is in the kernel long before Node reads it. Other sockets are only skipped once
+ * destroyed. @internal
+ */
+export function sweepFreeSockets(
+  agent: http.Agent,
+  options: unknown,
+  legacy: unknown[],
+  kind: (socket: net.Socket) => 'tcp' | 'other',
+  onStale: (socket: net.Socket) => void,
+): void {
+  const a = agent as unknown as AgentInternals;
+  // As Node's addRequest merges them (the legacy form is addRequest(req, host, port, localAddress)).
+  const request = typeof options === 'string' ? { host: options, port: legacy[0], localAddress: legacy[1] } : (options as object);
+  const given = { ...request, ...a.options };
+  const free = a.freeSockets;
+  const drop = (name: string): void => {
     const list = free[name]!;
-    const fifo = this.agent.scheduling === 'fifo';
+    const fifo = a.scheduling === 'fifo';
     while (list.length > 0) {
       const at = fifo ? 0 : list.length - 1;
       const socket = list[at];
-      const tuned = this.tuned.has(socket);
-      if (tuned ? established(socket) : !socket.destroyed) break;
+      const tcp = kind(socket) === 'tcp';
+      if (tcp ? established(socket) : !socket.destroyed) break;
       list.splice(at, 1);
-      if (tuned && !socket.destroyed) {
-        this.stale++;
-        void this.guard.drop(socket, 'stale');
-      }
+      if (tcp && !socket.destroyed) onStale(socket);
     }
     if (list.length === 0) delete free[name];
+  };
+  if (a.getName === http.Agent.prototype.getName) {
+    // http.Agent's names: host, port, local address, family and socket path only.
+    const name = a.getName(given as http.ClientRequestArgs);
+    if (free[name] !== undefined) drop(name);
+    return;
   }
+  // https.Agent's (or a subclass's) names add TLS fields, the server name among them, after
+  // host:port:; Node derives the server name from the Host header. Every pool of this host and
+  // port is checked instead.
+  const { host, port } = given as { host?: string; port?: number | string };
+  const prefix = `${host || 'localhost'}:${port || ''}:`;
+  for (const name in free) if (name.startsWith(prefix)) drop(name);
 }
 
 /**

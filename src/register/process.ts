@@ -34,7 +34,7 @@ import { isExplicit, type Policy } from '../policy/presets.js';
 import { keepAliveAbove } from '../integrations/server.js';
 import http from 'node:http';
 import { adopt } from '../integrations/tune.js';
-import { isPolicyAgent } from '../integrations/agent.js';
+import { isPolicyAgent, sweepFreeSockets } from '../integrations/agent.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -59,10 +59,17 @@ export interface RegisterStats {
   refused: number;
   /**
    * Requests of Node's own agents (the global ones and every `http.Agent`/`https.Agent` an
-   * application or a library makes) sent once more on a new connection because their pooled
-   * connection was closed or reset under them before any byte of the response (`poolRetry`).
+   * application or a library makes) and of the global `fetch`, sent once more on a new connection
+   * because their pooled connection was closed or reset under them before any byte of the
+   * response (`poolRetry`).
    */
   retried: number;
+  /**
+   * Pooled connections of Node's own agents dropped before reuse because the kernel no longer held
+   * them as ESTABLISHED (the server's FIN or RST had arrived while they waited in the pool); the
+   * request got another connection.
+   */
+  stale: number;
   /**
    * Whether the registration applies policies. `false` when it is not loaded, or when it could not
    * start on this host (no native addon for this platform, an unsupported runtime): the process
@@ -134,7 +141,7 @@ export function registerStats(): RegisterStats {
 type Counts = Omit<RegisterStats, 'active' | 'reason'>;
 
 function emptyStats(): Counts {
-  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0 };
+  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0 };
 }
 
 /**
@@ -365,9 +372,11 @@ function wrapConnect(): void {
 
 /**
  * Node's own agents (the global ones and every `http.Agent`/`https.Agent` an application or a
- * library makes): a request on a pooled connection that its server closed under it is sent once
- * more, under the policy of the connection (see integrations/retry.ts). socktune's own agents do
- * this themselves.
+ * library makes): a pooled connection under a policy that the kernel no longer holds as
+ * ESTABLISHED (the server's FIN or RST arrived while it waited) is dropped before Node picks it,
+ * and a request on a pooled connection that its server closed under it is sent once more, under
+ * the policy of the connection (see integrations/retry.ts). socktune's own agents do this
+ * themselves.
  */
 function patchAgents(): void {
   type AddRequest = (this: http.Agent, req: http.ClientRequest, options: unknown, ...legacy: unknown[]) => void;
@@ -376,7 +385,13 @@ function patchAgents(): void {
   const addRequest = proto.addRequest;
   const reuseSocket = proto.reuseSocket;
   proto.addRequest = function addRequestUnderRegister(this: http.Agent, req, options, ...legacy) {
-    if (!isPolicyAgent(this)) noteRequestOptions(req, options);
+    if (active !== undefined && !isPolicyAgent(this)) {
+      noteRequestOptions(req, options);
+      sweepFreeSockets(this, options, legacy, (socket) => (guardOf(socket) === undefined ? 'other' : 'tcp'), (socket) => {
+        if (active !== undefined) active.stats.stale++;
+        void guardOf(socket)?.drop(socket, 'stale');
+      });
+    }
     return addRequest.call(this, req, options, ...legacy);
   };
   proto.reuseSocket = function reuseSocketUnderRegister(this: http.Agent, socket, req) {

@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { canUse } from '../helpers/env.js';
 import { NOBODY, packageCopy, removeCopies } from '../helpers/unprivileged.js';
 
-const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
-const runModule = new URL('../dist/demo/run.js', import.meta.url).href;
+const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+const runModule = new URL('../../dist/demo/run.js', import.meta.url).href;
 
 /** Network namespaces whose names start with `prefix`. */
 function namespacesLike(prefix: string): string[] {

@@ -2,7 +2,8 @@
 // prebuilds), installs the tarball into an empty project with --ignore-scripts and no compiler
 // reachable, and checks what a user gets:
 //   - the tarball: the files of main, types, exports and bin, all seven prebuilds, LICENSE, and
-//     nothing but dist/ (.js, .d.ts), native/, binding.gyp, prebuilds/, README.md, LICENSE
+//     nothing but dist/ (.js, .d.ts), native/, binding.gyp, prebuilds/, README.md, the manual's
+//     pages (docs/, so the README's relative links resolve in the installed package), LICENSE
 //   - which prebuild node-gyp-build picks for each platform, CPU and C library
 //   - the published types type-check in a strict project without the optional peers
 //   - the smoke test (scripts/smoke/loads.mjs) on this Node and on Node 22, 24, 26 (linux-x64),
@@ -66,7 +67,7 @@ process.on('SIGINT', () => { cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { cleanup(); process.exit(143); });
 
 /** The files a tarball may hold: anything else is a packaging mistake. */
-const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^LICENSE$/, /^package\.json$/];
+const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/];
 
 function main() {
   // -- pack (prepack builds dist/ and the prebuilds; its output goes to stderr, the JSON to stdout)

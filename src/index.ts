@@ -12,6 +12,7 @@ export {
   supportedOptions,
   limits,
   tcpState,
+  isConfigureError,
 } from './options.js';
 export type {
   SocketOptions,
@@ -36,9 +37,9 @@ export type { SysctlAudit, Finding, Severity, AuditOptions, Unreadable } from '.
 export { sockstat, netCounters, readSysctl, kernelVersion } from './diagnose/proc.js';
 export type { Sockstat, NetCounters, TcpExtCounters, TcpCounters, KernelVersion } from './diagnose/proc.js';
 export { presets, compose, keepAliveBudget } from './policy/presets.js';
-export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions } from './policy/presets.js';
+export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions, PoolRetry } from './policy/presets.js';
 export { resetClose, closeChannel } from './policy/reset.js';
-export type { ResetCloseOptions, CloseReport, CloseReason } from './policy/reset.js';
+export type { ResetCloseOptions, CloseReport, CloseReason, CloseMessage, TypedChannel } from './policy/reset.js';
 export { closeCodes } from './policy/close.js';
 export { Guard, guardOf } from './guard/guard.js';
 export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, GuardEvents, ShutdownOptions, ShutdownReport } from './guard/guard.js';

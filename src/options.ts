@@ -271,6 +271,21 @@ export interface ConfigureError extends KernelError {
   applied: string[];
 }
 
+/**
+ * Whether `err` is a kernel refusal from {@link configure} (or a policy that applied options): an
+ * `Error` with the kernel's `code`, `errno` and `syscall` and the `applied` list. For `catch (err)`
+ * blocks, where `err` is `unknown`. Never throws.
+ */
+export function isConfigureError(err: unknown): err is ConfigureError {
+  try {
+    if (!(err instanceof Error)) return false;
+    const e = err as Partial<ConfigureError>;
+    return typeof e.code === 'string' && typeof e.errno === 'number' && typeof e.syscall === 'string' && Array.isArray(e.applied);
+  } catch {
+    return false; // a hostile value (a revoked Proxy, a throwing getter) is not one
+  }
+}
+
 /** What a policy leaves in place when the socket already has it shorter (see {@link configurePolicy}). */
 export const enum KeepShorter {
   /** Nothing: the options are set as given. */

@@ -5,14 +5,14 @@
 // placed by line and column and never quotes the file; SOCKTUNE_TRACE is exactly 1 or 0; and a
 // file of 50,000 rules loads, with a rule shadowed at its very end still found.
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import http from 'node:http';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
-import { runToEnd, startApp } from './helpers/register.js';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cleanEnv, consumerProject, runToEnd, startApp } from './helpers/register.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -76,7 +76,7 @@ describe('near misses name what was meant', () => {
       `SOCKTUNE_CONFIG (${rule}) rules[0]: has no field 'locaPort'; rule fields: name, direction, port, host, localPort, localAddress, policy; did you mean 'localPort'?`,
     );
     const top = file('file-field.json', '{"rule":[],"policy":"rstOnClose"}');
-    expect((await refused({ SOCKTUNE_CONFIG: top })).line).toBe(`SOCKTUNE_CONFIG (${top}): has no field 'rule'; fields: policy, rules, trace; did you mean 'rules'?`);
+    expect((await refused({ SOCKTUNE_CONFIG: top })).line).toBe(`SOCKTUNE_CONFIG (${top}): has no field 'rule'; fields: policy, rules, trace, shutdown; did you mean 'rules'?`);
   });
 });
 
@@ -204,6 +204,7 @@ describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
     });
     const port = app.ready.port as number;
     const agent = new http.Agent({ keepAlive: true });
+    try {
     const get = (path: string) => new Promise<string>((resolve) => {
       http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
         res.resume();
@@ -227,6 +228,34 @@ describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
     const [code, signal] = (await exited) as [number | null, string | null];
     expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
     expect(app.stderr()).toBe('');
-    agent.destroy();
+    } finally {
+      agent.destroy();
+      app.child.kill('SIGKILL');
+    }
+  });
+});
+
+// What the register guide says of NODE_OPTIONS: the package name resolves from the working
+// directory, the absolute path of the installed entry point from anywhere.
+describe('NODE_OPTIONS from another working directory', () => {
+  const run = (nodeOptions: string) =>
+    spawnSync(process.execPath, ['-e', 'console.log(require("node:module").builtinModules.length > 0 ? "application ran" : "")'], {
+      cwd: '/',
+      env: { ...cleanEnv({ SOCKTUNE_POLICY: 'gracefulHeartbeat' }), NODE_OPTIONS: nodeOptions },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+
+  it('the package name is not found from /; the absolute paths of both entry points are, and register starts', () => {
+    const byName = run('--import=socktune/register');
+    expect(byName.status).not.toBe(0);
+    expect(byName.stderr).toContain('ERR_MODULE_NOT_FOUND');
+    const installed = join(consumerProject(), 'node_modules', 'socktune', 'dist', 'register');
+    for (const options of [`--import=${join(installed, 'index.js')}`, `--require=${join(installed, 'require.cjs')}`]) {
+      const probe = `import { stats } from '${pathToFileURL(join(installed, 'index.js')).href}'; process.on('exit', () => console.log(JSON.stringify(stats().active)));`;
+      const r = run(`${options} --import=data:text/javascript,${encodeURIComponent(probe)}`);
+      expect(r.stderr, options).toBe('');
+      expect(r.stdout, options).toBe('application ran\ntrue\n');
+    }
   });
 });

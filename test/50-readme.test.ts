@@ -1,5 +1,6 @@
-// The README is executable documentation: every ```js block runs, as a user who pastes it would
-// run it, and does what its comments say.
+// The manual (README.md, the guides in docs/, CONTRIBUTING.md) is executable documentation: every
+// ```js block runs, as a user who pastes it would run it, does what its comments say, and compiles
+// as strict TypeScript (checkJs) against socktune's published declarations.
 //
 // How a block runs. Each ```js fence carries a name in its info string (```js test=NAME, which
 // renderers ignore); CASES below says, per name, what the test puts before the block (`prelude`:
@@ -22,15 +23,15 @@
 // The example of a kernel refusal (EPERM from TCP_KEEPCNT) runs under strace, which makes the
 // kernel refuse exactly the third setsockopt of the block (counted in a dry run, as test/07 does).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, normalize } from 'node:path';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { fixtures, repoRoot } from './helpers/register.js';
-import { codeBlocks, readme, runModule, type Run } from './helpers/readme.js';
+import { codeBlocks, manual, readmeProject, runModule, type Run } from './helpers/readme.js';
 
 const hosts = {
   example: '127.0.0.2',
@@ -50,6 +51,8 @@ interface Case {
   refuse?: number;
   /** What the block prints, exactly (stdout). */
   prints?: string;
+  /** What the prelude gives the block, by name and type, for the type check (`socket: 'net.Socket'`). */
+  declares?: Record<string, string>;
 }
 
 // "Your server" (a TCP server whose connections read and ignore a reset, or an HTTP server
@@ -85,7 +88,8 @@ socket.end();`,
   },
   'configure-refused': {
     does: 'the kernel refuses the third option (EPERM injected by strace): the block prints code, option and applied',
-    prelude: `${serverAndSocket('net')}const { configure } = await import('socktune');`,
+    prelude: serverAndSocket('net'),
+    declares: { socket: "import('node:net').Socket" },
     refuse: 3,
     prints: "EPERM TCP_KEEPCNT [ 'TCP_KEEPIDLE', 'TCP_KEEPINTVL' ]\n",
     epilogue: `
@@ -95,6 +99,7 @@ socket.destroy(); server.close();`,
   policies: {
     does: 'builds the three policies, tunes a connected socket and a server, and reset-closes the socket',
     prelude: serverAndSocket('net'),
+    declares: { socket: "import('node:net').Socket", server: "import('node:net').Server" },
     epilogue: `
 readme$assert.deepEqual(heartbeat.keepAlive, ${JSON.stringify(heartbeat)});
 readme$assert.equal(both.reset, 'always');
@@ -106,6 +111,7 @@ await guard.close({ timeout: 1000 });`,
   'close-channel': {
     does: 'subscribes to socktune:close and ends a socket tuned with rstOnClose: the message says how it closed',
     prelude: serverAndSocket('net'),
+    declares: { socket: "import('node:net').Socket" },
     prints: 'close rst 0 undefined\n',
     epilogue: `
 readme$assert.equal(closeCodes['half-closed'], 'ERR_SOCKTUNE_HALF_CLOSE_TIMEOUT');
@@ -154,6 +160,7 @@ agent.destroy(); tlsAgent.destroy(); await dispatcher.destroy();`,
   guard: {
     does: 'guards an HTTP server; a keep-alive client makes a request, then SIGTERM runs the shutdown, which closes the idle connection at once, and the process exits',
     prelude: serverAndSocket('http'),
+    declares: { server: "import('node:http').Server" },
     prints: 'shut down { ended: 1, forced: 0 }\n',
     epilogue: `
 const readme$agent = new readme$http.Agent({ keepAlive: true });
@@ -162,9 +169,21 @@ await readme$until('the guard tracks the connection', () => guard.stats().tracke
 readme$assert.equal(typeof guard.stats().seen, 'number');
 process.kill(process.pid, 'SIGTERM');`,
   },
+  'guard-stats': {
+    does: 'guards an HTTP server with an idle timeout; a request is served and the statistics count it',
+    prelude: serverAndSocket('http'),
+    declares: { server: "import('node:http').Server" },
+    epilogue: `
+await new Promise((resolve) => readme$http.get('http://127.0.0.1:' + server.address().port + '/', (res) => res.resume().on('end', resolve)));
+await readme$until('the guard saw the connection', () => guard.stats().seen === 1);
+readme$assert.equal(guard.policy.idleTimeout, 600000);
+readme$assert.deepEqual(Object.keys(guard.stats().closed).sort(), ['dead', 'fin-wait', 'half-closed', 'heartbeat', 'idle', 'reset', 'shutdown', 'stale']);
+await guard.close({ timeout: 1000 });`,
+  },
   'ws-heartbeat': {
     does: 'a ws client connects to the guarded server; its socket is tracked and mapped to its WebSocket',
     prelude: serverAndSocket('http'),
+    declares: { server: "import('node:http').Server" },
     epilogue: `
 const { WebSocket: readme$WebSocket } = await import('ws');
 const readme$ws = new readme$WebSocket('ws://127.0.0.1:' + server.address().port);
@@ -177,6 +196,7 @@ await guard.close({ timeout: 1000 });`,
     does: 'under SOCKTUNE_POLICY=gracefulHeartbeat: the guard and stats of socktune/register, then SIGTERM closes everything',
     env: { SOCKTUNE_POLICY: 'gracefulHeartbeat' },
     prelude: serverAndSocket('net'),
+    declares: { socket: "import('node:net').Socket", server: "import('node:net').Server" },
     epilogue: `
 readme$assert.equal(guardOf(socket), guards.default);
 readme$assert.deepEqual(readme$readOptions(socket).keepAlive, ${JSON.stringify(heartbeat)});
@@ -248,36 +268,51 @@ async function waitFor(child: ChildProcess, text: string, what: string): Promise
   expect(log, `${what} did not start`).toContain(text);
 }
 
-const blocks = codeBlocks(readme());
+const pages = manual();
+const blocks = pages.flatMap((p) => codeBlocks(p.text, p.file));
 const js = blocks.filter((b) => b.lang === 'js');
+const at = (b: { file: string; line: number }) => `${b.file}:${b.line}`;
 
-describe('the README', () => {
+describe('the manual', () => {
+  it('is the README, CONTRIBUTING.md and the guides; the README stays short (at most 300 lines)', () => {
+    expect(pages.map((p) => p.file)).toEqual(expect.arrayContaining(['README.md', 'CONTRIBUTING.md', 'docs/guides/pools.md', 'docs/guides/deploys.md', 'docs/platforms.md', 'docs/performance.md']));
+    expect(pages.find((p) => p.file === 'README.md')!.text.split('\n').length).toBeLessThanOrEqual(300);
+  });
+
   it('names every js block, and every name is a case of this test', () => {
-    expect(js.filter((b) => b.name === undefined).map((b) => `README.md:${b.line}`)).toEqual([]);
+    expect(js.filter((b) => b.name === undefined).map(at)).toEqual([]);
     const names = js.map((b) => b.name);
-    expect(new Set(names).size, 'a name used twice').toBe(names.length);
+    expect(names.filter((n, i) => names.indexOf(n) !== i), 'a name used twice').toEqual([]);
     expect([...names].sort()).toEqual(Object.keys(CASES).sort());
   });
 
   it('fences JavaScript only as js (javascript, mjs, ts, bare fences hold none)', () => {
-    expect(blocks.filter((b) => /^(javascript|mjs|cjs|ts|typescript|jsx)$/.test(b.lang)).map((b) => `README.md:${b.line}`)).toEqual([]);
-    for (const b of blocks.filter((b) => b.lang === '')) expect(b.code, `README.md:${b.line}`).not.toMatch(/^\s*(import|const|await)\s/m);
+    expect(blocks.filter((b) => /^(javascript|mjs|cjs|ts|typescript|jsx)$/.test(b.lang)).map(at)).toEqual([]);
+    for (const b of blocks.filter((b) => b.lang === '')) expect(b.code, at(b)).not.toMatch(/^\s*(import|const|await)\s/m);
   });
 });
 
 /** GitHub's heading anchors: lower case, punctuation other than '-' and '_' dropped, spaces to '-'. */
 const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+const headings = (text: string) => new Set([...text.replace(/^\s*```[\s\S]*?^\s*```\s*$/gm, '').matchAll(/^#+ (.*)$/gm)].map((m) => anchor(m[1])));
 
-describe('the README and the API reference', () => {
-  const text = readme();
-  const prose = text.replace(/^\s*```[\s\S]*?^\s*```\s*$/gm, '');
-  const links = [...prose.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]).filter((l) => !/^[a-z]+:/.test(l));
-
-  it('links only to files that exist and to headings it has', () => {
-    const headings = new Set([...text.matchAll(/^#+ (.*)$/gm)].map((m) => anchor(m[1])));
-    const broken = links.filter((l) => (l.startsWith('#') ? !headings.has(l.slice(1)) : !existsSync(join(repoRoot, l.split('#')[0]))));
+describe('the manual and the API reference', () => {
+  it('links only to files that exist and to headings they have', () => {
+    const broken: string[] = [];
+    let toApi = 0;
+    for (const { file, text } of pages) {
+      const prose = text.replace(/^\s*```[\s\S]*?^\s*```\s*$/gm, '');
+      for (const [, link] of prose.matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^[a-z]+:/.test(link)) continue;
+        const [path, hash] = link.split('#');
+        const target = path === '' ? file : normalize(join(dirname(file), path));
+        if (target.startsWith('docs/api/')) toApi++;
+        if (!existsSync(join(repoRoot, target))) broken.push(`${file}: ${link} (no file ${target})`);
+        else if (hash !== undefined && target.endsWith('.md') && !headings(readFileSync(join(repoRoot, target), 'utf8')).has(hash)) broken.push(`${file}: ${link} (no heading #${hash} in ${target})`);
+      }
+    }
     expect(broken).toEqual([]);
-    expect(links.filter((l) => l.startsWith('docs/api/')).length).toBeGreaterThan(5);
+    expect(toApi).toBeGreaterThan(20);
   });
 
   it('has a reference page for every export of socktune and socktune/register (npm run docs)', async () => {
@@ -293,7 +328,39 @@ describe('the README and the API reference', () => {
   });
 });
 
-describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js block of the README runs', () => {
+// Every js block as a user with TypeScript in their editor sees it: an ES module checked under
+// `strict` (checkJs) against the declarations socktune publishes (dist/*.d.ts, through the
+// package's exports) and those of the peers it imports. What a block takes from its prelude
+// (`socket`, `server`) is declared with the type the guide says it is.
+describe('every js block of the manual type-checks', () => {
+  it('compiles as strict TypeScript (checkJs, module nodenext) with no error', () => {
+    const dir = join(readmeProject(), 'typecheck');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir);
+    const offsets = new Map<string, { block: (typeof js)[number]; header: number }>();
+    for (const block of js) {
+      const declares = Object.entries(CASES[block.name!]?.declares ?? {});
+      const header = declares.map(([name, type]) => `/** @type {${type}} */ const ${name} = /** @type {any} */ (undefined);`);
+      writeFileSync(join(dir, `${block.name}.mjs`), [...header, block.code, 'export {};', ''].join('\n'));
+      offsets.set(`${block.name}.mjs`, { block, header: header.length });
+    }
+    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { allowJs: true, checkJs: true, strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2023', lib: ['es2023'], types: ['node'], skipLibCheck: true },
+      include: ['*.mjs'],
+    }));
+    const run = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsc'), ['-p', dir, '--pretty', 'false'], { encoding: 'utf8' });
+    // Errors placed in the Markdown: "pools.mjs(3,7): error TS..." becomes "docs/guides/pools.md:NN: error TS...".
+    const errors = (run.stdout + run.stderr).split('\n').filter(Boolean).map((line) => {
+      const m = /^(?:.*\/)?([\w-]+\.mjs)\((\d+),\d+\): (.*)$/.exec(line);
+      const where = m === null ? undefined : offsets.get(m[1]);
+      return where === undefined ? line : `${where.block.file}:${where.block.line + Number(m![2]) - where.header}: ${m![3]}`;
+    });
+    expect(errors).toEqual([]);
+    expect(run.status).toBe(0);
+  }, 120_000);
+});
+
+describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js block of the manual runs', () => {
   const ns = new Netns('readme');
   const etc = `/etc/netns/${ns.name}`;
   const dir = mkdtempSync(join(tmpdir(), 'socktune-readme-'));
@@ -339,7 +406,7 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
   for (const block of js) {
     const c = CASES[block.name ?? ''];
     if (!c) continue;
-    it(`${block.name} (README.md:${block.line}): ${c.does}`, async () => {
+    it(`${block.name} (${at(block)}): ${c.does}`, async () => {
       const source = [imports, c.prelude ?? '', "import { existsSync as readme$exists } from 'node:fs';", "readme$exists('/socktune-mark-begin');", block.code, c.epilogue ?? '', "console.error('readme: done');"].join('\n');
       const inNs = ['ip', 'netns', 'exec', ns.name];
       let before = inNs;
@@ -358,7 +425,7 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
         before = [...inNs, 'strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=setsockopt', '-e', 'signal=none', '-e', `inject=setsockopt:error=EPERM:when=${setsBefore + c.refuse}`];
       }
       const run: Run = await runModule(`readme-${block.name}`, source, { before, env: c.env });
-      const why = `README.md:${block.line} (${block.name}) exited ${run.code ?? run.signal}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.slice(-4000)}`;
+      const why = `${at(block)} (${block.name}) exited ${run.code ?? run.signal}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.slice(-4000)}`;
       expect(run.code, why).toBe(0);
       expect(run.stderr, why).toContain('readme: done');
       if (c.prints !== undefined) expect(run.stdout, why).toBe(c.prints);

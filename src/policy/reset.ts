@@ -47,11 +47,45 @@ export interface CloseReport {
   waited: number;
 }
 
-/** Messages published for every close socktune performs: `{ socket, reason, report, error }`. */
-export const closeChannel = diagnostics.channel('socktune:close');
-
 /** Why socktune closed a connection (`'close'`: the application's own `end()`/`destroy()`). */
 export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale';
+
+/** A message of {@link closeChannel}: one close socktune performed. */
+export interface CloseMessage {
+  /** The connection. */
+  socket: net.Socket;
+  /** Why it was closed. */
+  reason: CloseReason;
+  /** How it was closed. */
+  report: CloseReport;
+  /** The error the socket was destroyed with, if any: a deadline's (its `code` one of `closeCodes`), a drain timeout's, the kernel's. */
+  error: (Error & { code?: string }) | undefined;
+}
+
+/**
+ * A `diagnostics_channel` channel whose messages are of type `M`: Node's `Channel`, typed for
+ * subscribers.
+ */
+export interface TypedChannel<M> {
+  /** The channel's name (`'socktune:close'`). */
+  readonly name: string | symbol;
+  /** Whether anything is subscribed. */
+  readonly hasSubscribers: boolean;
+  /** Calls `onMessage` with every message published from now on. */
+  subscribe(onMessage: (message: M, name: string | symbol) => void): void;
+  /** Stops calling `onMessage`; `false` when it was not subscribed. */
+  unsubscribe(onMessage: (message: M, name: string | symbol) => void): boolean;
+  /** Sends `message` to every subscriber. */
+  publish(message: M): void;
+}
+
+/**
+ * The `socktune:close` diagnostics channel: a {@link CloseMessage} `{ socket, reason, report, error }`
+ * for every close a policy or a guard performs (not for a `resetClose` called by hand, whose report
+ * is its promise's). Node's own channel object: `diagnostics_channel.subscribe('socktune:close', ...)`
+ * reaches the same messages.
+ */
+export const closeChannel = diagnostics.channel('socktune:close') as unknown as TypedChannel<CloseMessage>;
 
 /** The drain settings every reset path takes, validated. */
 export interface Drain {

@@ -26,7 +26,7 @@ import { socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
 import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
 
-export type { Direction, RegisterConfig, Rule } from './config.js';
+export type { Direction, RegisterConfig, Rule, ShutdownConfig } from './config.js';
 export type { RegisterStats } from './process.js';
 
 /** The exit code of a process stopped by a bad configuration (or, with `SOCKTUNE_STRICT=1`, by a host socktune cannot work on). */

@@ -1,10 +1,10 @@
-// The README's code blocks, and a place to run them as a user would: an ES module in a consumer
+// The code blocks of the README and the guides, and a place to run them as a user would: an ES module in a consumer
 // project whose node_modules/socktune is this package (register.ts's consumerProject) and whose
 // node_modules also holds the peers the examples import (ws, undici, prom-client, ioredis, pg),
 // linked from this repository's node_modules.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { cleanEnv, consumerProject, repoRoot } from './register.js';
 
 export interface Block {
@@ -14,12 +14,14 @@ export interface Block {
   name: string | undefined;
   /** The code, with the fence's own indentation removed. */
   code: string;
-  /** 1-based line of the opening fence in README.md. */
+  /** 1-based line of the opening fence in its file. */
   line: number;
+  /** The Markdown file, relative to the repository (`README.md`, `docs/guides/pools.md`). */
+  file: string;
 }
 
-/** Every fenced code block of a Markdown text, in order. */
-export function codeBlocks(markdown: string): Block[] {
+/** Every fenced code block of a Markdown text (of `file`), in order. */
+export function codeBlocks(markdown: string, file = 'README.md'): Block[] {
   const lines = markdown.split('\n');
   const blocks: Block[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -29,8 +31,8 @@ export function codeBlocks(markdown: string): Block[] {
     const body: string[] = [];
     let j = i + 1;
     for (; j < lines.length && !/^\s*```\s*$/.test(lines[j]); j++) body.push(lines[j].startsWith(indent) ? lines[j].slice(indent.length) : lines[j]);
-    if (j === lines.length) throw new Error(`README.md:${i + 1}: a code fence that is never closed`);
-    blocks.push({ lang, name: /\btest=([\w-]+)/.exec(info)?.[1], code: body.join('\n'), line: i + 1 });
+    if (j === lines.length) throw new Error(`${file}:${i + 1}: a code fence that is never closed`);
+    blocks.push({ lang, name: /\btest=([\w-]+)/.exec(info)?.[1], code: body.join('\n'), line: i + 1, file });
     i = j;
   }
   return blocks;
@@ -38,14 +40,29 @@ export function codeBlocks(markdown: string): Block[] {
 
 export const readme = (): string => readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
-/** The packages the README's examples import besides socktune. */
-const peers = ['ws', 'undici', 'prom-client', 'ioredis', 'pg'];
+/** The manual: README.md, CONTRIBUTING.md and every Markdown file of docs/ outside the generated API reference. */
+export function manual(): Array<{ file: string; text: string }> {
+  const files = ['README.md', 'CONTRIBUTING.md'];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(join(repoRoot, dir), { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory() && path !== join('docs', 'api')) walk(path);
+      else if (entry.isFile() && entry.name.endsWith('.md')) files.push(relative('.', path));
+    }
+  };
+  walk('docs');
+  return files.map((file) => ({ file, text: readFileSync(join(repoRoot, file), 'utf8') }));
+}
+
+/** The packages the manual's examples import besides socktune, and the type declarations the type check needs. */
+const peers = ['ws', 'undici', 'prom-client', 'ioredis', 'pg', '@types/node', '@types/ws', '@types/pg'];
 
 /** The consumer project, with the examples' peer packages linked into its node_modules. */
 export function readmeProject(): string {
   const dir = consumerProject();
   for (const name of peers) {
     const link = join(dir, 'node_modules', name);
+    mkdirSync(dirname(link), { recursive: true });
     if (!existsSync(link)) symlinkSync(join(repoRoot, 'node_modules', name), link, 'dir');
   }
   return dir;

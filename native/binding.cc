@@ -16,36 +16,19 @@
 
 namespace {
 
-// Layout of the scratch buffer, in 32-bit slots unless said otherwise. Mirrored in src/binding.ts
-// through the `layout` export, so neither side hard-codes the other's numbers.
+// Layout of the scratch buffer, in 32-bit slots unless said otherwise: ST_SLOTS (tables.h), exported
+// to src/binding.ts as `layout`, so neither side hard-codes the other's numbers.
 enum Slot : int {
-  S_COUNT = 0,                       // options to apply
-  S_IDS = 1,                         // OPT_COUNT ids
-  S_VALUES = S_IDS + st::OPT_COUNT,  // OPT_COUNT values
-  S_KEEP_SHORTER = 19,               // 1: apply() keeps a shorter keepalive the socket has; 3: and a shorter user timeout (st::keep_shorter)
-  S_FAILED_OPTION = 20,              // option id (or -1) that a failure concerns
-  S_FAILED_SYSCALL = 21,             // Syscall below
-  S_APPLIED = 22,                    // options apply() set before the one the kernel refused
-  S_KEPT = 23,                       // bit mask (1 << id) of the options apply() left to a shorter budget
-  S_READ = 24,                       // OPT_COUNT values read back
-  S_QUEUES = 40,                     // outq, notsent, inq; lingerIfDrained: outq, peer closed
-  S_STATE = 43,                      // state(): the kernel state number
-  S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
-  S_FD = 46,                         // the fd a socket function works on
-  S_RESULT = 47,                     // what a socket function returns: 0, a negative errno, or a Status
-  S_DIAG_STATES = 48,                // sock_diag filter: state bit mask
-  S_DIAG_FAMILY = 49,                // 0, AF_INET, AF_INET6
-  S_DIAG_SPORT = 50,                 // -1 or a local port
-  S_DIAG_DPORT = 51,                 // -1 or a remote port
-  S_DIAG_ANYPORT = 52,               // -1 or a port on either side
-  S_DIAG_NETLINK = 53,               // -1, or a sock_diag socket of another namespace to dump through
-  S_DIAG_SRC_FAMILY = 54,            // 0 or the family of the local address below
-  S_DIAG_DST_FAMILY = 55,            // 0 or the family of the remote address below
-  S_DIAG_SRC = 56,                   // 16 bytes: local address (network order)
-  S_DIAG_DST = 60,                   // 16 bytes: remote address
-  S_DIAG_COUNTS = 64,                // 16 counts by kernel state number
+#define ST_X(id, name, at) S_##id = at,
+  ST_SLOTS(ST_X)
+#undef ST_X
   S_INT_SLOTS = 80,
 };
+static_assert(S_VALUES == S_IDS + st::OPT_COUNT, "option values follow the ids");
+static_assert(S_KEEP_SHORTER >= S_VALUES + st::OPT_COUNT, "option values overflow their slots");
+static_assert(S_QUEUES >= S_READ + st::OPT_COUNT, "options read back overflow their slots");
+static_assert(S_DIAG_DST == S_DIAG_SRC + 4 && S_DIAG_COUNTS == S_DIAG_DST + 4, "addresses take 16 bytes");
+static_assert(S_DIAG_COUNTS + 16 <= S_INT_SLOTS, "state counts overflow the integer slots");
 constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
 constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
 constexpr size_t kScratchBytes = kCookieOffset + 8;
@@ -54,7 +37,7 @@ static_assert(st::TI_COUNT <= 48, "TCP_INFO fields overflow the scratch area");
 enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2 };
 
 // Status returned to JavaScript: 0, a negative errno, or one of these.
-enum Status : int { ST_OK = 0, ST_E_HANDLE = 1, ST_E_NOFD = 2 };
+enum Status : int { ST_OK = 0, ST_E_NOFD = 2 };
 
 struct AddonData {
   Napi::Reference<Napi::ArrayBuffer> scratch_ref;
@@ -64,13 +47,14 @@ struct AddonData {
 };
 
 const char* const kInfoNames[st::TI_COUNT] = {
-    "state", "caState", "retransmits", "probes", "backoff", "options",
-    "rto", "ato", "sndMss", "rcvMss", "unacked", "sacked", "lost", "retrans",
-    "lastDataSent", "lastDataReceived", "lastAckReceived", "pmtu", "rcvSsthresh",
-    "rtt", "rttvar", "sndSsthresh", "sndCwnd", "advmss", "reordering",
-    "rcvRtt", "rcvSpace", "totalRetrans", "pacingRate", "bytesAcked",
-    "bytesReceived", "segsOut", "segsIn", "notsentBytes", "minRtt",
-    "deliveryRate", "bytesSent", "bytesRetrans", "sndWnd",
+#define ST_X(id, name, member) name,
+    ST_TCP_INFO_FIELDS(ST_X)
+#undef ST_X
+};
+const char* const kStateNames[st::TCPS_COUNT] = {
+#define ST_X(id, name) name,
+    ST_TCP_STATES(ST_X)
+#undef ST_X
 };
 
 AddonData* Data(const Napi::CallbackInfo& info) {
@@ -450,40 +434,16 @@ Napi::Object Constants(Napi::Env env) {
   Napi::Array names = Napi::Array::New(env, st::TI_COUNT);
   for (int i = 0; i < st::TI_COUNT; i++) names.Set(i, kInfoNames[i]);
   c.Set("infoFields", names);
-  int nstates = 0;
-  const char* const* state_names = st::tcp_state_names(&nstates);
-  Napi::Array states = Napi::Array::New(env, nstates);
-  for (int i = 0; i < nstates; i++) states.Set(i, state_names[i]);
+  Napi::Array states = Napi::Array::New(env, st::TCPS_COUNT);
+  for (int i = 0; i < st::TCPS_COUNT; i++) states.Set(i, kStateNames[i]);
   c.Set("tcpStates", states);
 
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("bytes", static_cast<double>(kScratchBytes));
-  layout.Set("count", static_cast<double>(S_COUNT));
-  layout.Set("ids", static_cast<double>(S_IDS));
-  layout.Set("values", static_cast<double>(S_VALUES));
-  layout.Set("failedOption", static_cast<double>(S_FAILED_OPTION));
-  layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
-  layout.Set("applied", static_cast<double>(S_APPLIED));
-  layout.Set("keepShorter", static_cast<double>(S_KEEP_SHORTER));
-  layout.Set("kept", static_cast<double>(S_KEPT));
-  layout.Set("state", static_cast<double>(S_STATE));
-  layout.Set("read", static_cast<double>(S_READ));
-  layout.Set("queues", static_cast<double>(S_QUEUES));
-  layout.Set("verify", static_cast<double>(S_VERIFY));
-  layout.Set("fd", static_cast<double>(S_FD));
-  layout.Set("result", static_cast<double>(S_RESULT));
-  layout.Set("diagStates", static_cast<double>(S_DIAG_STATES));
-  layout.Set("diagFamily", static_cast<double>(S_DIAG_FAMILY));
-  layout.Set("diagSport", static_cast<double>(S_DIAG_SPORT));
-  layout.Set("diagDport", static_cast<double>(S_DIAG_DPORT));
-  layout.Set("diagAnyPort", static_cast<double>(S_DIAG_ANYPORT));
-  layout.Set("diagNetlink", static_cast<double>(S_DIAG_NETLINK));
+#define ST_X(id, name, at) layout.Set(name, static_cast<double>(S_##id));
+  ST_SLOTS(ST_X)
+#undef ST_X
   layout.Set("topRowBytes", static_cast<double>(sizeof(st::TopRow)));
-  layout.Set("diagCounts", static_cast<double>(S_DIAG_COUNTS));
-  layout.Set("diagSrcFamily", static_cast<double>(S_DIAG_SRC_FAMILY));
-  layout.Set("diagDstFamily", static_cast<double>(S_DIAG_DST_FAMILY));
-  layout.Set("diagSrc", static_cast<double>(S_DIAG_SRC));
-  layout.Set("diagDst", static_cast<double>(S_DIAG_DST));
   layout.Set("diagEntryBytes", static_cast<double>(sizeof(st::DiagEntry)));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
   layout.Set("cookieOffset", static_cast<double>(kCookieOffset));
@@ -491,7 +451,6 @@ Napi::Object Constants(Napi::Env env) {
 
   Napi::Object status = Napi::Object::New(env);
   status.Set("OK", static_cast<double>(ST_OK));
-  status.Set("E_HANDLE", static_cast<double>(ST_E_HANDLE));  // not an fd number
   status.Set("E_NOFD", static_cast<double>(ST_E_NOFD));
   c.Set("status", status);
   Napi::Array syscalls = Napi::Array::New(env, 3);

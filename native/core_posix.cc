@@ -8,39 +8,11 @@ namespace st {
 
 namespace {
 
-#define ST_ROW(name, level, opt) {name, level, opt}
-#define ST_NONE(name) {name, -1, -1}
-
+// Names from tables.h, places from platform.h (ST_AT_<ID>: level, optname, or -1, -1).
 const OptionInfo kOptions[OPT_COUNT] = {
-    ST_ROW("SO_KEEPALIVE", SOL_SOCKET, SO_KEEPALIVE),
-#ifdef ST_TCP_KEEPIDLE
-    ST_ROW("TCP_KEEPIDLE", IPPROTO_TCP, ST_TCP_KEEPIDLE),
-#else
-    ST_NONE("TCP_KEEPIDLE"),
-#endif
-#ifdef TCP_KEEPINTVL
-    ST_ROW("TCP_KEEPINTVL", IPPROTO_TCP, TCP_KEEPINTVL),
-#else
-    ST_NONE("TCP_KEEPINTVL"),
-#endif
-#ifdef TCP_KEEPCNT
-    ST_ROW("TCP_KEEPCNT", IPPROTO_TCP, TCP_KEEPCNT),
-#else
-    ST_NONE("TCP_KEEPCNT"),
-#endif
-#ifdef TCP_USER_TIMEOUT
-    ST_ROW("TCP_USER_TIMEOUT", IPPROTO_TCP, TCP_USER_TIMEOUT),
-#else
-    ST_NONE("TCP_USER_TIMEOUT"),
-#endif
-    ST_ROW("SO_LINGER", SOL_SOCKET, ST_SO_LINGER),
-    ST_ROW("TCP_NODELAY", IPPROTO_TCP, TCP_NODELAY),
-    ST_ROW("SO_REUSEADDR", SOL_SOCKET, SO_REUSEADDR),
-#ifdef SO_REUSEPORT
-    ST_ROW("SO_REUSEPORT", SOL_SOCKET, SO_REUSEPORT),
-#else
-    ST_NONE("SO_REUSEPORT"),
-#endif
+#define ST_X(id, name) {name, ST_AT_##id},
+    ST_OPTIONS(ST_X)
+#undef ST_X
 };
 
 }  // namespace

@@ -24,3 +24,35 @@
 
 // TCP_USER_TIMEOUT exists on Linux (2.6.37+); Apple has none (TCP_RXT_CONNDROPTIME is a
 // different, connect-time knob), so it is reported unsupported there.
+
+// Where each option of ST_OPTIONS (tables.h) lives on this platform: ST_AT_<ID> is `level, optname`,
+// or `-1, -1` where the platform has no such option (it is then reported unsupported by name).
+#define ST_AT_KEEPALIVE SOL_SOCKET, SO_KEEPALIVE
+#if defined(ST_TCP_KEEPIDLE)
+#define ST_AT_KEEPIDLE IPPROTO_TCP, ST_TCP_KEEPIDLE
+#else
+#define ST_AT_KEEPIDLE -1, -1
+#endif
+#if defined(TCP_KEEPINTVL)
+#define ST_AT_KEEPINTVL IPPROTO_TCP, TCP_KEEPINTVL
+#else
+#define ST_AT_KEEPINTVL -1, -1
+#endif
+#if defined(TCP_KEEPCNT)
+#define ST_AT_KEEPCNT IPPROTO_TCP, TCP_KEEPCNT
+#else
+#define ST_AT_KEEPCNT -1, -1
+#endif
+#if defined(TCP_USER_TIMEOUT)
+#define ST_AT_USER_TIMEOUT IPPROTO_TCP, TCP_USER_TIMEOUT
+#else
+#define ST_AT_USER_TIMEOUT -1, -1
+#endif
+#define ST_AT_LINGER SOL_SOCKET, ST_SO_LINGER
+#define ST_AT_NODELAY IPPROTO_TCP, TCP_NODELAY
+#define ST_AT_REUSEADDR SOL_SOCKET, SO_REUSEADDR
+#if defined(SO_REUSEPORT)
+#define ST_AT_REUSEPORT SOL_SOCKET, SO_REUSEPORT
+#else
+#define ST_AT_REUSEPORT -1, -1
+#endif

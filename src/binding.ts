@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { codes, socktuneError } from './errors.js';
+import { layoutNames, optionNames, tcpStateNames, type Layout, type TcpState, type tcpInfoFieldNames } from './tables.js';
 
 const require = createRequire(import.meta.url);
 
@@ -58,18 +59,12 @@ export interface NativeBinding {
   /** [sock_diag socket, /proc/net/tcp, /proc/net/tcp6] fds opened in the network namespace at `path`, or a negative errno. */
   netnsOpen(path: string): Int32Array | number;
   constants: {
-    options: Array<{ id: number; name: string; supported: boolean; level: number; optname: number }>;
-    infoFields: string[];
-    tcpStates: string[];
-    layout: {
-      bytes: number; count: number; ids: number; values: number; failedOption: number;
-      failedSyscall: number; applied: number; keepShorter: number; kept: number; state: number; read: number; queues: number; verify: number; fd: number; result: number; infoOffset: number;
-      cookieOffset: number; diagStates: number; diagFamily: number; diagSport: number; diagDport: number;
-      diagAnyPort: number; diagCounts: number; diagEntryBytes: number; diagSrcFamily: number;
-      diagDstFamily: number; diagSrc: number; diagDst: number; diagNetlink: number; topRowBytes: number;
-    };
+    options: Array<{ id: number; name: (typeof optionNames)[number]; supported: boolean; level: number; optname: number }>;
+    infoFields: Array<(typeof tcpInfoFieldNames)[number]>;
+    tcpStates: TcpState[];
+    layout: Layout;
     families: { inet: number; inet6: number };
-    status: { OK: number; E_HANDLE: number; E_NOFD: number };
+    status: { OK: number; E_NOFD: number };
     syscalls: string[];
     platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean };
   };
@@ -142,15 +137,12 @@ function noAddonError(reason: string, cause: unknown): Error & { code: string } 
  * so connection counts come from /proc. The options claim support and the views throw when
  * asked about, so a call, a policy or a self-check row fails with the reason (no addon) at the
  * moment it is made, instead of blaming the platform.
+ * @internal exported for test/00-tables, which checks its tables against the addon's
  */
-function stub(error: Error): NativeBinding {
+export function stub(error: Error): NativeBinding {
   const fail = (): never => {
     throw error;
   };
-  const optionNames = [
-    'SO_KEEPALIVE', 'TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT', 'SO_LINGER',
-    'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT',
-  ];
   return {
     init() {},
     apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail,
@@ -159,19 +151,12 @@ function stub(error: Error): NativeBinding {
     constants: {
       options: optionNames.map((name, id) => ({ id, name, supported: true, level: -1, optname: -1 })),
       infoFields: [],
-      // The kernel's numbering, which the /proc fallback reads (include/net/tcp_states.h).
-      tcpStates: [
-        'UNKNOWN', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT',
-        'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV',
-      ],
-      layout: {
-        bytes: 16, count: 0, ids: 0, values: 0, failedOption: 0, failedSyscall: 0, applied: 0, keepShorter: 0, kept: 0, state: 0, read: 0,
-        queues: 0, verify: 0, fd: 0, result: 0, infoOffset: 0, cookieOffset: 8, diagStates: 0, diagFamily: 0, diagSport: 0,
-        diagDport: 0, diagAnyPort: 0, diagCounts: 0, diagEntryBytes: 0, diagSrcFamily: 0,
-        diagDstFamily: 0, diagSrc: 0, diagDst: 0, diagNetlink: 0, topRowBytes: 0,
-      },
+      // The kernel's numbering, which the /proc fallback reads.
+      tcpStates: [...tcpStateNames],
+      // No slot is ever used without the addon: every call throws first. Room for the cookie only.
+      layout: { ...(Object.fromEntries(layoutNames.map((name) => [name, 0])) as Layout), bytes: 16, cookieOffset: 8 },
       families: { inet: -1, inet6: -1 },
-      status: { OK: 0, E_HANDLE: 1, E_NOFD: 2 },
+      status: { OK: 0, E_NOFD: 2 },
       syscalls: ['setsockopt', 'getsockopt', 'ioctl'],
       platform: {
         name: process.platform,

@@ -123,7 +123,7 @@ async function filterFrom(flags: Flags): Promise<import('./diagnose/states.js').
   const states = flags.get('state');
   if (states !== undefined) {
     const { constants } = await import('./binding.js');
-    const kernel = constants.tcpStates.slice(1);
+    const kernel: string[] = constants.tcpStates.slice(1);
     f.states = (states as string[]).flatMap((s) => s.split(',')).filter(Boolean).map((s) => {
       const name = ssStates[s.toLowerCase()] ?? s.toUpperCase().replace(/-/g, '_');
       if (!kernel.includes(name)) {

@@ -247,7 +247,6 @@ function invalidHandle(): Error {
 }
 
 function statusError(rc: number): Error {
-  if (rc === status.E_HANDLE) return invalidHandle();
   if (rc === status.E_NOFD) return socktuneError(codes.SOCKET_CLOSED, 'The socket has no file descriptor (closed)');
   const option = slots[layout.failedOption];
   const syscall = syscalls[slots[layout.failedSyscall]] ?? 'unknown';

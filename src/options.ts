@@ -7,6 +7,7 @@ import type net from 'node:net';
 import { addon, constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, outOfRange, socktuneError, unknownOption, unreadable, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
+import { microsecondFields, type TcpState } from './tables.js';
 
 /** Keepalive timing, a plain object like {@link SocketOptions}. Fields left out keep the value the socket has. */
 export interface KeepAliveOptions {
@@ -416,10 +417,7 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
   };
 }
 
-/** Kernel TCP state names (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), as `ss` and /proc spell them. */
-export type TcpState =
-  | 'ESTABLISHED' | 'SYN_SENT' | 'SYN_RECV' | 'FIN_WAIT1' | 'FIN_WAIT2' | 'TIME_WAIT' | 'CLOSE'
-  | 'CLOSE_WAIT' | 'LAST_ACK' | 'LISTEN' | 'CLOSING' | 'NEW_SYN_RECV' | 'UNKNOWN';
+export type { TcpState } from './tables.js';
 
 /**
  * TCP_INFO of one connection. Times are milliseconds (fractional where the kernel counts
@@ -471,7 +469,6 @@ export interface TcpInfo {
   sndWnd: number;
 }
 
-const microsecondFields = new Set(['rto', 'ato', 'rtt', 'rttvar', 'rcvRtt', 'minRtt']);
 const infoFields = constants.infoFields.map((name, i) => ({ name, i, scale: microsecondFields.has(name) ? 1 / 1000 : 1 }));
 
 /**

@@ -80,7 +80,7 @@ export interface Connection {
 }
 
 const stateNames = constants.tcpStates.slice(1) as Array<Exclude<TcpState, 'UNKNOWN'>>;
-const stateNumber = new Map(constants.tcpStates.map((n, i) => [n, i]));
+const stateNumber = new Map<string, number>(constants.tcpStates.map((n, i) => [n, i]));
 const { layout, families } = constants;
 /** PID_MAX_LIMIT: no Linux pid is larger. */
 const PID_MAX = 4_194_304;

@@ -20,7 +20,8 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { types } from 'node:util';
-import { configure, newActivity, readOptions, takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
+import { configure, newActivity, readOptions, takeSocketError, tcpActivity, type TcpActivity } from '../options.js';
+import { tcpStateNames, type TcpState } from '../tables.js';
 import { assertExtensible, isReading, isTcpSocket, lookupHandle } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
@@ -111,10 +112,8 @@ export interface GuardEvents {
   closed: [event: GuardCloseEvent];
 }
 
-const STATES: TcpState[] = [
-  'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT',
-  'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV', 'UNKNOWN',
-];
+/** State names by kernel number: the guard keeps each connection's as that number. */
+const STATES: readonly TcpState[] = tcpStateNames;
 const stateIndex = new Map(STATES.map((s, i) => [s, i]));
 const S_ESTABLISHED = stateIndex.get('ESTABLISHED')!;
 const S_CLOSE_WAIT = stateIndex.get('CLOSE_WAIT')!;

@@ -1,6 +1,7 @@
 /**
  * The one module that loads the native addon and types it. Nothing else in socktune calls
- * node-gyp-build, `process.binding` or the addon directly.
+ * node-gyp-build or the addon directly. Loading it never throws: without an addon, a stub whose
+ * calls throw the coded reason takes its place.
  * @module
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -196,27 +197,6 @@ export const addon: Readonly<AddonStatus> = Object.freeze(loaded.status);
 /** Shapes and names exported by the native core. */
 export const constants = native.constants;
 const { layout } = constants;
-
-/**
- * Node's own TCP handle class. Handles are checked against it, and the fd is read through its
- * `fd` accessor, whose receiver check rejects any object Node did not create.
- * `process.binding('tcp_wrap')` is on Node's allow-list (DEP0111 is documentation-only) on
- * Node 20 through 26.
- */
-export const TCP: abstract new (...args: never[]) => object = (
-  process as unknown as { binding(name: string): { TCP: abstract new (...args: never[]) => object } }
-).binding('tcp_wrap').TCP;
-
-/** Node's `fd` accessor of TCP handles: throws "Illegal invocation" on any other receiver. */
-export const readFd: (this: object) => number = fdGetter();
-
-function fdGetter(): (this: object) => number {
-  for (let p: object | null = TCP.prototype; p !== null; p = Object.getPrototypeOf(p)) {
-    const d = Object.getOwnPropertyDescriptor(p, 'fd');
-    if (d?.get) return d.get as (this: object) => number;
-  }
-  throw new Error('socktune: this Node.js has no fd accessor on TCP handles');
-}
 
 const scratch = new ArrayBuffer(layout.bytes);
 /** 32-bit argument and result slots shared with the native core (one per thread). */

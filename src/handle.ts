@@ -8,10 +8,11 @@
  * @module
  */
 import net from 'node:net';
-import tls from 'node:tls';
-import dgram from 'node:dgram';
+import type tls from 'node:tls';
+import type dgram from 'node:dgram';
+import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import { TCP as NodeTCP, constants, native, readFd, slots as sharedSlots } from './binding.js';
+import { constants, native, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, invalidArgValue, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -26,15 +27,93 @@ const VERIFY = layout.verify;
 const FD = layout.fd;
 const RESULT = layout.result;
 
-// The classes and Node's fd accessor as constants of this module: TurboFan folds them into the
-// code (an imported binding or a property of a module object is looked up on every call), and
-// calls the accessor through its fast API path, at about half the cost.
-const getFd = readFd;
 const slots = sharedSlots;
-const TCP = NodeTCP;
 const { Socket, Server } = net;
-const { TLSSocket } = tls;
-const UdpSocket = dgram.Socket;
+
+const requireBuiltin = createRequire(import.meta.url);
+const getBuiltinModule = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
+
+/**
+ * A Node built-in module, loaded when first asked for. socktune never imports `node:http`,
+ * `node:tls` or `node:dgram` at load: `socktune/register` runs in processes that may never load
+ * them (loading them early changes what a process does: Node's HTTP parser pool, TLS's engine).
+ * Asked for only where the module is in use already (a TLS socket exists, an agent is patched).
+ */
+export function builtin<T>(id: 'node:http' | 'node:https' | 'node:tls' | 'node:dgram'): T {
+  return (getBuiltinModule?.call(process, id) ?? requireBuiltin(id)) as T;
+}
+
+/** Whether `socket` is a `tls.TLSSocket` (which marks itself `encrypted`: node:tls is loaded then). */
+export function isTlsSocket(socket: unknown): socket is tls.TLSSocket {
+  return socket instanceof Socket && (socket as { encrypted?: unknown }).encrypted === true && socket instanceof builtin<typeof tls>('node:tls').TLSSocket;
+}
+
+/** Whether `server` is a `tls.Server` (https too), which alone has `setSecureContext`. */
+export function isTlsServer(server: unknown): server is tls.Server {
+  return server instanceof Server && typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' && server instanceof builtin<typeof tls>('node:tls').Server;
+}
+
+// Node's TCP handle class and its fd accessor, as variables of this module that TurboFan folds into
+// the code once set (the accessor is then called through its fast API path, at about half the
+// cost). Looked up on the first socket call, never at import: where the lookup is refused (Node's
+// permission model, a runtime without process.binding) the diagnostics that need no socket still
+// work, and each socket call throws the coded reason.
+let TCP: (abstract new (...args: never[]) => object) | undefined;
+let getFd: (this: object) => number = unreachable;
+let tcpUnavailable: Error | undefined;
+
+/** Why Node's TCP handles cannot be reached in this process (see {@link lookupTcp}), or `undefined` when they can. */
+export function tcpHandlesUnreachable(): Error | undefined {
+  try {
+    if (TCP === undefined) lookupTcp();
+    return undefined;
+  } catch (err) {
+    return err as Error;
+  }
+}
+
+function unreachable(): number {
+  throw new Error('socktune: the fd accessor was used before it was looked up');
+}
+
+/**
+ * Node's own TCP handle class (`process.binding('tcp_wrap')`, on Node's allow-list from 20 to 26;
+ * DEP0111 is documentation-only) and its `fd` accessor, whose receiver check rejects any object
+ * Node did not create. Handles are checked against the class and the fd is read through the
+ * accessor.
+ */
+function lookupTcp(): abstract new (...args: never[]) => object {
+  if (tcpUnavailable !== undefined) throw tcpUnavailable;
+  // process.binding is a pending deprecation (DEP0111): with --pending-deprecation it warns, and
+  // with --throw-deprecation that warning ends the process a tick later. tcp_wrap is on its
+  // allow-list on every Node socktune supports, and the warning would be about socktune's internals,
+  // not the application's code: it is not emitted for this one lookup.
+  const quiet = process.noDeprecation;
+  try {
+    process.noDeprecation = true;
+    const Tcp = (process as unknown as { binding(name: string): { TCP: abstract new (...args: never[]) => object } }).binding('tcp_wrap').TCP;
+    for (let p: object | null = Tcp.prototype; p !== null; p = Object.getPrototypeOf(p)) {
+      const d = Object.getOwnPropertyDescriptor(p, 'fd');
+      if (d?.get) {
+        getFd = d.get as (this: object) => number;
+        return (TCP = Tcp);
+      }
+    }
+    throw new Error("Node's TCP handles have no fd accessor");
+  } catch (cause) {
+    const code = (cause as { code?: unknown })?.code;
+    const reason = `${typeof code === 'string' ? `${code} ` : ''}${String((cause as Error)?.message ?? cause).split('\n')[0]}`;
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      `socktune cannot reach Node's TCP handles in this process (process.binding('tcp_wrap'): ${reason}); ` +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    (tcpUnavailable as Error & { cause?: unknown }).cause = cause;
+    throw tcpUnavailable;
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
 
 /** Returns the object it is given, so that a subclass can stamp a private field on any object. */
 class Stamp {
@@ -86,19 +165,20 @@ const enum Why {
  * spoofed object (getters, Proxies) whatever it throws is the object's, and the caller wraps it.
  */
 function classify(socket: unknown, closing: boolean): object | Why {
+  const Tcp = TCP!; // looked up by the caller, outside its try: a refusal is not the socket's fault
   if (socket instanceof Socket) {
     // An object made from the prototype without the constructor (Object.create) has no stream
     // state: Node, the guard and the reset path would fail on it later, from a timer.
     if (!constructed(socket)) return Why.NotASocket;
     let handle: unknown = (socket as unknown as WithHandle)._handle;
-    if (!(handle instanceof TCP)) {
+    if (!(handle instanceof Tcp)) {
       if (handle == null) {
         if (socket.connecting === true) return Why.Pending;
         return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
       }
       // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
-      if (socket instanceof TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
-      if (!(handle instanceof TCP)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
+      if (isTlsSocket(socket)) handle = (handle as WithHandle['_handle'] & object)._parent;
+      if (!(handle instanceof Tcp)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
     }
     if (socket.connecting === true) return Why.Pending;
     // A policy's destroy() keeps the handle open while it drains: the socket is closed for
@@ -109,10 +189,10 @@ function classify(socket: unknown, closing: boolean): object | Why {
   if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
     if (handle == null) return Why.ServerNotListening;
-    if (!(handle instanceof TCP)) return Why.ServerPipe;
+    if (!(handle instanceof Tcp)) return Why.ServerPipe;
     return genuine(handle) ? handle : Why.Foreign;
   }
-  if (socket instanceof UdpSocket) return Why.Udp;
+  if (typeof (socket as { send?: unknown } | null)?.send === 'function' && socket instanceof builtin<typeof dgram>('node:dgram').Socket) return Why.Udp;
   return Why.NotASocket;
 }
 
@@ -152,6 +232,7 @@ function notASocket(socket: unknown, name: string): Error {
  * is inspected (a getter, a Proxy trap) becomes ERR_INVALID_ARG_VALUE with it as `cause`.
  */
 export function tcpHandle(socket: unknown, name = 'socket', closing = false): object | undefined {
+  if (TCP === undefined) lookupTcp();
   let found: object | Why;
   try {
     found = classify(socket, closing);
@@ -271,7 +352,7 @@ function isCheckErrno(rc: number): boolean {
 export function pendingWriteBytes(socket: net.Socket): number {
   let handle = (socket as unknown as WithHandle)._handle as ({ _parent?: unknown; writeQueueSize?: number } | null | undefined);
   let queued = 0;
-  if (socket instanceof tls.TLSSocket && handle != null) {
+  if (handle != null && isTlsSocket(socket)) {
     queued += handle.writeQueueSize ?? 0;
     handle = handle._parent as typeof handle;
   }
@@ -281,6 +362,34 @@ export function pendingWriteBytes(socket: net.Socket): number {
   const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
   const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
   return socket.writableLength - inHandle + queued;
+}
+
+/**
+ * Whether `socket` is an HTTP server's keep-alive connection waiting for its next request: no
+ * request being read (Node's parser holds none, or a complete one) and no response being written.
+ * A plain TCP socket is never one.
+ */
+export function idleBetweenRequests(socket: net.Socket): boolean {
+  const s = socket as unknown as { parser?: { incoming?: { complete?: boolean } | null } | null; _httpMessage?: unknown; server?: { keepAliveTimeout?: unknown } };
+  if (typeof s.server?.keepAliveTimeout !== 'number') return false;
+  const incoming = s.parser?.incoming;
+  return s._httpMessage == null && (incoming == null || incoming.complete === true);
+}
+
+/**
+ * Stops libuv reading `socket`'s connection (TLS: through the TLS layer, which stops the TCP
+ * handle under it). For a socket Node already counts as destroyed while its connection stays
+ * open (a policy's destroy() that waits for the peer's acknowledgements before the reset): Node
+ * must not be handed bytes for a stream it has destroyed, which it would take for an error code.
+ * What arrives meanwhile stays in the kernel and is discarded by the reset.
+ */
+export function stopReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle;
+  try {
+    if (typeof handle?.readStop === 'function') handle.readStop();
+  } catch {
+    // A handle being closed: nothing is read from it any more either way.
+  }
 }
 
 /**
@@ -305,6 +414,7 @@ export function isAccepted(socket: net.Socket): boolean {
  * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.
  */
 export function isTcpSocket(socket: net.Socket): boolean {
+  if (TCP === undefined) lookupTcp();
   try {
     const found = classify(socket, true);
     return typeof found === 'object' || found === Why.Pending;

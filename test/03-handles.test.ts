@@ -9,13 +9,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Guard, configure, presets, readOptions, resetClose, tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState, tune } from '../src/index.js';
-import { TCP } from '../src/binding.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
 import { catchError } from './helpers/errors.js';
 import { strace } from './helpers/strace.js';
 
 afterEach(closeAll);
+
+/** Node's TCP handle class, which the spoofs below copy the prototype of. */
+const { TCP } = (process as unknown as { binding(name: string): { TCP: { prototype: object } } }).binding('tcp_wrap');
 
 const fdOf = (s: net.Socket) => (s as unknown as { _handle: { fd: number } })._handle.fd;
 

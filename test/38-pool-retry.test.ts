@@ -237,11 +237,16 @@ describe("Node's http.Agent under socktune/register", () => {
   const run = async (nodeArgs: string[], env: Record<string, string>) => {
     const r = await runToEnd([...nodeArgs, script], env);
     expect(r.code, r.stderr).toBe(0);
-    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }>;
+    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }> & { listeners: Record<string, number> };
   };
 
   it('a pooled connection the server closed (CLOSE_WAIT) is not handed out, one closed under its request is retried, a POST is not', async () => {
     const r = await run(['--import', 'socktune/register'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    const control = await run([], {});
+    // The retry watches the connection through its own emit, not listeners: a reused connection
+    // has exactly the listeners Node gives it (Node's test-http-agent-keepalive counts them).
+    expect(r.listeners).toEqual(control.listeners);
+    expect(r.listeners.error).toBe(1);
     expect(r.stale).toMatchObject({ state: 'CLOSE_WAIT', ok: true, sameSocket: false, stats: { stale: 1, retried: 0 } });
     expect(r.race).toMatchObject({ ok: true, stats: { stale: 1, retried: 1 } });
     expect(r.post).toMatchObject({ ok: false, error: 'ECONNRESET', stats: { stale: 1, retried: 1 } });

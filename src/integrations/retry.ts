@@ -13,14 +13,15 @@
  * `finished`, `timeoutCb` and `reusedSocket`.
  *
  * How: when an agent hands a request a pooled connection (`reuseSocket`), the bytes written for
- * it are recorded and a listener goes ahead of Node's on `'end'` and `'error'`. If the connection
+ * it are recorded and the connection's `emit` sees `'end'` and `'error'` ahead of Node's listeners
+ * (an own `emit` and `write` on the socket, no listener: listener counts stay Node's). If the connection
  * ends or fails before a response byte and the request may be replayed, Node's own listeners are
  * left to run for a stand-in (they end the dead connection as usual), and the request gets a new
  * connection from the same agent with the recorded bytes in its output queue, as if it had been
  * written before it had a socket. A second failure reaches the application as Node reports it.
  * @module
  */
-import http from 'node:http';
+import type http from 'node:http';
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import type { Duplex } from 'node:stream';
@@ -40,6 +41,7 @@ const kArmed = Symbol('socktune.retry.armed');
 const kOptions = Symbol('socktune.retry.options');
 const kRetried = Symbol('socktune.retry.retried');
 const kWrite = Symbol('socktune.retry.write');
+const kEmit = Symbol('socktune.retry.emit');
 
 interface Chunk {
   data: string | Uint8Array;
@@ -87,6 +89,7 @@ interface SocketInternals extends net.Socket {
   _hadError?: boolean;
   [kArmed]?: Armed;
   [kWrite]?: net.Socket['write'];
+  [kEmit]?: net.Socket['emit'];
 }
 
 /**
@@ -123,10 +126,25 @@ export function armRetry(
   if (s[kWrite] === undefined) {
     s[kWrite] = s.write;
     s.write = recordingWrite as net.Socket['write'];
+    // The connection's 'end' and 'error' are seen ahead of every listener, without being one:
+    // applications and Node's own tests count a socket's listeners.
+    s[kEmit] = s.emit;
+    s.emit = watchingEmit as net.Socket['emit'];
   }
-  s.prependListener('end', onEnd);
-  s.prependListener('error', onError);
   r.once('response', onResponse);
+}
+
+/** The socket's own `emit`, which sees the connection close under the armed request first. */
+function watchingEmit(this: SocketInternals, event: string | symbol, ...args: unknown[]): boolean {
+  if (this[kArmed] !== undefined) {
+    if (event === 'end') closedUnder(this, undefined);
+    else if (event === 'error') {
+      const err = args[0] as NodeJS.ErrnoException | undefined;
+      if (CLOSED.has(err?.code ?? '')) closedUnder(this, err);
+      else disarm(this);
+    }
+  }
+  return (this[kEmit] as (...a: unknown[]) => boolean).call(this, event, ...args);
 }
 
 /** The socket's own `write`, recording what is written for the armed request. */
@@ -150,8 +168,6 @@ function disarm(socket: SocketInternals): void {
   const armed = socket[kArmed];
   if (armed === undefined) return;
   socket[kArmed] = undefined;
-  socket.removeListener('end', onEnd);
-  socket.removeListener('error', onError);
   armed.req.removeListener('response', onResponse);
 }
 
@@ -159,15 +175,6 @@ function disarm(socket: SocketInternals): void {
 function onResponse(this: ClientRequestInternals): void {
   const socket = this.socket as SocketInternals | null;
   if (socket?.[kArmed]?.req === this) disarm(socket);
-}
-
-function onEnd(this: SocketInternals): void {
-  closedUnder(this, undefined);
-}
-
-function onError(this: SocketInternals, err: NodeJS.ErrnoException): void {
-  if (CLOSED.has(err?.code ?? '')) closedUnder(this, err);
-  else disarm(this);
 }
 
 /** Whether the request may be sent again, as written. */

@@ -3,12 +3,13 @@
  * `https.Server` accepts gets the policy the moment it is accepted, and a guard tracks them all.
  * @module
  */
-import http from 'node:http';
+import type http from 'node:http';
 import net from 'node:net';
 import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt } from './tune.js';
+import { builtin } from '../handle.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -47,7 +48,7 @@ let nodeDefault: number | undefined;
 
 /** Node's own default `keepAliveTimeout` (5 s on Node 20), read from a server that was never used. */
 function defaultKeepAliveTimeout(): number {
-  return (nodeDefault ??= new http.Server().keepAliveTimeout);
+  return (nodeDefault ??= new (builtin<typeof http>('node:http').Server)().keepAliveTimeout);
 }
 
 /** What {@link keepAliveAbove} found or did. */

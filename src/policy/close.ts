@@ -14,7 +14,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy, ResetScope } from './presets.js';
-import { assertExtensible, isAccepted } from '../handle.js';
+import { assertExtensible, idleBetweenRequests, isAccepted, stopReading } from '../handle.js';
 import {
   clearReset, closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
   resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
@@ -22,6 +22,7 @@ import {
 
 const kPolicy = Symbol('socktune.policy');
 const kTimedOut = Symbol('socktune.timedOut');
+const kNextEmit = Symbol('socktune.nextEmit');
 const kOnDestroy = Symbol('socktune.onDestroy');
 const kNextDestroy = Symbol('socktune.nextDestroy');
 const kClosing = Symbol('socktune.closing');
@@ -42,6 +43,7 @@ interface Closing {
 interface Tuned {
   [kPolicy]?: Policy;
   [kTimedOut]?: boolean;
+  [kNextEmit]?: net.Socket['emit'];
   [kOnDestroy]?: (socket: net.Socket) => void;
   [kNextDestroy]?: DestroyMethod;
   [kClosing]?: Closing;
@@ -278,6 +280,8 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
     publish(this, 'close', now);
     return next.call(this, null, cb);
   }
+  // Destroyed for Node from here on, while the connection drains: nothing more is read.
+  stopReading(this);
   void drainThenClose(this, drainOf(policy), () => true, (report) => {
     if (report.method === 'rst' && !report.drained) {
       const error = drainTimeoutError(report);
@@ -351,8 +355,22 @@ function watchResponses(): void {
   diagnostics.subscribe('http.server.response.finish', onResponseFinish);
 }
 
-function markTimedOut(this: net.Socket): void {
-  (this as Tuned)[kTimedOut] = true;
+/**
+ * A tuned socket's own `emit`, which notes a `'timeout'` before any listener acts on it (one may
+ * destroy() at once), without being a listener: applications and Node's tests count a socket's
+ * `'timeout'` listeners. An HTTP server's idle keep-alive connection reaching `keepAliveTimeout`
+ * is an ordinary close, not a timed-out connection (no request is waiting on either side).
+ */
+function emitUnderPolicy(this: net.Socket & Tuned, event: string | symbol, ...args: unknown[]): boolean {
+  if (event === 'timeout' && !idleBetweenRequests(this)) this[kTimedOut] = true;
+  return (this[kNextEmit] as (...a: unknown[]) => boolean).call(this, event, ...args);
+}
+
+function hookEmit(socket: net.Socket): void {
+  const self = socket as net.Socket & Tuned;
+  if (self[kNextEmit] !== undefined) return;
+  self[kNextEmit] = self.emit;
+  self.emit = emitUnderPolicy as net.Socket['emit'];
 }
 
 /**
@@ -422,8 +440,7 @@ export function installClose(socket: net.Socket, policy: Policy): void {
       process.on('exit', resetAtExit);
     }
   }
-  // Prepended: an application 'timeout' listener added earlier may destroy() at once.
-  if (scope === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
+  if (scope === 'timeout') hookEmit(socket);
 }
 
 /**

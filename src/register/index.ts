@@ -14,7 +14,8 @@
  * code 9 (Node's own code for an invalid argument).
  *
  * What is not the configuration's fault fails open: on a host where socktune cannot work (no
- * native addon fits the platform or loads, as after a broken install), one line on stderr says so
+ * native addon fits the platform or loads, as after a broken install; Node's TCP handles out of
+ * reach, as under Node's permission model), one line on stderr says so
  * and the process runs untouched; `stats()` gives the reason. With `SOCKTUNE_STRICT=1` that too
  * stops the process (exit code 9). The exports reach what it started.
  * @module socktune/register
@@ -22,6 +23,7 @@
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';
 import { addon } from '../binding.js';
+import { tcpHandlesUnreachable } from '../handle.js';
 import { socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
 import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
@@ -50,7 +52,7 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
     process.stderr.write(`socktune/register: bad configuration, not starting: ${(err as Error).message} (${CONFIG_ERROR})\n`);
     process.exit(CONFIG_EXIT_CODE);
   }
-  const unavailable = addon.error;
+  const unavailable = (addon.error ?? tcpHandlesUnreachable()) as (Error & { code?: string }) | undefined;
   if (unavailable !== undefined) {
     // Not the configuration's fault: the process runs as without socktune, unless told otherwise.
     if (stop) {

@@ -24,7 +24,7 @@
  */
 import dc from 'node:diagnostics_channel';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { Guard, type GuardCloseEvent } from '../guard/guard.js';
 import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from '../guard/shutdown.js';
 import { recordOrigin } from '../guard/origin.js';
@@ -32,9 +32,10 @@ import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
 import { isExplicit, type Policy } from '../policy/presets.js';
 import { keepAliveAbove } from '../integrations/server.js';
-import http from 'node:http';
+import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
-import { isPolicyAgent, sweepFreeSockets } from '../integrations/agent.js';
+import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
+import { builtin, isTlsServer } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -247,7 +248,7 @@ function watchServer(server: net.Server): void {
   server.once('close', () => listening.delete(server));
   if (server.listening) upstreamIdle(server);
   else server.once('listening', () => upstreamIdle(server));
-  if (server instanceof tls.Server) server.prependListener('secureConnection', onSecureConnection);
+  if (isTlsServer(server)) server.prependListener('secureConnection', onSecureConnection);
 }
 
 /** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */
@@ -334,7 +335,7 @@ function onServerSocket(message: unknown): void {
   const socket = (message as { socket?: unknown } | null)?.socket;
   if (!(socket instanceof net.Socket)) return;
   const server = (socket as net.Socket & { server?: net.Server }).server;
-  if (server instanceof tls.Server) return watchServer(server); // the raw socket under the TLS layer
+  if (isTlsServer(server)) return watchServer(server); // the raw socket under the TLS layer
   if (server !== undefined) watchServer(server);
   settle(socket, 'accepted', server);
 }
@@ -379,9 +380,20 @@ function wrapConnect(): void {
  * themselves.
  */
 function patchAgents(): void {
+  // node:http is loaded by the application's first request, never by socktune: a process that
+  // makes none keeps Node's own start-up (its HTTP parser pool, what it loads and when). The
+  // first request's socket is new; every later one meets the patched agent.
+  const onFirstRequest = (): void => {
+    dc.unsubscribe('http.client.request.start', onFirstRequest);
+    patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
+  };
+  dc.subscribe('http.client.request.start', onFirstRequest);
+}
+
+function patchAgentPrototype(agentPrototype: http.Agent): void {
   type AddRequest = (this: http.Agent, req: http.ClientRequest, options: unknown, ...legacy: unknown[]) => void;
   type ReuseSocket = (this: http.Agent, socket: net.Socket, req: http.ClientRequest) => void;
-  const proto = http.Agent.prototype as unknown as { addRequest: AddRequest; reuseSocket: ReuseSocket };
+  const proto = agentPrototype as unknown as { addRequest: AddRequest; reuseSocket: ReuseSocket };
   const addRequest = proto.addRequest;
   const reuseSocket = proto.reuseSocket;
   proto.addRequest = function addRequestUnderRegister(this: http.Agent, req, options, ...legacy) {

@@ -364,6 +364,71 @@ export function pendingWriteBytes(socket: net.Socket): number {
   return socket.writableLength - inHandle + queued;
 }
 
+// ---------------------------------------------------------------- stream and HTTP internals
+// Node keeps these as fields of its streams and HTTP objects (Node 20 to 26); socktune reads them
+// here only, so a Node that renames one is fixed in one place.
+
+/** Bytes Node has handed to the kernel for `socket` (`bytesWritten` also counts what still waits in Node). */
+export function bytesDispatched(socket: net.Socket): number {
+  return (socket as unknown as { _bytesDispatched?: number })._bytesDispatched ?? 0;
+}
+
+/** Whether the peer's end-of-stream has reached Node (in its buffer, read by the application or not). */
+export function peerEnded(socket: net.Socket): boolean {
+  return (socket as unknown as { _readableState: { ended: boolean } })._readableState.ended;
+}
+
+/**
+ * Marks `socket`'s `'error'` as already emitted, so that destroying it with an error keeps the
+ * error (`socket.errored`, `'close'` with `hadError`) without emitting an `'error'` nobody hears.
+ */
+export function markErrorEmitted(socket: net.Socket): void {
+  const states = socket as unknown as { _readableState?: { errorEmitted: boolean }; _writableState?: { errorEmitted: boolean } };
+  if (states._readableState) states._readableState.errorEmitted = true;
+  if (states._writableState) states._writableState.errorEmitted = true;
+}
+
+/** Whether Node's own `resetAndDestroy()` is closing `socket` (it sets SO_LINGER 0 itself). */
+export function resetAndClosing(socket: net.Socket): boolean {
+  return (socket as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+}
+
+/** The TCP socket under a TLS socket (`_parent`), or `undefined`. */
+export function tlsParent(socket: net.Socket): net.Socket | undefined {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return parent instanceof Socket ? parent : undefined;
+}
+
+/** The host name `socket.connect()` was given (`_host`), lower case, or `undefined` (an address, or accepted). */
+export function connectHost(socket: net.Socket): string | undefined {
+  const host = (socket as unknown as { _host?: string | null })._host;
+  return typeof host === 'string' ? host.toLowerCase() : undefined;
+}
+
+/** The `Keep-Alive` header of the response last read on a client connection (`_httpMessage.res`). */
+export function keepAliveHeader(socket: object): string | undefined {
+  const res = (socket as { _httpMessage?: { res?: { headers?: Record<string, string | string[] | undefined> } } | null })._httpMessage?.res;
+  const header = res?.headers?.['keep-alive'];
+  return Array.isArray(header) ? header.join(', ') : header;
+}
+
+/** Whether a request or response is on the connection now (`_httpMessage`, set by Node's HTTP client and server). */
+export function hasHttpMessage(socket: object): boolean {
+  return (socket as { _httpMessage?: unknown })._httpMessage != null;
+}
+
+/**
+ * Whether a finished HTTP response's body ends only where the connection ends: it has a body, no
+ * chunked encoding and no Content-Length (an HTTP/1.0 peer, such as nginx's default upstream
+ * protocol, or a response whose framing headers were removed). What cannot be told is judged
+ * close-delimited: the price of a wrong guess that way is one TIME_WAIT, the other way a truncated body.
+ */
+export function responseEndsByClose(response: object): boolean {
+  const r = response as { _hasBody?: boolean; chunkedEncoding?: boolean; _header?: unknown };
+  if (r._hasBody === false || r.chunkedEncoding === true) return false;
+  return typeof r._header !== 'string' || !/\r\ncontent-length:/i.test(r._header);
+}
+
 /**
  * Whether `socket` is an HTTP server's keep-alive connection waiting for its next request: no
  * request being read (Node's parser holds none, or a complete one) and no response being written.

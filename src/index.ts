@@ -2,28 +2,10 @@
  * socktune: control the TCP lifecycle of Node.js sockets.
  * @module socktune
  */
-export {
-  configure,
-  readOptions,
-  tcpInfo,
-  sendQueue,
-  receiveQueue,
-  socketCookie,
-  supportedOptions,
-  limits,
-  tcpState,
-  isConfigureError,
-} from './options.js';
-export type {
-  SocketOptions,
-  KeepAliveOptions,
-  AppliedOptions,
-  ConfigureResult,
-  ConfigureError,
-  TcpInfo,
-  TcpState,
-  SendQueue,
-} from './options.js';
+export { configure, readOptions, supportedOptions, limits, isConfigureError } from './options.js';
+export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError } from './options.js';
+export { tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from './views.js';
+export type { TcpInfo, TcpState, SendQueue } from './views.js';
 export type { TcpSocketLike } from './handle.js';
 export { codes } from './errors.js';
 export type { KernelError } from './errors.js';

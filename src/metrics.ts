@@ -68,11 +68,11 @@ const knownOptions = ['registry', 'prefix', 'namespace', 'process', 'audit', 'au
 const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
 /** Checks every option (own properties, each read once) before anything is registered. */
-function checkOptions(options: unknown): CollectorOptions {
-  return readArgument('options', options, () => readOptions(options));
+function validCollectorOptions(options: unknown): CollectorOptions {
+  return readArgument('options', options, () => parseCollectorOptions(options));
 }
 
-function readOptions(options: unknown): CollectorOptions {
+function parseCollectorOptions(options: unknown): CollectorOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   const o: Record<string, unknown> = { ...options };
@@ -156,158 +156,206 @@ function readClose(message: unknown): { reason: CloseReason; method: CloseReport
  * `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` / `ERR_OUT_OF_RANGE` for a bad option.
  */
 export async function createCollector(options?: CollectorOptions): Promise<Collector> {
-  options = checkOptions(options);
+  const o = validCollectorOptions(options);
   let client: typeof import('prom-client');
   try {
     client = await import('prom-client');
   } catch {
     throw socktuneError(codes.MISSING_PEER, 'createCollector() needs prom-client: npm install prom-client');
   }
-  const prefix = options.prefix ?? 'socktune_';
-  if ((options.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
-    throw invalidArgValue(options.registry ? 'options.registry' : 'options.prefix', options.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
+  const prefix = o.prefix ?? 'socktune_';
+  if ((o.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
+    throw invalidArgValue(o.registry ? 'options.registry' : 'options.prefix', o.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
   }
-  const registers = options.registry ? [options.registry] : undefined;
-  const scopes: Array<'namespace' | 'process'> = [];
-  if (options.namespace !== false) scopes.push('namespace');
-  if (options.process !== false) scopes.push('process');
-
+  const registers = o.registry ? [o.registry] : undefined;
+  const context = collectionContext(o);
   const names: string[] = [];
-  const gauge = <L extends string>(config: import('prom-client').GaugeConfiguration<L>) => {
-    names.push(config.name);
-    return new client.Gauge<L>({ ...config, registers });
-  };
-
-  gauge({
-    name: `${prefix}tcp_connections`,
-    help: 'TCP sockets by kernel state (netlink sock_diag), for the network namespace and for this process',
-    labelNames: ['scope', 'state'] as const,
-    async collect() {
-      const counted = await scrapeStates();
-      for (const scope of scopes) {
-        for (const [state, n] of Object.entries(counted[scope].states)) this.set({ scope, state }, n);
-      }
-    },
-  });
-  gauge({
-    name: `${prefix}sockstat`,
-    help: '/proc/net/sockstat: TCP sockets in use, orphaned, in TIME_WAIT, allocated, and TCP memory in pages',
-    labelNames: ['protocol', 'field'] as const,
-    async collect() {
-      const s = await sockstatAsync();
-      for (const [protocol, fields] of Object.entries(s)) {
-        if (protocol === 'sockets' || typeof fields !== 'object' || fields === null) continue;
-        for (const [field, n] of Object.entries(fields as Record<string, number>)) this.set({ protocol, field }, n);
-      }
-    },
-  });
-
-  const eventsName = `${prefix}kernel_tcp_events_total`;
-  names.push(eventsName);
-  new client.Counter({
-    name: eventsName,
-    help: 'Kernel TCP counters since boot (/proc/net/netstat, /proc/net/snmp): TIME_WAIT overflows, resets sent, aborts, keepalive probes, listen overflows',
-    labelNames: ['counter'] as const,
-    registers,
-    async collect() {
-      const c = (await netCountersAsync()) as unknown as Record<string, Record<string, number> | undefined>;
-      // The kernel keeps the count; each scrape reports its value as it stands.
-      this.reset();
-      for (const [group, name] of kernelCounters) {
-        const v = c[group]?.[name];
-        if (v !== undefined) this.inc({ counter: name }, v);
-      }
-    },
-  });
-
-  const guards = Object.entries({ ...registeredGuards(), ...options.guards });
-  if (guards.length > 0) {
-    gauge({
-      name: `${prefix}guard_connections`,
-      help: 'Connections tracked by each connection guard, by kernel state as of its latest scan',
-      labelNames: ['guard', 'state'] as const,
-      collect() {
+  for (const metric of metrics) {
+    if (metric.enabled !== undefined && !metric.enabled(context)) continue;
+    const name = `${prefix}${metric.name}`;
+    names.push(name);
+    const config = {
+      name,
+      help: metric.help,
+      labelNames: metric.labels,
+      registers,
+      async collect(this: { reset(): void; set?(labels: Labels, value: number): void; inc?(labels: Labels, value: number): void }) {
+        const samples = await metric.samples(context);
+        // Each scrape reports the values as they stand: a series that is gone is gone.
         this.reset();
-        for (const [name, guard] of guards) {
-          const { states, tracked } = guard.stats();
-          this.set({ guard: name, state: 'tracked' }, tracked);
-          for (const [state, n] of Object.entries(states)) this.set({ guard: name, state }, n ?? 0);
+        for (const [labels, value] of samples) {
+          if (this.set) this.set(labels, value);
+          else this.inc!(labels, value);
         }
       },
-    });
-    const closedName = `${prefix}guard_closed_total`;
-    names.push(closedName);
-    new client.Counter({
-      name: closedName,
-      help: 'Connections each guard closed (half-closed, fin-wait, idle, heartbeat, shutdown, stale) or saw die (dead)',
-      labelNames: ['guard', 'reason'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const [name, guard] of guards) {
-          for (const [reason, n] of Object.entries(guard.stats().closed)) this.inc({ guard: name, reason }, n);
-        }
-      },
-    });
-  }
-
-  if (options.closes !== false) {
-    const closes = new client.Counter({
-      name: `${prefix}closes_total`,
-      help: 'Connections socktune closed in this process, by reason and by how (rst, fin, none)',
-      labelNames: ['reason', 'method'] as const,
-      registers,
-    });
-    const atRisk = new client.Counter({
-      name: `${prefix}close_bytes_at_risk_total`,
-      help: 'Bytes written but unacknowledged when a close passed its drain timeout, by reason',
-      labelNames: ['reason'] as const,
-      registers,
-    });
-    names.push(`${prefix}closes_total`, `${prefix}close_bytes_at_risk_total`);
-    closeChannel.subscribe((message) => {
-      const close = readClose(message);
-      if (close === undefined) return;
-      closes.inc({ reason: close.reason, method: close.method });
-      if (close.bytesAtRisk > 0) atRisk.inc({ reason: close.reason }, close.bytesAtRisk);
-    });
-  }
-
-  if (options.audit !== false) {
-    const maxAge = options.auditMaxAge ?? 5000;
-    let cached: { at: number; audit: Promise<SysctlAudit> } | undefined;
-    // One audit serves both gauges and every scrape within maxAge; it counts TIME_WAIT from the
-    // scrape's dump instead of dumping again.
-    const audit = () => {
-      const now = performance.now();
-      if (!cached || now - cached.at > maxAge) {
-        const pending = scrapeStates().then((s) => sysctlAuditAsync(s.namespace));
-        cached = { at: now, audit: pending };
-        pending.catch(() => {
-          if (cached?.audit === pending) cached = undefined; // a failed audit is retried at the next scrape
-        });
-      }
-      return cached.audit;
     };
-    gauge({
-      name: `${prefix}audit_findings`,
-      help: 'sysctl audit findings by severity (see socktune doctor)',
-      labelNames: ['severity'] as const,
-      async collect() {
-        const a = await audit();
-        for (const [severity, n] of Object.entries(a.summary)) this.set({ severity }, n);
-      },
-    });
-    gauge({
-      name: `${prefix}audit_finding`,
-      help: 'One series per sysctl audit finding, value 1, labelled with its setting and severity',
-      labelNames: ['setting', 'severity'] as const,
-      async collect() {
-        const a = await audit();
-        this.reset();
-        for (const f of a.findings) this.set({ setting: f.setting, severity: f.severity }, 1);
-      },
-    });
+    if (metric.kind === 'gauge') new client.Gauge(config as never);
+    else new client.Counter(config as never);
   }
   return { metrics: names };
 }
+
+type Labels = Record<string, string>;
+/** One series of a metric: its labels and its value. */
+type Sample = [labels: Labels, value: number];
+
+/** What the metrics read from: the scopes counted, the guards exported, one audit shared by a scrape, the closes counted. */
+interface CollectionContext {
+  scopes: Array<'namespace' | 'process'>;
+  guards: Array<[string, Guard]>;
+  audit: boolean;
+  sysctlAudit(): Promise<SysctlAudit>;
+  /** Closes counted since the collector was created, by `reason method`, and bytes at risk by reason; undefined when `closes: false`. */
+  closes: { byMethod: Map<string, number>; atRisk: Map<string, number> } | undefined;
+}
+
+function collectionContext(o: CollectorOptions): CollectionContext {
+  const scopes: CollectionContext['scopes'] = [];
+  if (o.namespace !== false) scopes.push('namespace');
+  if (o.process !== false) scopes.push('process');
+  const maxAge = o.auditMaxAge ?? 5000;
+  let cached: { at: number; audit: Promise<SysctlAudit> } | undefined;
+  // One audit serves both audit gauges and every scrape within maxAge; it counts TIME_WAIT from
+  // the scrape's dump instead of dumping again.
+  const sysctlAudit = (): Promise<SysctlAudit> => {
+    const now = performance.now();
+    if (!cached || now - cached.at > maxAge) {
+      const pending = scrapeStates().then((s) => sysctlAuditAsync(s.namespace));
+      cached = { at: now, audit: pending };
+      pending.catch(() => {
+        if (cached?.audit === pending) cached = undefined; // a failed audit is retried at the next scrape
+      });
+    }
+    return cached.audit;
+  };
+  let closes: CollectionContext['closes'];
+  if (o.closes !== false) {
+    const counted = { byMethod: new Map<string, number>(), atRisk: new Map<string, number>() };
+    closes = counted;
+    closeChannel.subscribe((message) => {
+      const close = readClose(message);
+      if (close === undefined) return;
+      const key = `${close.reason} ${close.method}`;
+      counted.byMethod.set(key, (counted.byMethod.get(key) ?? 0) + 1);
+      if (close.bytesAtRisk > 0) counted.atRisk.set(close.reason, (counted.atRisk.get(close.reason) ?? 0) + close.bytesAtRisk);
+    });
+  }
+  return { scopes, guards: Object.entries({ ...registeredGuards(), ...o.guards }), audit: o.audit !== false, sysctlAudit, closes };
+}
+
+/** A metric of the collector: what it is, when it is exported, and its series at scrape time. */
+interface Metric {
+  /** The name after the prefix. */
+  name: string;
+  kind: 'gauge' | 'counter';
+  help: string;
+  labels: readonly string[];
+  /** Whether the collector exports it (default: always). */
+  enabled?: (c: CollectionContext) => boolean;
+  /** Its series, read when scraped. */
+  samples(c: CollectionContext): Sample[] | Promise<Sample[]>;
+}
+
+/** Every metric socktune exports, in the order registered. */
+const metrics: readonly Metric[] = [
+  {
+    name: 'tcp_connections',
+    kind: 'gauge',
+    help: 'TCP sockets by kernel state (netlink sock_diag), for the network namespace and for this process',
+    labels: ['scope', 'state'],
+    async samples(c) {
+      const counted = await scrapeStates();
+      return c.scopes.flatMap((scope) => Object.entries(counted[scope].states).map(([state, n]): Sample => [{ scope, state }, n]));
+    },
+  },
+  {
+    name: 'sockstat',
+    kind: 'gauge',
+    help: '/proc/net/sockstat: TCP sockets in use, orphaned, in TIME_WAIT, allocated, and TCP memory in pages',
+    labels: ['protocol', 'field'],
+    async samples() {
+      const out: Sample[] = [];
+      for (const [protocol, fields] of Object.entries(await sockstatAsync())) {
+        if (protocol === 'sockets' || typeof fields !== 'object' || fields === null) continue;
+        for (const [field, n] of Object.entries(fields as Record<string, number>)) out.push([{ protocol, field }, n]);
+      }
+      return out;
+    },
+  },
+  {
+    name: 'kernel_tcp_events_total',
+    kind: 'counter',
+    help: 'Kernel TCP counters since boot (/proc/net/netstat, /proc/net/snmp): TIME_WAIT overflows, resets sent, aborts, keepalive probes, listen overflows',
+    labels: ['counter'],
+    async samples() {
+      // The kernel keeps the count; each scrape reports its value as it stands.
+      const c = (await netCountersAsync()) as unknown as Record<string, Record<string, number> | undefined>;
+      const out: Sample[] = [];
+      for (const [group, name] of kernelCounters) {
+        const v = c[group]?.[name];
+        if (v !== undefined) out.push([{ counter: name }, v]);
+      }
+      return out;
+    },
+  },
+  {
+    name: 'guard_connections',
+    kind: 'gauge',
+    help: 'Connections tracked by each connection guard, by kernel state as of its latest scan',
+    labels: ['guard', 'state'],
+    enabled: (c) => c.guards.length > 0,
+    samples: (c) =>
+      c.guards.flatMap(([guard, g]) => {
+        const { states, tracked } = g.stats();
+        return [[{ guard, state: 'tracked' }, tracked] as Sample, ...Object.entries(states).map(([state, n]): Sample => [{ guard, state }, n ?? 0])];
+      }),
+  },
+  {
+    name: 'guard_closed_total',
+    kind: 'counter',
+    help: 'Connections each guard closed (half-closed, fin-wait, idle, heartbeat, shutdown, stale) or saw die (dead)',
+    labels: ['guard', 'reason'],
+    enabled: (c) => c.guards.length > 0,
+    samples: (c) => c.guards.flatMap(([guard, g]) => Object.entries(g.stats().closed).map(([reason, n]): Sample => [{ guard, reason }, n])),
+  },
+  {
+    name: 'closes_total',
+    kind: 'counter',
+    help: 'Connections socktune closed in this process, by reason and by how (rst, fin, none)',
+    labels: ['reason', 'method'],
+    enabled: (c) => c.closes !== undefined,
+    samples: (c) =>
+      [...c.closes!.byMethod].map(([key, n]): Sample => {
+        const [reason, method] = key.split(' ');
+        return [{ reason, method }, n];
+      }),
+  },
+  {
+    name: 'close_bytes_at_risk_total',
+    kind: 'counter',
+    help: 'Bytes written but unacknowledged when a close passed its drain timeout, by reason',
+    labels: ['reason'],
+    enabled: (c) => c.closes !== undefined,
+    samples: (c) => [...c.closes!.atRisk].map(([reason, n]): Sample => [{ reason }, n]),
+  },
+  {
+    name: 'audit_findings',
+    kind: 'gauge',
+    help: 'sysctl audit findings by severity (see socktune doctor)',
+    labels: ['severity'],
+    enabled: (c) => c.audit,
+    async samples(c) {
+      return Object.entries((await c.sysctlAudit()).summary).map(([severity, n]): Sample => [{ severity }, n]);
+    },
+  },
+  {
+    name: 'audit_finding',
+    kind: 'gauge',
+    help: 'One series per sysctl audit finding, value 1, labelled with its setting and severity',
+    labels: ['setting', 'severity'],
+    enabled: (c) => c.audit,
+    async samples(c) {
+      return (await c.sysctlAudit()).findings.map((f): Sample => [{ setting: f.setting, severity: f.severity }, 1]);
+    },
+  },
+];

@@ -12,14 +12,20 @@ export const optionNames = [
   'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT',
 ] as const;
 
+/** Kernel TCP state names (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), as `ss` and /proc spell them. */
+export type TcpState =
+  | 'UNKNOWN' | 'ESTABLISHED' | 'SYN_SENT' | 'SYN_RECV' | 'FIN_WAIT1' | 'FIN_WAIT2' | 'TIME_WAIT'
+  | 'CLOSE' | 'CLOSE_WAIT' | 'LAST_ACK' | 'LISTEN' | 'CLOSING' | 'NEW_SYN_RECV';
+
 /** Kernel TCP states by tcpi_state (`ST_TCP_STATES`, include/net/tcp_states.h), as `ss` and /proc spell them. */
 export const tcpStateNames = [
   'UNKNOWN', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT',
   'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV',
-] as const;
+] as const satisfies readonly TcpState[];
 
-/** Kernel TCP state names (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), as `ss` and /proc spell them. */
-export type TcpState = (typeof tcpStateNames)[number];
+// Every TcpState is in the list (the list's entries are TcpStates by `satisfies` above).
+const everyStateListed: Exclude<TcpState, (typeof tcpStateNames)[number]> extends never ? true : never = true;
+void everyStateListed;
 
 /** TCP_INFO fields in the core's order (`ST_TCP_INFO_FIELDS`), by their JavaScript names. */
 export const tcpInfoFieldNames = [

@@ -7,7 +7,7 @@ import { closeSync, readdirSync, readFileSync, readlinkSync, readSync } from 'no
 import { constants as osConstants } from 'node:os';
 import { addon, constants, native, slots } from '../binding.js';
 import { invalidArgType, invalidArgValue, kernelError, outOfRange, readArgument, type KernelError } from '../errors.js';
-import type { TcpState } from '../options.js';
+import type { TcpState } from '../tables.js';
 import { destination, formatAddress, parseAddress, type ParsedAddress } from './address.js';
 import { topOf, type TopEntry, type TopOfState } from './top.js';
 

@@ -20,9 +20,10 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { types } from 'node:util';
-import { configure, newActivity, readOptions, takeSocketError, tcpActivity, type TcpActivity } from '../options.js';
+import { configure, readOptions } from '../options.js';
+import { newActivity, takeSocketError, tcpActivity, type TcpActivity } from '../views.js';
 import { tcpStateNames, type TcpState } from '../tables.js';
-import { assertExtensible, isReading, isTcpSocket, lookupHandle } from '../handle.js';
+import { assertExtensible, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
@@ -165,9 +166,6 @@ export function guardOf(socket: object): Guard | undefined {
 interface Slotted {
   [kSlot]?: number;
   [kOwner]?: Guard;
-  _readableState: { ended: boolean };
-  _writableState: { finished: boolean };
-  _bytesDispatched?: number;
   errored?: { code?: string } | null;
 }
 
@@ -320,7 +318,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.sockets[slot] = socket;
     const now = performance.now();
     t.rx[slot] = this.#watchActivity ? (socket.bytesRead & MASK) : 0;
-    t.tx[slot] = this.#watchActivity ? ((s._bytesDispatched ?? 0) & MASK) : 0;
+    t.tx[slot] = this.#watchActivity ? (bytesDispatched(socket) & MASK) : 0;
     t.rxAt[slot] = now;
     t.txAt[slot] = now;
     t.since[slot] = 0;
@@ -330,7 +328,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.phase[slot] = PHASE_NONE;
     t.lifted[slot] = -1;
     t.openAt[slot] = now;
-    t.sent[slot] = (s._bytesDispatched ?? 0) & MASK;
+    t.sent[slot] = bytesDispatched(socket) & MASK;
     s[kSlot] = slot;
     s[kOwner] = this;
     onDestroyed(socket, this.#release);
@@ -570,16 +568,15 @@ export class Guard extends EventEmitter<GuardEvents> {
     const t = this.#slots;
     if (socket.destroyed) return this.#forget(socket, true);
     if (socket.connecting || socket.pending) return;
-    const s = socket as net.Socket & Slotted;
-    const peerEnded = s._readableState.ended;
-    const selfEnded = s._writableState.finished;
+    const peerHasEnded = peerEnded(socket);
+    const selfEnded = socket.writableFinished;
     // Node's buffer holds bytes the kernel would not take (the peer's window may be closed), or a
     // closed window is being watched: the window rule needs the kernel's send-side counters.
     let sending = false;
     if (this.#userTimeout > 0) {
       // Writing since the last visit, bytes waiting in Node, or a stall being watched: the send
       // rules need the kernel's send-side counters.
-      const tx = (s._bytesDispatched ?? 0) & MASK;
+      const tx = bytesDispatched(socket) & MASK;
       const wrote = tx !== t.sent[slot];
       t.sent[slot] = tx;
       sending = wrote || socket.writableLength > 0 || this.#stalled.has(socket);
@@ -590,12 +587,12 @@ export class Guard extends EventEmitter<GuardEvents> {
     // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
     let kernel = false;
     let index: number;
-    if (full || selfEnded || sending || (!peerEnded && !isReading(socket))) {
+    if (full || selfEnded || sending || (!peerHasEnded && !isReading(socket))) {
       if (!this.#readKernel(socket)) return;
       kernel = true;
       index = stateIndex.get(this.#activity.state) ?? S_UNKNOWN;
     } else {
-      index = peerEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
+      index = peerHasEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
     }
     this.#setState(slot, index);
     if (kernel && this.#userTimeout > 0 && this.#window(slot, socket, index, now)) return;
@@ -733,9 +730,8 @@ export class Guard extends EventEmitter<GuardEvents> {
   #idleRule(slot: number, socket: net.Socket, kernel: boolean, now: number): boolean {
     const t = this.#slots;
     const p = this.policy;
-    const s = socket as net.Socket & Slotted;
     const rx = socket.bytesRead & MASK;
-    const tx = (s._bytesDispatched ?? 0) & MASK;
+    const tx = bytesDispatched(socket) & MASK;
     if (rx !== t.rx[slot]) {
       t.rx[slot] = rx;
       t.rxAt[slot] = now;
@@ -794,7 +790,7 @@ export class Guard extends EventEmitter<GuardEvents> {
       t.pingAt[slot] = now;
       this.#ping(socket);
       // The ping's own bytes are not the application's: the next interval starts now.
-      t.tx[slot] = ((socket as net.Socket & Slotted)._bytesDispatched ?? 0) & MASK;
+      t.tx[slot] = bytesDispatched(socket) & MASK;
       t.txAt[slot] = now;
     }
   }

@@ -21,6 +21,7 @@ import { isExplicit, isPolicy, policyFields, toPolicy, type Policy, type PolicyO
 import { adopt as adoptConnection } from './tune.js';
 import { armRetry, noteRequestOptions } from './retry.js';
 import { policyAgents, sweepFreeSockets } from './pool.js';
+import { hasHttpMessage, keepAliveHeader } from '../handle.js';
 
 /** agentkeepalive's options, accepted with agentkeepalive's meaning. */
 export interface KeepAliveAgentOptions {
@@ -282,10 +283,7 @@ class Pool {
     const own = s.freeSocketTimeout || s.freeSocketKeepAliveTimeout || this.freeSocketTimeout;
     let limit: number | undefined;
     if (this.tuned.has(socket)) {
-      const res = (socket as { _httpMessage?: { res?: http.IncomingMessage } })._httpMessage?.res;
-      const header: string | string[] | undefined = res?.headers['keep-alive'];
-      const hint = Array.isArray(header) ? header.join(', ') : header;
-      limit = poolIdleLimit(this.policy, hint, own, this.agent.options.timeout);
+      limit = poolIdleLimit(this.policy, keepAliveHeader(socket), own, this.agent.options.timeout);
     } else if (own > 0) {
       limit = own;
     }
@@ -434,8 +432,8 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
       pools.set(this, pool);
       policyAgents.add(this);
       // Before Node's own 'free' listener, which takes the finished request off the socket.
-      this.prependListener('free', (socket: { _httpMessage?: unknown }) => {
-        if (socket._httpMessage) pool.count('requestCount');
+      this.prependListener('free', (socket: Duplex) => {
+        if (hasHttpMessage(socket)) pool.count('requestCount');
       });
     }
 

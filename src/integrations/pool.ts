@@ -6,7 +6,7 @@
  */
 import type http from 'node:http';
 import type net from 'node:net';
-import { tcpState } from '../options.js';
+import { tcpState } from '../views.js';
 import { builtin } from '../handle.js';
 
 /** socktune's own policy agents (`createAgent`, `createHttpsAgent`), which pool by their own policy. */

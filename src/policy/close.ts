@@ -14,7 +14,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy, ResetScope } from './presets.js';
-import { assertExtensible, idleBetweenRequests, isAccepted, stopReading } from '../handle.js';
+import { assertExtensible, idleBetweenRequests, isAccepted, resetAndClosing, responseEndsByClose, stopReading, tlsParent } from '../handle.js';
 import {
   clearReset, closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
   resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
@@ -51,7 +51,6 @@ interface Tuned {
   [kEndsMessage]?: boolean;
   _final?: (cb: (err?: Error | null) => void) => void;
   _destroy?: DestroyMethod;
-  resetAndClosing?: boolean;
 }
 
 const proto = net.Socket.prototype as unknown as {
@@ -265,7 +264,7 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
   const policy = self[kPolicy];
   if (
     policy === undefined || policy.reset === false || isResetting(this) || this.pending || this.connecting ||
-    self.resetAndClosing === true || !wantsReset(this, policy, 'close')
+    resetAndClosing(this) || !wantsReset(this, policy, 'close')
   ) {
     return next.call(this, err, cb);
   }
@@ -315,19 +314,8 @@ export function onDestroyed(socket: net.Socket, onDestroy: ((socket: net.Socket)
 
 /** What `http.server.response.finish` carries (Node's `ServerResponse` fields read here). */
 interface ResponseFinish {
-  response?: { _hasBody?: boolean; chunkedEncoding?: boolean; _header?: unknown };
-  socket?: net.Socket & { _parent?: unknown };
-}
-
-/**
- * Whether a finished HTTP response's body ends only where the connection ends: it has a body, no
- * chunked encoding and no Content-Length (an HTTP/1.0 peer, such as nginx's default upstream
- * protocol, or a response whose framing headers were removed). What cannot be told is judged
- * close-delimited: the price of a wrong guess that way is one TIME_WAIT, the other way a truncated body.
- */
-function endsByClose(response: NonNullable<ResponseFinish['response']>): boolean {
-  if (response._hasBody === false || response.chunkedEncoding === true) return false;
-  return typeof response._header !== 'string' || !/\r\ncontent-length:/i.test(response._header);
+  response?: object;
+  socket?: net.Socket;
 }
 
 /** Marks a tuned connection whose latest response is delimited by the close (kept as FIN then). */
@@ -338,10 +326,10 @@ function onResponseFinish(message: unknown): void {
   if (typeof response !== 'object' || response === null || !(socket instanceof net.Socket)) return;
   // An HTTPS connection may be tuned on its TCP socket or on its TLS socket. Runs for every
   // response of the process: no allocation, and nothing judged for an untuned connection.
-  const parent = socket._parent;
-  const tunedParent = parent instanceof net.Socket && (parent as Tuned)[kPolicy] !== undefined;
+  const parent = tlsParent(socket);
+  const tunedParent = parent !== undefined && (parent as Tuned)[kPolicy] !== undefined;
   if ((socket as Tuned)[kPolicy] === undefined && !tunedParent) return;
-  const ends = endsByClose(response);
+  const ends = responseEndsByClose(response);
   if ((socket as Tuned)[kPolicy] !== undefined) (socket as Tuned)[kEndsMessage] = ends;
   if (tunedParent) (parent as Tuned)[kEndsMessage] = ends;
 }

@@ -7,8 +7,10 @@
  */
 import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
-import { PEER_CLOSED, checkInteger, handleLingerIfDrained, handlePeerClosed, handleLingerZero, handleSendQueue, requirePlatform } from '../options.js';
-import { assertExtensible, closingHandle, lookupHandle, pendingWriteBytes } from '../handle.js';
+import { checkInteger } from '../options.js';
+import { requirePlatform } from '../views.js';
+import { PEER_CLOSED, handleLingerIfDrained, handlePeerClosed, handleLingerZero, handleSendQueue } from './linger.js';
+import { assertExtensible, closingHandle, lookupHandle, markErrorEmitted, pendingWriteBytes } from '../handle.js';
 import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import type { DrainTimeoutAction } from './presets.js';
 
@@ -134,12 +136,8 @@ export function destroyWith(socket: net.Socket, error?: Error): void {
  * listens for it: an unheard `'error'` would crash a process whose code never expected one.
  */
 export function failSocket(socket: net.Socket, error: Error, destroy: (err: Error) => void = (err) => socket.destroy(err)): void {
-  if (socket.listenerCount('error') === 0) {
-    // Node emits 'error' once per stream; marked as emitted, it keeps the error and stays quiet.
-    const states = socket as unknown as { _readableState?: { errorEmitted: boolean }; _writableState?: { errorEmitted: boolean } };
-    if (states._readableState) states._readableState.errorEmitted = true;
-    if (states._writableState) states._writableState.errorEmitted = true;
-  }
+  // Node emits 'error' once per stream; marked as emitted, it keeps the error and stays quiet.
+  if (socket.listenerCount('error') === 0) markErrorEmitted(socket);
   destroy(error);
 }
 

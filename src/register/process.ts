@@ -35,7 +35,7 @@ import { keepAliveAbove } from '../integrations/server.js';
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
-import { builtin, isTlsServer } from '../handle.js';
+import { builtin, connectHost, isTlsServer } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -166,7 +166,7 @@ function matches(rule: Rule, direction: Direction, socket: net.Socket): boolean 
   if (rule.port !== undefined && !rule.port.includes(socket.remotePort as number)) return false;
   if (rule.localPort !== undefined && !rule.localPort.includes(socket.localPort as number)) return false;
   if (rule.host !== undefined) {
-    const name = (socket as net.Socket & { _host?: string | null })._host?.toLowerCase();
+    const name = connectHost(socket);
     const address = plain(socket.remoteAddress);
     if (!rule.host.some((h) => h === name || plain(h) === address)) return false;
   }

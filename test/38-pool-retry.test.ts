@@ -12,6 +12,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createAgent, createDispatcher, presets, type PolicyAgent, type PolicyDispatcher } from '../src/index.js';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +74,6 @@ async function rawServer(mode: Mode): Promise<{ port: number; requests: string[]
   return { port: (server.address() as net.AddressInfo).port, requests, connections: () => connections };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A request through `agent`: 'ok' or the error's code or message. */
 function viaAgent(agent: http.Agent, port: number, init: { method?: string; headers?: Record<string, string>; body?: string; streamed?: boolean } = {}): Promise<string> {

@@ -305,14 +305,16 @@ describe.runIf(canUse('ss'))('scenario 13: this side ends and the peer never sen
     const peer = endOf(client);
     const socket = await accepted;
     const error = new Promise<Error & { code?: string }>((resolve) => socket.on('error', resolve));
+    // When the guard decided, from its own event: what ss reports comes later on a loaded machine.
+    const closing = new Promise<number>((resolve) => guard.on('closing', (e) => e.reason === 'fin-wait' && resolve(performance.now())));
     socket.end();
     await once(socket, 'finish');
     const start = performance.now();
     await expect.poll(() => ssCount('fin-wait-2', `sport = :${port}`), { timeout: 1000 }).toBe(1);
-    await expect.poll(() => ssCount('fin-wait-2', `sport = :${port}`), { timeout: T + SLACK }).toBe(0);
-    const took = performance.now() - start;
+    const took = (await closing) - start;
     expect(took).toBeGreaterThanOrEqual(T - 20);
     expect(took).toBeLessThan(T + SLACK);
+    await expect.poll(() => ssCount('fin-wait-2', `sport = :${port}`), { timeout: SLACK }).toBe(0);
     expect(await error).toMatchObject({ code: 'ERR_SOCKTUNE_FIN_WAIT_TIMEOUT' });
     expect(guard.stats()).toMatchObject({ tracked: 0, closed: { 'fin-wait': 1 } });
     // The peer got our FIN, then the reset: its kernel holds the connection as CLOSE (Node, done

@@ -19,7 +19,7 @@
 // Every client child warms up first. Then, round by round, each pair runs as ABBA or BAAB
 // (alternating), back to back, so a drift of the machine within the pair cancels and noise hits
 // both arms alike; arms without a pair run once; the order of pairs rotates each round. Batches are
-// sized to about BATCH_MS at the pair's warm rate. Per batch: the client's requests/s and its CPU
+// sized to about --batch-ms at the pair's warm rate. Per batch: the client's requests/s and its CPU
 // time (user + system) per request. Each arm is summarised by its median over the rounds (and the
 // quartiles); a pair (off, on) by the median of its per-round ratios (paired), with quartiles and
 // range. Goal: with-retry / without-retry requests/s ≥ 0.99.
@@ -119,7 +119,9 @@ async function requester(arm, port, inFlight) {
         });
         req.once('error', fail);
       });
-    return { one, counts, retried: () => agent.retried ?? 0 };
+    // The retry wraps a reused socket's emit (once per socket): a witness that it was armed.
+    const hooked = () => Object.values(agent.freeSockets).flat().some((socket) => socket.emit !== Object.getPrototypeOf(socket).emit);
+    return { one, counts, retried: () => agent.retried ?? 0, hooked };
   }
   if (arm.client === 'request') {
     const undici = await import('undici');
@@ -157,7 +159,7 @@ async function clientChild(argv) {
   if (arm === undefined) throw new RangeError(`--arm must be one of ${Object.keys(ARMS).join(', ')}, got '${name}'`);
   const port = Number(flag(argv, 'port'));
   const inFlight = Number(flag(argv, 'in-flight', DEFAULTS.inFlight));
-  const { one, counts, retried, composed: isComposed } = await requester(arm, port, inFlight);
+  const { one, counts, retried, composed: isComposed, hooked } = await requester(arm, port, inFlight);
   const run = async (n) => {
     let started = 0;
     await Promise.all(
@@ -189,7 +191,7 @@ async function clientChild(argv) {
   process.stdin.on('end', () => process.exit(0));
   const registered = arm.register !== undefined ? (await import('socktune/register')).stats() : undefined;
   // Whether undici's and fetch's requests went through an interceptor (the retry's).
-  await print({ ready: true, warmRate, registered: registered !== undefined, composed: isComposed?.() });
+  await print({ ready: true, warmRate, registered: registered !== undefined, composed: isComposed?.(), hooked: hooked?.() });
 }
 
 // ---------------------------------------------------------------- parent
@@ -255,7 +257,7 @@ export async function retryBench(options = {}) {
     }
     // Units of the order: each pair (without, with) as ABBA or BAAB (alternating), which cancels a
     // drift of the machine within the unit, and every arm without a pair on its own; the units
-    // rotate round by round. A unit's batches have the same size: BATCH_MS at its slowest arm's
+    // rotate round by round. A unit's batches have the same size: batchMs at its slowest arm's
     // warm rate.
     const units = [];
     for (const [, off, on] of PAIRS) if (o.arms.includes(off) && o.arms.includes(on)) units.push([off, on]);
@@ -326,7 +328,9 @@ function summarize(batches, ready, o) {
       served: mine.reduce((t, b) => t + b.served, 0),
       requests: mine.reduce((t, b) => t + b.requests, 0),
       retried: Math.max(...mine.map((b) => b.retried)),
+      registered: ready[name].registered,
       ...(ready[name].composed !== undefined ? { interceptor: ready[name].composed } : {}),
+      ...(ready[name].hooked !== undefined ? { socketsHooked: ready[name].hooked } : {}),
     };
   }
   // Paired by round: both arms of a pair ran back to back, ABBA.
@@ -386,7 +390,8 @@ export function retryNotes(d) {
   for (const [name, a] of Object.entries(d.arms)) {
     const reused = ARMS[name].client === 'http' ? `${(a.reusedShare * 100).toFixed(2)}% on a reused socket, ` : '';
     const interceptor = a.interceptor === undefined ? '' : `, ${a.interceptor ? 'an interceptor' : 'no interceptor'} in front of the dispatcher`;
-    lines.push(`  ${name}: ${a.requests} requests measured, ${reused}${a.newConnections} new connections, retried ${a.retried}${interceptor}; req/s by round ${Math.round(a.requestsPerSecond.min)}–${Math.round(a.requestsPerSecond.max)}`);
+    const hooked = a.socketsHooked === undefined ? '' : `, pooled sockets' emit ${a.socketsHooked ? "wrapped (the retry's)" : "Node's own"}`;
+    lines.push(`  ${name}: ${a.requests} requests (${a.served} served), ${reused}${a.newConnections} new connections, retried ${a.retried}${interceptor}${hooked}; req/s by round ${Math.round(a.requestsPerSecond.min)}–${Math.round(a.requestsPerSecond.max)}`);
   }
   return lines;
 }

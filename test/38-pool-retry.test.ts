@@ -220,6 +220,19 @@ describe('createDispatcher', () => {
     expect(d.retried).toBe(5);
   });
 
+  it("under a compose() of the user's (undici 7 hands the interceptor the new handler API) the same requests are sent again", async () => {
+    const server = await rawServer('close-reused');
+    const d = dispatcher();
+    // An interceptor of the user's on top: compose wraps request()'s and fetch's handlers in the new API.
+    const composed = d.compose((dispatch) => (opts, handler) => dispatch(opts, handler)) as unknown as PolicyDispatcher;
+    const port = server.port;
+    expect(await reused(composed, port, () => viaUndici(composed, port))).toBe('ok');
+    expect(await reused(composed, port, () => viaFetch(composed, port, { method: 'PUT', body: 'fetch knows its length' }))).toBe('ok');
+    expect(d.retried).toBe(2);
+    expect(await reused(composed, port, () => viaUndici(composed, port, { method: 'POST', body: 'x' }))).toBe('UND_ERR_SOCKET');
+    expect(d.retried).toBe(2);
+  });
+
   it('a second failure reaches the caller unchanged', async () => {
     const server = await rawServer('close-all-but-first');
     const d = dispatcher();

@@ -217,6 +217,10 @@ int Cookie(int32_t* s, AddonData* d, int fd) {
   return rc;
 }
 
+// check: nothing beyond CheckFd's SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (with slots[S_VERIFY] set):
+// where a runtime's handle class alone does not tell TCP from a Unix-domain socket (Bun's).
+int Check(int32_t*, AddonData*, int) { return 0; }
+
 // socketError: SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
 int SocketError(int32_t* s, AddonData*, int fd) {
   int rc = st::socket_error(fd, s + S_QUEUES);
@@ -487,6 +491,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("state", NewFunction(env, "state", SocketCall<State>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
+  exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));

@@ -40,6 +40,8 @@ export interface NativeBinding {
    * nothing is changed.
    */
   lingerIfDrained(): void;
+  /** Nothing but the TCP check (with `slots[layout.verify]` set): is the fd TCP over IPv4/IPv6. */
+  check(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
@@ -202,7 +204,7 @@ export function stub(error: Error): NativeBinding {
   };
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail,
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {

@@ -41,15 +41,56 @@ function pe(file, buf) {
   const dump = run('x86_64-w64-mingw32-objdump', ['-p', file]);
   if (dump.status !== 0) throw new Error(`objdump -p ${file}: ${dump.stderr.trim()}`);
   const needs = [...dump.stdout.matchAll(/DLL Name: (\S+)/g)].map((m) => m[1]);
+  const delayed = delayImports(buf, at);
   const exports = [...dump.stdout.matchAll(/^\s+\[\s*\d+\]\s+((?:napi|node_api)_\w+)/gm)].map((m) => m[1]);
-  return { format: dll ? 'PE DLL' : 'PE', cpu, needs, exports };
+  return { format: dll ? 'PE DLL' : 'PE', cpu, needs, delayed, exports };
+}
+
+/** The DLL names of a PE32+ file's delay-import table (data directory 13), which objdump does not list. */
+function delayImports(buf, at) {
+  const optional = at + 24;
+  if (buf.readUInt16LE(optional) !== 0x20b) return [];
+  const dir = optional + 112 + 13 * 8;
+  const rva = buf.readUInt32LE(dir);
+  const sections = buf.readUInt16LE(at + 6);
+  const table = optional + buf.readUInt16LE(at + 20);
+  const offset = (r) => {
+    for (let i = 0; i < sections; i++) {
+      const sh = table + i * 40;
+      const va = buf.readUInt32LE(sh + 12);
+      const size = Math.max(buf.readUInt32LE(sh + 8), buf.readUInt32LE(sh + 16));
+      if (r >= va && r < va + size) return r - va + buf.readUInt32LE(sh + 20);
+    }
+    return -1;
+  };
+  const names = [];
+  if (rva === 0) {
+    // GNU ld leaves the directory empty for dlltool's delay-import stubs: their descriptors
+    // (attributes 1: RVAs, then the RVA of the DLL's name) are found by scanning.
+    for (let d = 0; d + 32 <= buf.length; d += 4) {
+      if (buf.readUInt32LE(d) !== 1) continue;
+      const o = offset(buf.readUInt32LE(d + 4));
+      if (o < 0) continue;
+      const end = buf.indexOf(0, o);
+      const name = end > o && end - o < 64 ? buf.subarray(o, end).toString('latin1') : '';
+      if (/^[\w.-]+\.(exe|dll)$/i.test(name) && !names.includes(name)) names.push(name);
+    }
+    return names;
+  }
+  for (let d = offset(rva); d >= 0 && d + 32 <= buf.length; d += 32) {
+    const name = buf.readUInt32LE(d + 4);
+    if (name === 0) break;
+    const o = offset(name);
+    if (o < 0) break;
+    names.push(buf.subarray(o, buf.indexOf(0, o)).toString('latin1'));
+  }
+  return names;
 }
 
 const LC_LOAD_DYLIB = 0xc;
 const LC_CODE_SIGNATURE = 0x1d;
 const LC_BUILD_VERSION = 0x32;
 const LC_VERSION_MIN_MACOSX = 0x24;
-
 function macho(buf) {
   const cputype = buf.readUInt32LE(4);
   const cpu = { 0x01000007: 'x64', 0x0100000c: 'arm64' }[cputype] ?? `cputype 0x${cputype.toString(16)}`;

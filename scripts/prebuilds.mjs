@@ -128,13 +128,17 @@ function build(t, work) {
     // Node-API symbols are resolved from the node process that loads the addon.
     args.push('-Wl,-undefined,dynamic_lookup');
   } else if (t.os === 'win') {
-    // node.exe exports Node-API; the import library is made from node-api-headers' list of it.
-    // Static libstdc++/winpthreads: the DLL needs nothing but node.exe and the system.
-    const lib = join(work, 'libnode_api.a');
-    const dt = run('x86_64-w64-mingw32-dlltool', ['-d', headers.def, '-l', lib, '-D', 'node.exe']);
+    // Node-API (node-api-headers' list of it) and libuv's error translation, imported through
+    // delay-load stubs that core_win.cc's __delayLoadHelper2 resolves from the process that loads
+    // the DLL: no import of node.exe by name, so a renamed host (a single-executable app) loads it.
+    // Static libstdc++/winpthreads: the DLL needs nothing but the system's DLLs at load.
+    const def = join(work, 'node.def');
+    writeFileSync(def, `${readFileSync(headers.def, 'utf8').trimEnd()}\nuv_translate_sys_error\n`);
+    const lib = join(work, 'libnode_delay.a');
+    const dt = run('x86_64-w64-mingw32-dlltool', ['-d', def, '-y', lib, '-D', 'node.exe']);
     if (dt.status !== 0) throw Object.assign(new Error('dlltool failed'), { detail: dt.stdout + dt.stderr });
     args.push('-static', '-static-libgcc', '-static-libstdc++');
-    sources.push(lib);
+    sources.push(lib, '-lws2_32');
   }
   const out = join(work, 'socktune.node');
   args.push(...sources, '-s', '-o', out);
@@ -152,7 +156,8 @@ function verify(t, info) {
   if (!info.exports.includes('napi_register_module_v1')) return 'does not export napi_register_module_v1';
   const libc = t.libc === 'musl' ? 'libc.so' : t.libc === 'glibc' ? 'libc.so.6' : undefined;
   if (libc && !info.needs.includes(libc)) return `does not link ${libc} (needs ${info.needs.join(', ')})`;
-  if (t.os === 'win' && !info.needs.includes('node.exe')) return 'does not import Node-API from node.exe';
+  if (t.os === 'win' && info.needs.includes('node.exe')) return 'imports node.exe by name (a renamed host could not load it)';
+  if (t.os === 'win' && !info.delayed.includes('node.exe')) return 'does not delay-load Node-API from the host process';
   const foreign = info.needs.filter((n) => /libstdc\+\+|libgcc|winpthread|libc\+\+/.test(n) && !(t.libc === 'glibc' && n === 'libstdc++.so.6'));
   if (foreign.length) return `needs ${foreign.join(', ')}, which a Node install does not bring`;
   if (t.os === 'mac' && t.arch === 'arm64' && !info.signed) return 'has no code signature (arm64 macOS refuses to load it)';

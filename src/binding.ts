@@ -40,6 +40,12 @@ export interface NativeBinding {
    * nothing is changed.
    */
   lingerIfDrained(): void;
+  /**
+   * The socket of this process with these addresses, where the runtime hands out no fd (Node's TCP
+   * handles on Windows): `candidate` (-1 for none) is tried first. No remote: a listening socket.
+   * Returns the socket, or a negative errno (-ENOENT: none matches; -ENOTSUP: fds are handed out).
+   */
+  locate(localAddress: string, localPort: number, remoteAddress: string | undefined, remotePort: number | undefined, candidate: number): number;
   /** Nothing but the TCP check (with `slots[layout.verify]` set): is the fd TCP over IPv4/IPv6. */
   check(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
@@ -204,7 +210,7 @@ export function stub(error: Error): NativeBinding {
   };
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail,
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail, locate: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {

@@ -134,6 +134,12 @@ function lookupNodeTcp(): abstract new (...args: never[]) => object {
       const d = Object.getOwnPropertyDescriptor(p, 'fd');
       if (d?.get) {
         getFd = d.get as (this: object) => number;
+        if (process.platform === 'win32') {
+          // Node's own address methods, never the handle's own properties (a caller may set those).
+          const proto = Tcp.prototype as { getsockname?: AddressOf; getpeername?: AddressOf };
+          if (typeof proto.getsockname !== 'function' || typeof proto.getpeername !== 'function') throw new Error("Node's TCP handles have no address methods");
+          addressOf = { local: proto.getsockname, remote: proto.getpeername };
+        }
         return (TCP = Tcp);
       }
     }
@@ -258,6 +264,37 @@ function trustBunTls(): void {
     listener.stop(true);
   }
 }
+
+type AddressOf = (this: object, out: { address?: string; port?: number }) => number;
+// Node's getsockname/getpeername of its TCP handles, where its fd accessor answers -1 for every
+// open handle (Windows: libuv keeps the SOCKET to itself).
+let addressOf: { local: AddressOf; remote: AddressOf } | undefined;
+
+/**
+ * The SOCKET of an open Node handle on Windows, found by the addresses Node's own methods report
+ * of it (a TCP connection is unique by its four; a listener by its local address and state). The
+ * handle is genuine (classify, genuine) and its methods are Node's, called on it, so the addresses
+ * are the kernel's for this handle, not a caller's: the socket found is this handle's. It is
+ * searched once and re-checked against the addresses on every later call (2-3 Winsock calls), so
+ * a SOCKET value that the system reused after a close is never taken for this handle's. -1 when
+ * the handle no longer has addresses (closed), or no socket matches.
+ */
+function windowsSocket(handle: object): number {
+  if (addressOf === undefined) return -1;
+  const local: { address?: string; port?: number } = {};
+  const remote: { address?: string; port?: number } = {};
+  try {
+    if (addressOf.local.call(handle, local) !== 0 || typeof local.address !== 'string' || typeof local.port !== 'number') return -1;
+    if (addressOf.remote.call(handle, remote) !== 0) remote.address = undefined;
+  } catch {
+    return -1;
+  }
+  const found = native.locate(local.address, local.port, remote.address, remote.port, located.get(handle) ?? -1);
+  if (found < 0) return -1;
+  located.set(handle, found);
+  return found;
+}
+const located = new WeakMap<object, number>();
 
 /** Returns the object it is given, so that a subclass can stamp a private field on any object. */
 class Stamp {
@@ -467,6 +504,7 @@ export function call(fn: NativeCall, handle: object, verify = true): void {
   } catch {
     throw invalidHandle();
   }
+  if (fd === -1 && addressOf !== undefined) fd = windowsSocket(handle);
   const fresh = verify && fd !== verified;
   slots[VERIFY] = fresh ? 1 : 0;
   slots[FD] = fd;

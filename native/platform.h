@@ -77,11 +77,18 @@ typedef socklen_t st_socklen;
 #define ST_SO_LINGER SO_LINGER
 #endif
 
-// TCP_USER_TIMEOUT exists on Linux (2.6.37+); Apple has none (TCP_RXT_CONNDROPTIME is a
-// different, connect-time knob), so it is reported unsupported there.
-#define ST_USER_TIMEOUT_UNIT 1
+// The user timeout: how long sent data may stay unacknowledged before the connection is dropped.
+// Linux (2.6.37+) has TCP_USER_TIMEOUT in milliseconds; Apple has TCP_RXT_CONNDROPTIME, the time
+// after which retransmissions stop and the connection is dropped, in seconds (socktune's
+// milliseconds are rounded up).
 #if defined(TCP_USER_TIMEOUT)
 #define ST_TCP_USER_TIMEOUT TCP_USER_TIMEOUT
+#define ST_USER_TIMEOUT_UNIT 1
+#elif defined(TCP_RXT_CONNDROPTIME)
+#define ST_TCP_USER_TIMEOUT TCP_RXT_CONNDROPTIME
+#define ST_USER_TIMEOUT_UNIT 1000
+#else
+#define ST_USER_TIMEOUT_UNIT 1
 #endif
 
 // Where each option of ST_OPTIONS (tables.h) lives on this platform: ST_AT_<ID> is `level, optname`,

@@ -47,3 +47,14 @@ export function runUnder(rt: Runtime, args: string[], options: { cwd?: string; e
     });
   });
 }
+
+/** A Node binary of `version` (a major, or an exact version) from the npm registry (scripts/lib.mjs's fetchNode), or undefined (with a warning) outside CI. */
+export function nodeBinary(version: string): string | undefined {
+  try {
+    return execFileSync(process.execPath, ['--input-type=module', '-e', `const l = await import('./scripts/lib.mjs'); console.log(l.fetchNode(process.cwd(), ${JSON.stringify(version)}))`], { cwd: root, encoding: 'utf8', timeout: 600_000 }).trim().split('\n').at(-1);
+  } catch (err) {
+    if (inCI) throw err;
+    console.warn(`skipping: Node ${version} cannot be had here (${(err as Error).message.split('\n')[0]})`);
+    return undefined;
+  }
+}

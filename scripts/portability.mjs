@@ -122,7 +122,7 @@ const ARM64 = {
 //   21-fuzz                   its fixture checks Node's own error messages for hostile arguments
 //   32-register, 44-register-config
 //                             node --import and Node's diagnostics channels; Bun's --preload is tested in
-//                             test/47-runtimes.test.ts, run by Node
+//                             test/52-runtimes.test.ts, run by Node
 const BUN = {
   files: [
     'test/00-tables.test.ts', 'test/01-options.test.ts', 'test/02-validation.test.ts', 'test/04-connecting.test.ts',

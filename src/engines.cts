@@ -1,5 +1,5 @@
 /**
- * The Node.js versions socktune runs on, as package.json's `engines` says (test/48 checks that the
+ * The Node.js versions socktune runs on, as package.json's `engines` says (test/53 checks that the
  * two agree). Every entry point asks this first (`import 'socktune'`, `require('socktune')`,
  * `socktune/register` either way) and throws its error, so an older Node gets one error that names
  * the supported range, instead of whatever fails first there (ERR_REQUIRE_ESM, or a call that

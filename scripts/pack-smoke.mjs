@@ -20,7 +20,7 @@
 // node_modules/.cache/socktune-node); qemu-user-static, the aarch64 C library
 // (g++-aarch64-linux-gnu brings it), wine64 and musl-tools come from Debian (.ci/run installs them).
 // Prints PASS/FAIL lines, then `pack-smoke: N passed, M failed`; exits 1 on any failure.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -247,7 +247,13 @@ function windows(exe, project) {
   copyFileSync(exe, renamed);
   for (const [label, host] of [['node.exe', exe], ['a renamed node.exe (socktune-app.exe, no node.exe beside it)', renamed]]) {
     const out = join(work, `win32-smoke-${label.length}.txt`);
-    const r = run(wine[0], [host, 'win32.mjs', '--wine', '--out', out], { cwd: project, env, timeout: 300_000 });
+    // node.exe's stdout and stderr are files, not pipes: under wine a pipe cannot be opened as
+    // process.stderr (EBADF), and Node's net.Socket#_destroy reads process.stderr, so every
+    // destroy() would fail halfway (the handle left open) for a reason no Windows user meets.
+    const logFile = join(work, `win32-smoke-${label.length}.log`);
+    const log = openSync(logFile, 'w');
+    const r = run(wine[0], [host, 'win32.mjs', '--wine', '--out', out], { cwd: project, env, timeout: 300_000, stdio: ['ignore', log, log] });
+    closeSync(log);
     const lines = existsSync(out) ? readFileSync(out, 'utf8').trimEnd().split('\n').filter(Boolean) : [];
     for (const line of lines) {
       const m = /^(PASS|FAIL) (.*)$/.exec(line);
@@ -255,7 +261,7 @@ function windows(exe, project) {
     }
     if (lines.length === 0) {
       check(`Node 20 win32-x64 under wine, ${label}: smoke test ran`, false, `exit ${r.status}`);
-      console.log(tail(r.stdout + r.stderr));
+      console.log(tail(readFileSync(logFile, 'utf8') + r.stderr));
     }
   }
 }

@@ -39,7 +39,7 @@ it('the range in the check is package.json\'s engines.node', () => {
   expect(supportedNode).toBe(engines);
 });
 
-describe.each(['18', '20.18.3'])('Node %s (below the range)', (version) => {
+describe.each(['18.20.8', '20.18.3'])('Node %s (below the range)', (version) => {
   for (const spec of ['socktune', 'socktune/register']) {
     for (const how of ['import', 'require'] as const) {
       it(`${how}('${spec}'): ERR_SOCKTUNE_UNSUPPORTED_NODE naming ${engines} and this version, caught by the caller`, async () => {

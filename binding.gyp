@@ -12,7 +12,7 @@
           "sources": ["native/core_darwin.cc", "native/views_none.cc", "native/diag_none.cc"],
           "xcode_settings": {"CLANG_CXX_LANGUAGE_STANDARD": "c++17", "MACOSX_DEPLOYMENT_TARGET": "11.0"}
         }],
-        ["OS=='win'", {"sources!": ["native/core_posix.cc"], "sources": ["native/core_win.cc", "native/views_none.cc", "native/diag_none.cc"]}]
+        ["OS=='win'", {"sources": ["native/core_win.cc", "native/views_none.cc", "native/diag_none.cc"], "libraries": ["ws2_32.lib"]}]
       ]
     }
   ]

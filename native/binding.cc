@@ -98,6 +98,24 @@ napi_value SocketCall(napi_env env, napi_callback_info cbinfo) {
   return nullptr;
 }
 
+// locate(localAddress, localPort, [remoteAddress, remotePort], candidate): the socket of this
+// process with those addresses (where a runtime hands out no fd: Node on Windows), or a negative
+// errno. `candidate` (-1 for none) is tried first.
+Napi::Value Locate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsString() || !info[1].IsNumber() || !info[4].IsNumber()) return Napi::Number::New(env, -EINVAL);
+  std::string local = info[0].As<Napi::String>().Utf8Value();
+  std::string remote = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : std::string();
+  st::SocketQuery q;
+  q.local = local.c_str();
+  q.local_port = info[1].As<Napi::Number>().Int32Value();
+  q.remote = info[2].IsString() ? remote.c_str() : nullptr;
+  q.remote_port = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+  int fd = info[4].As<Napi::Number>().Int32Value();
+  int rc = st::locate_socket(q, &fd);
+  return Napi::Number::New(env, rc == 0 ? fd : rc);
+}
+
 napi_value NewFunction(napi_env env, const char* name, napi_callback cb, AddonData* data) {
   napi_value fn = nullptr;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, data, &fn);
@@ -216,6 +234,10 @@ int Cookie(int32_t* s, AddonData* d, int fd) {
   }
   return rc;
 }
+
+// check: nothing beyond CheckFd's SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (with slots[S_VERIFY] set):
+// where a runtime's handle class alone does not tell TCP from a Unix-domain socket (Bun's).
+int Check(int32_t*, AddonData*, int) { return 0; }
 
 // socketError: SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
 int SocketError(int32_t* s, AddonData*, int fd) {
@@ -487,6 +509,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("state", NewFunction(env, "state", SocketCall<State>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
+  exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
+  exports.Set("locate", Napi::Function::New(env, Locate, "locate"));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));

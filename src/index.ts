@@ -2,6 +2,8 @@
  * socktune: control the TCP lifecycle of Node.js sockets.
  * @module socktune
  */
+// First: an unsupported Node stops here with an error naming the supported range.
+import './supported.js';
 export { configure, readOptions, supportedOptions, limits, isConfigureError } from './options.js';
 export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError } from './options.js';
 export { tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from './views.js';

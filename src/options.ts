@@ -50,8 +50,11 @@ export interface SocketOptions {
 
 /** What the kernel holds, as read by {@link readOptions}. `undefined` where the platform has no such option. */
 export interface AppliedOptions {
-  /** `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes). */
-  keepAlive: false | Required<KeepAliveOptions>;
+  /**
+   * `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes), or
+   * `true` where the system cannot tell them (Windows without the keepalive timing options).
+   */
+  keepAlive: boolean | Required<KeepAliveOptions>;
   /** Keepalive timings in force even while SO_KEEPALIVE is off. */
   keepAliveTimings: Required<KeepAliveOptions> | undefined;
   /** TCP_USER_TIMEOUT in milliseconds (0 = kernel default). */
@@ -399,8 +402,7 @@ function supported(name: string): boolean {
  */
 export function readOptions(socket: TcpSocketLike): AppliedOptions {
   const handle = connectedHandle(socket);
-  // Windows: Node's handles expose no socket (fd -1), so there is nothing to read; say so rather
-  // than blame a closed socket.
+  // A platform without any option: say so rather than blame the socket.
   if (!optionTable.some((o) => o.supported)) throw socktuneError(codes.UNSUPPORTED, `socket options are not available on ${platform.name}`);
   call(native.read, handle);
   const r = layout.read;
@@ -409,7 +411,7 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
     : undefined;
   const linger = slots[r + ID.linger];
   return {
-    keepAlive: slots[r + ID.keepAlive] === 1 && timings ? timings : false,
+    keepAlive: slots[r + ID.keepAlive] === 1 ? (timings ?? true) : false,
     keepAliveTimings: timings,
     userTimeout: supported('TCP_USER_TIMEOUT') ? slots[r + ID.userTimeout] : undefined,
     linger: linger < 0 ? false : linger * SECOND,

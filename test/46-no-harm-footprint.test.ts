@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { presets, tune, tuneServer } from '../src/index.js';
 import { runToEnd } from './helpers/register.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
@@ -139,9 +140,14 @@ describe('import never throws; what needs no socket works everywhere', () => {
     c.destroy(); server.close();
     console.log(JSON.stringify(out));`;
   const run = (flags: string[], env: Record<string, string> = {}) => runToEnd([...flags, '--input-type=module', '-e', probe], env);
+  // Node 20 names the permission model --experimental-permission; 22.13 adds --permission, and 24
+  // knows only that name (the other is a bad option there). Node 26 also guards the network
+  // (--allow-net), which the probe's own server needs.
+  const flagsKnown = process.allowedNodeEnvironmentFlags;
+  const permission = [flagsKnown.has('--permission') ? '--permission' : '--experimental-permission', '--allow-fs-read=*', ...(flagsKnown.has('--allow-net') ? ['--allow-net'] : [])];
 
   it("under Node's permission model (no process.binding): import works, connection counts work, configure() throws ERR_SOCKTUNE_UNSUPPORTED", async () => {
-    for (const flags of [['--experimental-permission', '--allow-fs-read=*'], ['--experimental-permission', '--allow-fs-read=*', '--allow-addons']]) {
+    for (const flags of [permission, [...permission, '--allow-addons']]) {
       const r = await run(flags);
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout), flags.join(' ')).toEqual({
@@ -154,12 +160,19 @@ describe('import never throws; what needs no socket works everywhere', () => {
   });
 
   it('socktune/register under the permission model fails open: one line says why, the application runs', async () => {
-    const r = await runToEnd(['--experimental-permission', '--allow-fs-read=*', '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    const r = await runToEnd([...permission, '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('application ran\n');
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('socktune/register:'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^socktune\/register: not active, the process runs without it: socktune cannot reach Node's TCP handles in this process \(process\.binding\('tcp_wrap'\): ERR_ACCESS_DENIED/);
+  });
+
+  it("under Node's permission model, `socktune stat --json` counts connections (it needs no fd)", async () => {
+    const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+    const r = await runToEnd([...permission, cli, 'stat', '--json'], {});
+    expect(r.code, r.stderr).toBe(0);
+    expect(typeof (JSON.parse(r.stdout) as { states: Record<string, number> }).states.ESTABLISHED).toBe('number');
   });
 
   it('--pending-deprecation --throw-deprecation: socktune works and the process lives (its process.binding lookup warns nothing)', async () => {

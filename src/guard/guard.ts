@@ -23,7 +23,7 @@ import { types } from 'node:util';
 import { configure, readOptions } from '../options.js';
 import { newActivity, takeSocketError, tcpActivity, type TcpActivity } from '../views.js';
 import { tcpStateNames, type TcpState } from '../tables.js';
-import { assertExtensible, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
+import { assertExtensible, assertNotFdless, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
@@ -356,6 +356,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Tracks every connection `server` accepts from now on (TLS servers: once the handshake is done). */
   attach(server: net.Server): this {
+    assertNotFdless(server);
     if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
     if (this.#servers.has(server)) return this;
     this.#servers.add(server);

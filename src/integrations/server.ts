@@ -9,7 +9,7 @@ import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt } from './tune.js';
-import { builtin } from '../handle.js';
+import { assertNotFdless, builtin } from '../handle.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -28,6 +28,7 @@ import { builtin } from '../handle.js';
  * @returns the connection guard of this server
  */
 export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides): Guard {
+  assertNotFdless(server);
   if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   const p = toPolicy(policy);
   const guard = new Guard(p);

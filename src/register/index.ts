@@ -20,6 +20,8 @@
  * stops the process (exit code 9). The exports reach what it started.
  * @module socktune/register
  */
+// First: an unsupported Node stops here with an error naming the supported range.
+import '../supported.js';
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';
 import { addon } from '../binding.js';

@@ -35,7 +35,7 @@ import { keepAliveAbove } from '../integrations/server.js';
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
-import { builtin, connectHost, isTlsServer } from '../handle.js';
+import { builtin, connectHost, isTlsServer, runtime } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -361,6 +361,27 @@ export function connectPublishes(): boolean {
   return Function.prototype.toString.call(net.Socket.prototype.connect).includes('netClientSocketChannel');
 }
 
+/**
+ * Where no `net.server.socket` or `tracing:net.server.listen` is published (Bun): every server that
+ * listens from now on is watched, and its connections settled as they are accepted.
+ */
+function wrapListen(): void {
+  type Listen = (this: net.Server, ...args: unknown[]) => net.Server;
+  const proto = net.Server.prototype as unknown as { listen: Listen };
+  const original = proto.listen;
+  proto.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    if (!watchedServers.has(this)) {
+      onListen({ server: this });
+      if (!isTlsServer(this)) this.prependListener('connection', onAccepted);
+    }
+    return original.apply(this, args);
+  };
+}
+
+function onAccepted(this: net.Server, socket: net.Socket): void {
+  if (socket instanceof net.Socket) settle(socket, 'accepted', this);
+}
+
 function wrapConnect(): void {
   type Connect = (this: net.Socket, ...args: unknown[]) => net.Socket;
   const proto = net.Socket.prototype as unknown as { connect: Connect };
@@ -489,7 +510,11 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);
   dc.subscribe('undici:client:connected', onUndiciConnected);
   if (!connectPublishes()) wrapConnect();
-  patchAgents();
+  // Bun publishes none of Node's net.* and http.* channels: its servers and agents are patched.
+  if (runtime === 'bun') {
+    wrapListen();
+    patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
+  } else patchAgents();
   wrapGlobalFetch();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;

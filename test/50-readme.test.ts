@@ -249,6 +249,15 @@ readme$assert.match(readme$text, /^socktune_guard_connections\\{guard="api",stat
 readme$assert.match(readme$text, /^socktune_tcp_connections\\{scope="namespace",state="LISTEN"\\} \\d+$/m);
 server.closeAllConnections(); server.close();`,
   },
+  otel: {
+    does: "sets a global MeterProvider with the Prometheus exporter on :9464 after importing socktune; a scrape has socktune's connections in OpenTelemetry's spelling",
+    epilogue: `
+await new Promise((resolve) => setTimeout(resolve, 300));
+const readme$text = await (await fetch('http://127.0.0.1:9464/metrics')).text();
+readme$assert.match(readme$text, /^socktune_connection_count\\{[^}]*network_connection_state="established"[^}]*\\} \\d+/m);
+readme$assert.match(readme$text, /network_transport="tcp"/);
+await metrics.getMeterProvider().shutdown();`,
+  },
 };
 
 /** Debian's server binaries: /usr/lib/postgresql/<major>/bin, the newest major installed. */

@@ -249,6 +249,21 @@ readme$assert.match(readme$text, /^socktune_guard_connections\\{guard="api",stat
 readme$assert.match(readme$text, /^socktune_tcp_connections\\{scope="namespace",state="LISTEN"\\} \\d+$/m);
 server.closeAllConnections(); server.close();`,
   },
+  'connection-ends': {
+    does: 'under socktune/register: a server ends a connection first; the client side is attributed peer-fin, the server side local-end',
+    env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', NODE_OPTIONS: '--import socktune/register' },
+    epilogue: `
+const { default: readme$net } = await import('node:net');
+const readme$ends = [];
+closeChannel.subscribe((m) => { if ('end' in m) readme$ends.push(m.end.direction + ' ' + m.end.initiator + ' ' + m.end.cause); });
+const readme$server = readme$net.createServer((s) => s.end()).listen(0, '127.0.0.1');
+await readme$once(readme$server, 'listening');
+const readme$client = readme$net.connect(readme$server.address().port, '127.0.0.1').resume();
+await new Promise((resolve) => readme$client.on('close', resolve));
+await readme$until('both ends attributed', () => readme$ends.length === 2);
+readme$assert.deepEqual(readme$ends.sort(), ['accepted local-end application', 'opened peer-fin peer']);
+readme$server.close();`,
+  },
   otel: {
     does: "sets a global MeterProvider with the Prometheus exporter on :9464 after importing socktune; a scrape has socktune's connections in OpenTelemetry's spelling",
     epilogue: `

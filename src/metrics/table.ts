@@ -13,6 +13,7 @@ import { sysctlAuditAsync, type SysctlAudit } from '../diagnose/audit.js';
 import type { Guard } from '../guard/guard.js';
 import { closeChannel, type CloseReason, type CloseReport } from '../policy/reset.js';
 import { registeredGuards, registerStats } from '../register/process.js';
+import { attributing, connectionEnds } from '../register/ends.js';
 
 /** Kernel TCP counters exported as `socktune_kernel_tcp_events_total{counter=...}` (monotonic since boot). */
 export const kernelCounters = [
@@ -314,6 +315,24 @@ export const metrics: readonly Metric[] = [
     otel: { name: 'socktune.close.bytes_at_risk', unit: 'By', attributes: { reason: 'socktune.close.reason' } },
     enabled: (c) => c.closes !== undefined,
     samples: (c) => [...c.closes!.atRisk].map(([reason, n]): Sample => [{ reason }, n]),
+  },
+  {
+    name: 'connection_ends_total',
+    kind: 'counter',
+    help: 'TCP connections of this process that ended (socktune/register), by direction, who closed first (peer-fin, peer-rst, local-end, local-destroy, local-rst) and why',
+    labels: ['direction', 'initiator', 'cause'],
+    otel: {
+      name: 'socktune.connection.ends',
+      unit: '{connection}',
+      attributes: { direction: 'socktune.connection.direction', initiator: 'socktune.close.initiator', cause: 'socktune.close.cause' },
+      fixed: tcp,
+    },
+    enabled: () => attributing(),
+    samples: () =>
+      [...connectionEnds()].map(([key, n]): Sample => {
+        const [direction, initiator, cause] = key.split(' ');
+        return [{ direction, initiator, cause }, n];
+      }),
   },
   {
     name: 'pool_retries_total',

@@ -9,7 +9,8 @@
  * ```
  *
  * Loading this module reads the configuration (`SOCKTUNE_POLICY`, `SOCKTUNE_CONFIG`,
- * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`, `SOCKTUNE_OTEL`) and starts at once. With
+ * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`, `SOCKTUNE_OTEL`, `SOCKTUNE_ENDS`) and starts at once. Every
+ * connection's end is attributed (who closed first, why; `SOCKTUNE_ENDS=0`: not). With
  * `@opentelemetry/api` installed, socktune's metrics are reported through the application's global
  * MeterProvider as soon as it sets one (`SOCKTUNE_OTEL=0`: never; `1`: a missing API stops the
  * process, exit code 9). A bad configuration stops the process
@@ -29,6 +30,7 @@ import { addon } from '../binding.js';
 import { tcpHandlesUnreachable } from '../handle.js';
 import { codes, socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
+import { startEnds } from './ends.js';
 import { followGlobalMeterProvider, otelApiInstalled, otelSetting, type OtelSetting } from '../otel.js';
 import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
 
@@ -49,9 +51,11 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
   let config: RegisterConfig;
   let stop: boolean;
   let otel: OtelSetting;
+  let ends: boolean;
   try {
     stop = strict(process.env.SOCKTUNE_STRICT);
     otel = otelSetting(process.env.SOCKTUNE_OTEL);
+    ends = endsSetting(process.env.SOCKTUNE_ENDS);
     config = loadConfig(process.env);
   } catch (err) {
     if ((err as { code?: string }).code !== CONFIG_ERROR) throw err;
@@ -76,7 +80,16 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
     registerInactive(unavailable);
     return { config, guards: Object.freeze({}) };
   }
+  // Who closed each connection, for every connection from here on (SOCKTUNE_ENDS=0: not watched).
+  if (ends) startEnds({ trace: config.trace });
   return { config, guards: register(config) };
+}
+
+/** `SOCKTUNE_ENDS`: `1` (default) attributes every connection's end; `0` does not. */
+function endsSetting(value: string | undefined): boolean {
+  if (value === undefined || value === '1') return true;
+  if (value === '0') return false;
+  throw socktuneError(CONFIG_ERROR, `SOCKTUNE_ENDS: must be 1 or 0; got ${JSON.stringify(value)}`);
 }
 
 /** The message up to its first sentence's end: the warning stays one line. */

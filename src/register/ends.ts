@@ -23,7 +23,7 @@
 import net from 'node:net';
 import { closingView, tcpState } from '../views.js';
 import { isTcpSocket, peerEnded, resetAndClosing } from '../handle.js';
-import { closeChannel, type CloseMessage, type ConnectionEnd, type ConnectionEndMessage, type ConnectionInitiator, type TypedChannel } from '../policy/reset.js';
+import { closeChannel, isResetting, type CloseMessage, type ConnectionEnd, type ConnectionEndMessage, type ConnectionInitiator, type TypedChannel } from '../policy/reset.js';
 import { kernelError } from '../errors.js';
 import { originOf } from '../guard/origin.js';
 import type { Direction } from './config.js';
@@ -70,6 +70,15 @@ const channel = closeChannel as unknown as TypedChannel<CloseMessage | Connectio
 export function connectionEnds(): ReadonlyMap<string, number> {
   return counts;
 }
+
+/**
+ * Pauses (false) or resumes attribution for connections settled from now on: the benchmark's A/B
+ * in one process (scripts/bench/ends.mjs). @internal
+ */
+export function setAttributing(on: boolean): void {
+  paused = !on;
+}
+let paused = false;
 
 /** Whether connection ends are being attributed (socktune/register started it). */
 export function attributing(): boolean {
@@ -120,7 +129,7 @@ export function startEnds(options: { trace: boolean }): void {
 
 /** Watches `socket` (just connected or accepted) until it closes. */
 export function watchConnection(socket: net.Socket, direction: Direction): void {
-  if (!started || !isTcpSocket(socket)) return;
+  if (!started || paused || !isTcpSocket(socket)) return;
   const w: Watched = { born: performance.now(), direction };
   (socket as net.Socket & Marked)[kEnd] = w;
   // Ended before Node published it (a server's 'connection' listener that ends at once): judged
@@ -168,10 +177,13 @@ function atDestroy(socket: net.Socket, watched: Watched, error: Error | undefine
       if (view.errno !== 0 && code === undefined) code = kernelError(-view.errno, 'close').code;
     }
   }
-  pending.push({ socket, watched, state, unread, reset, code, error: errored ?? undefined, at: performance.now() });
+  const seen: Seen = { socket, watched, state, unread, reset, code, error: errored ?? undefined, at: performance.now() };
+  // A close socktune makes reports its reason and method just after this destroy (a microtask
+  // later, or at once after it): its end is told once that is in. Any other is told now.
+  if (!isResetting(socket)) return finish(seen);
+  pending.push(seen);
   if (!flushing) {
     flushing = true;
-    // After socktune's own close report (published a microtask after the destroy it makes).
     setImmediate(flush);
   }
 }
@@ -207,25 +219,27 @@ function flush(): void {
   const batch = pending;
   pending = [];
   flushing = false;
-  for (const s of batch) {
-    const initiator = initiatorOf(s);
-    const cause = causeOf(s, initiator);
-    const key = `${s.watched.direction} ${initiator} ${cause}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-    if (!channel.hasSubscribers) continue;
-    const end: ConnectionEnd = {
-      initiator,
-      cause,
-      direction: s.watched.direction,
-      lifetime: s.at - s.watched.born,
-      bytesRead: s.socket.bytesRead,
-      bytesWritten: s.socket.bytesWritten,
-      state: s.state,
-    };
-    if (trace) {
-      const origin = originOf(s.socket);
-      if (origin !== undefined) end.origin = origin;
-    }
-    channel.publish({ socket: s.socket, end, error: s.error });
+  for (const s of batch) finish(s);
+}
+
+/** Counts one connection's end and publishes it. */
+function finish(s: Seen): void {
+  const initiator = initiatorOf(s);
+  const cause = causeOf(s, initiator);
+  const key = `${s.watched.direction} ${initiator} ${cause}`;
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+  const end: ConnectionEnd = {
+    initiator,
+    cause,
+    direction: s.watched.direction,
+    lifetime: s.at - s.watched.born,
+    bytesRead: s.socket.bytesRead,
+    bytesWritten: s.socket.bytesWritten,
+    state: s.state,
+  };
+  if (trace) {
+    const origin = originOf(s.socket);
+    if (origin !== undefined) end.origin = origin;
   }
+  channel.publish({ socket: s.socket, end, error: s.error });
 }

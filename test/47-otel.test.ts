@@ -175,6 +175,34 @@ describe('createInstruments in this process', () => {
     (await createInstruments({ meterProvider: provider })).close();
   });
 
+  it('a collection never blocks the event loop: it keeps turning while the kernel is read', async () => {
+    const { MetricReader, AggregationTemporality } = await import('@opentelemetry/sdk-metrics');
+    class PullReader extends MetricReader {
+      constructor() {
+        super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+      }
+      async onForceFlush() {}
+      async onShutdown() {}
+    }
+    const reader = new PullReader();
+    const provider = new MeterProvider({ readers: [reader] });
+    const made = await createInstruments({ meterProvider: provider, auditMaxAge: 0 });
+    let turns = 0;
+    let done = false;
+    const spin = () => {
+      turns++;
+      if (!done) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const { resourceMetrics, errors } = await reader.collect();
+    done = true;
+    expect(errors).toEqual([]);
+    expect(resourceMetrics.scopeMetrics[0].metrics.map((m) => m.descriptor.name)).toContain('socktune.connection.count');
+    // A synchronous read of the socket table or of /proc would let no turn happen before it resolved.
+    expect(turns).toBeGreaterThan(0);
+    made.close();
+  });
+
   it('spells every kernel state as the semantic conventions do', () => {
     expect(Object.values(otelStates).sort()).toEqual(expect.arrayContaining(['closed', 'close_wait', 'closing', 'established', 'fin_wait_1', 'fin_wait_2', 'last_ack', 'listen', 'syn_received', 'syn_sent', 'time_wait']));
     const table = metrics.find((m) => m.name === 'tcp_connections')!;

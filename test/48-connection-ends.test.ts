@@ -4,7 +4,7 @@
 // the same matrix 1,000 times per case (test/slow/63).
 import { describe, expect, it } from 'vitest';
 import { canUse } from './helpers/env.js';
-import { matrix, runMatrix } from './helpers/ends.js';
+import { matrix, resetMatrix, runMatrix } from './helpers/ends.js';
 
 describe.runIf(canUse('ip', 'tcpdump'))('connection ends against tcpdump', () => {
   it('25 closes of each case, both directions: every one attributed as tcpdump saw it, with lifetime and bytes', async () => {
@@ -17,6 +17,14 @@ describe.runIf(canUse('ip', 'tcpdump'))('connection ends against tcpdump', () =>
     }
     // The peer's answer ('k') was read before a local destroy or reset: bytes are counted.
     expect(rows.filter((r) => r.direction === 'opened' && r.initiator === 'local-destroy').every((r) => r.bytesRead === 1 && r.bytesWritten === 1)).toBe(true);
+  }, 120_000);
+
+  it('under a policy that resets, the end() and destroy() socktune turned into RST are local-rst (socktune said so), the peer-first ones stay FIN', async () => {
+    const { results, rows } = await runMatrix('endr', 50, 25, 5, { SOCKTUNE_POLICY: 'gracefulHeartbeat+rstOnClose' }, resetMatrix);
+    // end() and destroy() both end in socktune's RST here: one attribution for 50 connections.
+    expect(rows).toHaveLength(75);
+    expect(results.flatMap((r) => r.wrong.slice(0, 3))).toEqual([]);
+    expect(results.map((r) => [r.case.initiator, r.case.cause, r.closes, r.right])).toEqual([['peer-fin', 'peer', 25, 25], ['local-rst', 'application', 50, 50], ['local-rst', 'application', 0, 0]]);
   }, 120_000);
 
   it('under SOCKTUNE_TRACE each end carries where the connection was made', async () => {

@@ -29,6 +29,19 @@ export const matrix = [
   { direction: 'accepted', mode: 'X', initiator: 'local-rst', cause: 'application', wire: 'local RST' },
 ] as const;
 
+/**
+ * The same closes under a policy that resets (gracefulHeartbeat+rstOnClose): socktune turns the
+ * application's end() and destroy() into RST once the peer has acknowledged everything (its own
+ * report says so, just after the destroy), and keeps FIN where the peer closed first.
+ */
+export const resetMatrix = [
+  { direction: 'opened', mode: 'peer-fin', initiator: 'peer-fin', cause: 'peer', wire: 'peer FIN' },
+  { direction: 'opened', mode: 'local-end', initiator: 'local-rst', cause: 'application', wire: 'local RST' },
+  { direction: 'opened', mode: 'local-destroy', initiator: 'local-rst', cause: 'application', wire: 'local RST' },
+] as const;
+
+type Case = { direction: string; mode: string; initiator: string; cause: string; wire: string };
+
 export interface Attributed {
   lp: number;
   rp: number;
@@ -42,7 +55,7 @@ export interface Attributed {
 }
 
 export interface CaseResult {
-  case: (typeof matrix)[number];
+  case: Case;
   closes: number;
   /** Attributed as the case says and as tcpdump saw it. */
   right: number;
@@ -79,7 +92,7 @@ class LineReader {
 }
 
 /** Runs every case `n` times (each in its own batch, `concurrency` at once) and judges each connection. */
-export async function runMatrix(tag: string, subnet: number, n: number, concurrency: number, env: Record<string, string> = {}): Promise<{ results: CaseResult[]; rows: Attributed[] }> {
+export async function runMatrix(tag: string, subnet: number, n: number, concurrency: number, env: Record<string, string> = {}, cases: readonly Case[] = matrix): Promise<{ results: CaseResult[]; rows: Attributed[] }> {
   const peer = new VethPeer(tag, subnet).create();
   const children: ChildProcess[] = [];
   const pcap = `/tmp/socktune-ends-${process.pid}-${subnet}.pcap`;
@@ -101,7 +114,7 @@ export async function runMatrix(tag: string, subnet: number, n: number, concurre
     children.push(app);
     const appLines = new LineReader(app);
     await appLines.until((l) => l.ready === true, 30_000);
-    for (const c of matrix) {
+    for (const c of cases) {
       if (c.direction === 'opened') {
         app.stdin!.write(`open ${peer.peerAddr} 7000 ${c.mode} ${n} ${concurrency}\n`);
         await appLines.until((l) => l.opened === true);
@@ -122,8 +135,8 @@ export async function runMatrix(tag: string, subnet: number, n: number, concurre
     // Each case is the only one with its direction, initiator and cause: n rows each, and every
     // row's first FIN or RST on the wire is the one its initiator names.
     const wireOf: Record<string, string> = { 'peer-fin': 'peer FIN', 'peer-rst': 'peer RST', 'local-end': 'local FIN', 'local-destroy': 'local FIN', 'local-rst': 'local RST' };
-    const results: CaseResult[] = matrix.map((c) => ({ case: c, closes: 0, right: 0, wrong: [] }));
-    const unmatched: CaseResult = { case: matrix[0], closes: 0, right: 0, wrong: [] };
+    const results: CaseResult[] = cases.map((c) => ({ case: c, closes: 0, right: 0, wrong: [] }));
+    const unmatched: CaseResult = { case: cases[0], closes: 0, right: 0, wrong: [] };
     // A port pair is used again once its connection is gone: the i-th row of a pair is its i-th connection.
     const seenOfPair = new Map<string, number>();
     for (const r of rows) {

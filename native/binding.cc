@@ -13,6 +13,7 @@
 #include "core.h"
 #include "diag.h"
 #include "diag_report.h"
+#include "watch.h"
 
 namespace {
 
@@ -44,6 +45,9 @@ struct AddonData {
   int32_t* slots = nullptr;
   double* info = nullptr;
   uint64_t* cookie = nullptr;
+  // This environment's watch set (watch.h), opened on first use; closed with the environment.
+  int watch_set = -1;
+  ~AddonData() { st::watch_close(watch_set); }
 };
 
 const char* const kInfoNames[st::TI_COUNT] = {
@@ -114,6 +118,64 @@ Napi::Value Locate(const Napi::CallbackInfo& info) {
   int fd = info[4].As<Napi::Number>().Int32Value();
   int rc = st::locate_socket(q, &fd);
   return Napi::Number::New(env, rc == 0 ? fd : rc);
+}
+
+// watchAdd(hi, lo): the fd in S_FD (read from the live handle in this call) joins this environment's
+// watch set under the key hi:lo; 0 or -errno into S_RESULT.
+napi_value WatchAdd(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  uint32_t hi = 0, lo = 0;
+  if (d->slots == nullptr || argc < 2 || napi_get_value_uint32(env, argv[0], &hi) != napi_ok || napi_get_value_uint32(env, argv[1], &lo) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "watchAdd(hi, lo) expects two uint32 after init(scratch)");
+    return nullptr;
+  }
+  int32_t* s = d->slots;
+  int rc = CheckFd(d, s[S_FD]);
+  if (rc == ST_OK && d->watch_set < 0) {
+    int set = st::watch_open();
+    if (set < 0) rc = set;
+    else d->watch_set = set;
+  }
+  if (rc == ST_OK) rc = st::watch_add(d->watch_set, s[S_FD], (static_cast<uint64_t>(hi) << 32) | lo);
+  s[S_RESULT] = rc;
+  return nullptr;
+}
+
+// watchDrain(keys: Uint32Array): the keys (hi, lo pairs) of sockets whose peer's FIN or RST came
+// since the last call, without waiting; returns how many (0 before the first watchAdd), or -errno.
+napi_value WatchDrain(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void* data = nullptr;
+  napi_value result = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* raw = nullptr;
+  bool is = false;
+  if (argc < 1 || napi_is_typedarray(env, argv[0], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &raw, nullptr, nullptr) != napi_ok || type != napi_uint32_array) {
+    napi_throw_type_error(env, nullptr, "watchDrain(keys) expects a Uint32Array");
+    return nullptr;
+  }
+  int n = 0;
+  if (d->watch_set >= 0) {
+    uint64_t keys[64];
+    int max = static_cast<int>(std::min<size_t>(64, length / 2));
+    n = st::watch_drain(d->watch_set, keys, max);
+    uint32_t* out = static_cast<uint32_t*>(raw);
+    for (int i = 0; i < n; i++) {
+      out[2 * i] = static_cast<uint32_t>(keys[i] >> 32);
+      out[2 * i + 1] = static_cast<uint32_t>(keys[i]);
+    }
+  }
+  napi_create_int32(env, n, &result);
+  return result;
 }
 
 napi_value NewFunction(napi_env env, const char* name, napi_callback cb, AddonData* data) {
@@ -487,6 +549,7 @@ Napi::Object Constants(Napi::Env env) {
   platform.Set("queues", st::has_queues());
   platform.Set("cookie", st::has_cookie());
   platform.Set("sockDiag", st::has_diag());
+  platform.Set("watch", st::has_watch());
   int inet = -1, inet6 = -1;
   st::diag_families(&inet, &inet6);
   Napi::Object families = Napi::Object::New(env);
@@ -511,6 +574,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
   exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
   exports.Set("locate", Napi::Function::New(env, Locate, "locate"));
+  exports.Set("watchAdd", NewFunction(env, "watchAdd", WatchAdd, data));
+  exports.Set("watchDrain", NewFunction(env, "watchDrain", WatchDrain, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));

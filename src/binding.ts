@@ -50,6 +50,13 @@ export interface NativeBinding {
   check(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
+  /**
+   * The fd in `slots[layout.fd]` joins this environment's watch set (native/watch.h: the peer's FIN
+   * or RST reported once, edge-triggered) under the key `hi:lo`; 0 or -errno into `slots[layout.result]`.
+   */
+  watchAdd(hi: number, lo: number): void;
+  /** The keys (hi, lo pairs) of watched sockets whose peer's FIN or RST came since the last call; the count, or -errno. */
+  watchDrain(keys: Uint32Array): number;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
@@ -76,7 +83,7 @@ export interface NativeBinding {
     families: { inet: number; inet6: number };
     status: { OK: number; E_NOFD: number };
     syscalls: string[];
-    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean };
+    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean; watch: boolean };
   };
 }
 
@@ -211,6 +218,7 @@ export function stub(error: Error): NativeBinding {
   return {
     init() {},
     apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail, locate: fail,
+    watchAdd: fail, watchDrain: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {
@@ -226,6 +234,7 @@ export function stub(error: Error): NativeBinding {
       platform: {
         name: process.platform,
         sockDiag: false,
+        watch: false,
         get tcpInfo(): boolean { return fail(); },
         get queues(): boolean { return fail(); },
         get cookie(): boolean { return fail(); },

@@ -16,6 +16,9 @@ export type { ConnectionFilter, ConnectionStates, ConnectionReport, Connection }
 export type { TopOfState, TopEntry, SocketOwner } from './diagnose/top.js';
 export { createCollector } from './metrics.js';
 export type { CollectorOptions, Collector } from './metrics.js';
+export type { PoolCounters } from './metrics/table.js';
+export { createInstruments } from './otel.js';
+export type { InstrumentOptions, Instruments } from './otel.js';
 export { sysctlAudit, middleboxIdleTimeouts } from './diagnose/audit.js';
 export type { SysctlAudit, Finding, Severity, AuditOptions, Unreadable } from './diagnose/audit.js';
 export { sockstat, netCounters, readSysctl, kernelVersion } from './diagnose/proc.js';
@@ -23,7 +26,7 @@ export type { Sockstat, NetCounters, TcpExtCounters, TcpCounters, KernelVersion 
 export { presets, compose, keepAliveBudget } from './policy/presets.js';
 export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions, PoolRetry } from './policy/presets.js';
 export { resetClose, closeChannel } from './policy/reset.js';
-export type { ResetCloseOptions, CloseReport, CloseReason, CloseMessage, TypedChannel } from './policy/reset.js';
+export type { ResetCloseOptions, CloseReport, CloseReason, CloseMessage, TypedChannel, ConnectionEnd, ConnectionEndMessage, ConnectionInitiator } from './policy/reset.js';
 export { closeCodes } from './policy/close.js';
 export { Guard, guardOf } from './guard/guard.js';
 export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, GuardEvents, ShutdownOptions, ShutdownReport } from './guard/guard.js';
@@ -34,3 +37,13 @@ export type { PoolPolicy, PolicyAgentOptions, PolicyHttpsAgentOptions, KeepAlive
 export { createConnector, createDispatcher } from './integrations/undici.js';
 export { registeredGuards } from './register/process.js';
 export type { PolicyConnector, PolicyDispatcher, Connector, ConnectorOptions, ConnectorCallback } from './integrations/undici.js';
+
+import { followGlobalMeterProvider, otelSetting } from './otel.js';
+
+// OpenTelemetry with no code: socktune's instruments on the global MeterProvider once the
+// application sets one (SOCKTUNE_OTEL; nothing is loaded at import, and nothing here can throw).
+try {
+  followGlobalMeterProvider(otelSetting(process.env.SOCKTUNE_OTEL));
+} catch (err) {
+  process.emitWarning(`${(err as Error).message}: OpenTelemetry metrics are off`, { code: (err as { code?: string }).code });
+}

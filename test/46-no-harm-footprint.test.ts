@@ -10,11 +10,16 @@
 //   does not crash the process (Node must not be handed bytes for a destroyed stream).
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { presets, tune, tuneServer } from '../src/index.js';
-import { runToEnd } from './helpers/register.js';
+import { cleanEnv, consumerProject, runToEnd } from './helpers/register.js';
+import { canUse } from './helpers/env.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
 
 afterEach(closeAll);
@@ -39,6 +44,43 @@ describe('socktune/register loads no module the application did not', () => {
     expect(registered.code, registered.stderr).toBe(0);
     // Node itself loads some of them at start-up (dgram, on Node 20): exactly those, no more.
     expect(JSON.parse(registered.stdout)).toEqual({ loaded: JSON.parse(plain.stdout).loaded, tuned: 2 });
+  });
+});
+
+// OpenTelemetry is followed with no code (SOCKTUNE_OTEL=auto): until an application sets a global
+// MeterProvider, socktune only reads the API's registry of globals, so a process that never sets
+// one loads nothing of @opentelemetry (installed here) and no node:http. strace is the witness
+// (every file the process opens or looks at); SOCKTUNE_OTEL=1, which loads the API at start, is
+// the control that shows the witness sees it.
+describe.runIf(canUse('strace'))('socktune/register with @opentelemetry/api installed and no provider set', () => {
+  it('opens no file of @opentelemetry and loads no http while it looks for a provider (1.5 s); SOCKTUNE_OTEL=1 does', async () => {
+    const body = `
+      import net from 'node:net';
+      const server = net.createServer((s) => s.end()).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const socket = net.connect(server.address().port, '127.0.0.1').resume();
+      await new Promise((r) => socket.once('close', r));
+      await new Promise((r) => setTimeout(r, 1500));
+      console.log(JSON.stringify(process.moduleLoadList.filter((m) => /^NativeModule (http|https|_http_\\w+)$/.test(m))));
+      server.close();`;
+    const run = (otel: string) => {
+      const trace = join(tmpdir(), `socktune-46-otel-${process.pid}-${otel}.strace`);
+      const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat,open,statx,newfstatat,stat,readlink', '-o', trace, process.execPath, '--import', 'socktune/register', '--input-type=module', '-e', body], {
+        cwd: consumerProject(),
+        env: cleanEnv({ SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_OTEL: otel }),
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      const files = readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes('@opentelemetry'));
+      rmSync(trace, { force: true });
+      return { code: r.status, stderr: r.stderr, http: r.stdout.trim(), otelFiles: files.length };
+    };
+    const auto = run('auto');
+    expect(auto.code, auto.stderr).toBe(0);
+    expect({ http: auto.http, otelFiles: auto.otelFiles }).toEqual({ http: '[]', otelFiles: 0 });
+    const named = run('1');
+    expect(named.code, named.stderr).toBe(0);
+    expect(named.otelFiles).toBeGreaterThan(0);
   });
 });
 

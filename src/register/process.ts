@@ -41,6 +41,7 @@ import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
+import { watchConnection } from './ends.js';
 
 /** What the registration did with the connections it saw. */
 export interface RegisterStats {
@@ -185,6 +186,7 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
   s[kSettled] = true;
   const stats = r.stats;
   stats[direction]++;
+  watchConnection(socket, direction);
   if (policyOf(socket) !== undefined) {
     // A socket this registration tuned, connecting again: its policy follows it (see tune()).
     if (adopted.has(socket)) stats.tuned++;
@@ -192,16 +194,17 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     else stats.explicit++;
     return;
   }
-  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
-  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
-    stats.unmatched++;
-    return;
-  }
   if (r.config.trace) {
+    // Every connection's, not only tuned ones: how each ended is reported with it.
     const origin = direction === 'opened' ? s[kOrigin] : server && serverOrigins.get(server);
     recordOrigin(socket, origin ?? (direction === 'opened' ? 'connect (not seen)' : 'listen (before socktune/register was loaded)'));
     s[kOrigin] = undefined;
     s[kDirection] = direction;
+  }
+  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
+  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
+    stats.unmatched++;
+    return;
   }
   if (adopt(socket, entry.rule.policy, entry.guard)) {
     stats.tuned++;

@@ -177,7 +177,7 @@ process.kill(process.pid, 'SIGTERM');`,
 await new Promise((resolve) => readme$http.get('http://127.0.0.1:' + server.address().port + '/', (res) => res.resume().on('end', resolve)));
 await readme$until('the guard saw the connection', () => guard.stats().seen === 1);
 readme$assert.equal(guard.policy.idleTimeout, 600000);
-readme$assert.deepEqual(Object.keys(guard.stats().closed).sort(), ['dead', 'fin-wait', 'half-closed', 'heartbeat', 'idle', 'reset', 'shutdown', 'stale']);
+readme$assert.deepEqual(Object.keys(guard.stats().closed).sort(), ['dead', 'fin-wait', 'half-closed', 'heartbeat', 'idle', 'max-age', 'reset', 'shutdown', 'stale', 'too-many-pings']);
 await guard.close({ timeout: 1000 });`,
   },
   'ws-heartbeat': {

@@ -20,9 +20,17 @@
  * - `undici:client:connected`: fetch's connection once connected (TLS: after the handshake); the
  *   net channels have settled it already, so this catches only sockets a connector made without
  *   `connect()`.
+ *
+ * HTTP/2 sessions have no channel on Node 20 (Node 22+ publishes streams, not sessions), so
+ * `http2.connect` is wrapped (the module's export, which grpc-js and undici call through the
+ * module object; `syncBuiltinESMExports` updates named imports), and an HTTP/2 server's
+ * `'session'` event is listened to from its `listen()`. A session gets the policy its socket got
+ * (the socket is settled first: the session's `'connect'` follows the socket's).
  * @module
  */
 import dc from 'node:diagnostics_channel';
+import http2 from 'node:http2';
+import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Guard, type GuardCloseEvent } from '../guard/guard.js';
@@ -34,6 +42,7 @@ import { isExplicit, type Policy } from '../policy/presets.js';
 import { keepAliveAbove } from '../integrations/server.js';
 import http from 'node:http';
 import { adopt } from '../integrations/tune.js';
+import { isHttp2Server, isWatched, watchSession } from '../http2/session.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/agent.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
@@ -70,6 +79,11 @@ export interface RegisterStats {
    * request got another connection.
    */
   stale: number;
+  /**
+   * HTTP/2 sessions (`http2.connect`'s, grpc-js's and undici's, and those of HTTP/2 servers) put
+   * under the policy of their connection's rule: the PING heartbeat, maximum age, the PING limit.
+   */
+  sessions: number;
   /**
    * Whether the registration applies policies. `false` when it is not loaded, or when it could not
    * start on this host (no native addon for this platform, an unsupported runtime): the process
@@ -141,7 +155,7 @@ export function registerStats(): RegisterStats {
 type Counts = Omit<RegisterStats, 'active' | 'reason'>;
 
 function emptyStats(): Counts {
-  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0 };
+  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0, sessions: 0 };
 }
 
 /**
@@ -248,6 +262,35 @@ function watchServer(server: net.Server): void {
   if (server.listening) upstreamIdle(server);
   else server.once('listening', () => upstreamIdle(server));
   if (server instanceof tls.Server) server.prependListener('secureConnection', onSecureConnection);
+  if (isHttp2Server(server)) server.on('session', onSession);
+}
+
+/** An HTTP/2 session, client or server: its rules once connected, when its socket is. */
+function onSession(session: http2.Http2Session): void {
+  session.once('connect', settleSession);
+}
+
+/**
+ * A connected HTTP/2 session gets the policy its socket got from a rule (and that rule's guard);
+ * a session on a socket the application tuned itself, or whose session it tuned, is its own.
+ */
+function settleSession(session: http2.Http2Session, socket: net.Socket): void {
+  const guard = guardOf(socket);
+  const policy = policyOf(socket);
+  if (active === undefined || guard === undefined || policy === undefined || isWatched(session)) return;
+  if (watchSession(session, socket, policy, guard)) active.stats.sessions++;
+}
+
+/** `http2.connect` sees every client session (grpc-js and undici call it through the module object). */
+function wrapHttp2Connect(): void {
+  const original = http2.connect;
+  const connect = function connect(this: unknown, ...args: Parameters<typeof http2.connect>): http2.ClientHttp2Session {
+    const session = (original as (...a: unknown[]) => http2.ClientHttp2Session).apply(this, args);
+    onSession(session);
+    return session;
+  };
+  http2.connect = connect as typeof http2.connect;
+  syncBuiltinESMExports();
 }
 
 /** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */
@@ -479,6 +522,7 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   if (!connectPublishes()) wrapConnect();
   patchAgents();
   wrapGlobalFetch();
+  wrapHttp2Connect();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;
 }

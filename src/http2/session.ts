@@ -32,6 +32,7 @@ import { carriesSession, type Guard, type GuardReason } from '../guard/guard.js'
 import { closeError, closeFor } from '../policy/close.js';
 import type { Policy } from '../policy/presets.js';
 import type { CloseReport } from '../policy/reset.js';
+import { tcpInfo } from '../options.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 const { ETIMEDOUT } = osConstants.errno;
@@ -158,6 +159,8 @@ interface Tracked {
   timer?: NodeJS.Timeout;
   /** This session is being closed (by a rule, or by the application): no rule acts on it again. */
   closing: boolean;
+  /** Called when its last open stream ends (a graceful close waiting for that). */
+  onIdle?: () => void;
   /** The watch whose rules it is under now (`tune` again moves it). */
   watch: SessionWatch;
 }
@@ -244,7 +247,9 @@ class SessionWatch {
   onStream(r: Tracked, stream: http2.Http2Stream): void {
     r.streams++;
     stream.once('close', () => {
-      if (--r.streams === 0) r.idleSince = performance.now();
+      if (--r.streams !== 0) return;
+      r.idleSince = performance.now();
+      r.onIdle?.();
     });
   }
 
@@ -394,10 +399,20 @@ class SessionWatch {
   }
 
   /**
-   * A graceful end: GOAWAY naming the largest stream ID (every stream the peer may have sent
-   * already is processed), a PING, and on its answer Node's `close()` (a GOAWAY with the last
-   * stream processed; the session ends when its streams do). `'max-age'` gives streams in flight
-   * `maxAgeGrace`, then destroys the session.
+   * A graceful end (RFC 9113 §6.8): GOAWAY naming the largest stream ID, so every stream the peer
+   * has sent is still served; while streams are open, a PING, whose ACK the peer sends after every
+   * stream it sent before the GOAWAY reached it; then Node's `close()`, a GOAWAY naming the last
+   * stream processed (the session ends when its streams do).
+   *
+   * Once a GOAWAY is sent and no stream is open, nghttp2 stops reading the connection (its
+   * `want_read` is false): what the peer sends then, its ACK included, stays unread. So the final
+   * GOAWAY goes at once when no stream is open, or when the last one ends. A stream the peer sent
+   * that the final GOAWAY does not name, and one it had queued but not sent when a GOAWAY arrived,
+   * are refused (REFUSED_STREAM: not processed, safe to send again; gRPC does, transparently). A
+   * peer that answers no PING while streams are open is closed once it has sent nothing for four
+   * round trips (the kernel's smoothed RTT, 250 ms at least; the kernel's count of bytes received
+   * decides, so a server too busy to read the ACK in time does not close early). `'max-age'` gives
+   * streams in flight `maxAgeGrace`, then destroys the session.
    */
   #goaway(r: Tracked, reason: Extract<GuardReason, 'idle' | 'max-age'>): void {
     r.closing = true;
@@ -406,16 +421,38 @@ class SessionWatch {
     void this.#guard.closeWith(r.socket, reason, () => {
       const done = closed(session);
       let shut = false;
+      let fallback: NodeJS.Timeout | undefined;
       const close = (): void => {
         if (shut) return;
         shut = true;
+        if (fallback !== undefined) clearTimeout(fallback);
         if (!session.destroyed) session.close();
       };
       try {
         session.goaway(NGHTTP2_NO_ERROR, LAST_STREAM_ID, reason === 'max-age' ? MAX_AGE : undefined);
-        if (!session.ping(close)) close();
       } catch {
         close();
+      }
+      if (r.streams === 0) close();
+      else {
+        r.onIdle = close;
+        const view = kernelView(r.socket);
+        const wait = Math.max(250, 4 * view.rtt);
+        let received = view.bytesReceived;
+        const silent = (): void => {
+          // The peer sent something since the last look (its ACK may be behind it): look again.
+          const now = kernelView(r.socket).bytesReceived;
+          if (now === received) return close();
+          received = now;
+          fallback = setTimeout(silent, wait).unref();
+        };
+        fallback = setTimeout(silent, wait);
+        fallback.unref();
+        try {
+          if (!session.ping(() => close())) close();
+        } catch {
+          close();
+        }
       }
       const grace = this.#policy.http2.maxAgeGrace;
       if (reason === 'max-age' && grace !== false) {
@@ -462,6 +499,19 @@ function listen(r: Tracked): void {
       r.watch.onStream(r, stream);
       return stream;
     } as http2.ClientHttp2Session['request'];
+  }
+}
+
+/**
+ * The kernel's smoothed round-trip time of `socket` (milliseconds) and count of bytes received;
+ * zeros where they cannot be read (the socket is closing).
+ */
+function kernelView(socket: net.Socket): { rtt: number; bytesReceived: number } {
+  try {
+    const info = tcpInfo(socket);
+    return { rtt: info.rtt / 1000, bytesReceived: info.bytesReceived };
+  } catch {
+    return { rtt: 0, bytesReceived: 0 };
   }
 }
 

@@ -478,18 +478,57 @@ class SessionWatch {
   }
 }
 
+/** The record of each session a watch follows, for the listeners (shared by every session). */
+const records = new WeakMap<http2.Http2Session, Tracked>();
+
+function onClose(this: http2.Http2Session): void {
+  const r = records.get(this);
+  if (r !== undefined) r.watch.closed(r);
+}
+
+function onGoawayFrame(this: http2.Http2Session, code: number, _lastStreamID: number, data?: Buffer): void {
+  const r = records.get(this);
+  if (r !== undefined) r.watch.onGoaway(r, code, data);
+}
+
+function onServerStream(this: http2.Http2Session, stream: http2.Http2Stream): void {
+  const r = records.get(this);
+  if (r !== undefined) r.watch.onStream(r, stream);
+}
+
+function onPingFrame(this: http2.Http2Session): void {
+  const r = records.get(this);
+  if (r !== undefined) r.watch.onPing(r);
+}
+
 /**
- * The session's events, for whichever watch `r` is under when they come: its end, the peer's
- * GOAWAY, its streams, the client's PINGs.
+ * Listens to the session's events: its end, the peer's GOAWAY, its streams, the client's PINGs,
+ * for whichever watch it is under when they come. grpc-js removes every listener of its client
+ * sessions once their first SETTINGS arrive (transport.ts, `session.removeAllListeners()` on
+ * `'remoteSettings'`): a `'remoteSettings'` listener of ours, which runs after its own (an emit
+ * calls the listeners it had when it began), puts them back. The end is also seen by the watch's
+ * visits (`session.destroyed`) whatever becomes of the listeners.
  */
+function ensureListeners(this: http2.Http2Session): void {
+  const r = records.get(this);
+  if (r === undefined || this.destroyed) return;
+  const add = (event: string, fn: Parameters<http2.Http2Session['on']>[1]): void => {
+    if (!this.listeners(event).includes(fn)) this.on(event, fn);
+  };
+  add('close', onClose);
+  add('goaway', onGoawayFrame);
+  add('remoteSettings', ensureListeners);
+  if (r.accepted) {
+    add('stream', onServerStream);
+    add('ping', onPingFrame);
+  }
+}
+
 function listen(r: Tracked): void {
   const { session } = r;
-  session.once('close', () => r.watch.closed(r));
-  session.on('goaway', (code: number, _lastStreamID: number, data?: Buffer) => r.watch.onGoaway(r, code, data));
-  if (r.accepted) {
-    session.on('stream', (stream: http2.Http2Stream) => r.watch.onStream(r, stream));
-    session.on('ping', () => r.watch.onPing(r));
-  } else {
+  records.set(session, r);
+  ensureListeners.call(session);
+  if (!r.accepted) {
     // A client's streams are made by request(), which announces nothing: the instance's own
     // request() counts them (the method is looked up on the prototype at each call).
     const client = session as http2.ClientHttp2Session;

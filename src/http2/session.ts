@@ -210,7 +210,6 @@ class SessionWatch {
       session, socket, accepted, bytes: socket.bytesRead, acked: false, quietSince: now, idleWait: 0, probes: 0, probeAt: 0,
       streams: 0, idleSince: now, goawayAt: 0, pingAt: -Infinity, pingWritten: socket.bytesWritten, strikes: 0, closing: false, watch: this,
     };
-    carriesSession(socket);
     listen(r);
     this.adopt(r);
     return r;
@@ -288,7 +287,8 @@ class SessionWatch {
     // The CLOSE_WAIT of HTTP/2: the peer said it is done and the application keeps the session.
     if (r.goawayAt !== 0 && p.halfCloseTimeout !== false && now - r.goawayAt >= p.halfCloseTimeout) return this.#fail(r, 'half-closed');
     if (p.idleTimeout !== false && r.streams === 0 && !r.session.closed && now - r.idleSince >= p.idleTimeout) return this.#goaway(r, 'idle');
-    if (this.#ping && !r.session.connecting) this.#heartbeat(r, now, previous);
+    // Sessions are followed from their connect on: no need to ask again.
+    if (this.#ping) this.#heartbeat(r, now, previous);
   }
 
   /**
@@ -572,6 +572,8 @@ const watched = new WeakMap<http2.Http2Session, Tracked | null>();
  * @returns whether the policy has HTTP/2 rules to apply
  */
 export function watchSession(session: http2.Http2Session, socket: net.Socket, policy: Policy, guard: Guard): boolean {
+  // Whatever the policy, the guard's byte-counting rules must not write into a session's stream.
+  carriesSession(socket);
   if (!SessionWatch.needed(policy)) return false;
   if (session.destroyed) return true;
   let byPolicy = watches.get(guard);

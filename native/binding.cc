@@ -13,39 +13,23 @@
 #include "core.h"
 #include "diag.h"
 #include "diag_report.h"
+#include "watch.h"
 
 namespace {
 
-// Layout of the scratch buffer, in 32-bit slots unless said otherwise. Mirrored in src/binding.ts
-// through the `layout` export, so neither side hard-codes the other's numbers.
+// Layout of the scratch buffer, in 32-bit slots unless said otherwise: ST_SLOTS (tables.h), exported
+// to src/binding.ts as `layout`, so neither side hard-codes the other's numbers.
 enum Slot : int {
-  S_COUNT = 0,                       // options to apply
-  S_IDS = 1,                         // OPT_COUNT ids
-  S_VALUES = S_IDS + st::OPT_COUNT,  // OPT_COUNT values
-  S_KEEP_SHORTER = 19,               // 1: apply() keeps a shorter keepalive the socket has; 3: and a shorter user timeout (st::keep_shorter)
-  S_FAILED_OPTION = 20,              // option id (or -1) that a failure concerns
-  S_FAILED_SYSCALL = 21,             // Syscall below
-  S_APPLIED = 22,                    // options apply() set before the one the kernel refused
-  S_KEPT = 23,                       // bit mask (1 << id) of the options apply() left to a shorter budget
-  S_READ = 24,                       // OPT_COUNT values read back
-  S_QUEUES = 40,                     // outq, notsent, inq; lingerIfDrained: outq, peer closed
-  S_STATE = 43,                      // state(): the kernel state number
-  S_VERIFY = 45,                     // non-zero: check the fd is TCP over IPv4/IPv6 first
-  S_FD = 46,                         // the fd a socket function works on
-  S_RESULT = 47,                     // what a socket function returns: 0, a negative errno, or a Status
-  S_DIAG_STATES = 48,                // sock_diag filter: state bit mask
-  S_DIAG_FAMILY = 49,                // 0, AF_INET, AF_INET6
-  S_DIAG_SPORT = 50,                 // -1 or a local port
-  S_DIAG_DPORT = 51,                 // -1 or a remote port
-  S_DIAG_ANYPORT = 52,               // -1 or a port on either side
-  S_DIAG_NETLINK = 53,               // -1, or a sock_diag socket of another namespace to dump through
-  S_DIAG_SRC_FAMILY = 54,            // 0 or the family of the local address below
-  S_DIAG_DST_FAMILY = 55,            // 0 or the family of the remote address below
-  S_DIAG_SRC = 56,                   // 16 bytes: local address (network order)
-  S_DIAG_DST = 60,                   // 16 bytes: remote address
-  S_DIAG_COUNTS = 64,                // 16 counts by kernel state number
+#define ST_X(id, name, at) S_##id = at,
+  ST_SLOTS(ST_X)
+#undef ST_X
   S_INT_SLOTS = 80,
 };
+static_assert(S_VALUES == S_IDS + st::OPT_COUNT, "option values follow the ids");
+static_assert(S_KEEP_SHORTER >= S_VALUES + st::OPT_COUNT, "option values overflow their slots");
+static_assert(S_QUEUES >= S_READ + st::OPT_COUNT, "options read back overflow their slots");
+static_assert(S_DIAG_DST == S_DIAG_SRC + 4 && S_DIAG_COUNTS == S_DIAG_DST + 4, "addresses take 16 bytes");
+static_assert(S_DIAG_COUNTS + 16 <= S_INT_SLOTS, "state counts overflow the integer slots");
 constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
 constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
 constexpr size_t kScratchBytes = kCookieOffset + 8;
@@ -54,23 +38,27 @@ static_assert(st::TI_COUNT <= 48, "TCP_INFO fields overflow the scratch area");
 enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2 };
 
 // Status returned to JavaScript: 0, a negative errno, or one of these.
-enum Status : int { ST_OK = 0, ST_E_HANDLE = 1, ST_E_NOFD = 2 };
+enum Status : int { ST_OK = 0, ST_E_NOFD = 2 };
 
 struct AddonData {
   Napi::Reference<Napi::ArrayBuffer> scratch_ref;
   int32_t* slots = nullptr;
   double* info = nullptr;
   uint64_t* cookie = nullptr;
+  // This environment's watch set (watch.h), opened on first use; closed with the environment.
+  int watch_set = -1;
+  ~AddonData() { st::watch_close(watch_set); }
 };
 
 const char* const kInfoNames[st::TI_COUNT] = {
-    "state", "caState", "retransmits", "probes", "backoff", "options",
-    "rto", "ato", "sndMss", "rcvMss", "unacked", "sacked", "lost", "retrans",
-    "lastDataSent", "lastDataReceived", "lastAckReceived", "pmtu", "rcvSsthresh",
-    "rtt", "rttvar", "sndSsthresh", "sndCwnd", "advmss", "reordering",
-    "rcvRtt", "rcvSpace", "totalRetrans", "pacingRate", "bytesAcked",
-    "bytesReceived", "segsOut", "segsIn", "notsentBytes", "minRtt",
-    "deliveryRate", "bytesSent", "bytesRetrans", "sndWnd",
+#define ST_X(id, name, member) name,
+    ST_TCP_INFO_FIELDS(ST_X)
+#undef ST_X
+};
+const char* const kStateNames[st::TCPS_COUNT] = {
+#define ST_X(id, name) name,
+    ST_TCP_STATES(ST_X)
+#undef ST_X
 };
 
 AddonData* Data(const Napi::CallbackInfo& info) {
@@ -112,6 +100,82 @@ napi_value SocketCall(napi_env env, napi_callback_info cbinfo) {
   if (rc == ST_OK) rc = Op(s, d, fd);
   s[S_RESULT] = rc;
   return nullptr;
+}
+
+// locate(localAddress, localPort, [remoteAddress, remotePort], candidate): the socket of this
+// process with those addresses (where a runtime hands out no fd: Node on Windows), or a negative
+// errno. `candidate` (-1 for none) is tried first.
+Napi::Value Locate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsString() || !info[1].IsNumber() || !info[4].IsNumber()) return Napi::Number::New(env, -EINVAL);
+  std::string local = info[0].As<Napi::String>().Utf8Value();
+  std::string remote = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : std::string();
+  st::SocketQuery q;
+  q.local = local.c_str();
+  q.local_port = info[1].As<Napi::Number>().Int32Value();
+  q.remote = info[2].IsString() ? remote.c_str() : nullptr;
+  q.remote_port = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+  int fd = info[4].As<Napi::Number>().Int32Value();
+  int rc = st::locate_socket(q, &fd);
+  return Napi::Number::New(env, rc == 0 ? fd : rc);
+}
+
+// watchAdd(hi, lo): the fd in S_FD (read from the live handle in this call) joins this environment's
+// watch set under the key hi:lo; 0 or -errno into S_RESULT.
+napi_value WatchAdd(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  uint32_t hi = 0, lo = 0;
+  if (d->slots == nullptr || argc < 2 || napi_get_value_uint32(env, argv[0], &hi) != napi_ok || napi_get_value_uint32(env, argv[1], &lo) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "watchAdd(hi, lo) expects two uint32 after init(scratch)");
+    return nullptr;
+  }
+  int32_t* s = d->slots;
+  int rc = CheckFd(d, s[S_FD]);
+  if (rc == ST_OK && d->watch_set < 0) {
+    int set = st::watch_open();
+    if (set < 0) rc = set;
+    else d->watch_set = set;
+  }
+  if (rc == ST_OK) rc = st::watch_add(d->watch_set, s[S_FD], (static_cast<uint64_t>(hi) << 32) | lo);
+  s[S_RESULT] = rc;
+  return nullptr;
+}
+
+// watchDrain(keys: Uint32Array): the keys (hi, lo pairs) of sockets whose peer's FIN or RST came
+// since the last call, without waiting; returns how many (0 before the first watchAdd), or -errno.
+napi_value WatchDrain(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void* data = nullptr;
+  napi_value result = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* raw = nullptr;
+  bool is = false;
+  if (argc < 1 || napi_is_typedarray(env, argv[0], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &raw, nullptr, nullptr) != napi_ok || type != napi_uint32_array) {
+    napi_throw_type_error(env, nullptr, "watchDrain(keys) expects a Uint32Array");
+    return nullptr;
+  }
+  int n = 0;
+  if (d->watch_set >= 0) {
+    uint64_t keys[64];
+    int max = static_cast<int>(std::min<size_t>(64, length / 2));
+    n = st::watch_drain(d->watch_set, keys, max);
+    uint32_t* out = static_cast<uint32_t*>(raw);
+    for (int i = 0; i < n; i++) {
+      out[2 * i] = static_cast<uint32_t>(keys[i] >> 32);
+      out[2 * i + 1] = static_cast<uint32_t>(keys[i]);
+    }
+  }
+  napi_create_int32(env, n, &result);
+  return result;
 }
 
 napi_value NewFunction(napi_env env, const char* name, napi_callback cb, AddonData* data) {
@@ -232,6 +296,10 @@ int Cookie(int32_t* s, AddonData* d, int fd) {
   }
   return rc;
 }
+
+// check: nothing beyond CheckFd's SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (with slots[S_VERIFY] set):
+// where a runtime's handle class alone does not tell TCP from a Unix-domain socket (Bun's).
+int Check(int32_t*, AddonData*, int) { return 0; }
 
 // socketError: SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
 int SocketError(int32_t* s, AddonData*, int fd) {
@@ -450,40 +518,16 @@ Napi::Object Constants(Napi::Env env) {
   Napi::Array names = Napi::Array::New(env, st::TI_COUNT);
   for (int i = 0; i < st::TI_COUNT; i++) names.Set(i, kInfoNames[i]);
   c.Set("infoFields", names);
-  int nstates = 0;
-  const char* const* state_names = st::tcp_state_names(&nstates);
-  Napi::Array states = Napi::Array::New(env, nstates);
-  for (int i = 0; i < nstates; i++) states.Set(i, state_names[i]);
+  Napi::Array states = Napi::Array::New(env, st::TCPS_COUNT);
+  for (int i = 0; i < st::TCPS_COUNT; i++) states.Set(i, kStateNames[i]);
   c.Set("tcpStates", states);
 
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("bytes", static_cast<double>(kScratchBytes));
-  layout.Set("count", static_cast<double>(S_COUNT));
-  layout.Set("ids", static_cast<double>(S_IDS));
-  layout.Set("values", static_cast<double>(S_VALUES));
-  layout.Set("failedOption", static_cast<double>(S_FAILED_OPTION));
-  layout.Set("failedSyscall", static_cast<double>(S_FAILED_SYSCALL));
-  layout.Set("applied", static_cast<double>(S_APPLIED));
-  layout.Set("keepShorter", static_cast<double>(S_KEEP_SHORTER));
-  layout.Set("kept", static_cast<double>(S_KEPT));
-  layout.Set("state", static_cast<double>(S_STATE));
-  layout.Set("read", static_cast<double>(S_READ));
-  layout.Set("queues", static_cast<double>(S_QUEUES));
-  layout.Set("verify", static_cast<double>(S_VERIFY));
-  layout.Set("fd", static_cast<double>(S_FD));
-  layout.Set("result", static_cast<double>(S_RESULT));
-  layout.Set("diagStates", static_cast<double>(S_DIAG_STATES));
-  layout.Set("diagFamily", static_cast<double>(S_DIAG_FAMILY));
-  layout.Set("diagSport", static_cast<double>(S_DIAG_SPORT));
-  layout.Set("diagDport", static_cast<double>(S_DIAG_DPORT));
-  layout.Set("diagAnyPort", static_cast<double>(S_DIAG_ANYPORT));
-  layout.Set("diagNetlink", static_cast<double>(S_DIAG_NETLINK));
+#define ST_X(id, name, at) layout.Set(name, static_cast<double>(S_##id));
+  ST_SLOTS(ST_X)
+#undef ST_X
   layout.Set("topRowBytes", static_cast<double>(sizeof(st::TopRow)));
-  layout.Set("diagCounts", static_cast<double>(S_DIAG_COUNTS));
-  layout.Set("diagSrcFamily", static_cast<double>(S_DIAG_SRC_FAMILY));
-  layout.Set("diagDstFamily", static_cast<double>(S_DIAG_DST_FAMILY));
-  layout.Set("diagSrc", static_cast<double>(S_DIAG_SRC));
-  layout.Set("diagDst", static_cast<double>(S_DIAG_DST));
   layout.Set("diagEntryBytes", static_cast<double>(sizeof(st::DiagEntry)));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
   layout.Set("cookieOffset", static_cast<double>(kCookieOffset));
@@ -491,7 +535,6 @@ Napi::Object Constants(Napi::Env env) {
 
   Napi::Object status = Napi::Object::New(env);
   status.Set("OK", static_cast<double>(ST_OK));
-  status.Set("E_HANDLE", static_cast<double>(ST_E_HANDLE));  // not an fd number
   status.Set("E_NOFD", static_cast<double>(ST_E_NOFD));
   c.Set("status", status);
   Napi::Array syscalls = Napi::Array::New(env, 3);
@@ -506,6 +549,7 @@ Napi::Object Constants(Napi::Env env) {
   platform.Set("queues", st::has_queues());
   platform.Set("cookie", st::has_cookie());
   platform.Set("sockDiag", st::has_diag());
+  platform.Set("watch", st::has_watch());
   int inet = -1, inet6 = -1;
   st::diag_families(&inet, &inet6);
   Napi::Object families = Napi::Object::New(env);
@@ -528,6 +572,10 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("state", NewFunction(env, "state", SocketCall<State>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
+  exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
+  exports.Set("locate", Napi::Function::New(env, Locate, "locate"));
+  exports.Set("watchAdd", NewFunction(env, "watchAdd", WatchAdd, data));
+  exports.Set("watchDrain", NewFunction(env, "watchDrain", WatchDrain, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));

@@ -2,21 +2,17 @@
 // Every function returns 0 or -errno; it never stores, dups or closes the fd it is given.
 #pragma once
 #include <stdint.h>
+#include "tables.h"
 
 namespace st {
 
-// Option ids shared with JavaScript (exported by the binding, never written as numbers in TS).
+// Option ids shared with JavaScript (exported by the binding, never written as numbers in TS):
+// OPT_KEEPALIVE, OPT_KEEPIDLE, ... in the order of ST_OPTIONS (tables.h), with their units there.
 enum Option : int32_t {
-  OPT_KEEPALIVE = 0,     // SO_KEEPALIVE, 0/1
-  OPT_KEEPIDLE = 1,      // TCP_KEEPIDLE (TCP_KEEPALIVE on Apple), seconds
-  OPT_KEEPINTVL = 2,     // TCP_KEEPINTVL, seconds
-  OPT_KEEPCNT = 3,       // TCP_KEEPCNT, probes
-  OPT_USER_TIMEOUT = 4,  // TCP_USER_TIMEOUT, milliseconds
-  OPT_LINGER = 5,        // SO_LINGER: -1 = off, 0 = on with a zero timeout (close sends RST)
-  OPT_NODELAY = 6,       // TCP_NODELAY, 0/1
-  OPT_REUSEADDR = 7,     // SO_REUSEADDR, 0/1
-  OPT_REUSEPORT = 8,     // SO_REUSEPORT, 0/1
-  OPT_COUNT = 9
+#define ST_X(id, name) OPT_##id,
+  ST_OPTIONS(ST_X)
+#undef ST_X
+  OPT_COUNT
 };
 
 struct OptionInfo {
@@ -52,15 +48,12 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
 // 0 when fd is a TCP socket of the IPv4 or IPv6 family; -ENOTSOCK, -EPROTOTYPE, -EAFNOSUPPORT else.
 int check_tcp(int fd);
 
-// TCP_INFO, flattened into doubles (all fields fit in 53 bits). Returns the count written.
+// TCP_INFO, flattened into doubles (all fields fit in 53 bits): TI_STATE, TI_CA_STATE, ... in the
+// order of ST_TCP_INFO_FIELDS (tables.h). Returns the count written.
 enum InfoField : int {
-  TI_STATE, TI_CA_STATE, TI_RETRANSMITS, TI_PROBES, TI_BACKOFF, TI_OPTIONS,
-  TI_RTO, TI_ATO, TI_SND_MSS, TI_RCV_MSS, TI_UNACKED, TI_SACKED, TI_LOST, TI_RETRANS,
-  TI_LAST_DATA_SENT, TI_LAST_DATA_RECV, TI_LAST_ACK_RECV, TI_PMTU, TI_RCV_SSTHRESH,
-  TI_RTT, TI_RTTVAR, TI_SND_SSTHRESH, TI_SND_CWND, TI_ADVMSS, TI_REORDERING,
-  TI_RCV_RTT, TI_RCV_SPACE, TI_TOTAL_RETRANS, TI_PACING_RATE, TI_BYTES_ACKED,
-  TI_BYTES_RECEIVED, TI_SEGS_OUT, TI_SEGS_IN, TI_NOTSENT_BYTES, TI_MIN_RTT,
-  TI_DELIVERY_RATE, TI_BYTES_SENT, TI_BYTES_RETRANS, TI_SND_WND,
+#define ST_X(id, name, member) TI_##id,
+  ST_TCP_INFO_FIELDS(ST_X)
+#undef ST_X
   TI_COUNT
 };
 int tcp_info(int fd, double* out /* TI_COUNT */);
@@ -86,8 +79,28 @@ int cookie(int fd, uint64_t* value);
 // only a caller about to close the socket itself may take it.
 int socket_error(int fd, int32_t* err);
 
-// Kernel TCP state names indexed by tcpi_state (ESTABLISHED = 1 ...); count written to *n.
-const char* const* tcp_state_names(int* n);
+// Where a runtime hands out no descriptor for its sockets (Node's TCP handles on Windows answer -1
+// for their fd), the socket is found by what the runtime's own handle reports of it: the one socket
+// of this process that is a stream socket with exactly these addresses (a TCP connection is unique
+// by its four; no `remote` asks for a listening socket on the local address). Addresses are
+// numeric (inet_pton). *fd, when not -1 on entry, is tried first (the socket found last time), and
+// is the socket found on return. Returns 0, -EINVAL for an address that does not parse, -ENOENT
+// when no socket of this process matches (-ENOTSUP where descriptors are handed out).
+struct SocketQuery {
+  const char* local;
+  int local_port;
+  const char* remote;  // nullptr: a listening socket
+  int remote_port;
+};
+int locate_socket(const SocketQuery& q, int* fd);
+
+// Kernel TCP state numbers (tcpi_state), in the order of ST_TCP_STATES (tables.h).
+enum TcpStateNumber : int32_t {
+#define ST_X(id, name) TCPS_##id,
+  ST_TCP_STATES(ST_X)
+#undef ST_X
+  TCPS_COUNT
+};
 
 // Compile-time facts the binding exports for `socktune doctor` and errors.
 const char* platform_name();

@@ -6,9 +6,10 @@
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
 // (deadpeer.mjs), the guarded http.Server under wrk (guard.mjs) and one guard scan over 4,000
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
-// SOCKTUNE_TRACE=1 per connection (register.mjs), and loading a rules file of 1,000 to 50,000 rules
-// (config.mjs); then the PING heartbeat of 10,000 idle HTTP/2 sessions against a bare timer per
-// session (h2ping.mjs). Prints a table; with --json prints only a JSON object.
+// SOCKTUNE_TRACE=1 per connection (register.mjs), loading a rules file of 1,000 to 50,000 rules
+// (config.mjs), what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
+// with and without it (retry.mjs), and the PING heartbeat of 10,000 idle HTTP/2 sessions against
+// a bare timer per session (h2ping.mjs). Prints a table; with --json prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -24,6 +25,7 @@ import { guardBench } from './bench/guard.mjs';
 import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
 import { configBench } from './bench/config.mjs';
+import { retryBench, retryNotes } from './bench/retry.mjs';
 import { h2PingBench } from './bench/h2ping.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
@@ -177,6 +179,7 @@ async function main() {
   const guardScan = await guardScanBench({ quiet: json });
   const registered = await registerBench({ quiet: json });
   const config = await configBench({ quiet: json });
+  const retry = await retryBench({ quiet: json });
   const h2ping = await h2PingBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
@@ -242,6 +245,8 @@ async function main() {
     registerRows: registered.rows,
     config: config.json,
     configRows: config.rows,
+    retry: retry.json,
+    retryRows: retry.rows,
     h2ping: h2ping.json,
     h2pingRows: h2ping.rows,
     h2pingNotes: h2ping.notes,
@@ -285,6 +290,7 @@ function printTable(r) {
     ...r.guardScanRows,
     ...r.registerRows,
     ...r.configRows,
+    ...r.retryRows,
     ...r.h2pingRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
@@ -295,6 +301,7 @@ function printTable(r) {
   for (const note of r.collectorNotes) console.log(note);
   for (const note of churnNotes(r.churn)) console.log(note);
   for (const note of deadPeerNotes(r.deadPeer)) console.log(note);
+  for (const note of retryNotes(r.retry)) console.log(note);
   for (const note of r.h2pingNotes) console.log(note);
 }
 

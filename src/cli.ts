@@ -123,13 +123,13 @@ async function filterFrom(flags: Flags): Promise<import('./diagnose/states.js').
   const states = flags.get('state');
   if (states !== undefined) {
     const { constants } = await import('./binding.js');
-    const kernel = constants.tcpStates.slice(1);
+    const kernel: string[] = constants.tcpStates.slice(1);
     f.states = (states as string[]).flatMap((s) => s.split(',')).filter(Boolean).map((s) => {
       const name = ssStates[s.toLowerCase()] ?? s.toUpperCase().replace(/-/g, '_');
       if (!kernel.includes(name)) {
         throw new UsageError(`--state '${s}' is not a TCP state; use one of: ${kernel.join(', ')} (or ss's names: ${Object.keys(ssStates).join(', ')})`);
       }
-      return name as import('./options.js').TcpState;
+      return name as import('./tables.js').TcpState;
     });
     if (f.states.length === 0) throw new UsageError('--state needs at least one state');
   }
@@ -313,8 +313,8 @@ async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help
     const spec = short ?? c.flags.find((f) => f.name === name);
     if (!spec) {
       if (removed[name]) throw new UsageError(removed[name]);
-      const { closest } = await import('./format.js');
-      const hint = closest(name, c.flags.map((f) => f.name));
+      const { didYouMean } = await import('./errors.js');
+      const hint = didYouMean(name, c.flags.map((f) => f.name));
       throw new UsageError(`unknown option --${name}${hint ? ` (did you mean --${hint}?)` : ''}`);
     }
     if (spec.kind === 'boolean') {
@@ -381,8 +381,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = commands.find((c) => c.name === first);
   if (!command) {
-    const { closest } = await import('./format.js');
-    const hint = closest(first, commands.map((c) => c.name));
+    const { didYouMean } = await import('./errors.js');
+    const hint = didYouMean(first, commands.map((c) => c.name));
     return failure('', new UsageError(`unknown command '${first}'${hint ? ` (did you mean ${hint}?)` : ''}`));
   }
   try {

@@ -19,8 +19,10 @@ export const codes = Object.freeze({
   INVALID_HANDLE: 'ERR_SOCKTUNE_INVALID_HANDLE',
   /** The option or view does not exist on this platform. */
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
-  /** An optional peer dependency (prom-client) is not installed. */
+  /** An optional peer dependency (prom-client, @opentelemetry/api) is not installed. */
   MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
+  /** `createInstruments()` was given no MeterProvider and no global one is set. */
+  NO_METER_PROVIDER: 'ERR_SOCKTUNE_NO_METER_PROVIDER',
   /**
    * A reset-on-close gave up: the peer stopped acknowledging (or the drain deadline passed) and
    * the connection was reset with bytes unacknowledged (`error.bytesAtRisk`).
@@ -158,23 +160,34 @@ function distance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
+/** Letters and digits only, lower case: `graceful-heartbeat`, `gracefulHeartbeat` and `GRACEFUL_HEARTBEAT` are one word. */
+const squash = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]/g, '');
+
 /**
- * The known name `word` is most likely a misspelling of (case, `-` and `_` aside, within an edit
- * distance of 2, or 3 for long names), or undefined.
+ * The one "did you mean" of socktune (options, agent options, configuration, CLI flags and
+ * commands): the known name a mistyped `word` most likely meant, or undefined. Case, dashes and
+ * underscores do not count (`graceful-heartbeat` is `gracefulHeartbeat`); then a word that starts
+ * exactly one known name (`graceful`); then the fewest edits (a swap of two letters is one), at
+ * most a third of the word's length (2 for short words). `aliases` maps other spellings to a known
+ * name (a preset's policy name to the preset).
  */
-export function didYouMean(word: string, known: readonly string[]): string | undefined {
-  const norm = (w: string): string => w.toLowerCase().replace(/[-_\s]/g, '');
-  const w = norm(word);
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const k of known) {
-    const d = distance(w, norm(k));
-    if (d < bestDistance) {
-      best = k;
-      bestDistance = d;
-    }
+export function didYouMean(word: string, known: readonly string[], aliases: Readonly<Record<string, string>> = {}): string | undefined {
+  const w = squash(word);
+  if (w === '') return undefined;
+  const spellings: Array<[string, string]> = [
+    ...known.map((k) => [squash(k), k] as [string, string]),
+    ...Object.entries(aliases).map(([alias, k]) => [squash(alias), k] as [string, string]),
+  ];
+  const exact = spellings.find(([s]) => s === w);
+  if (exact) return exact[1];
+  const starts = [...new Set(spellings.filter(([s]) => w.length >= 3 && s.startsWith(w)).map(([, k]) => k))];
+  if (starts.length === 1) return starts[0];
+  let best: [string, number] | undefined;
+  for (const [s, k] of spellings) {
+    const d = distance(w, s);
+    if (best === undefined || d < best[1]) best = [k, d];
   }
-  return bestDistance <= (w.length > 12 ? 3 : 2) ? best : undefined;
+  return best && best[1] <= Math.max(2, Math.floor(w.length / 3)) ? best[0] : undefined;
 }
 
 /** `ERR_INVALID_ARG_VALUE` for an unknown option `key` of `where`, with a "did you mean" hint or the known names. */

@@ -34,45 +34,6 @@ export function scopeText(s: { scope: string; pid?: number; netns?: string }, co
   return ns;
 }
 
-/** Letters and digits only, lower case: `graceful-heartbeat`, `gracefulHeartbeat` and `GRACEFUL_HEARTBEAT` are one word. */
-const squash = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
-  }
-  return prev[b.length];
-}
-
-/**
- * The candidate a mistyped `word` most likely meant, for a "did you mean" hint, or undefined.
- * Case, dashes and underscores do not count (`graceful-heartbeat` is `gracefulHeartbeat`); then a
- * word that starts exactly one candidate (`graceful`), then the fewest edits, at most a third of
- * the word's length (2 for short words). `aliases` maps other spellings to a candidate (a preset's
- * policy name to the preset).
- */
-export function closest(word: string, candidates: readonly string[], aliases: Readonly<Record<string, string>> = {}): string | undefined {
-  const w = squash(word);
-  if (w === '') return undefined;
-  const spellings: Array<[string, string]> = [
-    ...candidates.map((c) => [squash(c), c] as [string, string]),
-    ...Object.entries(aliases).map(([alias, c]) => [squash(alias), c] as [string, string]),
-  ];
-  const exact = spellings.find(([s]) => s === w);
-  if (exact) return exact[1];
-  const starts = [...new Set(spellings.filter(([s]) => w.length >= 3 && s.startsWith(w)).map(([, c]) => c))];
-  if (starts.length === 1) return starts[0];
-  let best: [string, number] | undefined;
-  for (const [s, c] of spellings) {
-    const d = editDistance(w, s);
-    if (best === undefined || d < best[1]) best = [c, d];
-  }
-  return best && best[1] <= Math.max(2, Math.floor(w.length / 3)) ? best[0] : undefined;
-}
-
 /** A process holding sockets of a group, as the reports name them. */
 interface Holder {
   pid: number;

@@ -8,10 +8,11 @@
  * @module
  */
 import net from 'node:net';
-import tls from 'node:tls';
-import dgram from 'node:dgram';
+import type tls from 'node:tls';
+import type dgram from 'node:dgram';
+import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import { TCP as NodeTCP, constants, native, readFd, slots as sharedSlots } from './binding.js';
+import { constants, native, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, invalidArgValue, kernelError, socktuneError } from './errors.js';
 
 /** What socktune accepts as a socket: a TCP `net.Socket` (including `tls.TLSSocket`) or `net.Server`. */
@@ -26,15 +27,297 @@ const VERIFY = layout.verify;
 const FD = layout.fd;
 const RESULT = layout.result;
 
-// The classes and Node's fd accessor as constants of this module: TurboFan folds them into the
-// code (an imported binding or a property of a module object is looked up on every call), and
-// calls the accessor through its fast API path, at about half the cost.
-const getFd = readFd;
 const slots = sharedSlots;
-const TCP = NodeTCP;
 const { Socket, Server } = net;
-const { TLSSocket } = tls;
-const UdpSocket = dgram.Socket;
+
+const requireBuiltin = createRequire(import.meta.url);
+const getBuiltinModule = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
+
+/**
+ * A Node built-in module, loaded when first asked for. socktune never imports `node:http`,
+ * `node:tls`, `node:dgram` or `node:http2` at load: `socktune/register` runs in processes that may
+ * never load them (loading them early changes what a process does: Node's HTTP parser pool, TLS's
+ * engine; node:http2 loads both). Asked for only where the module is in use already (a TLS socket
+ * exists, an agent is patched, an HTTP/2 session is tuned).
+ */
+export function builtin<T>(id: 'node:http' | 'node:https' | 'node:tls' | 'node:dgram' | 'node:http2'): T {
+  return (getBuiltinModule?.call(process, id) ?? requireBuiltin(id)) as T;
+}
+
+/** The entries of `process.moduleLoadList` read so far, and the built-ins named in them. */
+let modulesRead = 0;
+const loadedBuiltins = new Set<string>();
+
+/**
+ * A built-in module if the process has loaded it already, else `undefined`: never loads it. Read
+ * from Node's `process.moduleLoadList` (`'NativeModule http2'`), only the entries added since the
+ * last call, so asking until it appears costs next to nothing. A runtime without that list
+ * answers as if the module were loaded.
+ */
+export function loadedBuiltin<T>(id: 'node:http2'): T | undefined {
+  const list = (process as { moduleLoadList?: unknown }).moduleLoadList;
+  if (Array.isArray(list)) {
+    for (; modulesRead < list.length; modulesRead++) {
+      const entry: unknown = list[modulesRead];
+      if (typeof entry === 'string' && entry.startsWith('NativeModule ')) loadedBuiltins.add(entry.slice('NativeModule '.length));
+    }
+    if (!loadedBuiltins.has(id.slice('node:'.length))) return undefined;
+  }
+  return builtin<T>(id);
+}
+
+/** Whether `socket` is a `tls.TLSSocket` (which marks itself `encrypted`: node:tls is loaded then). */
+export function isTlsSocket(socket: unknown): socket is tls.TLSSocket {
+  return socket instanceof Socket && (socket as { encrypted?: unknown }).encrypted === true && socket instanceof builtin<typeof tls>('node:tls').TLSSocket;
+}
+
+/**
+ * Throws ERR_SOCKTUNE_UNSUPPORTED for Bun's `node:http`/`node:https` server, which is no
+ * `net.Server`: it runs on Bun.serve, whose listener and connections expose no file descriptor
+ * (their sockets' `_handle` is null). Anything else passes.
+ */
+export function assertNotFdless(server: unknown, name = 'server'): void {
+  if (runtime !== 'bun' || server instanceof Server || typeof server !== 'object' || server === null) return;
+  const http = builtin<typeof import('node:http')>('node:http');
+  if (!(server instanceof http.Server)) return;
+  throw socktuneError(
+    codes.UNSUPPORTED,
+    `The "${name}" argument is Bun's HTTP server (node:http over Bun.serve), whose listener and connections have no file descriptor socktune can reach; ` +
+      'under Bun, policies apply to net.Server connections, to the agents (createAgent, createHttpsAgent) and to undici (createConnector, createDispatcher)',
+  );
+}
+
+/** Whether `server` is a `tls.Server` (https too), which alone has `setSecureContext`. */
+export function isTlsServer(server: unknown): server is tls.Server {
+  return server instanceof Server && typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' && server instanceof builtin<typeof tls>('node:tls').Server;
+}
+
+// Node's TCP handle class and its fd accessor, as variables of this module that TurboFan folds into
+// the code once set (the accessor is then called through its fast API path, at about half the
+// cost). Looked up on the first socket call, never at import: where the lookup is refused (Node's
+// permission model, a runtime without process.binding) the diagnostics that need no socket still
+// work, and each socket call throws the coded reason.
+let TCP: (abstract new (...args: never[]) => object) | undefined;
+let getFd: (this: object) => number = unreachable;
+let tcpUnavailable: Error | undefined;
+
+/** Why Node's TCP handles cannot be reached in this process (see {@link lookupTcp}), or `undefined` when they can. */
+export function tcpHandlesUnreachable(): Error | undefined {
+  try {
+    if (TCP === undefined) lookupTcp();
+    return undefined;
+  } catch (err) {
+    return err as Error;
+  }
+}
+
+function unreachable(): number {
+  throw new Error('socktune: the fd accessor was used before it was looked up');
+}
+
+/** The JavaScript runtime this process is: Node, or one that says it is another (`process.versions`). */
+export const runtime: 'node' | 'bun' | 'deno' =
+  typeof process.versions.bun === 'string' ? 'bun' : typeof (process.versions as { deno?: unknown }).deno === 'string' ? 'deno' : 'node';
+
+/**
+ * The runtime's TCP handle classes and their fd accessor, looked up once (see {@link lookupNodeTcp}
+ * and {@link lookupBunTcp}); a refusal is kept and thrown by every later call.
+ */
+function lookupTcp(): abstract new (...args: never[]) => object {
+  if (tcpUnavailable !== undefined) throw tcpUnavailable;
+  if (runtime === 'bun') return lookupBunTcp();
+  if (runtime === 'deno') {
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      "socktune cannot borrow a socket's file descriptor under Deno: its node:net handles (TCPWrap) have no fd accessor, and the one way to a descriptor, fdForIpc(), " +
+        'makes a new duplicate on every call, which socktune would have to own and close (it only borrows the descriptor of the socket it is given); ' +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    throw tcpUnavailable;
+  }
+  return lookupNodeTcp();
+}
+
+/**
+ * Node's own TCP handle class (`process.binding('tcp_wrap')`, on Node's allow-list from 20 to 26;
+ * DEP0111 is documentation-only) and its `fd` accessor, whose receiver check rejects any object
+ * Node did not create. Handles are checked against the class and the fd is read through the
+ * accessor.
+ */
+function lookupNodeTcp(): abstract new (...args: never[]) => object {
+  // process.binding is a pending deprecation (DEP0111): with --pending-deprecation it warns, and
+  // with --throw-deprecation that warning ends the process a tick later. tcp_wrap is on its
+  // allow-list on every Node socktune supports, and the warning would be about socktune's internals,
+  // not the application's code: it is not emitted for this one lookup.
+  const quiet = process.noDeprecation;
+  try {
+    process.noDeprecation = true;
+    const Tcp = (process as unknown as { binding(name: string): { TCP: abstract new (...args: never[]) => object } }).binding('tcp_wrap').TCP;
+    for (let p: object | null = Tcp.prototype; p !== null; p = Object.getPrototypeOf(p)) {
+      const d = Object.getOwnPropertyDescriptor(p, 'fd');
+      if (d?.get) {
+        getFd = d.get as (this: object) => number;
+        if (process.platform === 'win32') {
+          // Node's own address methods, never the handle's own properties (a caller may set those).
+          const proto = Tcp.prototype as { getsockname?: AddressOf; getpeername?: AddressOf };
+          if (typeof proto.getsockname !== 'function' || typeof proto.getpeername !== 'function') throw new Error("Node's TCP handles have no address methods");
+          addressOf = { local: proto.getsockname, remote: proto.getpeername };
+        }
+        return (TCP = Tcp);
+      }
+    }
+    throw new Error("Node's TCP handles have no fd accessor");
+  } catch (cause) {
+    const code = (cause as { code?: unknown })?.code;
+    const reason = `${typeof code === 'string' ? `${code} ` : ''}${String((cause as Error)?.message ?? cause).split('\n')[0]}`;
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      `socktune cannot reach Node's TCP handles in this process (process.binding('tcp_wrap'): ${reason}); ` +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    (tcpUnavailable as Error & { cause?: unknown }).cause = cause;
+    throw tcpUnavailable;
+  } finally {
+    process.noDeprecation = quiet;
+  }
+}
+
+
+// Bun's handles: prototypes whose own `fd` getter is native and checks its receiver ("The
+// TCPSocket.fd getter can only be used on instances of TCPSocket"). Trusted only as found on
+// handles socktune made itself, never as found on a caller's object.
+const bunGetters = new Map<object, (this: object) => number>();
+let bunTlsTrusted = false;
+
+/**
+ * Bun has no process.binding('tcp_wrap'): its handle classes (TCPSocket for client and accepted
+ * sockets, Listener for servers, TLSSocket for TLS) are found on objects socktune makes itself,
+ * once: a listener on 127.0.0.1 port 0 (Bun.listen) and a connection to it (net.connect makes its
+ * handle synchronously), both closed at once. A handle is then genuine when its prototype is one of
+ * those and the prototype's own native getter accepts it: an object merely made from the
+ * prototype, a Proxy of a handle or a handle of another class makes the getter throw, so a caller
+ * cannot hand socktune an fd of its choosing. The TLS class is added when a TLS socket is first met.
+ */
+function lookupBunTcp(): abstract new (...args: never[]) => object {
+  try {
+    const { listen } = (globalThis as unknown as { Bun: { listen(o: object): { port: number; stop(closeActive?: boolean): void } } }).Bun;
+    const listener = listen({ hostname: '127.0.0.1', port: 0, socket: { open() {}, data() {}, close() {}, error() {} } });
+    try {
+      trustBun(listener);
+      const probe = net.connect({ port: listener.port, host: '127.0.0.1' });
+      probe.on('error', () => {});
+      try {
+        trustBun((probe as unknown as WithHandle)._handle);
+      } finally {
+        probe.destroy();
+      }
+    } finally {
+      listener.stop(true);
+    }
+    const Tcp = class {
+      static [Symbol.hasInstance](handle: unknown): boolean {
+        return typeof handle === 'object' && handle !== null && bunGetters.has(Object.getPrototypeOf(handle) as object);
+      }
+    };
+    getFd = function bunFd(this: object): number {
+      const get = bunGetters.get(Object.getPrototypeOf(this) as object);
+      if (get === undefined) throw new TypeError('not a handle of Bun');
+      return get.call(this);
+    };
+    return (TCP = Tcp);
+  } catch (cause) {
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      `socktune cannot find Bun's socket handle classes in this process (a listener and a connection on 127.0.0.1: ${String((cause as Error)?.message ?? cause).split('\n')[0]}); ` +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    (tcpUnavailable as Error & { cause?: unknown }).cause = cause;
+    throw tcpUnavailable;
+  }
+}
+
+/**
+ * Whether a genuine Bun handle holds a socket that is not TCP over IPv4/IPv6 (a Unix-domain one),
+ * by the kernel (SO_TYPE/SO_DOMAIN/SO_PROTOCOL); the answer for TCP is remembered with the handle,
+ * as every verified call does. False where it cannot be asked (no fd yet, no addon).
+ */
+function bunUnixDomain(handle: object): boolean {
+  let fd: number;
+  try {
+    fd = getFd.call(handle);
+  } catch {
+    return false;
+  }
+  if (fd < 0 || Verified.fd(handle) === fd) return false;
+  slots[VERIFY] = 1;
+  slots[FD] = fd;
+  try {
+    native.check();
+  } catch {
+    return false;
+  }
+  const rc = slots[RESULT];
+  if (rc === 0) Verified.mark(handle, fd);
+  return rc < 0 && isCheckErrno(rc);
+}
+
+/** Trusts the handle class of `handle`, an object socktune made: its prototype and the prototype's own fd getter. */
+function trustBun(handle: unknown): void {
+  const proto = typeof handle === 'object' && handle !== null ? (Object.getPrototypeOf(handle) as object | null) : null;
+  const d = proto === null ? undefined : Object.getOwnPropertyDescriptor(proto, 'fd');
+  if (proto === null || typeof d?.get !== 'function') throw new Error("Bun's handle has no fd accessor");
+  const get = d.get as (this: object) => number;
+  get.call(handle as object); // the accessor accepts the handle it was found on
+  bunGetters.set(proto, get);
+}
+
+/** Bun's TLS handle class, from a TLS connection socktune makes to a listener of its own (node:tls is in use already). */
+function trustBunTls(): void {
+  const { listen } = (globalThis as unknown as { Bun: { listen(o: object): { port: number; stop(closeActive?: boolean): void } } }).Bun;
+  const listener = listen({ hostname: '127.0.0.1', port: 0, socket: { open() {}, data() {}, close() {}, error() {} } });
+  try {
+    const probe = builtin<typeof tls>('node:tls').connect({ port: listener.port, host: '127.0.0.1', rejectUnauthorized: false });
+    probe.on('error', () => {});
+    try {
+      trustBun((probe as unknown as WithHandle)._handle);
+    } finally {
+      probe.destroy();
+    }
+  } finally {
+    listener.stop(true);
+  }
+}
+
+type AddressOf = (this: object, out: { address?: string; port?: number }) => number;
+// Node's getsockname/getpeername of its TCP handles, where its fd accessor answers -1 for every
+// open handle (Windows: libuv keeps the SOCKET to itself).
+let addressOf: { local: AddressOf; remote: AddressOf } | undefined;
+
+/**
+ * The SOCKET of an open Node handle on Windows, found by the addresses Node's own methods report
+ * of it (a TCP connection is unique by its four; a listener by its local address and state). The
+ * handle is genuine (classify, genuine) and its methods are Node's, called on it, so the addresses
+ * are the kernel's for this handle, not a caller's: the socket found is this handle's. It is
+ * searched once and re-checked against the addresses on every later call (2-3 Winsock calls), so
+ * a SOCKET value that the system reused after a close is never taken for this handle's. -1 when
+ * the handle no longer has addresses (closed), or no socket matches.
+ */
+function windowsSocket(handle: object): number {
+  if (addressOf === undefined) return -1;
+  const local: { address?: string; port?: number } = {};
+  const remote: { address?: string; port?: number } = {};
+  try {
+    if (addressOf.local.call(handle, local) !== 0 || typeof local.address !== 'string' || typeof local.port !== 'number') return -1;
+    if (addressOf.remote.call(handle, remote) !== 0) remote.address = undefined;
+  } catch {
+    return -1;
+  }
+  const found = native.locate(local.address, local.port, remote.address, remote.port, located.get(handle) ?? -1);
+  if (found < 0) return -1;
+  located.set(handle, found);
+  return found;
+}
+const located = new WeakMap<object, number>();
 
 /** Returns the object it is given, so that a subclass can stamp a private field on any object. */
 class Stamp {
@@ -86,33 +369,50 @@ const enum Why {
  * spoofed object (getters, Proxies) whatever it throws is the object's, and the caller wraps it.
  */
 function classify(socket: unknown, closing: boolean): object | Why {
+  const Tcp = TCP!; // looked up by the caller, outside its try: a refusal is not the socket's fault
   if (socket instanceof Socket) {
     // An object made from the prototype without the constructor (Object.create) has no stream
     // state: Node, the guard and the reset path would fail on it later, from a timer.
     if (!constructed(socket)) return Why.NotASocket;
     let handle: unknown = (socket as unknown as WithHandle)._handle;
-    if (!(handle instanceof TCP)) {
+    if (!(handle instanceof Tcp)) {
       if (handle == null) {
         if (socket.connecting === true) return Why.Pending;
         return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
       }
-      // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
-      if (socket instanceof TLSSocket) handle = (handle as WithHandle['_handle'] & object)._parent;
-      if (!(handle instanceof TCP)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
+      // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent. Bun's TLS
+      // sockets have a handle class of their own, over the TCP fd, trusted when first met.
+      if (isTlsSocket(socket)) {
+        if (runtime === 'bun') {
+          if (!bunTlsTrusted) {
+            bunTlsTrusted = true;
+            try {
+              trustBunTls();
+            } catch {
+              // Left untrusted: such handles are refused as foreign, never read.
+            }
+          }
+        } else handle = (handle as WithHandle['_handle'] & object)._parent;
+      }
+      if (!(handle instanceof Tcp)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
     }
-    if (socket.connecting === true) return Why.Pending;
+    // Bun's Unix-domain sockets have the TCP sockets' handle class: one connecting to a path has
+    // no host, and a connected one is asked of the kernel (once per handle, see bunUnixDomain).
+    if (socket.connecting === true) return runtime === 'bun' && typeof (socket as { _host?: unknown })._host !== 'string' ? Why.Pipe : Why.Pending;
     // A policy's destroy() keeps the handle open while it drains: the socket is closed for
     // everyone but the reset path (`closing`).
     if (!closing && socket.destroyed === true) return Why.Closed;
-    return genuine(handle) ? handle : Why.Foreign;
+    if (!genuine(handle)) return Why.Foreign;
+    return runtime === 'bun' && bunUnixDomain(handle) ? Why.Pipe : handle;
   }
   if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
     if (handle == null) return Why.ServerNotListening;
-    if (!(handle instanceof TCP)) return Why.ServerPipe;
-    return genuine(handle) ? handle : Why.Foreign;
+    if (!(handle instanceof Tcp)) return Why.ServerPipe;
+    if (!genuine(handle)) return Why.Foreign;
+    return runtime === 'bun' && bunUnixDomain(handle) ? Why.ServerPipe : handle;
   }
-  if (socket instanceof UdpSocket) return Why.Udp;
+  if (typeof (socket as { send?: unknown } | null)?.send === 'function' && socket instanceof builtin<typeof dgram>('node:dgram').Socket) return Why.Udp;
   return Why.NotASocket;
 }
 
@@ -152,6 +452,7 @@ function notASocket(socket: unknown, name: string): Error {
  * is inspected (a getter, a Proxy trap) becomes ERR_INVALID_ARG_VALUE with it as `cause`.
  */
 export function tcpHandle(socket: unknown, name = 'socket', closing = false): object | undefined {
+  if (TCP === undefined) lookupTcp();
   let found: object | Why;
   try {
     found = classify(socket, closing);
@@ -226,6 +527,7 @@ export function call(fn: NativeCall, handle: object, verify = true): void {
   } catch {
     throw invalidHandle();
   }
+  if (fd === -1 && addressOf !== undefined) fd = windowsSocket(handle);
   const fresh = verify && fd !== verified;
   slots[VERIFY] = fresh ? 1 : 0;
   slots[FD] = fd;
@@ -247,7 +549,6 @@ function invalidHandle(): Error {
 }
 
 function statusError(rc: number): Error {
-  if (rc === status.E_HANDLE) return invalidHandle();
   if (rc === status.E_NOFD) return socktuneError(codes.SOCKET_CLOSED, 'The socket has no file descriptor (closed)');
   const option = slots[layout.failedOption];
   const syscall = syscalls[slots[layout.failedSyscall]] ?? 'unknown';
@@ -272,16 +573,113 @@ function isCheckErrno(rc: number): boolean {
 export function pendingWriteBytes(socket: net.Socket): number {
   let handle = (socket as unknown as WithHandle)._handle as ({ _parent?: unknown; writeQueueSize?: number } | null | undefined);
   let queued = 0;
-  if (socket instanceof tls.TLSSocket && handle != null) {
+  if (handle != null && isTlsSocket(socket)) {
     queued += handle.writeQueueSize ?? 0;
     handle = handle._parent as typeof handle;
   }
+  // Bun's handles count no write queue: what its native buffer holds of the chunk being written
+  // is not known, so that chunk is counted whole (an overstatement of the bytes at risk by what the
+  // kernel already took of it, never an understatement).
+  const counted = runtime !== 'bun';
   queued += handle?.writeQueueSize ?? 0;
   // The chunk being written is in writableLength until its callback runs and, for what the kernel
   // has not taken of it, in the handle's writeQueueSize too: count it once, from the handle.
   const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
-  const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
+  const inHandle = counted && state?.writing === true ? (state.writelen ?? 0) : 0;
   return socket.writableLength - inHandle + queued;
+}
+
+// ---------------------------------------------------------------- stream and HTTP internals
+// Node keeps these as fields of its streams and HTTP objects (Node 20 to 26); socktune reads them
+// here only, so a Node that renames one is fixed in one place.
+
+/** Bytes Node has handed to the kernel for `socket` (`bytesWritten` also counts what still waits in Node). */
+export function bytesDispatched(socket: net.Socket): number {
+  return (socket as unknown as { _bytesDispatched?: number })._bytesDispatched ?? 0;
+}
+
+/** Whether the peer's end-of-stream has reached Node (in its buffer, read by the application or not). */
+export function peerEnded(socket: net.Socket): boolean {
+  return (socket as unknown as { _readableState: { ended: boolean } })._readableState.ended;
+}
+
+/**
+ * Marks `socket`'s `'error'` as already emitted, so that destroying it with an error keeps the
+ * error (`socket.errored`, `'close'` with `hadError`) without emitting an `'error'` nobody hears.
+ */
+export function markErrorEmitted(socket: net.Socket): void {
+  const states = socket as unknown as { _readableState?: { errorEmitted: boolean }; _writableState?: { errorEmitted: boolean } };
+  if (states._readableState) states._readableState.errorEmitted = true;
+  if (states._writableState) states._writableState.errorEmitted = true;
+}
+
+/** Whether Node's own `resetAndDestroy()` is closing `socket` (it sets SO_LINGER 0 itself). */
+export function resetAndClosing(socket: net.Socket): boolean {
+  return (socket as unknown as { resetAndClosing?: boolean }).resetAndClosing === true;
+}
+
+/** The TCP socket under a TLS socket (`_parent`), or `undefined`. */
+export function tlsParent(socket: net.Socket): net.Socket | undefined {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return parent instanceof Socket ? parent : undefined;
+}
+
+/** The host name `socket.connect()` was given (`_host`), lower case, or `undefined` (an address, or accepted). */
+export function connectHost(socket: net.Socket): string | undefined {
+  const host = (socket as unknown as { _host?: string | null })._host;
+  return typeof host === 'string' ? host.toLowerCase() : undefined;
+}
+
+/** The `Keep-Alive` header of the response last read on a client connection (`_httpMessage.res`). */
+export function keepAliveHeader(socket: object): string | undefined {
+  const res = (socket as { _httpMessage?: { res?: { headers?: Record<string, string | string[] | undefined> } } | null })._httpMessage?.res;
+  const header = res?.headers?.['keep-alive'];
+  return Array.isArray(header) ? header.join(', ') : header;
+}
+
+/** Whether a request or response is on the connection now (`_httpMessage`, set by Node's HTTP client and server). */
+export function hasHttpMessage(socket: object): boolean {
+  return (socket as { _httpMessage?: unknown })._httpMessage != null;
+}
+
+/**
+ * Whether a finished HTTP response's body ends only where the connection ends: it has a body, no
+ * chunked encoding and no Content-Length (an HTTP/1.0 peer, such as nginx's default upstream
+ * protocol, or a response whose framing headers were removed). What cannot be told is judged
+ * close-delimited: the price of a wrong guess that way is one TIME_WAIT, the other way a truncated body.
+ */
+export function responseEndsByClose(response: object): boolean {
+  const r = response as { _hasBody?: boolean; chunkedEncoding?: boolean; _header?: unknown };
+  if (r._hasBody === false || r.chunkedEncoding === true) return false;
+  return typeof r._header !== 'string' || !/\r\ncontent-length:/i.test(r._header);
+}
+
+/**
+ * Whether `socket` is an HTTP server's keep-alive connection waiting for its next request: no
+ * request being read (Node's parser holds none, or a complete one) and no response being written.
+ * A plain TCP socket is never one.
+ */
+export function idleBetweenRequests(socket: net.Socket): boolean {
+  const s = socket as unknown as { parser?: { incoming?: { complete?: boolean } | null } | null; _httpMessage?: unknown; server?: { keepAliveTimeout?: unknown } };
+  if (typeof s.server?.keepAliveTimeout !== 'number') return false;
+  const incoming = s.parser?.incoming;
+  return s._httpMessage == null && (incoming == null || incoming.complete === true);
+}
+
+/**
+ * Stops libuv reading `socket`'s connection (TLS: through the TLS layer, which stops the TCP
+ * handle under it). For a socket Node already counts as destroyed while its connection stays
+ * open (a policy's destroy() that waits for the peer's acknowledgements before the reset): Node
+ * must not be handed bytes for a stream it has destroyed, which it would take for an error code.
+ * What arrives meanwhile stays in the kernel and is discarded by the reset.
+ */
+export function stopReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle;
+  try {
+    if (typeof handle?.readStop === 'function') handle.readStop();
+  } catch {
+    // A handle being closed: nothing is read from it any more either way.
+  }
 }
 
 /**
@@ -306,6 +704,7 @@ export function isAccepted(socket: net.Socket): boolean {
  * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.
  */
 export function isTcpSocket(socket: net.Socket): boolean {
+  if (TCP === undefined) lookupTcp();
   try {
     const found = classify(socket, true);
     return typeof found === 'object' || found === Why.Pending;

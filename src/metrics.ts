@@ -1,17 +1,14 @@
 /**
- * A Prometheus collector for prom-client (an optional peer dependency): gauges read from the
- * kernel at scrape time. A surface only: every number comes from the diagnostics layer.
+ * A Prometheus collector for prom-client (an optional peer dependency): the metrics of the one
+ * table (metrics/table.ts) the OpenTelemetry instruments export too, read at scrape time. A
+ * surface only: every number comes from the diagnostics layer, the guards and the close channel.
  * @module
  */
-import { scrapeStates } from './diagnose/states.js';
-import { netCountersAsync, sockstatAsync } from './diagnose/proc.js';
-import { sysctlAuditAsync, type SysctlAudit } from './diagnose/audit.js';
 import { codes, invalidArgType, invalidArgValue, outOfRange, readArgument, socktuneError } from './errors.js';
 /** @ts-ignore prom-client is an optional peer: without it, `Registry` is `any` (the line stays in the published .d.ts). */
 import type { Registry } from 'prom-client';
 import { Guard } from './guard/guard.js';
-import { closeChannel, type CloseReason, type CloseReport } from './policy/reset.js';
-import { registeredGuards } from './register/process.js';
+import { collectionContext, metrics, type Labels, type PoolCounters } from './metrics/table.js';
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
@@ -35,27 +32,21 @@ export interface CollectorOptions {
    * Those `socktune/register` created are exported too, by rule name (`default`), unless a guard given here has that name.
    */
   guards?: Record<string, Guard>;
-  /** Count the closes socktune performs (the `socktune:close` channel) by reason and method (default true). */
+  /**
+   * Count the closes socktune performs (the `socktune:close` channel) by reason and method (default
+   * true). Counted from the first collector or instrument that asked, once per process, so every
+   * export reports the same totals.
+   */
   closes?: boolean;
+  /**
+   * Pools whose retries and stale drops to export, by the name used as their `pool` label: a
+   * `createAgent()` agent or a `createDispatcher()` dispatcher (`{ retried, staleDropped? }`).
+   * Under `socktune/register`, Node's own agents and the global fetch are exported as `register`.
+   */
+  pools?: Record<string, PoolCounters>;
 }
 
-/** Kernel TCP counters exported as `socktune_kernel_tcp_events_total{counter=...}` (monotonic since boot). */
-export const kernelCounters = [
-  ['TcpExt', 'TCPTimeWaitOverflow'],
-  ['TcpExt', 'TW'],
-  ['TcpExt', 'TCPAbortOnData'],
-  ['TcpExt', 'TCPAbortOnClose'],
-  ['TcpExt', 'TCPAbortOnTimeout'],
-  ['TcpExt', 'TCPAbortOnLinger'],
-  ['TcpExt', 'TCPKeepAlive'],
-  ['TcpExt', 'ListenOverflows'],
-  ['TcpExt', 'ListenDrops'],
-  ['Tcp', 'OutRsts'],
-  ['Tcp', 'ActiveOpens'],
-  ['Tcp', 'PassiveOpens'],
-  ['Tcp', 'AttemptFails'],
-  ['Tcp', 'EstabResets'],
-] as const;
+export { kernelCounters } from './metrics/table.js';
 
 /** What {@link createCollector} registered, to unregister with `registry.removeSingleMetric(name)`. */
 export interface Collector {
@@ -63,16 +54,28 @@ export interface Collector {
   metrics: string[];
 }
 
-const knownOptions = ['registry', 'prefix', 'namespace', 'process', 'audit', 'auditMaxAge', 'guards', 'closes'];
+const knownOptions = ['registry', 'prefix', 'namespace', 'process', 'audit', 'auditMaxAge', 'guards', 'closes', 'pools'];
 /** Prometheus metric names: https://prometheus.io/docs/concepts/data_model/ */
 const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
-/** Checks every option (own properties, each read once) before anything is registered. */
-function checkOptions(options: unknown): CollectorOptions {
-  return readArgument('options', options, () => readOptions(options));
+/** Pools by name, each with a numeric `retried` (and `staleDropped`, when it has one), read at every collection. */
+export function validPools(name: string, pools: unknown): Record<string, PoolCounters> {
+  if (typeof pools !== 'object' || pools === null || Array.isArray(pools)) throw invalidArgType(name, 'an object of pools by name', pools);
+  const named: Record<string, unknown> = { ...pools };
+  for (const [key, p] of Object.entries(named)) {
+    if (typeof p !== 'object' || p === null || typeof (p as PoolCounters).retried !== 'number') {
+      throw invalidArgType(`${name}.${key}`, 'a pool with a numeric retried count (createAgent, createDispatcher)', p);
+    }
+  }
+  return named as Record<string, PoolCounters>;
 }
 
-function readOptions(options: unknown): CollectorOptions {
+/** Checks every option (own properties, each read once) before anything is registered. */
+function validCollectorOptions(options: unknown): CollectorOptions {
+  return readArgument('options', options, () => parseCollectorOptions(options));
+}
+
+function parseCollectorOptions(options: unknown): CollectorOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   const o: Record<string, unknown> = { ...options };
@@ -102,35 +105,8 @@ function readOptions(options: unknown): CollectorOptions {
     }
     o.guards = named;
   }
+  if (o.pools !== undefined) o.pools = validPools('options.pools', o.pools);
   return o as CollectorOptions;
-}
-
-/** Every close reason, checked against CloseReason by the compiler: a label value is one of these. */
-const closeReasons: Record<CloseReason, true> = {
-  close: true, timeout: true, idle: true, heartbeat: true, 'half-closed': true, 'fin-wait': true, dead: true, shutdown: true, stale: true,
-  'max-age': true, 'too-many-pings': true,
-};
-const closeMethods: Record<CloseReport['method'], true> = { rst: true, fin: true, none: true };
-
-/**
- * What the collector counts of a `socktune:close` message, or undefined for a message it cannot
- * read. The channel is public: anything may be published on it, and a throw in a subscriber is an
- * uncaught exception in the publisher's process. Unknown reasons and methods are not counted
- * either (each would be a new label value).
- */
-function readClose(message: unknown): { reason: CloseReason; method: CloseReport['method']; bytesAtRisk: number } | undefined {
-  try {
-    if (typeof message !== 'object' || message === null) return undefined;
-    const { reason, report } = message as { reason?: unknown; report?: unknown };
-    if (typeof reason !== 'string' || !Object.hasOwn(closeReasons, reason)) return undefined;
-    if (typeof report !== 'object' || report === null) return undefined;
-    const { method, bytesAtRisk } = report as { method?: unknown; bytesAtRisk?: unknown };
-    if (typeof method !== 'string' || !Object.hasOwn(closeMethods, method)) return undefined;
-    if (typeof bytesAtRisk !== 'number' || !Number.isFinite(bytesAtRisk) || bytesAtRisk < 0) return undefined;
-    return { reason: reason as CloseReason, method: method as CloseReport['method'], bytesAtRisk };
-  } catch {
-    return undefined; // a getter or Proxy trap that throws: unreadable too
-  }
 }
 
 /**
@@ -142,9 +118,15 @@ function readClose(message: unknown): { reason: CloseReason; method: CloseReport
  *
  * - `socktune_guard_connections{guard,state}`: connections a guard tracks, by kernel state at its latest scan.
  * - `socktune_guard_closed_total{guard,reason}`: connections a guard closed (or saw die), by reason.
+ * - `socktune_guard_tracked_connections{guard}`: connections a guard tracks now.
  * - `socktune_closes_total{reason,method}` and `socktune_close_bytes_at_risk_total{reason}`: every close
- *   socktune performed in this process since the collector was created (RST or FIN; bytes unacknowledged
- *   when a drain timeout passed).
+ *   socktune performed in this process since the first collector or instrument was created (RST or
+ *   FIN; bytes unacknowledged when a drain timeout passed).
+ * - `socktune_pool_retries_total{pool}` and `socktune_pool_stale_total{pool}`: requests sent once more
+ *   and pooled connections dropped before reuse, for each pool in `pools` and `register`.
+ *
+ * The OpenTelemetry instruments (`createInstruments`, and the global MeterProvider with no code)
+ * export the same table under OpenTelemetry's names.
  *
  * A scrape never blocks the event loop on the socket table: the namespace's and this process's
  * sockets are counted from one sock_diag dump made on a worker thread (with this process's socket
@@ -157,158 +139,42 @@ function readClose(message: unknown): { reason: CloseReason; method: CloseReport
  * `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` / `ERR_OUT_OF_RANGE` for a bad option.
  */
 export async function createCollector(options?: CollectorOptions): Promise<Collector> {
-  options = checkOptions(options);
+  const o = validCollectorOptions(options);
   let client: typeof import('prom-client');
   try {
     client = await import('prom-client');
   } catch {
     throw socktuneError(codes.MISSING_PEER, 'createCollector() needs prom-client: npm install prom-client');
   }
-  const prefix = options.prefix ?? 'socktune_';
-  if ((options.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
-    throw invalidArgValue(options.registry ? 'options.registry' : 'options.prefix', options.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
+  const prefix = o.prefix ?? 'socktune_';
+  if ((o.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
+    throw invalidArgValue(o.registry ? 'options.registry' : 'options.prefix', o.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
   }
-  const registers = options.registry ? [options.registry] : undefined;
-  const scopes: Array<'namespace' | 'process'> = [];
-  if (options.namespace !== false) scopes.push('namespace');
-  if (options.process !== false) scopes.push('process');
-
+  const registers = o.registry ? [o.registry] : undefined;
+  const context = collectionContext(o);
   const names: string[] = [];
-  const gauge = <L extends string>(config: import('prom-client').GaugeConfiguration<L>) => {
-    names.push(config.name);
-    return new client.Gauge<L>({ ...config, registers });
-  };
-
-  gauge({
-    name: `${prefix}tcp_connections`,
-    help: 'TCP sockets by kernel state (netlink sock_diag), for the network namespace and for this process',
-    labelNames: ['scope', 'state'] as const,
-    async collect() {
-      const counted = await scrapeStates();
-      for (const scope of scopes) {
-        for (const [state, n] of Object.entries(counted[scope].states)) this.set({ scope, state }, n);
-      }
-    },
-  });
-  gauge({
-    name: `${prefix}sockstat`,
-    help: '/proc/net/sockstat: TCP sockets in use, orphaned, in TIME_WAIT, allocated, and TCP memory in pages',
-    labelNames: ['protocol', 'field'] as const,
-    async collect() {
-      const s = await sockstatAsync();
-      for (const [protocol, fields] of Object.entries(s)) {
-        if (protocol === 'sockets' || typeof fields !== 'object' || fields === null) continue;
-        for (const [field, n] of Object.entries(fields as Record<string, number>)) this.set({ protocol, field }, n);
-      }
-    },
-  });
-
-  const eventsName = `${prefix}kernel_tcp_events_total`;
-  names.push(eventsName);
-  new client.Counter({
-    name: eventsName,
-    help: 'Kernel TCP counters since boot (/proc/net/netstat, /proc/net/snmp): TIME_WAIT overflows, resets sent, aborts, keepalive probes, listen overflows',
-    labelNames: ['counter'] as const,
-    registers,
-    async collect() {
-      const c = (await netCountersAsync()) as unknown as Record<string, Record<string, number> | undefined>;
-      // The kernel keeps the count; each scrape reports its value as it stands.
-      this.reset();
-      for (const [group, name] of kernelCounters) {
-        const v = c[group]?.[name];
-        if (v !== undefined) this.inc({ counter: name }, v);
-      }
-    },
-  });
-
-  const guards = Object.entries({ ...registeredGuards(), ...options.guards });
-  if (guards.length > 0) {
-    gauge({
-      name: `${prefix}guard_connections`,
-      help: 'Connections tracked by each connection guard, by kernel state as of its latest scan',
-      labelNames: ['guard', 'state'] as const,
-      collect() {
+  for (const metric of metrics) {
+    if (metric.enabled !== undefined && !metric.enabled(context)) continue;
+    const name = `${prefix}${metric.name}`;
+    names.push(name);
+    const config = {
+      name,
+      help: metric.help,
+      labelNames: metric.labels,
+      registers,
+      async collect(this: { reset(): void; set?(labels: Labels, value: number): void; inc?(labels: Labels, value: number): void }) {
+        const samples = await metric.samples(context);
+        // Each scrape reports the values as they stand: a series that is gone is gone.
         this.reset();
-        for (const [name, guard] of guards) {
-          const { states, tracked } = guard.stats();
-          this.set({ guard: name, state: 'tracked' }, tracked);
-          for (const [state, n] of Object.entries(states)) this.set({ guard: name, state }, n ?? 0);
+        for (const [labels, value] of samples) {
+          if (this.set) this.set(labels, value);
+          else this.inc!(labels, value);
         }
       },
-    });
-    const closedName = `${prefix}guard_closed_total`;
-    names.push(closedName);
-    new client.Counter({
-      name: closedName,
-      help: 'Connections each guard closed (half-closed, fin-wait, idle, heartbeat, shutdown, stale) or saw die (dead)',
-      labelNames: ['guard', 'reason'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const [name, guard] of guards) {
-          for (const [reason, n] of Object.entries(guard.stats().closed)) this.inc({ guard: name, reason }, n);
-        }
-      },
-    });
-  }
-
-  if (options.closes !== false) {
-    const closes = new client.Counter({
-      name: `${prefix}closes_total`,
-      help: 'Connections socktune closed in this process, by reason and by how (rst, fin, none)',
-      labelNames: ['reason', 'method'] as const,
-      registers,
-    });
-    const atRisk = new client.Counter({
-      name: `${prefix}close_bytes_at_risk_total`,
-      help: 'Bytes written but unacknowledged when a close passed its drain timeout, by reason',
-      labelNames: ['reason'] as const,
-      registers,
-    });
-    names.push(`${prefix}closes_total`, `${prefix}close_bytes_at_risk_total`);
-    closeChannel.subscribe((message) => {
-      const close = readClose(message);
-      if (close === undefined) return;
-      closes.inc({ reason: close.reason, method: close.method });
-      if (close.bytesAtRisk > 0) atRisk.inc({ reason: close.reason }, close.bytesAtRisk);
-    });
-  }
-
-  if (options.audit !== false) {
-    const maxAge = options.auditMaxAge ?? 5000;
-    let cached: { at: number; audit: Promise<SysctlAudit> } | undefined;
-    // One audit serves both gauges and every scrape within maxAge; it counts TIME_WAIT from the
-    // scrape's dump instead of dumping again.
-    const audit = () => {
-      const now = performance.now();
-      if (!cached || now - cached.at > maxAge) {
-        const pending = scrapeStates().then((s) => sysctlAuditAsync(s.namespace));
-        cached = { at: now, audit: pending };
-        pending.catch(() => {
-          if (cached?.audit === pending) cached = undefined; // a failed audit is retried at the next scrape
-        });
-      }
-      return cached.audit;
     };
-    gauge({
-      name: `${prefix}audit_findings`,
-      help: 'sysctl audit findings by severity (see socktune doctor)',
-      labelNames: ['severity'] as const,
-      async collect() {
-        const a = await audit();
-        for (const [severity, n] of Object.entries(a.summary)) this.set({ severity }, n);
-      },
-    });
-    gauge({
-      name: `${prefix}audit_finding`,
-      help: 'One series per sysctl audit finding, value 1, labelled with its setting and severity',
-      labelNames: ['setting', 'severity'] as const,
-      async collect() {
-        const a = await audit();
-        this.reset();
-        for (const f of a.findings) this.set({ setting: f.setting, severity: f.severity }, 1);
-      },
-    });
+    if (metric.kind === 'gauge') new client.Gauge(config as never);
+    else new client.Counter(config as never);
   }
   return { metrics: names };
 }
+

@@ -1,10 +1,10 @@
 /**
- * Socket options: validation, units, deferral until connect, application in order, and the
- * read-back views (`readOptions`, `tcpInfo`, `sendQueue`, `receiveQueue`, `socketCookie`).
+ * Socket options: validation, units, deferral until connect, application in order, and reading
+ * them back (`readOptions`). What the kernel knows beyond its options is views.ts's.
  * @module
  */
 import type net from 'node:net';
-import { addon, constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
+import { constants, native, slots as sharedSlots } from './binding.js';
 import { codes, invalidArgType, outOfRange, socktuneError, unknownOption, unreadable, type KernelError } from './errors.js';
 import { call, connectedHandle, tcpHandle, type TcpSocketLike } from './handle.js';
 
@@ -50,8 +50,11 @@ export interface SocketOptions {
 
 /** What the kernel holds, as read by {@link readOptions}. `undefined` where the platform has no such option. */
 export interface AppliedOptions {
-  /** `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes). */
-  keepAlive: false | Required<KeepAliveOptions>;
+  /**
+   * `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes), or
+   * `true` where the system cannot tell them (Windows without the keepalive timing options).
+   */
+  keepAlive: boolean | Required<KeepAliveOptions>;
   /** Keepalive timings in force even while SO_KEEPALIVE is off. */
   keepAliveTimings: Required<KeepAliveOptions> | undefined;
   /** TCP_USER_TIMEOUT in milliseconds (0 = kernel default). */
@@ -254,8 +257,11 @@ function encode(options: SocketOptions): number {
   return n;
 }
 
-/** SO_LINGER {on, 0} on `handle` (the next close sends RST), through the same path as configure. */
-function applyLinger(handle: object): void {
+/**
+ * SO_LINGER {on, 0} on `handle` (the next close sends RST), through the same path as configure.
+ * @internal the reset path's (policy/linger.ts)
+ */
+export function applyLingerZero(handle: object): void {
   slots[IDS] = ID_linger;
   slots[VALUES] = 0;
   applyEncoded(handle, 1);
@@ -396,8 +402,7 @@ function supported(name: string): boolean {
  */
 export function readOptions(socket: TcpSocketLike): AppliedOptions {
   const handle = connectedHandle(socket);
-  // Windows: Node's handles expose no socket (fd -1), so there is nothing to read; say so rather
-  // than blame a closed socket.
+  // A platform without any option: say so rather than blame the socket.
   if (!optionTable.some((o) => o.supported)) throw socktuneError(codes.UNSUPPORTED, `socket options are not available on ${platform.name}`);
   call(native.read, handle);
   const r = layout.read;
@@ -406,7 +411,7 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
     : undefined;
   const linger = slots[r + ID.linger];
   return {
-    keepAlive: slots[r + ID.keepAlive] === 1 && timings ? timings : false,
+    keepAlive: slots[r + ID.keepAlive] === 1 ? (timings ?? true) : false,
     keepAliveTimings: timings,
     userTimeout: supported('TCP_USER_TIMEOUT') ? slots[r + ID.userTimeout] : undefined,
     linger: linger < 0 ? false : linger * SECOND,
@@ -414,220 +419,6 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
     reuseAddress: slots[r + ID.reuseAddress] === 1,
     reusePort: supported('SO_REUSEPORT') ? slots[r + ID.reusePort] === 1 : undefined,
   };
-}
-
-/** Kernel TCP state names (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), as `ss` and /proc spell them. */
-export type TcpState =
-  | 'ESTABLISHED' | 'SYN_SENT' | 'SYN_RECV' | 'FIN_WAIT1' | 'FIN_WAIT2' | 'TIME_WAIT' | 'CLOSE'
-  | 'CLOSE_WAIT' | 'LAST_ACK' | 'LISTEN' | 'CLOSING' | 'NEW_SYN_RECV' | 'UNKNOWN';
-
-/**
- * TCP_INFO of one connection. Times are milliseconds (fractional where the kernel counts
- * microseconds: `rtt`, `rttvar`, `minRtt`, `rto`, `ato`, `rcvRtt`); sizes are bytes; counts are
- * segments or events; rates are bytes per second.
- */
-export interface TcpInfo {
-  /** Kernel state name. */
-  state: TcpState;
-  /** Congestion-avoidance state (0 Open, 1 Disorder, 2 CWR, 3 Recovery, 4 Loss). */
-  caState: number;
-  /** Retransmissions of the current unacknowledged segment (resets on ACK). */
-  retransmits: number;
-  /** Zero-window or keepalive probes sent without answer. */
-  probes: number;
-  /** Exponential backoff count of the retransmission timer. */
-  backoff: number;
-  /** Negotiated TCP options bitmask (TCPI_OPT_*). */
-  options: number;
-  rto: number; ato: number; sndMss: number; rcvMss: number;
-  /** Segments sent and not yet acknowledged. */
-  unacked: number;
-  sacked: number;
-  /** Segments considered lost. */
-  lost: number;
-  retrans: number;
-  /** Milliseconds since data was last sent. */
-  lastDataSent: number;
-  /** Milliseconds since data was last received. */
-  lastDataReceived: number;
-  /** Milliseconds since an ACK was last received. */
-  lastAckReceived: number;
-  /** Path MTU in bytes. */
-  pmtu: number;
-  rcvSsthresh: number;
-  /** Smoothed round-trip time, milliseconds. */
-  rtt: number;
-  /** Round-trip time variance, milliseconds. */
-  rttvar: number;
-  sndSsthresh: number;
-  /** Congestion window, segments. */
-  sndCwnd: number;
-  advmss: number; reordering: number; rcvRtt: number; rcvSpace: number;
-  /** Retransmitted segments over the connection's life. */
-  totalRetrans: number;
-  pacingRate: number; bytesAcked: number; bytesReceived: number; segsOut: number; segsIn: number;
-  notsentBytes: number; minRtt: number; deliveryRate: number; bytesSent: number; bytesRetrans: number;
-  /** Peer's advertised receive window, bytes. */
-  sndWnd: number;
-}
-
-const microsecondFields = new Set(['rto', 'ato', 'rtt', 'rttvar', 'rcvRtt', 'minRtt']);
-const infoFields = constants.infoFields.map((name, i) => ({ name, i, scale: microsecondFields.has(name) ? 1 / 1000 : 1 }));
-
-/**
- * Throws ERR_SOCKTUNE_UNSUPPORTED when this platform lacks a kernel view (`tcpInfo`: TCP_INFO;
- * `queues`: SIOCOUTQ/SIOCINQ; `cookie`: SO_COOKIE). `what` names what needs it. Without the addon
- * it throws nothing (see the body).
- */
-export function requirePlatform(feature: 'tcpInfo' | 'queues' | 'cookie', what: string): void {
-  // Without the addon nothing is known of the platform: the native call that follows throws the
-  // loader's coded error (ERR_SOCKTUNE_NO_ADDON), and a policy, which makes none, can still be built.
-  if (addon.error !== undefined) return;
-  if (!platform[feature]) throw socktuneError(codes.UNSUPPORTED, `${what} is not available on ${platform.name}`);
-}
-
-/** Reads TCP_INFO: state, round-trip times, retransmissions, queues, last activity. Linux only. */
-export function tcpInfo(socket: TcpSocketLike): TcpInfo {
-  requirePlatform('tcpInfo', 'TCP_INFO');
-  const handle = connectedHandle(socket);
-  call(native.tcpInfo, handle);
-  const out: Record<string, number | string> = {};
-  for (const f of infoFields) out[f.name] = infoSlots[f.i] * f.scale;
-  out.state = constants.tcpStates[infoSlots[0]] ?? 'UNKNOWN';
-  return out as unknown as TcpInfo;
-}
-
-/** Bytes in the kernel send queue. */
-export interface SendQueue {
-  /** Sent but not yet acknowledged by the peer. */
-  unacked: number;
-  /** Written by the application but not yet sent. */
-  unsent: number;
-}
-
-/** Bytes written but not yet acknowledged, split into sent and unsent (SIOCOUTQ, SIOCOUTQNSD). Linux only. */
-export function sendQueue(socket: TcpSocketLike): SendQueue {
-  requirePlatform('queues', 'SIOCOUTQ');
-  call(native.queues, connectedHandle(socket));
-  const outq = slots[layout.queues];
-  const unsent = slots[layout.queues + 1];
-  return { unacked: outq - unsent, unsent };
-}
-
-/**
- * The reset path on a handle (see `closingHandle`): bytes still in the kernel send queue
- * (SIOCOUTQ), without the TCP-type check (socket-level requests).
- * @internal
- */
-export function handleSendQueue(handle: object): number {
-  call(native.queues, handle, false);
-  return slots[layout.queues];
-}
-
-/** What {@link handleLingerIfDrained} returns when the peer has closed first (nothing was changed). */
-export const PEER_CLOSED = -1;
-
-/**
- * The reset path on a handle: SIOCOUTQ, and SO_LINGER 0 when it is empty (one native call).
- * Returns the bytes still queued: 0 means the next close sends RST; {@link PEER_CLOSED} means the
- * queue is empty but the peer's FIN has arrived (CLOSE_WAIT), so the close stays a FIN.
- * @internal
- */
-export function handleLingerIfDrained(handle: object): number {
-  call(native.lingerIfDrained, handle, false);
-  const left = slots[layout.queues];
-  return left === 0 && slots[layout.queues + 1] === 1 ? PEER_CLOSED : left;
-}
-
-/**
- * The reset path on a handle: whether the peer's FIN has arrived (kernel state CLOSE_WAIT), read
- * or not by Node. One getsockopt.
- * @internal
- */
-export function handlePeerClosed(handle: object): boolean {
-  call(native.state, handle, false);
-  return constants.tcpStates[slots[layout.state]] === 'CLOSE_WAIT';
-}
-
-/**
- * The reset path on a handle: SO_LINGER 0 now, whatever is queued (the next close sends RST and
- * discards it).
- * @internal
- */
-export function handleLingerZero(handle: object): void {
-  applyLinger(handle);
-}
-
-/** The activity the connection guard reads from TCP_INFO in one call. */
-export interface TcpActivity {
-  /** Kernel state name. */
-  state: TcpState;
-  /** Milliseconds since data was last received. */
-  lastDataReceived: number;
-  /** Milliseconds since data was last sent. */
-  lastDataSent: number;
-  /** Milliseconds since the peer last acknowledged anything (a data ACK, a probe's answer). */
-  lastAckReceived: number;
-  /** Bytes received over the connection's life (TCP_INFO bytes_received), counted by the kernel. */
-  bytesReceived: number;
-  /** Segments sent and not yet acknowledged. */
-  unacked: number;
-  /** Bytes written and not yet sent (the peer's window or congestion holds them). */
-  notsent: number;
-  /** The peer's advertised receive window, bytes (0: it has stopped reading). */
-  sndWnd: number;
-  /** Zero-window or keepalive probes sent since the peer last answered anything. */
-  probes: number;
-  /** Retransmissions of the oldest unacknowledged segment since the peer last answered. */
-  retransmits: number;
-  /** The retransmission timeout now (backed off), milliseconds. */
-  rto: number;
-}
-
-/** A {@link TcpActivity} to read into. */
-export function newActivity(): TcpActivity {
-  return { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, lastAckReceived: 0, bytesReceived: 0, unacked: 0, notsent: 0, sndWnd: 0, probes: 0, retransmits: 0, rto: 0 };
-}
-
-const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;
-
-/**
- * The kernel state, activity times and send-side counters of a connection (one TCP_INFO read, no
- * object for the other fields). Writes into `out` so a scan over many sockets allocates nothing.
- * Linux only.
- */
-export function tcpActivity(socket: TcpSocketLike, out: TcpActivity = newActivity()): TcpActivity {
-  requirePlatform('tcpInfo', 'TCP_INFO');
-  call(native.tcpInfo, connectedHandle(socket));
-  out.state = (constants.tcpStates[infoSlots[I.state]] ?? 'UNKNOWN') as TcpState;
-  out.lastDataReceived = infoSlots[I.lastDataReceived];
-  out.lastDataSent = infoSlots[I.lastDataSent];
-  out.lastAckReceived = infoSlots[I.lastAckReceived];
-  out.bytesReceived = infoSlots[I.bytesReceived];
-  out.unacked = infoSlots[I.unacked];
-  out.notsent = infoSlots[I.notsentBytes];
-  out.sndWnd = infoSlots[I.sndWnd];
-  out.probes = infoSlots[I.probes];
-  out.retransmits = infoSlots[I.retransmits];
-  out.rto = infoSlots[I.rto] / 1000;
-  return out;
-}
-
-/**
- * Takes the socket's pending error (SO_ERROR) as a positive errno, 0 for none. Reading it clears
- * it: only for a socket the caller is about to destroy itself (the guard, for a connection the
- * kernel closed while Node was not reading it).
- */
-export function takeSocketError(socket: TcpSocketLike): number {
-  call(native.socketError, connectedHandle(socket));
-  return slots[layout.queues];
-}
-
-/** The kernel state of a connection (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), from TCP_INFO. Linux only. */
-export function tcpState(socket: TcpSocketLike): TcpState {
-  requirePlatform('tcpInfo', 'TCP_INFO');
-  call(native.state, connectedHandle(socket));
-  return (constants.tcpStates[slots[layout.state]] ?? 'UNKNOWN') as TcpState;
 }
 
 /**
@@ -641,20 +432,6 @@ export function checkOptions(options: SocketOptions): void {
 /** Validates a duration or count against `range`: an integer, or the same errors `configure` throws. */
 export function checkInteger(name: string, value: unknown, range: { min: number; max: number }): number {
   return integerIn(name, value, range);
-}
-
-/** Bytes received by the kernel and not yet read by the application (SIOCINQ). Linux only. */
-export function receiveQueue(socket: TcpSocketLike): number {
-  requirePlatform('queues', 'SIOCINQ');
-  call(native.queues, connectedHandle(socket));
-  return slots[layout.queues + 2];
-}
-
-/** SO_COOKIE: the kernel's identity of this socket, unique while the system runs (matches `ss -e`). Linux only. */
-export function socketCookie(socket: TcpSocketLike): bigint {
-  requirePlatform('cookie', 'SO_COOKIE');
-  call(native.cookie, connectedHandle(socket));
-  return cookieSlot[0];
 }
 
 /** The option table of this platform: names and whether each exists. */

@@ -12,6 +12,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createAgent, createDispatcher, presets, type PolicyAgent, type PolicyDispatcher } from '../src/index.js';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +74,6 @@ async function rawServer(mode: Mode): Promise<{ port: number; requests: string[]
   return { port: (server.address() as net.AddressInfo).port, requests, connections: () => connections };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A request through `agent`: 'ok' or the error's code or message. */
 function viaAgent(agent: http.Agent, port: number, init: { method?: string; headers?: Record<string, string>; body?: string; streamed?: boolean } = {}): Promise<string> {
@@ -220,6 +220,19 @@ describe('createDispatcher', () => {
     expect(d.retried).toBe(5);
   });
 
+  it("under a compose() of the user's (undici 7 hands the interceptor the new handler API) the same requests are sent again", async () => {
+    const server = await rawServer('close-reused');
+    const d = dispatcher();
+    // An interceptor of the user's on top: compose wraps request()'s and fetch's handlers in the new API.
+    const composed = d.compose((dispatch) => (opts, handler) => dispatch(opts, handler)) as unknown as PolicyDispatcher;
+    const port = server.port;
+    expect(await reused(composed, port, () => viaUndici(composed, port))).toBe('ok');
+    expect(await reused(composed, port, () => viaFetch(composed, port, { method: 'PUT', body: 'fetch knows its length' }))).toBe('ok');
+    expect(d.retried).toBe(2);
+    expect(await reused(composed, port, () => viaUndici(composed, port, { method: 'POST', body: 'x' }))).toBe('UND_ERR_SOCKET');
+    expect(d.retried).toBe(2);
+  });
+
   it('a second failure reaches the caller unchanged', async () => {
     const server = await rawServer('close-all-but-first');
     const d = dispatcher();
@@ -237,11 +250,16 @@ describe("Node's http.Agent under socktune/register", () => {
   const run = async (nodeArgs: string[], env: Record<string, string>) => {
     const r = await runToEnd([...nodeArgs, script], env);
     expect(r.code, r.stderr).toBe(0);
-    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }>;
+    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }> & { listeners: Record<string, number> };
   };
 
   it('a pooled connection the server closed (CLOSE_WAIT) is not handed out, one closed under its request is retried, a POST is not', async () => {
     const r = await run(['--import', 'socktune/register'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    const control = await run([], {});
+    // The retry watches the connection through its own emit, not listeners: a reused connection
+    // has exactly the listeners Node gives it (Node's test-http-agent-keepalive counts them).
+    expect(r.listeners).toEqual(control.listeners);
+    expect(r.listeners.error).toBe(1);
     expect(r.stale).toMatchObject({ state: 'CLOSE_WAIT', ok: true, sameSocket: false, stats: { stale: 1, retried: 0 } });
     expect(r.race).toMatchObject({ ok: true, stats: { stale: 1, retried: 1 } });
     expect(r.post).toMatchObject({ ok: false, error: 'ECONNRESET', stats: { stale: 1, retried: 1 } });

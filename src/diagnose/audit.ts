@@ -351,11 +351,11 @@ const checks: Check[] = [
   },
 ];
 
-function checkOptions(options: unknown): AuditOptions {
-  return readArgument('options', options, () => readOptions(options));
+function validAuditOptions(options: unknown): AuditOptions {
+  return readArgument('options', options, () => parseAuditOptions(options));
 }
 
-function readOptions(options: unknown): AuditOptions {
+function parseAuditOptions(options: unknown): AuditOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
   for (const key in options) if (key !== 'states') throw invalidArgValue('options', key, `has no option '${key}'; known: states`);
@@ -406,7 +406,7 @@ function readOptions(options: unknown): AuditOptions {
  * @param options `states`: counts to use instead of counting TIME_WAIT now
  */
 export function sysctlAudit(options?: AuditOptions): SysctlAudit {
-  const { states: given } = checkOptions(options);
+  const { states: given } = validAuditOptions(options);
   linuxOnly();
   const read = new Readings();
   const counted = given ?? read.attempt('TIME_WAIT count', 'sock_diag', () => connectionStates());
@@ -422,7 +422,7 @@ export function sysctlAudit(options?: AuditOptions): SysctlAudit {
  * @internal
  */
 export async function sysctlAuditAsync(states: ConnectionStates): Promise<SysctlAudit> {
-  checkOptions({ states });
+  validAuditOptions({ states });
   linuxOnly();
   const read = new Readings();
   const [stat, counters] = await Promise.all([

@@ -7,10 +7,8 @@ import net from 'node:net';
 import os from 'node:os';
 import { once } from 'node:events';
 import { addon } from '../binding.js';
-import {
-  configure, readOptions, receiveQueue, sendQueue, socketCookie, supportedOptions, tcpInfo,
-  type AppliedOptions, type SocketOptions,
-} from '../options.js';
+import { configure, readOptions, supportedOptions, type AppliedOptions, type SocketOptions } from '../options.js';
+import { receiveQueue, sendQueue, socketCookie, tcpInfo } from '../views.js';
 
 /** One row of the self-check. */
 export interface SelfCheckRow {

@@ -7,7 +7,7 @@ import { closeSync, readdirSync, readFileSync, readlinkSync, readSync } from 'no
 import { constants as osConstants } from 'node:os';
 import { addon, constants, native, slots } from '../binding.js';
 import { invalidArgType, invalidArgValue, kernelError, outOfRange, readArgument, type KernelError } from '../errors.js';
-import type { TcpState } from '../options.js';
+import type { TcpState } from '../tables.js';
 import { destination, formatAddress, parseAddress, type ParsedAddress } from './address.js';
 import { topOf, type TopEntry, type TopOfState } from './top.js';
 
@@ -80,7 +80,7 @@ export interface Connection {
 }
 
 const stateNames = constants.tcpStates.slice(1) as Array<Exclude<TcpState, 'UNKNOWN'>>;
-const stateNumber = new Map(constants.tcpStates.map((n, i) => [n, i]));
+const stateNumber = new Map<string, number>(constants.tcpStates.map((n, i) => [n, i]));
 const { layout, families } = constants;
 /** PID_MAX_LIMIT: no Linux pid is larger. */
 const PID_MAX = 4_194_304;

@@ -20,13 +20,16 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { types } from 'node:util';
-import { configure, newActivity, readOptions, takeSocketError, tcpActivity, type TcpActivity, type TcpState } from '../options.js';
-import { assertExtensible, isReading, isTcpSocket, lookupHandle } from '../handle.js';
+import { configure, readOptions } from '../options.js';
+import { newActivity, takeSocketError, tcpActivity, type TcpActivity } from '../views.js';
+import { tcpStateNames, type TcpState } from '../tables.js';
+import { assertExtensible, assertNotFdless, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
 import { codes, invalidArgType, kernelError } from '../errors.js';
 import { originOf } from './origin.js';
+import { drainWatchEvents, onWatchEvents, watchSocket, watchable } from '../peerwatch.js';
 import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from './shutdown.js';
 
 export type { ShutdownOptions, ShutdownReport } from './shutdown.js';
@@ -115,10 +118,8 @@ export interface GuardEvents {
   closed: [event: GuardCloseEvent];
 }
 
-const STATES: TcpState[] = [
-  'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT',
-  'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV', 'UNKNOWN',
-];
+/** State names by kernel number: the guard keeps each connection's as that number. */
+const STATES: readonly TcpState[] = tcpStateNames;
 const stateIndex = new Map(STATES.map((s, i) => [s, i]));
 const S_ESTABLISHED = stateIndex.get('ESTABLISHED')!;
 const S_CLOSE_WAIT = stateIndex.get('CLOSE_WAIT')!;
@@ -159,6 +160,10 @@ const MASK = 0x3fffffff;
 const PHASE_NONE = 0;
 const PHASE_HALF_CLOSE = 1;
 const PHASE_FIN_WAIT = 2;
+const WATCH_NONE = 0;
+const WATCH_QUIET = 1;
+const WATCH_EVENT = 2;
+let guards = 0;
 
 /**
  * One whole scan as the timer's ticks make it, at once (the benchmark times it).
@@ -183,9 +188,6 @@ export function guardOf(socket: object): Guard | undefined {
 interface Slotted {
   [kSlot]?: number;
   [kOwner]?: Guard;
-  _readableState: { ended: boolean };
-  _writableState: { finished: boolean };
-  _bytesDispatched?: number;
   errored?: { code?: string } | null;
 }
 
@@ -219,6 +221,10 @@ class Slots {
   openAt = new Float64Array(0);
   /** Bytes written by Node (mod 2^30) at the last visit, for the send rules. */
   sent = new Int32Array(0);
+  /** A socket Node is not reading, in the watch set: WATCH_NONE, WATCH_QUIET (no FIN or RST since), WATCH_EVENT. */
+  watch = new Uint8Array(0);
+  /** Counts the slot's occupants (mod 256): an event for an earlier one is not the current one's. */
+  gen = new Uint8Array(0);
 
   get capacity(): number {
     return this.rx.length;
@@ -242,13 +248,18 @@ class Slots {
     this.lifted = copy(this.lifted, Int32Array);
     this.openAt = copy(this.openAt, Float64Array);
     this.sent = copy(this.sent, Int32Array);
+    this.watch = copy(this.watch, Uint8Array);
+    this.gen = copy(this.gen, Uint8Array);
   }
 
   /** Moves slot `from` to the free slot `to` (compaction). */
   move(from: number, to: number): void {
     this.sockets[to] = this.sockets[from];
     this.sockets[from] = undefined;
-    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent]) a[to] = a[from];
+    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent, this.gen]) a[to] = a[from];
+    // Its watch key names the old slot: it joins again under the new one at its next visit.
+    this.watch[to] = WATCH_NONE;
+    this.gen[to]++;
   }
 }
 
@@ -293,6 +304,9 @@ export class Guard extends EventEmitter<GuardEvents> {
   #kernelReads = 0;
   #closing = false;
   #pingWarned = false;
+  /** This guard's number in the watch set's keys, and whether it has sockets there. */
+  readonly #id = ++guards;
+  #watching = false;
 
   /** @param policy a policy built by `presets` or `compose()` */
   constructor(policy: Policy) {
@@ -338,7 +352,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.sockets[slot] = socket;
     const now = performance.now();
     t.rx[slot] = this.#watchActivity ? (socket.bytesRead & MASK) : 0;
-    t.tx[slot] = this.#watchActivity ? ((s._bytesDispatched ?? 0) & MASK) : 0;
+    t.tx[slot] = this.#watchActivity ? (bytesDispatched(socket) & MASK) : 0;
     t.rxAt[slot] = now;
     t.txAt[slot] = now;
     t.since[slot] = 0;
@@ -348,7 +362,9 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.phase[slot] = PHASE_NONE;
     t.lifted[slot] = -1;
     t.openAt[slot] = now;
-    t.sent[slot] = (s._bytesDispatched ?? 0) & MASK;
+    t.sent[slot] = bytesDispatched(socket) & MASK;
+    t.watch[slot] = WATCH_NONE;
+    t.gen[slot]++;
     s[kSlot] = slot;
     s[kOwner] = this;
     onDestroyed(socket, this.#release);
@@ -376,6 +392,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Tracks every connection `server` accepts from now on (TLS servers: once the handshake is done). */
   attach(server: net.Server): this {
+    assertNotFdless(server);
     if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
     if (this.#servers.has(server)) return this;
     this.#servers.add(server);
@@ -489,6 +506,10 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     this.#cursor = -1;
+    if (this.#watching) {
+      this.#watching = false;
+      onWatchEvents(this.#id, undefined);
+    }
     if (this.#tracked === 0) {
       this.#free.length = 0;
       this.#high = 0;
@@ -498,6 +519,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   static {
     scanPass = (guard) => {
+      if (guard.#watching) drainWatchEvents();
       const now = performance.now();
       for (let slot = 0; slot < guard.#high; slot++) if (guard.#slots.sockets[slot] !== undefined) guard.#visit(slot, now, false);
     };
@@ -505,6 +527,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Visits the next slice of slots; a scan is complete when the cursor passes the last slot. */
   #tick(): void {
+    if (this.#watching) drainWatchEvents();
     const now = performance.now();
     if (this.#cursor < 0) this.#begin();
     // The slice is sized when a scan begins; slots added since are covered by the second term.
@@ -588,16 +611,15 @@ export class Guard extends EventEmitter<GuardEvents> {
     const t = this.#slots;
     if (socket.destroyed) return this.#forget(socket, true);
     if (socket.connecting || socket.pending) return;
-    const s = socket as net.Socket & Slotted;
-    const peerEnded = s._readableState.ended;
-    const selfEnded = s._writableState.finished;
+    const peerHasEnded = peerEnded(socket);
+    const selfEnded = socket.writableFinished;
     // Node's buffer holds bytes the kernel would not take (the peer's window may be closed), or a
     // closed window is being watched: the window rule needs the kernel's send-side counters.
     let sending = false;
     if (this.#userTimeout > 0) {
       // Writing since the last visit, bytes waiting in Node, or a stall being watched: the send
       // rules need the kernel's send-side counters.
-      const tx = (s._bytesDispatched ?? 0) & MASK;
+      const tx = bytesDispatched(socket) & MASK;
       const wrote = tx !== t.sent[slot];
       t.sent[slot] = tx;
       sending = wrote || socket.writableLength > 0 || this.#stalled.has(socket);
@@ -608,12 +630,12 @@ export class Guard extends EventEmitter<GuardEvents> {
     // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
     let kernel = false;
     let index: number;
-    if (full || selfEnded || sending || (!peerEnded && !isReading(socket))) {
+    if (full || selfEnded || sending || (!peerHasEnded && !isReading(socket) && !this.#quiet(slot, socket))) {
       if (!this.#readKernel(socket)) return;
       kernel = true;
       index = stateIndex.get(this.#activity.state) ?? S_UNKNOWN;
     } else {
-      index = peerEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
+      index = peerHasEnded ? S_CLOSE_WAIT : S_ESTABLISHED;
     }
     this.#setState(slot, index);
     if (kernel && this.#userTimeout > 0 && this.#window(slot, socket, index, now)) return;
@@ -624,6 +646,28 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (index !== S_ESTABLISHED || !this.#watchActivity || sessionSockets.has(socket)) return;
     kernel = this.#idleRule(slot, socket, kernel, now);
     if (!socket.destroyed) this.#heartbeat(slot, socket, kernel, now);
+  }
+
+  /**
+   * Whether a socket Node is not reading is known to have had no FIN or RST from its peer since it
+   * was last seen ESTABLISHED, from the kernel's events (the watch set) instead of a TCP_INFO read.
+   * The first time, it joins the set and the kernel is asked this once; after an event the kernel
+   * is asked at every visit, as before.
+   */
+  #quiet(slot: number, socket: net.Socket): boolean {
+    const t = this.#slots;
+    const w = t.watch[slot];
+    if (w === WATCH_QUIET) return t.state[slot] === S_ESTABLISHED;
+    if (w === WATCH_EVENT || !watchable) return false;
+    if (!this.#watching) {
+      this.#watching = true;
+      onWatchEvents(this.#id, (key) => {
+        const at = key >>> 8;
+        if (at < this.#high && t.sockets[at] !== undefined && t.gen[at] === (key & 0xff) && t.watch[at] === WATCH_QUIET) t.watch[at] = WATCH_EVENT;
+      });
+    }
+    if (watchSocket(socket, this.#id, slot * 256 + t.gen[slot])) t.watch[slot] = WATCH_QUIET;
+    return false;
   }
 
   /**
@@ -751,9 +795,8 @@ export class Guard extends EventEmitter<GuardEvents> {
   #idleRule(slot: number, socket: net.Socket, kernel: boolean, now: number): boolean {
     const t = this.#slots;
     const p = this.policy;
-    const s = socket as net.Socket & Slotted;
     const rx = socket.bytesRead & MASK;
-    const tx = (s._bytesDispatched ?? 0) & MASK;
+    const tx = bytesDispatched(socket) & MASK;
     if (rx !== t.rx[slot]) {
       t.rx[slot] = rx;
       t.rxAt[slot] = now;
@@ -812,7 +855,7 @@ export class Guard extends EventEmitter<GuardEvents> {
       t.pingAt[slot] = now;
       this.#ping(socket);
       // The ping's own bytes are not the application's: the next interval starts now.
-      t.tx[slot] = ((socket as net.Socket & Slotted)._bytesDispatched ?? 0) & MASK;
+      t.tx[slot] = bytesDispatched(socket) & MASK;
       t.txAt[slot] = now;
     }
   }

@@ -23,7 +23,7 @@
  * counter. The tick is an eighth of the shortest time it times (1 s at most).
  * @module
  */
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import net from 'node:net';
 import { types } from 'node:util';
 import { constants as osConstants } from 'node:os';
@@ -32,9 +32,12 @@ import { carriesSession, type Guard, type GuardReason } from '../guard/guard.js'
 import { closeError, closeFor } from '../policy/close.js';
 import type { Policy } from '../policy/presets.js';
 import type { CloseReport } from '../policy/reset.js';
-import { tcpInfo } from '../options.js';
+import { tcpInfo } from '../views.js';
+import { builtin } from '../handle.js';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+/** Node's HTTP/2 constants, read once a session exists (node:http2 is loaded then; socktune never loads it). */
+let h2constants: typeof http2.constants | undefined;
+const h2 = (): typeof http2.constants => (h2constants ??= builtin<typeof http2>('node:http2').constants);
 const { ETIMEDOUT } = osConstants.errno;
 
 /** A PING ACK on the wire (9-byte frame header, 8-byte payload): what answering a PING alone writes. */
@@ -71,30 +74,29 @@ function learnBackoff(peer: string): void {
   backoff.set(peer, next);
 }
 
-let serverClasses: Array<abstract new (...args: never[]) => unknown> | undefined;
-
 /**
- * Whether `server` is an HTTP/2 server (`http2.createServer`, `http2.createSecureServer`). Node does
- * not export the classes: they are taken from one server of each made once, on first use.
+ * Whether `value`'s prototype chain has a class of one of these names, read without running the
+ * value's code. Node exports none of its HTTP/2 classes to test against, and making one of each to
+ * learn them would load node:http2 into processes that never use it.
  */
-export function isHttp2Server(server: net.Server): boolean {
-  serverClasses ??= [http2.createServer().constructor as never, http2.createSecureServer().constructor as never];
-  return serverClasses.some((c) => server instanceof c);
-}
-
-/**
- * Whether `value` is an `Http2Session` (client or server). Node exports no class to test against;
- * a session is the object whose prototype chain has Node's `Http2Session`, read without running
- * the value's code.
- */
-export function isHttp2Session(value: unknown): value is http2.Http2Session {
+function hasClass(value: unknown, names: readonly string[]): boolean {
   if (typeof value !== 'object' || value === null || types.isProxy(value)) return false;
   for (let proto = Object.getPrototypeOf(value) as object | null; proto !== null && !types.isProxy(proto); proto = Object.getPrototypeOf(proto) as object | null) {
     const ctor: unknown = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value;
-    if (typeof ctor === 'function' && Object.getOwnPropertyDescriptor(ctor, 'name')?.value === 'Http2Session') return true;
+    if (typeof ctor === 'function' && names.includes(Object.getOwnPropertyDescriptor(ctor, 'name')?.value as string)) return true;
     if (ctor === Object) return false;
   }
   return false;
+}
+
+/** Whether `server` is an HTTP/2 server (`http2.createServer`, `http2.createSecureServer`, their subclasses). */
+export function isHttp2Server(server: net.Server): boolean {
+  return hasClass(server, ['Http2Server', 'Http2SecureServer']);
+}
+
+/** Whether `value` is an `Http2Session` (client or server). */
+export function isHttp2Session(value: unknown): value is http2.Http2Session {
+  return hasClass(value, ['Http2Session']);
 }
 
 const noop = (): void => {};
@@ -205,7 +207,7 @@ class SessionWatch {
   /** Starts following `session` (connected) over `socket`. */
   add(session: http2.Http2Session, socket: net.Socket): Tracked {
     const now = performance.now();
-    const accepted = session.type === http2.constants.NGHTTP2_SESSION_SERVER;
+    const accepted = session.type === h2().NGHTTP2_SESSION_SERVER;
     const r: Tracked = {
       session, socket, accepted, bytes: socket.bytesRead, acked: false, quietSince: now, idleWait: 0, probes: 0, probeAt: 0,
       streams: 0, idleSince: now, goawayAt: 0, pingAt: -Infinity, pingWritten: socket.bytesWritten, strikes: 0, closing: false, watch: this,
@@ -335,7 +337,7 @@ class SessionWatch {
     if (r.goawayAt === 0) r.goawayAt = performance.now();
     // gRFC A8: a server that finds this client's PINGs too frequent says so; the time between
     // PINGs to it doubles for the sessions that follow (this one is closing).
-    if (!r.accepted && code === NGHTTP2_ENHANCE_YOUR_CALM && data !== undefined && TOO_MANY_PINGS.equals(data)) learnBackoff(peerOf(r.socket));
+    if (!r.accepted && code === h2().NGHTTP2_ENHANCE_YOUR_CALM && data !== undefined && TOO_MANY_PINGS.equals(data)) learnBackoff(peerOf(r.socket));
   }
 
   /**
@@ -362,11 +364,11 @@ class SessionWatch {
     void this.#guard.closeWith(r.socket, 'too-many-pings', () => {
       const { session } = r;
       try {
-        session.goaway(NGHTTP2_ENHANCE_YOUR_CALM, session.state.lastProcStreamID ?? 0, TOO_MANY_PINGS);
+        session.goaway(h2().NGHTTP2_ENHANCE_YOUR_CALM, session.state.lastProcStreamID ?? 0, TOO_MANY_PINGS);
       } catch {
         // Already destroyed.
       }
-      session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy(undefined, h2().NGHTTP2_ENHANCE_YOUR_CALM);
       return closed(session);
     });
   }
@@ -429,7 +431,7 @@ class SessionWatch {
         if (!session.destroyed) session.close();
       };
       try {
-        session.goaway(NGHTTP2_NO_ERROR, LAST_STREAM_ID, reason === 'max-age' ? MAX_AGE : undefined);
+        session.goaway(h2().NGHTTP2_NO_ERROR, LAST_STREAM_ID, reason === 'max-age' ? MAX_AGE : undefined);
       } catch {
         close();
       }

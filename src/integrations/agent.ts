@@ -15,11 +15,13 @@ import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { invalidArgType, invalidArgValue, readArgument, unknownOption } from '../errors.js';
-import { checkInteger, tcpState } from '../options.js';
+import { checkInteger } from '../options.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, isPolicy, policyFields, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
 import { armRetry, noteRequestOptions } from './retry.js';
+import { policyAgents, sweepFreeSockets } from './pool.js';
+import { hasHttpMessage, keepAliveHeader } from '../handle.js';
 
 /** agentkeepalive's options, accepted with agentkeepalive's meaning. */
 export interface KeepAliveAgentOptions {
@@ -145,23 +147,8 @@ export function poolIdleLimit(policy: Policy, hint: string | undefined, free = 0
   return Math.min(limit, TIMEOUT_MAX);
 }
 
-/** Whether the kernel still holds `socket` as an open connection both ways. */
-function established(socket: net.Socket): boolean {
-  if (socket.destroyed) return false;
-  try {
-    return tcpState(socket) === 'ESTABLISHED';
-  } catch {
-    return false; // no fd left: closing
-  }
-}
-
 /** The pool each policy agent owns, by agent. A borrowed method finds none on a foreign agent. */
 const pools = new WeakMap<object, Pool>();
-
-/** Whether `agent` is one of socktune's policy agents (which retry, tune and pool by their own policy). */
-export function isPolicyAgent(agent: unknown): boolean {
-  return typeof agent === 'object' && agent !== null && pools.has(agent);
-}
 /** The pool each connection belongs to, for the shared listeners below. */
 const owners = new WeakMap<object, Pool>();
 
@@ -296,10 +283,7 @@ class Pool {
     const own = s.freeSocketTimeout || s.freeSocketKeepAliveTimeout || this.freeSocketTimeout;
     let limit: number | undefined;
     if (this.tuned.has(socket)) {
-      const res = (socket as { _httpMessage?: { res?: http.IncomingMessage } })._httpMessage?.res;
-      const header: string | string[] | undefined = res?.headers['keep-alive'];
-      const hint = Array.isArray(header) ? header.join(', ') : header;
-      limit = poolIdleLimit(this.policy, hint, own, this.agent.options.timeout);
+      limit = poolIdleLimit(this.policy, keepAliveHeader(socket), own, this.agent.options.timeout);
     } else if (own > 0) {
       limit = own;
     }
@@ -334,54 +318,6 @@ class Pool {
       void this.guard.drop(socket, 'stale');
     });
   }
-}
-
-/**
- * Before Node's agent picks a free socket for a request: drops, from the end Node picks from,
- * every socket that cannot serve it. A TCP connection under a policy (`kind` says `'tcp'`) that
- * the kernel no longer holds as ESTABLISHED is stale (one TCP_INFO read per socket looked at):
- * `onStale` takes it. Node 20's `addRequest` pops the newest free socket (LIFO) and skips only
- * destroyed sockets at the front of the list, and a FIN or RST that arrived while the event loop
- * was busy is in the kernel long before Node reads it. Other sockets are only skipped once
- * destroyed. @internal
- */
-export function sweepFreeSockets(
-  agent: http.Agent,
-  options: unknown,
-  legacy: unknown[],
-  kind: (socket: net.Socket) => 'tcp' | 'other',
-  onStale: (socket: net.Socket) => void,
-): void {
-  const a = agent as unknown as AgentInternals;
-  // As Node's addRequest merges them (the legacy form is addRequest(req, host, port, localAddress)).
-  const request = typeof options === 'string' ? { host: options, port: legacy[0], localAddress: legacy[1] } : (options as object);
-  const given = { ...request, ...a.options };
-  const free = a.freeSockets;
-  const drop = (name: string): void => {
-    const list = free[name]!;
-    const fifo = a.scheduling === 'fifo';
-    while (list.length > 0) {
-      const at = fifo ? 0 : list.length - 1;
-      const socket = list[at];
-      const tcp = kind(socket) === 'tcp';
-      if (tcp ? established(socket) : !socket.destroyed) break;
-      list.splice(at, 1);
-      if (tcp && !socket.destroyed) onStale(socket);
-    }
-    if (list.length === 0) delete free[name];
-  };
-  if (a.getName === http.Agent.prototype.getName) {
-    // http.Agent's names: host, port, local address, family and socket path only.
-    const name = a.getName(given as http.ClientRequestArgs);
-    if (free[name] !== undefined) drop(name);
-    return;
-  }
-  // https.Agent's (or a subclass's) names add TLS fields, the server name among them, after
-  // host:port:; Node derives the server name from the Host header. Every pool of this host and
-  // port is checked instead.
-  const { host, port } = given as { host?: string; port?: number | string };
-  const prefix = `${host || 'localhost'}:${port || ''}:`;
-  for (const name in free) if (name.startsWith(prefix)) drop(name);
 }
 
 /**
@@ -494,9 +430,10 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
       const decides = !Object.hasOwn(options, 'keepAliveMsecs');
       const pool = new Pool(this as unknown as AgentInternals & PoolPolicy, policy, this.guard, decides);
       pools.set(this, pool);
+      policyAgents.add(this);
       // Before Node's own 'free' listener, which takes the finished request off the socket.
-      this.prependListener('free', (socket: { _httpMessage?: unknown }) => {
-        if (socket._httpMessage) pool.count('requestCount');
+      this.prependListener('free', (socket: Duplex) => {
+        if (hasHttpMessage(socket)) pool.count('requestCount');
       });
     }
 

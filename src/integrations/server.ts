@@ -3,7 +3,7 @@
  * `https.Server` accepts gets the policy the moment it is accepted, and a guard tracks them all.
  * @module
  */
-import http from 'node:http';
+import type http from 'node:http';
 import net from 'node:net';
 import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
@@ -11,6 +11,7 @@ import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.j
 import { adopt, adoptSession } from './tune.js';
 import { isHttp2Server } from '../http2/session.js';
 import type { Http2Session } from 'node:http2';
+import { assertNotFdless, builtin } from '../handle.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -31,6 +32,7 @@ import type { Http2Session } from 'node:http2';
  * @returns the connection guard of this server
  */
 export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides): Guard {
+  assertNotFdless(server);
   if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   const p = toPolicy(policy);
   const guard = new Guard(p);
@@ -52,7 +54,7 @@ let nodeDefault: number | undefined;
 
 /** Node's own default `keepAliveTimeout` (5 s on Node 20), read from a server that was never used. */
 function defaultKeepAliveTimeout(): number {
-  return (nodeDefault ??= new http.Server().keepAliveTimeout);
+  return (nodeDefault ??= new (builtin<typeof http>('node:http').Server)().keepAliveTimeout);
 }
 
 /** What {@link keepAliveAbove} found or did. */

@@ -19,6 +19,7 @@ import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } f
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
+import { runtime } from '../handle.js';
 import { retryInterceptor } from './undici-retry.js';
 
 type Undici = typeof import('undici');
@@ -30,7 +31,9 @@ let undici: Undici | undefined;
 function loadUndici(caller: string): Undici {
   if (undici !== undefined) return undici;
   try {
-    undici = requireHere('undici') as Undici;
+    // Under Bun, `undici` names Bun's built-in stand-in (its Client and Agent do not dispatch): the
+    // npm package is loaded by its file.
+    undici = requireHere(runtime === 'bun' ? 'undici/index.js' : 'undici') as Undici;
   } catch (cause) {
     if ((cause as { code?: string }).code !== 'MODULE_NOT_FOUND') throw cause;
     const err = socktuneError(codes.MISSING_PEER, `${caller} needs undici (>= 7): npm install undici`);
@@ -229,6 +232,12 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
       enumerable: false,
     });
   }
-  const interceptor = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ });
-  return agent.compose(interceptor as unknown as Parameters<Agent['compose']>[0]) as unknown as PolicyDispatcher;
+  // In front of the Agent's own dispatch, not through agent.compose(): undici 7's compose wraps
+  // every handler of the old API (request()'s, fetch's) in one of the new and the Agent unwraps it
+  // again, parsing each response's headers into an object and copying them back into Buffers: on a
+  // request that does not fail that cost more than the retry itself. The interceptor speaks both
+  // APIs; a compose() of the user's on top of this dispatcher still puts it innermost.
+  const dispatch = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ })(UndiciAgent.prototype.dispatch.bind(agent) as (opts: object, handler: object) => unknown);
+  Object.defineProperty(agent, 'dispatch', { value: dispatch, enumerable: false, writable: true, configurable: true });
+  return agent as PolicyDispatcher;
 }

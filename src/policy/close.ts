@@ -14,7 +14,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy, ResetScope } from './presets.js';
-import { assertExtensible, isAccepted } from '../handle.js';
+import { assertExtensible, idleBetweenRequests, isAccepted, resetAndClosing, responseEndsByClose, stopReading, tlsParent } from '../handle.js';
 import {
   clearReset, closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
   resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
@@ -22,6 +22,7 @@ import {
 
 const kPolicy = Symbol('socktune.policy');
 const kTimedOut = Symbol('socktune.timedOut');
+const kNextEmit = Symbol('socktune.nextEmit');
 const kOnDestroy = Symbol('socktune.onDestroy');
 const kNextDestroy = Symbol('socktune.nextDestroy');
 const kClosing = Symbol('socktune.closing');
@@ -42,6 +43,7 @@ interface Closing {
 interface Tuned {
   [kPolicy]?: Policy;
   [kTimedOut]?: boolean;
+  [kNextEmit]?: net.Socket['emit'];
   [kOnDestroy]?: (socket: net.Socket) => void;
   [kNextDestroy]?: DestroyMethod;
   [kClosing]?: Closing;
@@ -49,7 +51,6 @@ interface Tuned {
   [kEndsMessage]?: boolean;
   _final?: (cb: (err?: Error | null) => void) => void;
   _destroy?: DestroyMethod;
-  resetAndClosing?: boolean;
 }
 
 const proto = net.Socket.prototype as unknown as {
@@ -266,7 +267,7 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
   const policy = self[kPolicy];
   if (
     policy === undefined || policy.reset === false || isResetting(this) || this.pending || this.connecting ||
-    self.resetAndClosing === true || !wantsReset(this, policy, 'close')
+    resetAndClosing(this) || !wantsReset(this, policy, 'close')
   ) {
     return next.call(this, err, cb);
   }
@@ -281,6 +282,8 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
     publish(this, 'close', now);
     return next.call(this, null, cb);
   }
+  // Destroyed for Node from here on, while the connection drains: nothing more is read.
+  stopReading(this);
   void drainThenClose(this, drainOf(policy), () => true, (report) => {
     if (report.method === 'rst' && !report.drained) {
       const error = drainTimeoutError(report);
@@ -314,19 +317,8 @@ export function onDestroyed(socket: net.Socket, onDestroy: ((socket: net.Socket)
 
 /** What `http.server.response.finish` carries (Node's `ServerResponse` fields read here). */
 interface ResponseFinish {
-  response?: { _hasBody?: boolean; chunkedEncoding?: boolean; _header?: unknown };
-  socket?: net.Socket & { _parent?: unknown };
-}
-
-/**
- * Whether a finished HTTP response's body ends only where the connection ends: it has a body, no
- * chunked encoding and no Content-Length (an HTTP/1.0 peer, such as nginx's default upstream
- * protocol, or a response whose framing headers were removed). What cannot be told is judged
- * close-delimited: the price of a wrong guess that way is one TIME_WAIT, the other way a truncated body.
- */
-function endsByClose(response: NonNullable<ResponseFinish['response']>): boolean {
-  if (response._hasBody === false || response.chunkedEncoding === true) return false;
-  return typeof response._header !== 'string' || !/\r\ncontent-length:/i.test(response._header);
+  response?: object;
+  socket?: net.Socket;
 }
 
 /** Marks a tuned connection whose latest response is delimited by the close (kept as FIN then). */
@@ -337,10 +329,10 @@ function onResponseFinish(message: unknown): void {
   if (typeof response !== 'object' || response === null || !(socket instanceof net.Socket)) return;
   // An HTTPS connection may be tuned on its TCP socket or on its TLS socket. Runs for every
   // response of the process: no allocation, and nothing judged for an untuned connection.
-  const parent = socket._parent;
-  const tunedParent = parent instanceof net.Socket && (parent as Tuned)[kPolicy] !== undefined;
+  const parent = tlsParent(socket);
+  const tunedParent = parent !== undefined && (parent as Tuned)[kPolicy] !== undefined;
   if ((socket as Tuned)[kPolicy] === undefined && !tunedParent) return;
-  const ends = endsByClose(response);
+  const ends = responseEndsByClose(response);
   if ((socket as Tuned)[kPolicy] !== undefined) (socket as Tuned)[kEndsMessage] = ends;
   if (tunedParent) (parent as Tuned)[kEndsMessage] = ends;
 }
@@ -354,8 +346,22 @@ function watchResponses(): void {
   diagnostics.subscribe('http.server.response.finish', onResponseFinish);
 }
 
-function markTimedOut(this: net.Socket): void {
-  (this as Tuned)[kTimedOut] = true;
+/**
+ * A tuned socket's own `emit`, which notes a `'timeout'` before any listener acts on it (one may
+ * destroy() at once), without being a listener: applications and Node's tests count a socket's
+ * `'timeout'` listeners. An HTTP server's idle keep-alive connection reaching `keepAliveTimeout`
+ * is an ordinary close, not a timed-out connection (no request is waiting on either side).
+ */
+function emitUnderPolicy(this: net.Socket & Tuned, event: string | symbol, ...args: unknown[]): boolean {
+  if (event === 'timeout' && !idleBetweenRequests(this)) this[kTimedOut] = true;
+  return (this[kNextEmit] as (...a: unknown[]) => boolean).call(this, event, ...args);
+}
+
+function hookEmit(socket: net.Socket): void {
+  const self = socket as net.Socket & Tuned;
+  if (self[kNextEmit] !== undefined) return;
+  self[kNextEmit] = self.emit;
+  self.emit = emitUnderPolicy as net.Socket['emit'];
 }
 
 /**
@@ -425,8 +431,7 @@ export function installClose(socket: net.Socket, policy: Policy): void {
       process.on('exit', resetAtExit);
     }
   }
-  // Prepended: an application 'timeout' listener added earlier may destroy() at once.
-  if (scope === 'timeout' && !socket.listeners('timeout').includes(markTimedOut)) socket.prependListener('timeout', markTimedOut);
+  if (scope === 'timeout') hookEmit(socket);
 }
 
 /**

@@ -5,7 +5,8 @@
  * @module
  */
 import type net from 'node:net';
-import { checkInteger, checkOptions, limits, requirePlatform, type KeepAliveOptions } from '../options.js';
+import { checkInteger, checkOptions, limits, type KeepAliveOptions } from '../options.js';
+import { requirePlatform } from '../views.js';
 import { didYouMean, invalidArgType, invalidArgValue, outOfRange, readArgument } from '../errors.js';
 
 /** How connections this side closes end. */

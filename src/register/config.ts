@@ -9,7 +9,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, typ
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { socktuneError } from '../errors.js';
-import { closest } from '../format.js';
+import { didYouMean } from '../errors.js';
 import { compose, http2Fields, presets, type Policy, type PolicyOverrides } from '../policy/presets.js';
 
 /** Code of every configuration error of `socktune/register`. */
@@ -105,7 +105,7 @@ export const CONFIG_MAX_BYTES = 16 * 1024 * 1024;
 
 /** `; did you mean 'x'?`, or nothing when no candidate is close. It ends the message, after the list of known names. */
 function hint(word: string, candidates: readonly string[], aliases?: Record<string, string>): string {
-  const near = closest(word, candidates, aliases);
+  const near = didYouMean(word, candidates, aliases);
   return near === undefined ? '' : `; did you mean ${show(near)}?`;
 }
 

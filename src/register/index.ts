@@ -9,21 +9,31 @@
  * ```
  *
  * Loading this module reads the configuration (`SOCKTUNE_POLICY`, `SOCKTUNE_CONFIG`,
- * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`) and starts at once. A bad configuration stops the process
+ * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`, `SOCKTUNE_OTEL`, `SOCKTUNE_ENDS`) and starts at once. Every
+ * connection's end is attributed (who closed first, why; `SOCKTUNE_ENDS=0`: not). With
+ * `@opentelemetry/api` installed, socktune's metrics are reported through the application's global
+ * MeterProvider as soon as it sets one (`SOCKTUNE_OTEL=0`: never; `1`: a missing API stops the
+ * process, exit code 9). A bad configuration stops the process
  * before the application runs: one line on stderr naming the variable, file and field, and exit
  * code 9 (Node's own code for an invalid argument).
  *
  * What is not the configuration's fault fails open: on a host where socktune cannot work (no
- * native addon fits the platform or loads, as after a broken install), one line on stderr says so
+ * native addon fits the platform or loads, as after a broken install; Node's TCP handles out of
+ * reach, as under Node's permission model), one line on stderr says so
  * and the process runs untouched; `stats()` gives the reason. With `SOCKTUNE_STRICT=1` that too
  * stops the process (exit code 9). The exports reach what it started.
  * @module socktune/register
  */
+// First: an unsupported Node stops here with an error naming the supported range.
+import '../supported.js';
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';
 import { addon } from '../binding.js';
-import { socktuneError } from '../errors.js';
+import { tcpHandlesUnreachable } from '../handle.js';
+import { codes, socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
+import { startEnds } from './ends.js';
+import { followGlobalMeterProvider, otelApiInstalled, otelSetting, type OtelSetting } from '../otel.js';
 import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
 
 export type { Direction, RegisterConfig, Rule, ShutdownConfig } from './config.js';
@@ -42,15 +52,26 @@ function strict(value: string | undefined): boolean {
 function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guard>> } {
   let config: RegisterConfig;
   let stop: boolean;
+  let otel: OtelSetting;
+  let ends: boolean;
   try {
     stop = strict(process.env.SOCKTUNE_STRICT);
+    otel = otelSetting(process.env.SOCKTUNE_OTEL);
+    ends = endsSetting(process.env.SOCKTUNE_ENDS);
     config = loadConfig(process.env);
   } catch (err) {
     if ((err as { code?: string }).code !== CONFIG_ERROR) throw err;
     process.stderr.write(`socktune/register: bad configuration, not starting: ${(err as Error).message} (${CONFIG_ERROR})\n`);
     process.exit(CONFIG_EXIT_CODE);
   }
-  const unavailable = addon.error;
+  if (otel === 'on' && !otelApiInstalled()) {
+    // Asked for by name: a missing peer is the configuration's mistake.
+    process.stderr.write(`socktune/register: SOCKTUNE_OTEL=1 but @opentelemetry/api cannot be found: npm install @opentelemetry/api (${codes.MISSING_PEER})\n`);
+    process.exit(CONFIG_EXIT_CODE);
+  }
+  // socktune's metrics on the application's global MeterProvider, once it sets one.
+  followGlobalMeterProvider(otel);
+  const unavailable = (addon.error ?? tcpHandlesUnreachable()) as (Error & { code?: string }) | undefined;
   if (unavailable !== undefined) {
     // Not the configuration's fault: the process runs as without socktune, unless told otherwise.
     if (stop) {
@@ -61,7 +82,16 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
     registerInactive(unavailable);
     return { config, guards: Object.freeze({}) };
   }
+  // Who closed each connection, for every connection from here on (SOCKTUNE_ENDS=0: not watched).
+  if (ends) startEnds({ trace: config.trace });
   return { config, guards: register(config) };
+}
+
+/** `SOCKTUNE_ENDS`: `1` (default) attributes every connection's end; `0` does not. */
+function endsSetting(value: string | undefined): boolean {
+  if (value === undefined || value === '1') return true;
+  if (value === '0') return false;
+  throw socktuneError(CONFIG_ERROR, `SOCKTUNE_ENDS: must be 1 or 0; got ${JSON.stringify(value)}`);
 }
 
 /** The message up to its first sentence's end: the warning stays one line. */

@@ -22,17 +22,18 @@
  *   `connect()`.
  *
  * HTTP/2 sessions have no channel on Node 20 (Node 22+ publishes streams, not sessions), so
- * `http2.connect` is wrapped (the module's export, which grpc-js and undici call through the
- * module object; `syncBuiltinESMExports` updates named imports), and an HTTP/2 server's
+ * `http2.connect` is wrapped once the application has loaded node:http2 (the module's export,
+ * which grpc-js and undici call through the module object; `syncBuiltinESMExports` updates named
+ * imports), and an HTTP/2 server's
  * `'session'` event is listened to from its `listen()`. A session gets the policy its socket got
  * (the socket is settled first: the session's `'connect'` follows the socket's).
  * @module
  */
 import dc from 'node:diagnostics_channel';
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { Guard, type GuardCloseEvent } from '../guard/guard.js';
 import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from '../guard/shutdown.js';
 import { recordOrigin } from '../guard/origin.js';
@@ -40,15 +41,17 @@ import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
 import { isExplicit, type Policy } from '../policy/presets.js';
 import { keepAliveAbove } from '../integrations/server.js';
-import http from 'node:http';
+import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isHttp2Server, isWatched, watchSession } from '../http2/session.js';
-import { isPolicyAgent, sweepFreeSockets } from '../integrations/agent.js';
+import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
+import { builtin, connectHost, isTlsServer, loadedBuiltin, runtime } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
+import { watchConnection } from './ends.js';
 
 /** What the registration did with the connections it saw. */
 export interface RegisterStats {
@@ -179,7 +182,7 @@ function matches(rule: Rule, direction: Direction, socket: net.Socket): boolean 
   if (rule.port !== undefined && !rule.port.includes(socket.remotePort as number)) return false;
   if (rule.localPort !== undefined && !rule.localPort.includes(socket.localPort as number)) return false;
   if (rule.host !== undefined) {
-    const name = (socket as net.Socket & { _host?: string | null })._host?.toLowerCase();
+    const name = connectHost(socket);
     const address = plain(socket.remoteAddress);
     if (!rule.host.some((h) => h === name || plain(h) === address)) return false;
   }
@@ -198,6 +201,7 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
   s[kSettled] = true;
   const stats = r.stats;
   stats[direction]++;
+  watchConnection(socket, direction);
   if (policyOf(socket) !== undefined) {
     // A socket this registration tuned, connecting again: its policy follows it (see tune()).
     if (adopted.has(socket)) stats.tuned++;
@@ -205,16 +209,17 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     else stats.explicit++;
     return;
   }
-  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
-  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
-    stats.unmatched++;
-    return;
-  }
   if (r.config.trace) {
+    // Every connection's, not only tuned ones: how each ended is reported with it.
     const origin = direction === 'opened' ? s[kOrigin] : server && serverOrigins.get(server);
     recordOrigin(socket, origin ?? (direction === 'opened' ? 'connect (not seen)' : 'listen (before socktune/register was loaded)'));
     s[kOrigin] = undefined;
     s[kDirection] = direction;
+  }
+  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
+  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
+    stats.unmatched++;
+    return;
   }
   if (adopt(socket, entry.rule.policy, entry.guard)) {
     stats.tuned++;
@@ -245,6 +250,7 @@ function opening(socket: net.Socket, below: (...args: never[]) => unknown): void
 }
 
 function onClientSocket(message: unknown): void {
+  if (!http2Wrapped) wrapHttp2Connect();
   const socket = (message as { socket?: unknown } | null)?.socket;
   if (socket instanceof net.Socket) opening(socket, onClientSocket);
 }
@@ -256,13 +262,17 @@ function onSecureConnection(this: tls.Server, socket: tls.TLSSocket): void {
 /** A TLS server's connections are settled as TLS sockets, once the handshake is done. */
 function watchServer(server: net.Server): void {
   if (watchedServers.has(server)) return;
+  if (!http2Wrapped) wrapHttp2Connect();
   watchedServers.add(server);
   listening.add(server);
   server.once('close', () => listening.delete(server));
   if (server.listening) upstreamIdle(server);
   else server.once('listening', () => upstreamIdle(server));
-  if (server instanceof tls.Server) server.prependListener('secureConnection', onSecureConnection);
-  if (isHttp2Server(server)) server.on('session', onSession);
+  if (isTlsServer(server)) server.prependListener('secureConnection', onSecureConnection);
+  if (isHttp2Server(server)) {
+    wrapHttp2Connect(); // node:http2 is loaded: this is one of its servers
+    server.on('session', onSession);
+  }
 }
 
 /** An HTTP/2 session, client or server: its rules once connected, when its socket is. */
@@ -281,15 +291,29 @@ function settleSession(session: http2.Http2Session, socket: net.Socket): void {
   if (watchSession(session, socket, policy, guard)) active.stats.sessions++;
 }
 
-/** `http2.connect` sees every client session (grpc-js and undici call it through the module object). */
+/** Whether `http2.connect` is wrapped yet. */
+let http2Wrapped = false;
+
+/**
+ * `http2.connect` sees every client session (grpc-js and undici call it through the module
+ * object). Wrapped once the application has loaded node:http2, never sooner (loading it loads
+ * node:http and node:tls, which a process may never use): at start if it is loaded already, on
+ * the next turn (after the main module's imports, grpc-js's and undici's included), and at each
+ * connection and server until then. A session opened in the same turn that first loaded
+ * node:http2, before any of those, gets its socket's policy but not the session's rules.
+ */
 function wrapHttp2Connect(): void {
-  const original = http2.connect;
+  if (http2Wrapped) return;
+  const h2 = loadedBuiltin<typeof http2>('node:http2');
+  if (h2 === undefined) return;
+  http2Wrapped = true;
+  const original = h2.connect;
   const connect = function connect(this: unknown, ...args: Parameters<typeof http2.connect>): http2.ClientHttp2Session {
     const session = (original as (...a: unknown[]) => http2.ClientHttp2Session).apply(this, args);
     onSession(session);
     return session;
   };
-  http2.connect = connect as typeof http2.connect;
+  h2.connect = connect as typeof http2.connect;
   syncBuiltinESMExports();
 }
 
@@ -377,7 +401,7 @@ function onServerSocket(message: unknown): void {
   const socket = (message as { socket?: unknown } | null)?.socket;
   if (!(socket instanceof net.Socket)) return;
   const server = (socket as net.Socket & { server?: net.Server }).server;
-  if (server instanceof tls.Server) return watchServer(server); // the raw socket under the TLS layer
+  if (isTlsServer(server)) return watchServer(server); // the raw socket under the TLS layer
   if (server !== undefined) watchServer(server);
   settle(socket, 'accepted', server);
 }
@@ -403,6 +427,27 @@ export function connectPublishes(): boolean {
   return Function.prototype.toString.call(net.Socket.prototype.connect).includes('netClientSocketChannel');
 }
 
+/**
+ * Where no `net.server.socket` or `tracing:net.server.listen` is published (Bun): every server that
+ * listens from now on is watched, and its connections settled as they are accepted.
+ */
+function wrapListen(): void {
+  type Listen = (this: net.Server, ...args: unknown[]) => net.Server;
+  const proto = net.Server.prototype as unknown as { listen: Listen };
+  const original = proto.listen;
+  proto.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    if (!watchedServers.has(this)) {
+      onListen({ server: this });
+      if (!isTlsServer(this)) this.prependListener('connection', onAccepted);
+    }
+    return original.apply(this, args);
+  };
+}
+
+function onAccepted(this: net.Server, socket: net.Socket): void {
+  if (socket instanceof net.Socket) settle(socket, 'accepted', this);
+}
+
 function wrapConnect(): void {
   type Connect = (this: net.Socket, ...args: unknown[]) => net.Socket;
   const proto = net.Socket.prototype as unknown as { connect: Connect };
@@ -422,9 +467,20 @@ function wrapConnect(): void {
  * themselves.
  */
 function patchAgents(): void {
+  // node:http is loaded by the application's first request, never by socktune: a process that
+  // makes none keeps Node's own start-up (its HTTP parser pool, what it loads and when). The
+  // first request's socket is new; every later one meets the patched agent.
+  const onFirstRequest = (): void => {
+    dc.unsubscribe('http.client.request.start', onFirstRequest);
+    patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
+  };
+  dc.subscribe('http.client.request.start', onFirstRequest);
+}
+
+function patchAgentPrototype(agentPrototype: http.Agent): void {
   type AddRequest = (this: http.Agent, req: http.ClientRequest, options: unknown, ...legacy: unknown[]) => void;
   type ReuseSocket = (this: http.Agent, socket: net.Socket, req: http.ClientRequest) => void;
-  const proto = http.Agent.prototype as unknown as { addRequest: AddRequest; reuseSocket: ReuseSocket };
+  const proto = agentPrototype as unknown as { addRequest: AddRequest; reuseSocket: ReuseSocket };
   const addRequest = proto.addRequest;
   const reuseSocket = proto.reuseSocket;
   proto.addRequest = function addRequestUnderRegister(this: http.Agent, req, options, ...legacy) {
@@ -520,9 +576,14 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);
   dc.subscribe('undici:client:connected', onUndiciConnected);
   if (!connectPublishes()) wrapConnect();
-  patchAgents();
+  // Bun publishes none of Node's net.* and http.* channels: its servers and agents are patched.
+  if (runtime === 'bun') {
+    wrapListen();
+    patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
+  } else patchAgents();
   wrapGlobalFetch();
   wrapHttp2Connect();
+  if (!http2Wrapped) setImmediate(wrapHttp2Connect).unref();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;
 }

@@ -7,8 +7,9 @@
 // (deadpeer.mjs), the guarded http.Server under wrk (guard.mjs) and one guard scan over 4,000
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
 // SOCKTUNE_TRACE=1 per connection (register.mjs), loading a rules file of 1,000 to 50,000 rules
-// (config.mjs), and what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
-// with and without it (retry.mjs). Prints a table; with --json prints only a JSON object.
+// (config.mjs), what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
+// with and without it (retry.mjs), and the PING heartbeat of 10,000 idle HTTP/2 sessions against
+// a bare timer per session (h2ping.mjs). Prints a table; with --json prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -25,6 +26,7 @@ import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
 import { configBench } from './bench/config.mjs';
 import { retryBench, retryNotes } from './bench/retry.mjs';
+import { h2PingBench } from './bench/h2ping.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -178,6 +180,7 @@ async function main() {
   const registered = await registerBench({ quiet: json });
   const config = await configBench({ quiet: json });
   const retry = await retryBench({ quiet: json });
+  const h2ping = await h2PingBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -244,6 +247,9 @@ async function main() {
     configRows: config.rows,
     retry: retry.json,
     retryRows: retry.rows,
+    h2ping: h2ping.json,
+    h2pingRows: h2ping.rows,
+    h2pingNotes: h2ping.notes,
   };
 }
 
@@ -285,6 +291,7 @@ function printTable(r) {
     ...r.registerRows,
     ...r.configRows,
     ...r.retryRows,
+    ...r.h2pingRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);
@@ -295,6 +302,7 @@ function printTable(r) {
   for (const note of churnNotes(r.churn)) console.log(note);
   for (const note of deadPeerNotes(r.deadPeer)) console.log(note);
   for (const note of retryNotes(r.retry)) console.log(note);
+  for (const note of r.h2pingNotes) console.log(note);
 }
 
 const result = await main();

@@ -35,12 +35,35 @@ const getBuiltinModule = (process as { getBuiltinModule?: (id: string) => unknow
 
 /**
  * A Node built-in module, loaded when first asked for. socktune never imports `node:http`,
- * `node:tls` or `node:dgram` at load: `socktune/register` runs in processes that may never load
- * them (loading them early changes what a process does: Node's HTTP parser pool, TLS's engine).
- * Asked for only where the module is in use already (a TLS socket exists, an agent is patched).
+ * `node:tls`, `node:dgram` or `node:http2` at load: `socktune/register` runs in processes that may
+ * never load them (loading them early changes what a process does: Node's HTTP parser pool, TLS's
+ * engine; node:http2 loads both). Asked for only where the module is in use already (a TLS socket
+ * exists, an agent is patched, an HTTP/2 session is tuned).
  */
-export function builtin<T>(id: 'node:http' | 'node:https' | 'node:tls' | 'node:dgram'): T {
+export function builtin<T>(id: 'node:http' | 'node:https' | 'node:tls' | 'node:dgram' | 'node:http2'): T {
   return (getBuiltinModule?.call(process, id) ?? requireBuiltin(id)) as T;
+}
+
+/** The entries of `process.moduleLoadList` read so far, and the built-ins named in them. */
+let modulesRead = 0;
+const loadedBuiltins = new Set<string>();
+
+/**
+ * A built-in module if the process has loaded it already, else `undefined`: never loads it. Read
+ * from Node's `process.moduleLoadList` (`'NativeModule http2'`), only the entries added since the
+ * last call, so asking until it appears costs next to nothing. A runtime without that list
+ * answers as if the module were loaded.
+ */
+export function loadedBuiltin<T>(id: 'node:http2'): T | undefined {
+  const list = (process as { moduleLoadList?: unknown }).moduleLoadList;
+  if (Array.isArray(list)) {
+    for (; modulesRead < list.length; modulesRead++) {
+      const entry: unknown = list[modulesRead];
+      if (typeof entry === 'string' && entry.startsWith('NativeModule ')) loadedBuiltins.add(entry.slice('NativeModule '.length));
+    }
+    if (!loadedBuiltins.has(id.slice('node:'.length))) return undefined;
+  }
+  return builtin<T>(id);
 }
 
 /** Whether `socket` is a `tls.TLSSocket` (which marks itself `encrypted`: node:tls is loaded then). */

@@ -24,7 +24,7 @@ export type { SysctlAudit, Finding, Severity, AuditOptions, Unreadable } from '.
 export { sockstat, netCounters, readSysctl, kernelVersion } from './diagnose/proc.js';
 export type { Sockstat, NetCounters, TcpExtCounters, TcpCounters, KernelVersion } from './diagnose/proc.js';
 export { presets, compose, keepAliveBudget } from './policy/presets.js';
-export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions, PoolRetry } from './policy/presets.js';
+export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions, PoolRetry, Http2Options } from './policy/presets.js';
 export { resetClose, closeChannel } from './policy/reset.js';
 export type { ResetCloseOptions, CloseReport, CloseReason, CloseMessage, TypedChannel, ConnectionEnd, ConnectionEndMessage, ConnectionInitiator } from './policy/reset.js';
 export { closeCodes } from './policy/close.js';

@@ -112,7 +112,7 @@ describe('tuneServer(server, presets.gracefulHeartbeat())', () => {
     await expect.poll(() => reasons.length, { timeout: 2 * T + SCAN + SLACK }).toBe(2);
     expect(reasons).toEqual(['half-closed', 'idle']);
     const { closed, tracked, seen, states, scans } = guard.stats();
-    expect(closed).toEqual({ 'half-closed': 1, 'fin-wait': 0, idle: 1, heartbeat: 0, dead: 0, reset: 0, shutdown: 0, stale: 0 });
+    expect(closed).toEqual({ 'half-closed': 1, 'fin-wait': 0, idle: 1, heartbeat: 0, dead: 0, reset: 0, shutdown: 0, stale: 0, 'max-age': 0, 'too-many-pings': 0 });
     expect({ tracked, seen, states }).toEqual({ tracked: 0, seen: 2, states: {} });
     expect(scans).toBeGreaterThan(0);
   });

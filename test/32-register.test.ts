@@ -156,7 +156,7 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
       // The Unix-domain connection was passed through: it works, and it is counted as untuned.
       expect(unixEcho).toBe('ping');
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: Record<string, { untuned: number; seen: number }> };
-      expect(stats).toEqual({ opened: 8, accepted: 8, tuned: 14, untuned: 2, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0, active: true });
+      expect(stats).toEqual({ opened: 8, accepted: 8, tuned: 14, untuned: 2, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0, sessions: 0, active: true });
       expect(Object.keys(guards)).toEqual(['default']);
       expect(guards.default).toMatchObject({ seen: 14, untuned: 2 });
     } finally {
@@ -277,7 +277,7 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
         expect(sets.get(s.fd!)?.TCP_USER_TIMEOUT, `${s.local} -> ${s.peer}`).toBeUndefined();
       }
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: string[] };
-      expect(stats).toEqual({ opened: 3, accepted: 3, tuned: 4, untuned: 0, explicit: 0, unmatched: 2, refused: 0, retried: 0, stale: 0, active: true });
+      expect(stats).toEqual({ opened: 3, accepted: 3, tuned: 4, untuned: 0, explicit: 0, unmatched: 2, refused: 0, retried: 0, stale: 0, sessions: 0, active: true });
       expect(guards).toEqual(['postgres', 'https-out', 'elsewhere', 'servers']);
 
       // RST-on-close on the connection to 443: the server sees a reset and no TIME_WAIT is left

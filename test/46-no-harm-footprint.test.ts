@@ -26,9 +26,9 @@ afterEach(closeAll);
 
 describe('socktune/register loads no module the application did not', () => {
   const script = (body: string) => ['--input-type=module', '-e', body];
-  const loaded = "process.moduleLoadList.filter((m) => /^NativeModule (http|https|tls|dgram|_http_\\w+|_tls_\\w+)$/.test(m))";
+  const loaded = "process.moduleLoadList.filter((m) => /^NativeModule (http|https|http2|tls|dgram|_http_\\w+|_tls_\\w+)$/.test(m))";
 
-  it('a process that opens a TCP connection under register has loaded no http, https, tls or dgram; the connection has the policy', async () => {
+  it('a process that opens a TCP connection under register has loaded no http, https, http2, tls or dgram; the connection has the policy', async () => {
     const body = `
       import net from 'node:net';
       const server = net.createServer((s) => s.end()).listen(0, '127.0.0.1');

@@ -178,7 +178,7 @@ process.kill(process.pid, 'SIGTERM');`,
 await new Promise((resolve) => readme$http.get('http://127.0.0.1:' + server.address().port + '/', (res) => res.resume().on('end', resolve)));
 await readme$until('the guard saw the connection', () => guard.stats().seen === 1);
 readme$assert.equal(guard.policy.idleTimeout, 600000);
-readme$assert.deepEqual(Object.keys(guard.stats().closed).sort(), ['dead', 'fin-wait', 'half-closed', 'heartbeat', 'idle', 'reset', 'shutdown', 'stale']);
+readme$assert.deepEqual(Object.keys(guard.stats().closed).sort(), ['dead', 'fin-wait', 'half-closed', 'heartbeat', 'idle', 'max-age', 'reset', 'shutdown', 'stale', 'too-many-pings']);
 await guard.close({ timeout: 1000 });`,
   },
   'ws-heartbeat': {
@@ -240,6 +240,31 @@ await readme$once(ws, 'close');`,
     epilogue: `
 readme$assert.match(await res.text(), /chunk 9\\n$/);
 await dispatcher.close();`,
+  },
+  http2: {
+    does: 'tunes an HTTP/2 server and a client session to it: a request is answered, both sockets hold the policy, the server\'s guard tracks its session',
+    prelude: `
+const { default: readme$http2 } = await import('node:http2');
+const server = readme$http2.createServer();
+server.on('stream', (stream) => { stream.respond({ ':status': 200 }); stream.end('ok'); });
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const url = 'http://127.0.0.1:' + server.address().port;`,
+    declares: { server: "import('node:http2').Http2Server", url: 'string' },
+    epilogue: `
+readme$assert.equal(session.connecting, true);
+const [, readme$socket] = await readme$once(session, 'connect');
+const readme$req = session.request({ ':path': '/' });
+readme$req.setEncoding('utf8');
+let readme$body = '';
+for await (const chunk of readme$req) readme$body += chunk;
+readme$assert.equal(readme$body, 'ok');
+readme$assert.deepEqual(readme$readOptions(readme$socket).keepAlive, ${JSON.stringify(heartbeat)});
+readme$assert.equal(readme$readOptions(readme$socket).userTimeout, 60000);
+await readme$until('the server tracks its session', () => guard.stats().tracked === 1);
+readme$assert.equal(guard.policy.http2.maxAge, 600000);
+session.close();
+await readme$once(session, 'close');
+server.close();`,
   },
   prometheus: {
     does: 'serves the metrics on :9464; a scrape returns the guard and kernel series; the server is closed',

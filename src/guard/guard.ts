@@ -55,7 +55,11 @@ export type GuardReason =
   /** Closed by `guard.close()` after its timeout. */
   | 'shutdown'
   /** A pooled connection the kernel no longer holds as ESTABLISHED, dropped before reuse. */
-  | 'stale';
+  | 'stale'
+  /** An HTTP/2 session closed after the GOAWAY of its maximum age (`http2.maxAge`, gRFC A9). */
+  | 'max-age'
+  /** An HTTP/2 client sent PINGs faster than `http2.minPingInterval` allows: GOAWAY ENHANCE_YOUR_CALM `too_many_pings` (gRFC A8). */
+  | 'too-many-pings';
 
 /** Which idle timeout fired. */
 export type IdleKind = 'reader' | 'writer' | 'all';
@@ -124,7 +128,20 @@ const S_UNKNOWN = stateIndex.get('UNKNOWN')!;
 const S_FIN_WAIT1 = stateIndex.get('FIN_WAIT1')!;
 // This side has sent FIN and waits for the peer's (LAST_ACK: the peer's FIN came first, ours is unacknowledged).
 const FIN_STATES = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].map((s) => stateIndex.get(s as TcpState)!));
-const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 'dead', 'reset', 'shutdown', 'stale'];
+const REASONS: GuardReason[] = ['half-closed', 'fin-wait', 'idle', 'heartbeat', 'dead', 'reset', 'shutdown', 'stale', 'max-age', 'too-many-pings'];
+
+/**
+ * Sockets that carry an HTTP/2 session: the session layer (src/http2/) owns their activity rules
+ * (idle is a session without streams, the heartbeat is PING), so the guard's byte-counting idle and
+ * heartbeat rules, which would write into the session's stream, skip them. Every other rule (the
+ * half-close and FIN-wait deadlines, the user timeout) still applies.
+ */
+const sessionSockets = new WeakSet<net.Socket>();
+
+/** Marks `socket` as carrying an HTTP/2 session (see `sessionSockets`). @internal */
+export function carriesSession(socket: net.Socket): void {
+  sessionSockets.add(socket);
+}
 const { ETIMEDOUT } = osConstants.errno;
 
 /**
@@ -626,7 +643,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (FIN_STATES.has(index)) return this.#finWait(slot, socket, index, kernel, now);
     t.phase[slot] = PHASE_NONE;
     if (index === S_CLOSE) return this.#closedByKernel(socket);
-    if (index !== S_ESTABLISHED || !this.#watchActivity) return;
+    if (index !== S_ESTABLISHED || !this.#watchActivity || sessionSockets.has(socket)) return;
     kernel = this.#idleRule(slot, socket, kernel, now);
     if (!socket.destroyed) this.#heartbeat(slot, socket, kernel, now);
   }
@@ -889,10 +906,18 @@ export class Guard extends EventEmitter<GuardEvents> {
   }
 
   async #close(socket: net.Socket, reason: GuardReason): Promise<void> {
+    return this.closeWith(socket, reason, () => closeFor(socket, reason as CloseReason));
+  }
+
+  /**
+   * A close of `socket` for `reason` that `close` performs (the HTTP/2 layer closes a session, not
+   * its socket), forgotten, evented and counted like the guard's own. @internal
+   */
+  async closeWith(socket: net.Socket, reason: GuardReason, close: () => Promise<CloseReport | undefined>): Promise<void> {
     // Forget first: the close is this guard's, not a later 'dead' observation.
     this.#forget(socket, false);
     this.emit('closing', { socket, reason, origin: originOf(socket) } satisfies GuardCloseEvent);
-    const report = await closeFor(socket, reason as CloseReason);
+    const report = await close();
     this.#count(socket, reason, report);
   }
 }

@@ -8,7 +8,9 @@ import net from 'node:net';
 import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
 import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
-import { adopt } from './tune.js';
+import { adopt, adoptSession } from './tune.js';
+import { isHttp2Server } from '../http2/session.js';
+import type { Http2Session } from 'node:http2';
 import { assertNotFdless, builtin } from '../handle.js';
 
 /**
@@ -22,6 +24,8 @@ import { assertNotFdless, builtin } from '../handle.js';
  * policy cannot apply to (a server listening on a Unix-domain socket) are passed through untouched
  * and counted in `guard.stats().untuned`. With `upstreamIdleTimeout`, an HTTP server keeps idle
  * keep-alive connections longer than the proxy in front (see {@link Policy.upstreamIdleTimeout}).
+ * An HTTP/2 server (`http2.createServer`, `createSecureServer`, and so a gRPC server) puts each
+ * session it accepts under the policy's HTTP/2 rules too (see {@link tune}).
  *
  * @param server a server, listening or not yet
  * @param policy a preset (`presets.gracefulHeartbeat()`) or overrides
@@ -35,6 +39,7 @@ export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides)
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';
   server.prependListener(event, (socket: net.Socket) => adopt(socket, p, guard));
   guard.attach(server);
+  if (isHttp2Server(server)) server.on('session', (session: Http2Session) => adoptSession(session, p, guard));
   if (p.upstreamIdleTimeout !== false) keepAliveAbove(server, p.upstreamIdleTimeout);
   return guard;
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import net from 'node:net';
+import type http2 from 'node:http2';
 import { KeepShorter, configurePolicy, type ConfigureResult } from '../options.js';
 import { lookupHandle } from '../handle.js';
 import { keepAliveOptions, kernelOptions, needsTracking, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
@@ -11,6 +12,7 @@ import { assertSocket, installClose, policyOf, renewClose } from '../policy/clos
 import { destroyWith } from '../policy/reset.js';
 import { codes, invalidArgType } from '../errors.js';
 import { Guard } from '../guard/guard.js';
+import { isHttp2Session, sessionSocket, watchSession } from '../http2/session.js';
 
 /** Guards shared by the sockets tuned one by one with the same policy: one timer per policy. */
 const sharedGuards = new WeakMap<Policy, Guard>();
@@ -104,13 +106,49 @@ function connectUnderPolicy(this: net.Socket, ...args: unknown[]): net.Socket {
  * with a shorter budget (idle + interval × count, set by Node, a library or the application), that
  * keepalive stays, and so does a shorter non-zero TCP_USER_TIMEOUT. Tuning again replaces the policy.
  *
- * @param socket a `net.Socket` or `tls.TLSSocket`, connected or connecting
+ * An HTTP/2 session (`http2.connect()`'s, or one a server accepted) is tuned as a whole: its
+ * socket gets all of the above, and the session the policy's HTTP/2 rules (`policy.http2`: the
+ * PING heartbeat on the keepalive budget, maximum age and the PING limit of a server's sessions;
+ * GOAWAY to a session without streams for `idleTimeout`; a session kept open `halfCloseTimeout`
+ * after the peer's GOAWAY is closed).
+ *
+ * @param socket a `net.Socket` or `tls.TLSSocket`, connected or connecting, or an `Http2Session`
  * @param policy a preset (`presets.gracefulHeartbeat()`) or the same fields as overrides
  * @param guard the guard that tracks its deadlines (default: one shared per policy)
- * @returns `'applied'`, or `'deferred'` for a connecting socket
+ * @returns `'applied'`, or `'deferred'` for a connecting socket (or session)
  */
-export function tune(socket: net.Socket, policy: Policy | PolicyOverrides, guard?: Guard): ConfigureResult {
+export function tune(socket: net.Socket | http2.Http2Session, policy: Policy | PolicyOverrides, guard?: Guard): ConfigureResult {
+  if (isHttp2Session(socket)) return tuneSession(socket, policy, guard);
   return tuneWith(socket, policy, guard, false);
+}
+
+/** {@link tune} for an HTTP/2 session: its socket, then the session's rules. */
+function tuneSession(session: http2.Http2Session, policy: Policy | PolicyOverrides, guard: Guard | undefined): ConfigureResult {
+  const p = toPolicy(policy);
+  if (guard !== undefined && !(guard instanceof Guard)) throw invalidArgType('guard', 'an instance of Guard (or undefined)', guard);
+  const socket = sessionSocket(session);
+  const result = tuneWith(socket, p, guard, false);
+  watchSession(session, socket, p, guard ?? guardFor(p));
+  return result;
+}
+
+/**
+ * Puts an HTTP/2 session a server accepted under `policy`'s HTTP/2 rules, when its socket is under
+ * that policy (the server adopted it as it accepted it); a socket passed through (not TCP) or
+ * refused was counted then, and its session is left alone.
+ *
+ * @returns whether the session is under the policy
+ */
+export function adoptSession(session: http2.Http2Session, policy: Policy, guard: Guard): boolean {
+  let socket: net.Socket;
+  try {
+    socket = sessionSocket(session);
+  } catch {
+    return false;
+  }
+  if (policyOf(socket) !== policy) return false;
+  watchSession(session, socket, policy, guard);
+  return true;
 }
 
 /**

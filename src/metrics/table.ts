@@ -110,6 +110,7 @@ export function collectionContext(o: ContextOptions): CollectionContext {
 /** Every close reason, checked against CloseReason by the compiler: a label value is one of these. */
 const closeReasons: Record<CloseReason, true> = {
   close: true, timeout: true, idle: true, heartbeat: true, 'half-closed': true, 'fin-wait': true, dead: true, shutdown: true, stale: true,
+  'max-age': true, 'too-many-pings': true,
 };
 const closeMethods: Record<CloseReport['method'], true> = { rst: true, fin: true, none: true };
 

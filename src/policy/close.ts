@@ -71,6 +71,8 @@ export const closeCodes = Object.freeze({
   'half-closed': 'ERR_SOCKTUNE_HALF_CLOSE_TIMEOUT',
   'fin-wait': 'ERR_SOCKTUNE_FIN_WAIT_TIMEOUT',
   shutdown: 'ERR_SOCKTUNE_SHUTDOWN',
+  /** HTTP/2: streams still running when the grace after a max-age GOAWAY ran out. */
+  'max-age': 'ERR_SOCKTUNE_MAX_AGE',
 } as const);
 
 /** The error a connection closed for `reason` is destroyed with, or undefined for reasons that are not errors. */
@@ -127,11 +129,12 @@ function publish(socket: net.Socket, reason: CloseReason, report: CloseReport, e
 /**
  * Closes `socket` for `reason` the way its policy says: a safe reset, or `destroy()` (FIN). The
  * socket is destroyed with a typed error (`closeCodes`) when the reason is one and someone listens
- * for `'error'`. Resolves with how it ended; also published on the `socktune:close` channel.
+ * for `'error'` (`detail` its message, or the error itself when it is one). Resolves with how it
+ * ended; also published on the `socktune:close` channel.
  */
-export function closeFor(socket: net.Socket, reason: CloseReason, detail = `closed by socktune (${reason})`): Promise<CloseReport> {
+export function closeFor(socket: net.Socket, reason: CloseReason, detail: string | Error = `closed by socktune (${reason})`): Promise<CloseReport> {
   const policy = policyOf(socket);
-  const error = closeError(reason, detail);
+  const error = typeof detail === 'string' ? closeError(reason, detail) : detail;
   if (socket.destroyed) return Promise.resolve({ method: 'none', drained: false, bytesAtRisk: 0, waited: 0 });
   if (wantsReset(socket, policy, reason)) {
     const drain = policy ? drainOf(policy) : { drainTimeout: 0, drainDeadline: false as const, onDrainTimeout: 'reset' as const };

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import { checkInteger, checkOptions, limits, type KeepAliveOptions } from '../options.js';
 import { requirePlatform } from '../views.js';
-import { invalidArgType, invalidArgValue, readArgument } from '../errors.js';
+import { didYouMean, invalidArgType, invalidArgValue, outOfRange, readArgument } from '../errors.js';
 
 /** How connections this side closes end. */
 export type ResetScope =
@@ -49,6 +49,55 @@ export interface HeartbeatOptions {
   timeout: number;
   /** Writes the protocol's ping on `socket` (for example a WebSocket ping frame or a newline). */
   ping: (socket: net.Socket) => void;
+}
+
+/**
+ * What a policy does on an HTTP/2 session (`node:http2`, and so gRPC and undici over it), on top of
+ * its socket's kernel options: a PING heartbeat on the policy's keepalive budget, the server's
+ * limit on the client's PINGs (gRFC A8), and the maximum age of a server's sessions (gRFC A9).
+ * An idle session (no stream for the policy's `idleTimeout`) is sent GOAWAY and closed.
+ */
+export interface Http2Options {
+  /**
+   * The PING heartbeat, on the same budget as TCP keepalive: a session that has received no frame
+   * for `keepAlive.idle` sends PING; a PING unanswered for `keepAlive.interval` is repeated, up to
+   * `keepAlive.count`, and then the session is destroyed with `ERR_SOCKTUNE_HEARTBEAT_TIMEOUT`
+   * (reason `'heartbeat'`). It finds what TCP keepalive cannot: a peer whose process is frozen
+   * while its kernel answers, a proxy that keeps the connection and forwards nothing. Needs
+   * `keepAlive`. Default `false`; `gracefulHeartbeat`: `true` (when it has keepalive).
+   */
+  readonly ping: boolean;
+  /**
+   * How much shorter than `keepAlive.idle` the wait before each first PING may be, drawn at random,
+   * as a fraction of it (0 to 0.5): sessions opened together do not ping together. Never longer
+   * than the budget. Default 0.
+   */
+  readonly pingJitter: number;
+  /**
+   * Servers (sessions this process accepted): the shortest time between two PINGs of a client, in
+   * milliseconds, when this side sent no data in between (gRFC A8's
+   * `min_recv_ping_interval_without_data`; gRPC servers: 300 000). A client that pings faster more
+   * than `maxPingStrikes` times is sent GOAWAY ENHANCE_YOUR_CALM with `too_many_pings` and closed
+   * (reason `'too-many-pings'`). `false` (the default): any rate.
+   */
+  readonly minPingInterval: number | false;
+  /** Servers: PINGs faster than `minPingInterval` tolerated before the GOAWAY (gRPC's default 2). */
+  readonly maxPingStrikes: number;
+  /**
+   * Servers: a session this process accepted is sent GOAWAY after this long, in milliseconds
+   * (gRFC A9's `max_connection_age`): its streams in flight finish, new streams go to a new
+   * session, and the session closes once they are done (reason `'max-age'`). Spreads reconnects
+   * over a pool's backends. `false` (the default): never.
+   */
+  readonly maxAge: number | false;
+  /** The random spread of `maxAge`, as a fraction of it either way (0 to 0.5; default 0.1, gRPC's ±10 %). */
+  readonly maxAgeJitter: number;
+  /**
+   * How long streams in flight may take after the max-age GOAWAY, in milliseconds
+   * (`max_connection_age_grace`); then the session is destroyed. `false` (the default): as long as
+   * they take.
+   */
+  readonly maxAgeGrace: number | false;
 }
 
 /** A policy: kernel options (the names of `configure`) plus lifecycle behaviour. */
@@ -131,12 +180,16 @@ export interface Policy {
    * 60 s gets one warning.
    */
   readonly upstreamIdleTimeout: number | false;
+  /** HTTP/2 sessions: the PING heartbeat, the server's PING limit, maximum age (see {@link Http2Options}). */
+  readonly http2: Readonly<Http2Options>;
 }
 
 /** What presets and {@link compose} accept: any subset of a policy's fields (a policy is one too). */
-export type PolicyOverrides = Partial<Omit<Policy, 'name' | 'keepAlive'>> & {
+export type PolicyOverrides = Partial<Omit<Policy, 'name' | 'keepAlive' | 'http2'>> & {
   /** Keepalive timings; fields left out keep the preset's. `false` turns keepalive off. */
   keepAlive?: false | KeepAliveOptions;
+  /** HTTP/2 session fields; fields left out keep the preset's. */
+  http2?: Partial<Http2Options>;
   name?: string;
 };
 
@@ -161,17 +214,26 @@ const base: Omit<Policy, 'name'> = {
   poolIdleMargin: 2000,
   poolRetry: 'idempotent',
   upstreamIdleTimeout: false,
+  http2: Object.freeze({ ping: false, pingJitter: 0, minPingInterval: false, maxPingStrikes: 2, maxAge: false, maxAgeJitter: 0.1, maxAgeGrace: false }),
 };
 
 const lifecycleKeys = Object.keys(base);
 const keepAliveFields = ['idle', 'interval', 'count'];
 const heartbeatFields = ['interval', 'timeout', 'ping'];
+/** The fields of {@link Http2Options}. */
+export const http2Fields: readonly string[] = Object.freeze(Object.keys(base.http2));
+
+/** The message of an unknown field `key` of `name`: the known ones, and the one meant when it is a near miss. */
+function unknownField(name: string, key: string, known: readonly string[]): TypeError {
+  const near = didYouMean(key, known);
+  return invalidArgValue(name, key, `has no field '${key}'; known: ${known.join(', ')}${near === undefined ? '' : `; did you mean '${near}'?`}`);
+}
 
 /** A copy of the own fields of `value` (each read once), refusing any not in `known`. */
-function ownFields(name: string, value: object, known: string[]): Record<string, unknown> {
+function ownFields(name: string, value: object, known: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of Object.keys(value)) {
-    if (!known.includes(key)) throw invalidArgValue(name, key, `has no field '${key}'; known: ${known.join(', ')}`);
+    if (!known.includes(key)) throw unknownField(name, key, known);
     const v = (value as Record<string, unknown>)[key];
     if (v !== undefined) out[key] = v;
   }
@@ -185,6 +247,30 @@ export const policyFields: readonly string[] = Object.freeze([...knownKeys]);
 function timeoutOrFalse(name: string, value: unknown): number | false {
   if (value === false) return false;
   return checkInteger(name, value, never);
+}
+
+/** A fraction from 0 to `max`: a finite number, nothing coerced. */
+function checkFraction(name: string, value: unknown, max: number): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!(value >= 0 && value <= max)) throw outOfRange(name, `>= 0 and <= ${max}`, value);
+  return value;
+}
+
+/** The HTTP/2 fields of a policy, each checked. */
+function checkHttp2(policy: Policy): void {
+  const h = policy.http2;
+  if (typeof h !== 'object' || h === null) throw invalidArgType('policy.http2', 'an object of HTTP/2 fields', h);
+  if (typeof h.ping !== 'boolean') throw invalidArgType('policy.http2.ping', 'of type boolean', h.ping);
+  checkFraction('policy.http2.pingJitter', h.pingJitter, 0.5);
+  timeoutOrFalse('policy.http2.minPingInterval', h.minPingInterval);
+  checkInteger('policy.http2.maxPingStrikes', h.maxPingStrikes, { min: 0, max: 1000 });
+  timeoutOrFalse('policy.http2.maxAge', h.maxAge);
+  checkFraction('policy.http2.maxAgeJitter', h.maxAgeJitter, 0.5);
+  if (h.maxAgeGrace !== false) checkInteger('policy.http2.maxAgeGrace', h.maxAgeGrace, { min: 0, max: 2 ** 31 - 1 });
+  // One budget across layers: the PING heartbeat runs on the keepalive timings, and has none without them.
+  if (h.ping && (typeof policy.keepAlive !== 'object' || policy.keepAlive === null)) {
+    throw invalidArgValue('policy.http2.ping', h.ping, 'needs keepAlive { idle, interval, count } (the PING heartbeat runs on the keepalive budget); set http2: { ping: false } with keepAlive off');
+  }
 }
 
 /** Validates `policy` completely; throws the errors `configure` would, before any socket is touched. */
@@ -216,6 +302,7 @@ function check(policy: Policy): Policy {
     checkInteger('policy.heartbeat.timeout', hb.timeout, never);
     if (typeof hb.ping !== 'function') throw invalidArgType('policy.heartbeat.ping', 'of type function', hb.ping);
   }
+  checkHttp2(policy);
   // Every value is valid. A reset waits on SIOCOUTQ and the deadlines read TCP_INFO: where the
   // platform has neither, the policy is refused where it is built instead of doing nothing later.
   if (policy.reset !== false) requirePlatform('queues', `policy.reset '${policy.reset}' (the safe reset waits for SIOCOUTQ to drain)`);
@@ -266,7 +353,7 @@ function addPart(given: object, names: string[], explicit: Record<string, unknow
   // Own fields only, each read once: an inherited `idleTimeout` (a polluted Object.prototype)
   // is not a field of this policy, and a getter does not get to answer twice.
   for (const key of Object.keys(own)) {
-    if (!knownKeys.includes(key)) throw invalidArgValue('policy', key, `has no field '${key}'; known: ${knownKeys.join(', ')}`);
+    if (!knownKeys.includes(key)) throw unknownField('policy', key, knownKeys);
     const value = (own as Record<string, unknown>)[key];
     if (value === undefined) continue;
     if (key === 'name') {
@@ -277,6 +364,9 @@ function addPart(given: object, names: string[], explicit: Record<string, unknow
       explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.keepAlive', value, keepAliveFields) };
     } else if (key === 'heartbeat' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
       explicit.heartbeat = ownFields('policy.heartbeat', value, heartbeatFields);
+    } else if (key === 'http2' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      const prev = explicit.http2;
+      explicit.http2 = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.http2', value, http2Fields) };
     } else {
       explicit[key] = value;
     }
@@ -309,6 +399,8 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
     throw invalidArgValue('policy.keepAlive', ka, 'must be false or { idle, interval, count }');
   }
   if (typeof out.heartbeat === 'object' && out.heartbeat !== null) out.heartbeat = Object.freeze(out.heartbeat);
+  // HTTP/2 fields merge field by field over the neutral ones, like keepalive timings.
+  if (typeof out.http2 === 'object' && out.http2 !== null && out.http2 !== base.http2) out.http2 = Object.freeze({ ...base.http2, ...out.http2 });
   out.name = names.join('+') || 'custom';
   Object.defineProperty(out, kExplicit, { value: Object.freeze({ ...explicit, name: out.name }) });
   const policy = Object.freeze(check(out as unknown as Policy));
@@ -351,6 +443,10 @@ export function keepAliveBudget(keepAlive: Required<KeepAliveOptions> | Policy['
  *   so 100,000 connections cost ~0.1% of a core.
  * - `idleTimeout`, `readerIdleTimeout`, `writerIdleTimeout`, `heartbeat`: off. An idle connection
  *   to a live peer is what keepalive keeps; closing it is the application's call.
+ * - `http2.ping`: on (with keepalive). An HTTP/2 session (gRPC, undici) that has received no frame
+ *   for the keepalive idle time sends PING, on the same budget: a peer whose process is frozen, or
+ *   a proxy that keeps the connection and forwards nothing, answers keepalive probes from its
+ *   kernel, but no PING.
  *
  * What the peer sees: a keepalive probe (an empty ACK) after each 30 s of silence; nothing else.
  *
@@ -360,9 +456,19 @@ export function keepAliveBudget(keepAlive: Required<KeepAliveOptions> | Policy['
 function gracefulHeartbeat(overrides?: PolicyOverrides): Policy {
   const keepAlive = { idle: 30_000, interval: 10_000, count: 3 };
   const merged = compose({ name: 'graceful-heartbeat', keepAlive, halfCloseTimeout: MINUTE / 2, finWaitTimeout: MINUTE / 2 }, overrides);
-  // The user timeout follows the keepalive budget unless it was given.
-  if (isExplicit(merged, 'userTimeout') || merged.keepAlive === false || merged.keepAlive === undefined) return merged;
-  return compose(merged, { userTimeout: Math.min(keepAliveBudget(merged.keepAlive), limits.userTimeout.max) });
+  if (merged.keepAlive === false || merged.keepAlive === undefined) return merged;
+  // One budget across layers: the user timeout (gRFC A18) and the PING heartbeat of HTTP/2 sessions
+  // follow the keepalive budget, unless they were given.
+  const follow: { userTimeout?: number; http2?: Partial<Http2Options> } = {};
+  if (!isExplicit(merged, 'userTimeout')) follow.userTimeout = Math.min(keepAliveBudget(merged.keepAlive), limits.userTimeout.max);
+  if (!isExplicitHttp2(merged, 'ping')) follow.http2 = { ping: true };
+  return follow.userTimeout === undefined && follow.http2 === undefined ? merged : compose(merged, follow);
+}
+
+/** Whether the HTTP/2 field `field` of `policy` was given when it was built (see {@link isExplicit}). */
+function isExplicitHttp2(policy: Policy, field: keyof Http2Options): boolean {
+  const explicit = (policy as unknown as Record<symbol, { http2?: object } | undefined>)[kExplicit];
+  return explicit?.http2 !== undefined && Object.hasOwn(explicit.http2, field);
 }
 
 /**

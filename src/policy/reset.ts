@@ -50,7 +50,7 @@ export interface CloseReport {
 }
 
 /** Why socktune closed a connection (`'close'`: the application's own `end()`/`destroy()`). */
-export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale';
+export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale' | 'max-age' | 'too-many-pings';
 
 /** A message of {@link closeChannel}: one close socktune performed. */
 export interface CloseMessage {

@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { socktuneError } from '../errors.js';
 import { didYouMean } from '../errors.js';
-import { compose, presets, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { compose, http2Fields, presets, type Policy, type PolicyOverrides } from '../policy/presets.js';
 
 /** Code of every configuration error of `socktune/register`. */
 export const CONFIG_ERROR = 'ERR_SOCKTUNE_CONFIG';
@@ -178,6 +178,12 @@ export function parsePolicy(where: string, spec: unknown): Policy {
     if (typeof ka === 'object' && ka !== null && !Array.isArray(ka)) {
       for (const key of Object.keys(ka)) {
         if (!keepAliveFields.includes(key)) fail(`${where}.keepAlive`, `has no field ${show(key)}; fields: ${keepAliveFields.join(', ')}${hint(key, keepAliveFields)}`);
+      }
+    }
+    const h2 = rest.http2;
+    if (typeof h2 === 'object' && h2 !== null && !Array.isArray(h2)) {
+      for (const key of Object.keys(h2)) {
+        if (!http2Fields.includes(key)) fail(`${where}.http2`, `has no field ${show(key)}; fields: ${http2Fields.join(', ')}${hint(key, http2Fields)}`);
       }
     }
     if (Object.keys(rest).length > 0) overrides = rest as PolicyOverrides;

@@ -20,9 +20,18 @@
  * - `undici:client:connected`: fetch's connection once connected (TLS: after the handshake); the
  *   net channels have settled it already, so this catches only sockets a connector made without
  *   `connect()`.
+ *
+ * HTTP/2 sessions have no channel on Node 20 (Node 22+ publishes streams, not sessions), so
+ * `http2.connect` is wrapped once the application has loaded node:http2 (the module's export,
+ * which grpc-js and undici call through the module object; `syncBuiltinESMExports` updates named
+ * imports), and an HTTP/2 server's
+ * `'session'` event is listened to from its `listen()`. A session gets the policy its socket got
+ * (the socket is settled first: the session's `'connect'` follows the socket's).
  * @module
  */
 import dc from 'node:diagnostics_channel';
+import type http2 from 'node:http2';
+import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
 import type tls from 'node:tls';
 import { Guard, type GuardCloseEvent } from '../guard/guard.js';
@@ -34,8 +43,9 @@ import { isExplicit, type Policy } from '../policy/presets.js';
 import { keepAliveAbove } from '../integrations/server.js';
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
+import { isHttp2Server, isWatched, watchSession } from '../http2/session.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
-import { builtin, connectHost, isTlsServer, runtime } from '../handle.js';
+import { builtin, connectHost, isTlsServer, loadedBuiltin, runtime } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -72,6 +82,11 @@ export interface RegisterStats {
    * request got another connection.
    */
   stale: number;
+  /**
+   * HTTP/2 sessions (`http2.connect`'s, grpc-js's and undici's, and those of HTTP/2 servers) put
+   * under the policy of their connection's rule: the PING heartbeat, maximum age, the PING limit.
+   */
+  sessions: number;
   /**
    * Whether the registration applies policies. `false` when it is not loaded, or when it could not
    * start on this host (no native addon for this platform, an unsupported runtime): the process
@@ -143,7 +158,7 @@ export function registerStats(): RegisterStats {
 type Counts = Omit<RegisterStats, 'active' | 'reason'>;
 
 function emptyStats(): Counts {
-  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0 };
+  return { opened: 0, accepted: 0, tuned: 0, untuned: 0, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0, sessions: 0 };
 }
 
 /**
@@ -235,6 +250,7 @@ function opening(socket: net.Socket, below: (...args: never[]) => unknown): void
 }
 
 function onClientSocket(message: unknown): void {
+  if (!http2Wrapped) wrapHttp2Connect();
   const socket = (message as { socket?: unknown } | null)?.socket;
   if (socket instanceof net.Socket) opening(socket, onClientSocket);
 }
@@ -246,12 +262,59 @@ function onSecureConnection(this: tls.Server, socket: tls.TLSSocket): void {
 /** A TLS server's connections are settled as TLS sockets, once the handshake is done. */
 function watchServer(server: net.Server): void {
   if (watchedServers.has(server)) return;
+  if (!http2Wrapped) wrapHttp2Connect();
   watchedServers.add(server);
   listening.add(server);
   server.once('close', () => listening.delete(server));
   if (server.listening) upstreamIdle(server);
   else server.once('listening', () => upstreamIdle(server));
   if (isTlsServer(server)) server.prependListener('secureConnection', onSecureConnection);
+  if (isHttp2Server(server)) {
+    wrapHttp2Connect(); // node:http2 is loaded: this is one of its servers
+    server.on('session', onSession);
+  }
+}
+
+/** An HTTP/2 session, client or server: its rules once connected, when its socket is. */
+function onSession(session: http2.Http2Session): void {
+  session.once('connect', settleSession);
+}
+
+/**
+ * A connected HTTP/2 session gets the policy its socket got from a rule (and that rule's guard);
+ * a session on a socket the application tuned itself, or whose session it tuned, is its own.
+ */
+function settleSession(session: http2.Http2Session, socket: net.Socket): void {
+  const guard = guardOf(socket);
+  const policy = policyOf(socket);
+  if (active === undefined || guard === undefined || policy === undefined || isWatched(session)) return;
+  if (watchSession(session, socket, policy, guard)) active.stats.sessions++;
+}
+
+/** Whether `http2.connect` is wrapped yet. */
+let http2Wrapped = false;
+
+/**
+ * `http2.connect` sees every client session (grpc-js and undici call it through the module
+ * object). Wrapped once the application has loaded node:http2, never sooner (loading it loads
+ * node:http and node:tls, which a process may never use): at start if it is loaded already, on
+ * the next turn (after the main module's imports, grpc-js's and undici's included), and at each
+ * connection and server until then. A session opened in the same turn that first loaded
+ * node:http2, before any of those, gets its socket's policy but not the session's rules.
+ */
+function wrapHttp2Connect(): void {
+  if (http2Wrapped) return;
+  const h2 = loadedBuiltin<typeof http2>('node:http2');
+  if (h2 === undefined) return;
+  http2Wrapped = true;
+  const original = h2.connect;
+  const connect = function connect(this: unknown, ...args: Parameters<typeof http2.connect>): http2.ClientHttp2Session {
+    const session = (original as (...a: unknown[]) => http2.ClientHttp2Session).apply(this, args);
+    onSession(session);
+    return session;
+  };
+  h2.connect = connect as typeof http2.connect;
+  syncBuiltinESMExports();
 }
 
 /** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */
@@ -519,6 +582,8 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
     patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
   } else patchAgents();
   wrapGlobalFetch();
+  wrapHttp2Connect();
+  if (!http2Wrapped) setImmediate(wrapHttp2Connect).unref();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;
 }

@@ -33,6 +33,14 @@ int keep_shorter(int, int32_t*, int32_t*, int*, int32_t* kept, bool) {
   return -ENOTSUP;
 }
 int check_tcp(int) { return -ENOTSUP; }
+int create_socket(int, int, const int32_t*, const int32_t*, int, const uint8_t*, int, uint32_t, int* applied, int* step,
+                  int* fd_out) {
+  *applied = 0;
+  *step = STEP_SOCKET;
+  *fd_out = -1;
+  return -ENOTSUP;
+}
+int close_socket(int) { return -ENOTSUP; }
 int socket_error(int, int32_t*) { return -ENOTSUP; }
 const char* platform_name() { return "win32"; }
 

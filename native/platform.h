@@ -56,3 +56,33 @@
 #else
 #define ST_AT_REUSEPORT -1, -1
 #endif
+#define ST_AT_RCVBUF SOL_SOCKET, SO_RCVBUF
+#define ST_AT_SNDBUF SOL_SOCKET, SO_SNDBUF
+// IP_TOS; on an IPv6 socket the core sets IPV6_TCLASS instead (core_posix.cc), the same byte.
+#define ST_AT_TOS IPPROTO_IP, IP_TOS
+
+// Linux 4.2+: bind() an address without reserving a port; connect() picks the port per destination.
+#if defined(IP_BIND_ADDRESS_NO_PORT)
+#define ST_AT_BIND_ADDRESS_NO_PORT IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT
+#elif defined(__linux__)
+#define ST_AT_BIND_ADDRESS_NO_PORT IPPROTO_IP, 24
+#else
+#define ST_AT_BIND_ADDRESS_NO_PORT -1, -1
+#endif
+
+// Linux 6.3+: a per-socket slice of ip_local_port_range. glibc and musl headers do not define it
+// yet; the kernel's uapi number is used. Older kernels answer ENOPROTOOPT.
+#if defined(IP_LOCAL_PORT_RANGE)
+#define ST_AT_LOCAL_PORT_RANGE IPPROTO_IP, IP_LOCAL_PORT_RANGE
+#elif defined(__linux__)
+#define ST_AT_LOCAL_PORT_RANGE IPPROTO_IP, 51
+#else
+#define ST_AT_LOCAL_PORT_RANGE -1, -1
+#endif
+
+// Linux: wake the listener only when data has arrived (BSDs have accept filters instead).
+#if defined(TCP_DEFER_ACCEPT)
+#define ST_AT_DEFER_ACCEPT IPPROTO_TCP, TCP_DEFER_ACCEPT
+#else
+#define ST_AT_DEFER_ACCEPT -1, -1
+#endif

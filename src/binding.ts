@@ -41,6 +41,16 @@ export interface NativeBinding {
   lingerIfDrained(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
+  /**
+   * A new TCP socket for the stages before Node: IP version `slots[layout.newFamily]` (4 or 6),
+   * IPV6_V6ONLY from `slots[layout.bindV6Only]` (-1 untouched), the `slots[layout.count]` options,
+   * then bound to `slots[layout.bindAddr]`:`slots[layout.bindPort]` unless that port is -1. The fd
+   * goes to `slots[layout.newFd]`, 0 or a negative errno to `slots[layout.result]`. The binding
+   * holds the fd until {@link NativeBinding.releaseSocket}.
+   */
+  createSocket(): void;
+  /** The fd `createSocket` made is Node's now (`true`: nothing happens) or is closed (`false`). */
+  releaseSocket(handedOver: boolean): void;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
@@ -147,6 +157,7 @@ export function stub(error: Error): NativeBinding {
   return {
     init() {},
     apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail,
+    createSocket: fail, releaseSocket: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {
@@ -158,7 +169,7 @@ export function stub(error: Error): NativeBinding {
       layout: { ...(Object.fromEntries(layoutNames.map((name) => [name, 0])) as Layout), bytes: 16, cookieOffset: 8 },
       families: { inet: -1, inet6: -1 },
       status: { OK: 0, E_NOFD: 2 },
-      syscalls: ['setsockopt', 'getsockopt', 'ioctl'],
+      syscalls: ['setsockopt', 'getsockopt', 'ioctl', 'socket', 'bind'],
       platform: {
         name: process.platform,
         sockDiag: false,

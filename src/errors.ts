@@ -28,6 +28,12 @@ export const codes = Object.freeze({
   DRAIN_TIMEOUT: 'ERR_SOCKTUNE_DRAIN_TIMEOUT',
   /** No native addon fits this platform or loads here (no prebuild and no source build). */
   NO_ADDON: 'ERR_SOCKTUNE_NO_ADDON',
+  /**
+   * The option takes effect only at another stage of a socket's life: IP_BIND_ADDRESS_NO_PORT and
+   * IP_LOCAL_PORT_RANGE before bind and connect (`connect()`'s `prebind`), TCP_DEFER_ACCEPT on a
+   * listener, and never SO_LINGER on a listener (every accepted connection would inherit it).
+   */
+  STAGE: 'ERR_SOCKTUNE_STAGE',
 } as const);
 
 /** An error from the kernel, shaped like Node's system errors. */

@@ -3,7 +3,9 @@
  * @module socktune
  */
 export { configure, readOptions, supportedOptions, limits, isConfigureError } from './options.js';
-export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError } from './options.js';
+export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError, PortRange } from './options.js';
+export { connect, createConnection } from './stage/connect.js';
+export type { ConnectOptions } from './stage/connect.js';
 export { tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from './views.js';
 export type { TcpInfo, TcpState, SendQueue } from './views.js';
 export type { TcpSocketLike } from './handle.js';

@@ -33,8 +33,9 @@ const socktune = await import(pathToFileURL(join(pkgDir, 'dist', 'index.js')).hr
 const { addon, constants } = await import(pathToFileURL(join(pkgDir, 'dist', 'binding.js')).href);
 check('socktune loaded the win32 addon', addon.path === resolved, addon.path ?? addon.error?.message);
 check("the addon says it is the win32 core", constants.platform.name === 'win32', constants.platform.name);
-check('the addon names all nine options, none supported',
-  constants.options.length === 9 && constants.options.every((o) => o.name && !o.supported),
+const { optionNames } = await import(pathToFileURL(join(pkgDir, 'dist', 'tables.js')).href);
+check(`the addon names all ${optionNames.length} options of the table, none supported`,
+  constants.options.length === optionNames.length && constants.options.every((o, i) => o.name === optionNames[i] && !o.supported),
   constants.options.map((o) => `${o.name || '?'}:${o.supported}`).join(' '));
 
 function expectCode(name, code, fn) {

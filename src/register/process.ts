@@ -39,6 +39,9 @@ import { builtin, connectHost, isTlsServer } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
+import { policyPrebind, prebindEveryConnection } from '../stage/prebind.js';
+import type { ConnectTarget } from '../handle.js';
+import type { EncodedOptions } from '../options.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
 
@@ -90,6 +93,8 @@ interface Entry {
 interface Registration {
   config: RegisterConfig;
   entries: Entry[];
+  /** Whether a rule's policy gives connections a port range (IP_LOCAL_PORT_RANGE) at the pre-connect stage. */
+  portRanges: boolean;
   guards: Readonly<Record<string, Guard>>;
   stats: Counts;
 }
@@ -165,16 +170,45 @@ function matches(rule: Rule, direction: Direction, socket: net.Socket): boolean 
   // Each address is read (getpeername/getsockname, then cached by Node) only if a rule asks.
   if (rule.port !== undefined && !rule.port.includes(socket.remotePort as number)) return false;
   if (rule.localPort !== undefined && !rule.localPort.includes(socket.localPort as number)) return false;
-  if (rule.host !== undefined) {
-    const name = connectHost(socket);
-    const address = plain(socket.remoteAddress);
-    if (!rule.host.some((h) => h === name || plain(h) === address)) return false;
-  }
-  if (rule.localAddress !== undefined) {
-    const address = plain(socket.localAddress);
-    if (!rule.localAddress.some((a) => plain(a) === address)) return false;
-  }
+  if (rule.host !== undefined && !hostMatches(rule.host, connectHost(socket), socket.remoteAddress)) return false;
+  if (rule.localAddress !== undefined && !addressIn(rule.localAddress, socket.localAddress)) return false;
   return true;
+}
+
+/** Whether a rule's `host` list names the host the application connected to, or the peer's address. */
+function hostMatches(hosts: readonly string[], name: string | undefined, address: string | undefined): boolean {
+  const a = plain(address);
+  return hosts.some((h) => h === name || plain(h) === a);
+}
+
+function addressIn(list: readonly string[], address: string | undefined): boolean {
+  const a = plain(address);
+  return list.some((x) => plain(x) === a);
+}
+
+/**
+ * The same rules for a connection not made yet, at the pre-connect stage: the destination is
+ * known, the local port is not (it is chosen at connect), so a rule that names one does not match.
+ */
+function matchesBeforeConnect(rule: Rule, socket: net.Socket, target: ConnectTarget): boolean {
+  if (rule.direction === 'accepted' || rule.localPort !== undefined) return false;
+  if (rule.port !== undefined && !rule.port.includes(target.port)) return false;
+  if (rule.host !== undefined && !hostMatches(rule.host, connectHost(socket), target.address)) return false;
+  if (rule.localAddress !== undefined && !addressIn(rule.localAddress, target.bind?.address)) return false;
+  return true;
+}
+
+/**
+ * The pre-connect stage of a connection the application opens: the stage fields of the first
+ * rule's policy (IP_BIND_ADDRESS_NO_PORT for a pinned source address, on by default, and a port
+ * range). Nothing for a connection without `localAddress` when no rule gives a port range: Node
+ * makes those sockets itself, as without socktune.
+ */
+function stageOfOpened(socket: net.Socket, target: ConnectTarget): EncodedOptions | undefined {
+  const r = active;
+  if (r === undefined || (target.bind === undefined && !r.portRanges)) return undefined;
+  const entry = r.entries.find((e) => matchesBeforeConnect(e.rule, socket, target));
+  return entry === undefined || entry.rule.policy === false ? undefined : policyPrebind(entry.rule.policy);
 }
 
 /** Gives a connection, now connected, the policy of the first rule that matches it. */
@@ -483,7 +517,9 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
     Object.defineProperty(guards, rule.name, { value: guard, enumerable: true });
     entries.push({ rule, guard });
   }
-  active = { config, entries, guards: Object.freeze(guards), stats: emptyStats() };
+  const portRanges = entries.some((e) => e.rule.policy !== false && e.rule.direction !== 'accepted' && e.rule.policy.localPortRange !== false);
+  active = { config, entries, portRanges, guards: Object.freeze(guards), stats: emptyStats() };
+  if (entries.some((e) => e.rule.policy !== false && e.rule.direction !== 'accepted')) prebindEveryConnection(stageOfOpened);
   dc.subscribe('net.client.socket', onClientSocket);
   dc.subscribe('net.server.socket', onServerSocket);
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);

@@ -150,6 +150,24 @@ export function kernelError(errno: number, syscall: string, option?: string): Ke
   return err;
 }
 
+/**
+ * A kernel error about an address, shaped as Node's own for the same call: `bind` of a connecting
+ * socket as net.js's ExceptionWithHostPort (`bind EADDRNOTAVAIL 10.0.0.9`), `listen` as its
+ * UVExceptionWithHostPort (`listen EADDRINUSE: address already in use 0.0.0.0:8080`), with `code`,
+ * `errno`, `syscall`, `address` and `port` (when not 0).
+ */
+export function addressError(errno: number, syscall: 'bind' | 'listen', address: string, port: number): KernelError & { address: string; port?: number } {
+  const [code, text] = systemErrors.get(errno) ?? [`Unknown system error ${errno}`, 'unknown error'];
+  const where = `${address}${port > 0 || syscall === 'listen' ? `:${port}` : ''}`;
+  const err = new Error(syscall === 'listen' ? `${syscall} ${code}: ${text} ${where}` : `${syscall} ${code} ${where}`) as KernelError & { address: string; port?: number };
+  err.errno = errno;
+  err.code = code;
+  err.syscall = syscall;
+  err.address = address;
+  if (port > 0 || syscall === 'listen') err.port = port;
+  return err;
+}
+
 /** Edit distance with transpositions (optimal string alignment), for "did you mean" hints. */
 function distance(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);

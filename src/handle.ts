@@ -709,15 +709,6 @@ export function tryingSeveral(socket: net.Socket): boolean {
   return Array.isArray((socket as { autoSelectFamilyAttemptedAddresses?: unknown }).autoSelectFamilyAttemptedAddresses);
 }
 
-/** An error shaped as Node's own for a failed bind of a connecting socket (`bind EADDRNOTAVAIL 10.0.0.9`). */
-export function bindError(errno: number, address: string, port: number): Error {
-  const err = kernelError(errno, 'bind') as Error & { address?: string; port?: number };
-  err.message = `bind ${(err as { code?: string }).code} ${address}${port > 0 ? `:${port}` : ''}`;
-  err.address = address;
-  if (port > 0) err.port = port;
-  return err;
-}
-
 /**
  * Hands the listening socket `createSocket` made to `server`: `server.listen({ fd }, backlog)`,
  * which opens it into a TCP handle of Node's and calls listen(2). The fd is Node's from then on,

@@ -16,9 +16,10 @@
  */
 import type net from 'node:net';
 import type { Policy } from '../policy/presets.js';
+import { addressError } from '../errors.js';
 import { Stage, applyEncodedTo, createSocket, encodeFor, isSupported, without, type EncodedOptions, type SocketOptions } from '../options.js';
 import {
-  STAGE_DESTROYED, bindError, bindPending, handleFd, interceptConnects, openSocket, tryingSeveral, type ConnectTarget,
+  STAGE_DESTROYED, bindPending, handleFd, interceptConnects, openSocket, tryingSeveral, type ConnectTarget,
 } from '../handle.js';
 
 /** The options of a socket at the stage, or how they are chosen at its connect (by the destination). */
@@ -114,7 +115,7 @@ function bindHeld(socket: net.Socket, handle: object, target: ConnectTarget): nu
   const bind = target.bind!;
   const rc = bindPending(handle, bind, target.ip);
   if (rc === 0) return 0;
-  socket.destroy(bindError(rc, bind.address, bind.port));
+  socket.destroy(addressError(rc, 'bind', bind.address, bind.port));
   return STAGE_DESTROYED;
 }
 

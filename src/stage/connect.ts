@@ -55,19 +55,28 @@ export function connect(options: ConnectOptions, connectListener?: () => void): 
   }
   if (connectListener !== undefined && typeof connectListener !== 'function') throw invalidArgType('connectListener', 'of type function', connectListener);
   const policy = policyGiven === undefined ? undefined : toPolicy(policyGiven, 'options.policy');
-  let encoded: EncodedOptions = prebindOptions(given ?? {}, 'options.prebind');
-  if (policy !== undefined) encoded = mergeEncoded(policyPrebind(policy), encoded);
-  if (netOptions.localAddress && !netOptions.localPort) encoded = withDefault(encoded, 'IP_BIND_ADDRESS_NO_PORT', 1);
+  const pinned = Boolean(netOptions.localAddress) && !netOptions.localPort;
+  let encoded: EncodedOptions;
+  if (given === undefined && policy === undefined) {
+    // The common call (an agent's): worked out once.
+    encoded = pinned ? (pinnedDefault ??= withDefault(prebindOptions({}), 'IP_BIND_ADDRESS_NO_PORT', 1)) : (noOptions ??= prebindOptions({}));
+  } else {
+    encoded = prebindOptions(given ?? {}, 'options.prebind');
+    if (policy !== undefined) encoded = encoded.ids.length === 0 ? policyPrebind(policy) : mergeEncoded(policyPrebind(policy), encoded);
+    if (pinned) encoded = withDefault(encoded, 'IP_BIND_ADDRESS_NO_PORT', 1);
+  }
   // Inherited properties are not options: Node reads these from the object it is given, inherited
   // ones too (a polluted `Object.prototype.handle` would become the socket's handle), so each one
-  // not given is given as undefined.
-  const own: Record<string, unknown> = {};
-  for (const key of nodeOptions) own[key] = undefined;
-  const socket = net.connect(Object.assign(own, netOptions) as net.TcpNetConnectOpts, connectListener);
+  // that is there only by inheritance is given as undefined.
+  for (const key of nodeOptions) if (key in netOptions && !Object.hasOwn(netOptions, key)) (netOptions as Record<string, unknown>)[key] = undefined;
+  const socket = net.connect(netOptions, connectListener);
   prebind(socket, encoded);
   if (policy !== undefined) tune(socket, policy);
   return socket;
 }
+
+let noOptions: EncodedOptions | undefined;
+let pinnedDefault: EncodedOptions | undefined;
 
 /** What net.Socket's constructor and connect() read from their options (Node 20 to 26). */
 const nodeOptions = [

@@ -6,6 +6,8 @@ export { configure, readOptions, supportedOptions, limits, isConfigureError } fr
 export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError, PortRange } from './options.js';
 export { connect, createConnection } from './stage/connect.js';
 export type { ConnectOptions } from './stage/connect.js';
+export { listen } from './stage/listen.js';
+export type { ListenOptions } from './stage/listen.js';
 export { tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from './views.js';
 export type { TcpInfo, TcpState, SendQueue } from './views.js';
 export type { TcpSocketLike } from './handle.js';

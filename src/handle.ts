@@ -474,6 +474,21 @@ export function isAccepted(socket: net.Socket): boolean {
   return (socket as unknown as { server?: unknown }).server instanceof Server;
 }
 
+/** The handle a server listens on now (a new one each time it listens), or `undefined`. */
+export function listenerHandle(server: net.Server): object | undefined {
+  const handle = (server as unknown as WithHandle)._handle;
+  return typeof handle === 'object' && handle !== null ? handle : undefined;
+}
+
+/**
+ * What Node itself sets on every connection `server` accepts, before `'connection'` (net.Server's
+ * `noDelay` and `keepAlive` options, kept as fields; an HTTP server's `noDelay` is on by default).
+ */
+export function setOnAccept(server: net.Server): { noDelay: boolean; keepAlive: boolean } {
+  const s = server as unknown as { noDelay?: unknown; keepAlive?: unknown };
+  return { noDelay: s.noDelay === true, keepAlive: s.keepAlive === true };
+}
+
 /**
  * Whether `socket` carries a TCP connection (Node's TCP handle, under TLS too) or is still
  * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.

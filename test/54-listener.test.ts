@@ -1,20 +1,127 @@
-// The listener stage. listen() makes the listening socket natively:
+// The listener stage. tuneServer (and socktune/register) put a policy's inheritable options
+// (keepalive, TCP_USER_TIMEOUT, TCP_NODELAY; never SO_LINGER) on the listener once, and Linux copies
+// them to every connection it accepts: strace counts the setsockopt calls per accepted connection
+// (control: the same policy tuned per connection, as before), and every accepted connection's options
+// are read back, on whichever Node runs the suite. listen() makes the listening socket natively:
 // SO_REUSEPORT on Node 20 (two processes share a port; control: Node's own listen), SO_REUSEADDR,
 // TCP_DEFER_ACCEPT, the backlog, before bind.
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { codes, configure, listen, readOptions } from '../src/index.js';
+import { codes, configure, listen, presets, readOptions, tuneServer } from '../src/index.js';
 import { canUse } from './helpers/env.js';
 import { closeAll, track } from './helpers/sockets.js';
-import { traceSyscalls } from './helpers/stage.js';
+import { traceServer, traceSyscalls } from './helpers/stage.js';
 import { Netns } from './helpers/netns.js';
 
 afterEach(closeAll);
 
+const register = fileURLToPath(new URL('../dist/register/index.js', import.meta.url));
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const port = (server: net.Server) => (server.address() as net.AddressInfo).port;
+const COUNT = 400;
+
+/** `n` connections to `p`, one after another, kept open (the server reads each back) until closed by the test. */
+async function connections(p: number, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const c = track(net.connect(p, '127.0.0.1'));
+    await once(c, 'connect');
+  }
+}
+
+interface Report {
+  accepted: number;
+  carry: number;
+  differ: unknown[];
+}
+
+async function perAccepted(mode: string, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = process.env) {
+  const { report, counts, calls } = await traceServer('listener-app.mjs', [mode, String(COUNT)], ['setsockopt'], async (ready) => connections((JSON.parse(ready) as { port: number }).port, COUNT + 1), { nodeArgs, env });
+  return { report: JSON.parse(report) as Report, perConnection: (counts.setsockopt ?? 0) / COUNT, calls };
+}
+
+describe.runIf(canUse('strace'))('setsockopt per accepted connection (strace), and every accepted connection read back', () => {
+  it('control: the policy tuned on each accepted connection, as before: five setsockopt each', async () => {
+    const { report, perConnection } = await perAccepted('tune');
+    expect(report).toMatchObject({ accepted: COUNT + 1, carry: COUNT + 1 });
+    expect(perConnection).toBeGreaterThanOrEqual(5);
+  });
+
+  it(`tuneServer: the options go on the listener once; ${COUNT} accepted connections cost no setsockopt (goal ≤ 0.05 each) and all carry them`, async () => {
+    const { report, perConnection, calls } = await perAccepted('tuneServer');
+    expect(report).toMatchObject({ accepted: COUNT + 1, carry: COUNT + 1, differ: [] });
+    expect(perConnection).toBeLessThanOrEqual(0.05);
+    expect(calls).toEqual([]);
+  });
+
+  it('socktune/register (SOCKTUNE_POLICY=gracefulHeartbeat-like rules): the same for the servers an application makes', async () => {
+    const { SOCKTUNE_POLICY: _, ...rest } = process.env;
+    const env = { ...rest, SOCKTUNE_CONFIG: fixture('listener-rules.json') };
+    delete (env as NodeJS.ProcessEnv).NODE_OPTIONS;
+    const { report, perConnection } = await perAccepted('register', ['--import', register], env);
+    expect(report).toMatchObject({ accepted: COUNT + 1, carry: COUNT + 1, differ: [] });
+    expect(perConnection).toBeLessThanOrEqual(0.05);
+  });
+
+  it("an HTTP server: no setsockopt of socktune's; Node's own TCP_NODELAY (http's noDelay default) stays, one per connection", async () => {
+    const { report, calls } = await perAccepted('http');
+    expect(report).toMatchObject({ accepted: COUNT + 1, carry: COUNT + 1 });
+    expect(calls.every((c) => /TCP_NODELAY, \[1\]/.test(c))).toBe(true);
+    expect(calls.length).toBe(COUNT);
+  });
+
+  it("a server with Node's keepAlive option (Node sets keepalive on each connection itself): the per-connection path, the shorter budget kept as before", async () => {
+    const { report, perConnection } = await perAccepted('keepAliveOption');
+    // Node's setKeepAlive(true, 1000) is 1 s + 10 × 1 s, shorter than the policy's: it stays (design rule 9).
+    expect(report.carry).toBe(0);
+    expect(perConnection).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('the listener stage in process', () => {
+  it('accepted connections carry the policy from the first one; a listener that listens again gets it again', async () => {
+    const server = track(net.createServer((s) => s.on('error', () => {})));
+    const keepAlive = { idle: 9000, interval: 3000, count: 2 };
+    tuneServer(server, presets.gracefulHeartbeat({ keepAlive }));
+    for (let round = 0; round < 2; round++) {
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      expect(readOptions(server)).toMatchObject({ keepAlive, userTimeout: 15_000, linger: false });
+      const accepted = once(server, 'connection');
+      const c = track(net.connect(port(server), '127.0.0.1'));
+      const [s] = (await accepted) as [net.Socket];
+      expect(readOptions(s)).toMatchObject({ keepAlive, userTimeout: 15_000, linger: false });
+      c.destroy();
+      s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('connections queued before the options were on the listener are tuned one by one, the later ones inherit', async () => {
+    const server = track(net.createServer());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    // Two connections complete their handshake while this thread is blocked: they wait in the
+    // kernel's accept queue, made before tuneServer put anything on the listener.
+    const early = spawn(process.execPath, ['-e', `const n=require('net');for(let i=0;i<2;i++)n.connect(${port(server)},'127.0.0.1').on('connect',()=>console.log('up'));setInterval(()=>{},1e3)`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 800);
+      const keepAlive = { idle: 11_000, interval: 1000, count: 5 };
+      const seen: net.Socket[] = [];
+      server.on('connection', (s: net.Socket) => seen.push(track(s)));
+      tuneServer(server, presets.gracefulHeartbeat({ keepAlive }));
+      while (seen.length < 2) await new Promise((r) => setTimeout(r, 10));
+      const late = track(net.connect(port(server), '127.0.0.1'));
+      await once(late, 'connect');
+      while (seen.length < 3) await new Promise((r) => setTimeout(r, 10));
+      for (const s of seen) expect(readOptions(s)).toMatchObject({ keepAlive, userTimeout: 16_000 });
+    } finally {
+      early.kill('SIGKILL');
+    }
+  });
+});
 
 describe('listen(): the listening socket made natively', () => {
   it.runIf(canUse('strace'))('strace: socket, SO_REUSEADDR, SO_REUSEPORT, TCP_DEFER_ACCEPT and the inheritable options before bind; Node listens with the backlog', async () => {

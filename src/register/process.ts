@@ -31,7 +31,7 @@ import { recordOrigin } from '../guard/origin.js';
 import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
 import { isExplicit, type Policy } from '../policy/presets.js';
-import { keepAliveAbove } from '../integrations/server.js';
+import { inheritedFrom, keepAliveAbove, putOnListener } from '../integrations/server.js';
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
@@ -237,7 +237,8 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     s[kOrigin] = undefined;
     s[kDirection] = direction;
   }
-  if (adopt(socket, entry.rule.policy, entry.guard)) {
+  const inherited = direction === 'accepted' && inheritedFrom(server, socket, entry.rule.policy);
+  if (adopt(socket, entry.rule.policy, entry.guard, false, inherited)) {
     stats.tuned++;
     adopted.set(socket, entry.guard);
   } else if (socket.destroyed) {
@@ -280,9 +281,41 @@ function watchServer(server: net.Server): void {
   watchedServers.add(server);
   listening.add(server);
   server.once('close', () => listening.delete(server));
-  if (server.listening) upstreamIdle(server);
-  else server.once('listening', () => upstreamIdle(server));
+  if (server.listening) startsListening(server);
+  else server.once('listening', () => startsListening(server));
   if (isTlsServer(server)) server.prependListener('secureConnection', onSecureConnection);
+}
+
+/** A server of the process starts listening: the policy of every connection it will accept goes on its listener once. */
+function startsListening(server: net.Server): void {
+  upstreamIdle(server);
+  const policy = everyAcceptedPolicy(server);
+  if (policy !== undefined) putOnListener(server, policy);
+}
+
+/**
+ * The policy of every connection `server` will accept, when the rules decide it before any
+ * connection: the first rule that can match this listener has no condition on the peer (its port
+ * or host). Where one has, connections of one listener may get different policies (or none), so
+ * nothing goes on the listener and each connection is tuned by itself.
+ */
+function everyAcceptedPolicy(server: net.Server): Policy | undefined {
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) return undefined;
+  const host = plain(address.address);
+  const wildcard = host === '::' || host === '0.0.0.0';
+  for (const { rule } of active?.entries ?? []) {
+    if (rule.direction === 'opened') continue;
+    if (rule.localPort !== undefined && !rule.localPort.includes(address.port)) continue;
+    if (rule.localAddress !== undefined) {
+      // A listener on every address accepts on each of them: the rule decides per connection.
+      if (wildcard) return undefined;
+      if (!rule.localAddress.some((a) => plain(a) === host)) continue;
+    }
+    if (rule.port !== undefined || rule.host !== undefined) return undefined;
+    return rule.policy === false ? undefined : rule.policy;
+  }
+  return undefined;
 }
 
 /** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */

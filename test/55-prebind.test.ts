@@ -2,7 +2,7 @@
 // IP_BIND_ADDRESS_NO_PORT for a pinned source address) inside Node's own connect, which then binds
 // and connects it as its own. strace shows the order on one fd; everything after connect (events,
 // errors, happy eyeballs, TLS on top, a policy, agents and undici) is Node's. The ports this saves
-// are test/48-ports.
+// are test/56-ports.
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import tls from 'node:tls';

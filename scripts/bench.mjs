@@ -6,9 +6,9 @@
 // resetAndDestroy() and RST-on-close (scripts/bench/churn.mjs), dead-peer detection times
 // (deadpeer.mjs), the guarded http.Server under wrk (guard.mjs) and one guard scan over 4,000
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
-// SOCKTUNE_TRACE=1 per connection (register.mjs), and loading a rules file of 1,000 to 50,000 rules
-// (config.mjs). Prints a table; with --json prints only a JSON
-// object.
+// SOCKTUNE_TRACE=1 per connection (register.mjs), loading a rules file of 1,000 to 50,000 rules
+// (config.mjs), and what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
+// with and without it (retry.mjs). Prints a table; with --json prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -24,6 +24,7 @@ import { guardBench } from './bench/guard.mjs';
 import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
 import { configBench } from './bench/config.mjs';
+import { retryBench, retryNotes } from './bench/retry.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -176,6 +177,7 @@ async function main() {
   const guardScan = await guardScanBench({ quiet: json });
   const registered = await registerBench({ quiet: json });
   const config = await configBench({ quiet: json });
+  const retry = await retryBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -240,6 +242,8 @@ async function main() {
     registerRows: registered.rows,
     config: config.json,
     configRows: config.rows,
+    retry: retry.json,
+    retryRows: retry.rows,
   };
 }
 
@@ -280,6 +284,7 @@ function printTable(r) {
     ...r.guardScanRows,
     ...r.registerRows,
     ...r.configRows,
+    ...r.retryRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);
@@ -289,6 +294,7 @@ function printTable(r) {
   for (const note of r.collectorNotes) console.log(note);
   for (const note of churnNotes(r.churn)) console.log(note);
   for (const note of deadPeerNotes(r.deadPeer)) console.log(note);
+  for (const note of retryNotes(r.retry)) console.log(note);
 }
 
 const result = await main();

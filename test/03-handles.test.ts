@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Guard, configure, presets, readOptions, resetClose, tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState, tune } from '../src/index.js';
 import { closeAll, pair, track } from './helpers/sockets.js';
 import { canUse } from './helpers/env.js';
@@ -167,7 +168,7 @@ describe('hostile socket objects get coded errors from every call', () => {
     expect(catchError(() => guard.track(impostor))).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     expect(guard.size).toBe(0);
     // Ten scans' time: no uncaught error from the guard's timer (vitest fails the file on one).
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   });
 
   it("a net.Socket whose _handle is an object made from TCP's prototype: every entry point answers ERR_SOCKTUNE_INVALID_HANDLE", async () => {

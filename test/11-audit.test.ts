@@ -9,7 +9,7 @@ import { kernelVersion, netCounters, readSysctl, sockstat } from '../src/diagnos
 import { sysctlAudit, type Finding, type SysctlAudit } from '../src/diagnose/audit.js';
 import { connectionStates } from '../src/diagnose/states.js';
 import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
+import { Netns, nstat, ssCount } from './helpers/netns.js';
 
 const auditFixture = fileURLToPath(new URL('./fixtures/audit.mjs', import.meta.url));
 const statesFixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
@@ -32,22 +32,6 @@ function sysctlN(name: string, ns?: Netns): string | undefined {
   } catch {
     return undefined; // "cannot stat /proc/sys/...": no such setting
   }
-}
-
-/** `ss -Htan state time-wait | wc -l` in the namespace (with a state filter ss prints no state column). */
-async function ssTimeWait(ns: Netns): Promise<number> {
-  return (await ns.exec('ss', ['-Htan', 'state', 'time-wait'])).split('\n').filter(Boolean).length;
-}
-
-/** `nstat -asz` as name → value (absolute, zeros included, history untouched). */
-async function nstat(ns: Netns): Promise<Map<string, number>> {
-  const out = await ns.exec('nstat', ['-asz']);
-  const m = new Map<string, number>();
-  for (const line of out.split('\n')) {
-    const [name, value] = line.split(/\s+/);
-    if (name && !name.startsWith('#')) m.set(name, Number(value));
-  }
-  return m;
 }
 
 describe('kernelVersion', () => {
@@ -191,7 +175,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
   const ns = new Netns('audit');
   let first: { sockstat: ReturnType<typeof sockstat>; counters: ReturnType<typeof netCounters> };
   let firstSs: number;
-  let firstNstat: Map<string, number>;
+  let firstNstat: Record<string, number>;
   let audit: SysctlAudit;
   let auditSs: number;
 
@@ -204,13 +188,13 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
     ns.sysctl('net.ipv4.tcp_max_tw_buckets', '8');
     await ns.start(statesFixture, ['1', '0', '20', '0']);
     first = JSON.parse(await ns.exec(process.execPath, [auditFixture, 'proc']));
-    firstSs = await ssTimeWait(ns);
+    firstSs = await ssCount('time-wait', ns);
     firstNstat = await nstat(ns);
     // Then 600 more, spread over 4 server ports: 608 of the 1000 local ports are in TIME_WAIT.
     ns.sysctl('net.ipv4.tcp_max_tw_buckets', '100000');
     await ns.start(statesFixture, ['4', '0', '600', '0']);
     audit = JSON.parse(await ns.exec(process.execPath, [auditFixture]));
-    auditSs = await ssTimeWait(ns);
+    auditSs = await ssCount('time-wait', ns);
   }, 60_000);
   afterAll(() => ns.destroy());
 
@@ -229,13 +213,13 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
       for (const [name, n] of Object.entries(fields!)) ours.set(group + name, n);
     }
     let compared = 0;
-    for (const [name, n] of firstNstat) {
+    for (const [name, n] of Object.entries(firstNstat)) {
       if (/^(Ip6|Icmp6|Udp6|UdpLite6)/.test(name)) continue; // /proc/net/snmp6, not read here
       expect([name, ours.get(name)]).toEqual([name, n]);
       compared++;
     }
     expect(compared).toBeGreaterThan(200);
-    expect(firstNstat.get('TcpExtTCPTimeWaitOverflow')).toBe(12);
+    expect(firstNstat.TcpExtTCPTimeWaitOverflow).toBe(12);
   });
 
   it('counts TIME_WAIT as ss does and warns about the port range, tcp_tw_reuse=0 and the overflow', () => {

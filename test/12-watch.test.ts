@@ -1,11 +1,10 @@
 // `socktune watch` in a real terminal (tmux): it draws counts and the trend, follows new
 // TIME_WAIT sockets, and quits cleanly on q and on Ctrl-C, restoring the screen.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
+import { Netns, ssCount } from './helpers/netns.js';
 import { watch } from '../src/watch.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -16,15 +15,13 @@ function tmux(...args: string[]): string {
   return execFileSync('tmux', args, { encoding: 'utf8' });
 }
 
-async function screenUntil(session: string, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  let screen = '';
-  while (Date.now() < end) {
-    screen = tmux('capture-pane', '-p', '-t', session);
-    if (pattern.test(screen)) return screen;
-    await sleep(100);
-  }
-  throw new Error(`screen never matched ${pattern}:\n${screen}`);
+/** The pane of `session` once it matches `pattern` (polled every 100 ms, for `timeoutMs`). */
+function screenUntil(session: string, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+  return vi.waitFor(() => {
+    const screen = tmux('capture-pane', '-p', '-t', session);
+    expect(screen).toMatch(pattern);
+    return screen;
+  }, { timeout: timeoutMs, interval: 100 });
 }
 
 describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {
@@ -96,8 +93,7 @@ describe.runIf(canUse('ip'))('the trend: a fixed baseline, and the rate over the
 
   it('100 TIME_WAIT, +1, then +50 between refreshes: level bars, and +50 per the seconds between the two reads', async () => {
     await ns.exec(process.execPath, [burst, '100']);
-    const ssTimeWait = () => execFileSync('ip', ['netns', 'exec', ns.name, 'ss', '-Htan', 'state', 'time-wait']).toString().split('\n').filter(Boolean).length;
-    expect(ssTimeWait()).toBe(100);
+    expect(await ssCount('time-wait', ns)).toBe(100);
     const frames: Array<{ at: number; text: string }> = [];
     // New TIME_WAIT sockets are made while a frame is written, by a process run synchronously: the
     // event loop is blocked meanwhile, so the next refresh comes later than its 50 ms interval.
@@ -121,7 +117,7 @@ describe.runIf(canUse('ip'))('the trend: a fixed baseline, and the rate over the
     const trend = (text: string) => /^TIME_WAIT +([▁▂▃▄▅▆▇█]+) ?(\S*)$/m.exec(text)!;
     const count = (text: string) => Number(/^TIME_WAIT +(\d+)/m.exec(text)![1]);
     expect([count(frames[0].text), count(frames[1].text), count(frames[2].text)]).toEqual([100, 101, 151]);
-    expect(ssTimeWait()).toBe(151);
+    expect(await ssCount('time-wait', ns)).toBe(151);
     // +1 on 100 is not a jump from the lowest bar to the highest.
     expect(trend(frames[1].text)[1]).toBe('██');
     expect(trend(frames[2].text)[1]).toBe('▆▆█');

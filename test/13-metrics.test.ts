@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createCollector, presets, tune, tuneServer } from '../src/index.js';
 import { canUse } from './helpers/env.js';
-import { Netns, ssCounts } from './helpers/netns.js';
+import { Netns, nstat, ssCounts } from './helpers/netns.js';
 import { closeAll, pair } from './helpers/sockets.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/metrics.mjs', import.meta.url));
@@ -136,8 +136,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('createCollector against sockets mad
     const ns_ = all.filter((s) => s.name === 'socktune_tcp_connections' && s.labels.scope === 'namespace');
     for (const s of ns_) expect([s.labels.state, s.value]).toEqual([s.labels.state, theirs[s.labels.state] ?? 0]);
     expect(all.find((s) => s.name === 'socktune_sockstat' && s.labels.protocol === 'TCP' && s.labels.field === 'tw')!.value).toBe(30);
-    const nstat = await ns.exec('nstat', ['-asz', 'TcpActiveOpens', 'TcpOutRsts']);
-    const active = Number(/TcpActiveOpens\s+(\d+)/.exec(nstat)![1]);
+    const active = (await nstat(ns, 'TcpActiveOpens', 'TcpOutRsts')).TcpActiveOpens;
     expect(all.find((s) => s.name === 'socktune_kernel_tcp_events_total' && s.labels.counter === 'ActiveOpens')!.value).toBe(active);
     expect(out.text).toMatch(/^socktune_tcp_connections\{scope="namespace",state="CLOSE_WAIT"\} 5$/m);
   });

@@ -17,17 +17,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import tls from 'node:tls';
-import readline from 'node:readline';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFile, type ChildProcess } from 'node:child_process';
-import { promisify } from 'node:util';
 import { closeChannel, presets, resetClose, tune, type CloseReport } from '../src/index.js';
+import { ask, linesByKey } from './helpers/children.js';
 import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
+import { nstat, ssCount } from './helpers/netns.js';
 import { VethPeer } from './helpers/veth.js';
+import { until } from './helpers/wait.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const caPath = fixture('tls/cert.pem');
@@ -35,42 +35,6 @@ const key = readFileSync(fixture('tls/key.pem'));
 const cert = readFileSync(caPath);
 const MiB = 1024 * 1024;
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
-const run = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Absolute kernel counters of a namespace, read with nstat (not from the code under test). */
-async function nstat(ns: Netns): Promise<Record<string, number>> {
-  const out = await ns.exec('nstat', ['-asz', 'TcpOutRsts', 'TcpExtTCPAbortOnData']);
-  const counters: Record<string, number> = {};
-  for (const line of out.split('\n')) {
-    const [name, value] = line.trim().split(/\s+/);
-    if (name && /^\d+$/.test(value ?? '')) counters[name] = Number(value);
-  }
-  return counters;
-}
-
-/** TIME_WAIT sockets `ss` lists in `ns`, with an optional ss filter. */
-async function timeWait(ns: Netns, filter: string[] = []): Promise<number> {
-  return count(await ns.exec('ss', ['-Htan', 'state', 'time-wait', ...filter]));
-}
-
-/** TIME_WAIT sockets in the root namespace towards `address` on one of `ports` (an address only this file talks to). */
-async function rootTimeWait(address: string, ports: number[]): Promise<number> {
-  const { stdout } = await run('ss', ['-Htan', 'state', 'time-wait', 'dst', address]);
-  return stdout.split('\n').filter((line) => ports.includes(Number(line.trim().split(/\s+/).pop()?.split(':').pop()))).length;
-}
-
-const count = (ssOutput: string): number => ssOutput.split('\n').filter(Boolean).length;
-
-/** JSON lines a fixture prints after its ready line. */
-function lines(child: ChildProcess): () => Promise<Record<string, any>> {
-  const it = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  return async () => {
-    const { value, done } = await it.next();
-    if (done) throw new Error('fixture exited');
-    return JSON.parse(value as string);
-  };
-}
 
 /** What the peer saw of one connection: the payload bytes, their checksum, and how the stream ended. */
 interface Seen {
@@ -134,7 +98,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('RST instead of FIN, seen from both 
   const veth = new VethPeer('rst', 15);
   const plain = witness(false);
   const secure = witness(true);
-  let ask: (cmd: object) => Promise<Closed>;
+  let closeThere: (cmd: object) => Promise<Closed>;
 
   beforeAll(async () => {
     veth.create();
@@ -143,10 +107,8 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('RST instead of FIN, seen from both 
       await once(server, 'listening');
     }
     const { child } = await veth.ns.start(fixture('reset-closer.mjs'));
-    const next = lines(child);
-    ask = async (cmd) => {
-      child.stdin!.write(`${JSON.stringify(cmd)}\n`);
-      const answer = (await next()) as Closed;
+    closeThere = async (cmd) => {
+      const answer = (await ask(child, JSON.stringify(cmd))) as Closed;
       expect(answer.failed).toBeUndefined();
       return answer;
     };
@@ -161,17 +123,17 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('RST instead of FIN, seen from both 
   async function close(cmd: object, secureServer = false) {
     const { server, seen } = secureServer ? secure : plain;
     const port = (server.address() as net.AddressInfo).port;
-    const before = await nstat(veth.ns);
-    const closed = await ask({ host: veth.hostAddr, port, bytes: 64 * 1024, ...cmd, ...(secureServer ? { tls: caPath } : {}) });
+    const before = await nstat(veth.ns, 'TcpOutRsts', 'TcpExtTCPAbortOnData');
+    const closed = await closeThere({ host: veth.hostAddr, port, bytes: 64 * 1024, ...cmd, ...(secureServer ? { tls: caPath } : {}) });
     const peer = seen.get(closed.localPort)!;
     await Promise.race([peer.closed, sleep(5000)]);
-    const after = await nstat(veth.ns);
+    const after = await nstat(veth.ns, 'TcpOutRsts', 'TcpExtTCPAbortOnData');
     return {
       closed,
       peer,
       outRsts: after.TcpOutRsts - before.TcpOutRsts,
       abortOnData: after.TcpExtTCPAbortOnData - before.TcpExtTCPAbortOnData,
-      timeWait: await timeWait(veth.ns, [`sport = :${closed.localPort}`]),
+      timeWait: await ssCount('time-wait', `sport = :${closed.localPort}`, veth.ns),
     };
   }
 
@@ -242,8 +204,8 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
   // This process writes and closes; the readers and the checksum server live in the namespace.
   const veth = new VethPeer('rsr', 115);
   let readerPorts: Record<'slow' | 'stall' | 'late', number>;
-  /** The reader's line for each connection, by the writer's port, as the reader prints them. */
-  const readerLines = new Map<number, Record<string, any>>();
+  /** The reader's line for a connection, by the writer's port, once the connection has closed (bounded: 20 s). */
+  let readerSaw: (localPort: number) => Promise<Record<string, any>>;
   const reports: Array<{ socket: net.Socket; report: CloseReport }> = [];
   const onClose = (msg: unknown): void => {
     reports.push(msg as { socket: net.Socket; report: CloseReport });
@@ -254,10 +216,7 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
     veth.create();
     const { child, ready } = await veth.ns.start(fixture('reset-reader.mjs'), [veth.peerAddr, '2', '1500']);
     readerPorts = JSON.parse(ready).ports;
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      const seen = JSON.parse(line);
-      readerLines.set(seen.remotePort, seen);
-    });
+    readerSaw = linesByKey<Record<string, any>>(child, (seen) => seen.remotePort);
     closeChannel.subscribe(onClose);
   }, 60_000);
 
@@ -281,13 +240,6 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
     const payload = randomBytes(8 * MiB);
     for (let at = 0; at < payload.length; at += MiB) socket.write(payload.subarray(at, at + MiB));
     return { socket, payload, errors, closed: once(socket, 'close') };
-  }
-
-  /** What the reader saw of the connection from `localPort`, once it has closed (bounded: 20 s). */
-  async function readerSaw(localPort: number): Promise<Record<string, any>> {
-    for (let waited = 0; !readerLines.has(localPort) && waited < 20_000; waited += 20) await sleep(20);
-    expect(readerLines.has(localPort)).toBe(true);
-    return readerLines.get(localPort)!;
   }
 
   it('slow reader, resetClose with a long drainTimeout: drained, every byte arrives (sha256)', async () => {
@@ -363,7 +315,6 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
   it('10,000 reset closes under the policy: every payload arrives (checksums), 0 TIME_WAIT on the closing side', async () => {
     const { child, ready } = await veth.ns.start(fixture('reset-verify.mjs'), [veth.peerAddr, '4']);
     const ports = JSON.parse(ready).ports as number[];
-    const tally = lines(child);
     const policy = presets.rstOnClose();
     const total = 10_000;
     const errors: string[] = [];
@@ -388,17 +339,13 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
       while (next < total) await one(next++);
     }));
     const ms = Math.round(performance.now() - start);
+    // The server's tally, once it has counted every close (or after 10 s: judged below).
     let counted: Record<string, any> = {};
-    for (let tries = 0; tries < 100; tries++) {
-      child.stdin!.write('report\n');
-      counted = await tally();
-      if (counted.closed >= total) break;
-      await sleep(100);
-    }
+    await until(async () => (counted = await ask(child, 'report')).closed >= total, 10_000, 100);
     const methods: Record<string, number> = {};
     for (const { socket, report } of reports) if (mine.has(socket)) methods[report.method] = (methods[report.method] ?? 0) + 1;
-    const twRoot = await rootTimeWait(veth.peerAddr, ports);
-    console.log(JSON.stringify({ resetCloses: { total, ms, server: counted, methods, timeWaitClosingSide: twRoot, timeWaitServerSide: await timeWait(veth.ns) } }));
+    const twRoot = await ssCount('time-wait', `dst ${veth.peerAddr} and ( ${ports.map((p) => `dport = :${p}`).join(' or ')} )`);
+    console.log(JSON.stringify({ resetCloses: { total, ms, server: counted, methods, timeWaitClosingSide: twRoot, timeWaitServerSide: await ssCount('time-wait', veth.ns) } }));
     expect(errors).toEqual([]);
     expect(counted).toMatchObject({ closed: total, matched: total, mismatched: 0, short: 0 });
     expect(methods).toEqual({ rst: total });
@@ -451,7 +398,7 @@ describe.runIf(canUse('ip', 'ss'))('a 1000-port client with tcp_tw_reuse=0 (scen
     const churn = async (peer: VethPeer, mode: 'plain' | 'policy') => {
       const ports = await serve(peer.hostAddr);
       const { ready } = await peer.ns.start(fixture('reset-churn.mjs'), [peer.hostAddr, ports.join(','), String(total), '20', mode]);
-      return { ...JSON.parse(ready), timeWait: await timeWait(peer.ns) };
+      return { ...JSON.parse(ready), timeWait: await ssCount('time-wait', peer.ns) };
     };
     const [plainRun, policyRun] = await Promise.all([churn(plainPeer, 'plain'), churn(policyPeer, 'policy')]);
     console.log(JSON.stringify({ portExhaustion: { plain: plainRun, policy: policyRun } }));

@@ -297,7 +297,7 @@ describe("a peer's reset is not a dead peer", () => {
     while (performance.now() < until) { /* busy, as a loaded server is */ }
     const seen = guard.scanNow();
     expect(seen.states.CLOSE).toBe(200); // the kernel closed them all, before Node knew
-    for (let i = 0; i < 100 && guard.stats().tracked > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await expect.poll(() => guard.stats().tracked, { timeout: 2000, interval: 20 }).toBe(0);
     expect(guard.stats()).toMatchObject({ tracked: 0, closed: { dead: 0, reset: 0 } });
     // Node read each reset itself, as without socktune.
     expect(errors).toEqual(Array(200).fill('ECONNRESET'));
@@ -309,10 +309,9 @@ describe("a peer's reset is not a dead peer", () => {
     for (const s of accepted) s.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? ''));
     // Fill each server socket's buffer: Node stops reading the kernel then, and cannot see the RST.
     for (const c of clients) c.write(Buffer.alloc(1024 * 1024));
-    for (let i = 0; i < 100 && !accepted.every((s) => s.readableLength >= s.readableHighWaterMark); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(accepted.every((s) => s.readableLength >= s.readableHighWaterMark)).toBe(true);
+    await expect.poll(() => accepted.every((s) => s.readableLength >= s.readableHighWaterMark), { timeout: 2000, interval: 20 }).toBe(true);
     for (const c of clients) c.resetAndDestroy();
-    for (let i = 0; i < 100 && guard.stats().tracked > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await expect.poll(() => guard.stats().tracked, { timeout: 2000, interval: 20 }).toBe(0);
     expect(guard.stats()).toMatchObject({ tracked: 0, closed: { dead: 0, reset: 3 } });
     expect(errors).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
     expect(accepted.every((s) => s.destroyed)).toBe(true);

@@ -4,19 +4,16 @@
 // socket itself; destroy() keeps Node's meaning (destroyed at once), destroy(err) resets at once.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import readline from 'node:readline';
 import { once } from 'node:events';
-import { execFile, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeChannel, presets, tune, type CloseReport } from '../src/index.js';
+import { linesByKey, runCommand } from './helpers/children.js';
 import { canUse } from './helpers/env.js';
+import { ssCount } from './helpers/netns.js';
 import { VethPeer } from './helpers/veth.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
-const run = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
@@ -42,49 +39,30 @@ interface WriterLine {
 describe.runIf(canUse('ip', 'ss', 'python3'))('the reset drain against a Python reader', () => {
   const veth = new VethPeer('rdr', 124);
   let ports: { slow: number; stall: number };
-  let reader: ChildProcess;
-  const seen = new Map<number, ReaderLine>();
+  /** What the reader saw of the connection from a port (bounded: 20 s). */
+  let readerSaw: (localPort: number) => Promise<ReaderLine>;
 
   beforeAll(async () => {
     veth.create();
     const started = await veth.ns.start(fixture('drain-reader.py'), [veth.peerAddr]);
-    reader = started.child;
     ports = JSON.parse(started.ready).ports;
-    readline.createInterface({ input: reader.stdout! }).on('line', (line) => {
-      const r = JSON.parse(line) as ReaderLine;
-      seen.set(r.port, r);
-    });
+    readerSaw = linesByKey<ReaderLine>(started.child, (r) => r.port);
   }, 60_000);
 
   afterAll(async () => {
     await veth.destroy();
   });
 
-  /** What the reader saw of the connection from `localPort` (bounded: 20 s). */
-  async function readerSaw(localPort: number): Promise<ReaderLine> {
-    for (let waited = 0; !seen.has(localPort) && waited < 20_000; waited += 20) await sleep(20);
-    expect(seen.has(localPort)).toBe(true);
-    return seen.get(localPort)!;
-  }
-
   /** Sockets this test's namespace holds towards the reader in `state` (ss, not the code under test). */
-  async function ssTowards(state: string, port: number): Promise<number> {
-    const { stdout } = await run('ss', ['-Htan', 'state', state, 'dst', `${veth.peerAddr}:${port}`]);
-    return stdout.split('\n').filter(Boolean).length;
-  }
+  const ssTowards = (state: string, port: number): Promise<number> => ssCount(state, `dst ${veth.peerAddr}:${port}`);
 
   /** Runs the writer fixture in a process of its own in this namespace; resolves with its line and exit code. */
   async function writer(action: string, port: number, size: number, drainTimeout: number, listen: boolean): Promise<{ line: WriterLine; code: number | null }> {
-    const { execFile: exec } = await import('node:child_process');
-    return new Promise((resolve, reject) => {
-      exec(process.execPath, [fixture('drain-writer.mjs'), veth.peerAddr, String(port), action, String(size), String(drainTimeout), listen ? 'listen' : 'nolisten'],
-        { timeout: 60_000 }, (err, stdout, stderr) => {
-          const code = err ? ((err as { code?: number }).code ?? -1) : 0;
-          const text = stdout.trim();
-          if (!text) return reject(new Error(`drain-writer printed nothing (exit ${code}): ${stderr}`));
-          resolve({ line: JSON.parse(text.split('\n').pop()!), code: typeof code === 'number' ? code : -1 });
-        });
-    });
+    const { code, stdout, stderr } = await runCommand(process.execPath,
+      [fixture('drain-writer.mjs'), veth.peerAddr, String(port), action, String(size), String(drainTimeout), listen ? 'listen' : 'nolisten'], { timeout: 60_000 });
+    const text = stdout.trim();
+    if (!text) throw new Error(`drain-writer printed nothing (exit ${code}): ${stderr}`);
+    return { line: JSON.parse(text.split('\n').pop()!), code: code ?? -1 };
   }
 
   it('a slow reader that keeps acknowledging gets every byte: 30 closes with a 300 ms drainTimeout, each needing ~0.6 s', async () => {

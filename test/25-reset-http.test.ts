@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
-import { execFileSync } from 'node:child_process';
 import { presets, tuneServer, type Guard } from '../src/index.js';
 import { canUse } from './helpers/env.js';
+import { ssCount } from './helpers/netns.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 
 const CHUNKS = 64;
@@ -42,12 +42,6 @@ async function serve(handler: (res: http.ServerResponse) => void): Promise<{ ser
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return { server, guard, port: (server.address() as net.AddressInfo).port };
-}
-
-/** TIME_WAIT sockets whose local port is `port` (the server side of a connection it closed first with FIN). */
-function timeWait(port: number): number {
-  const out = execFileSync('ss', ['-Htan', 'state', 'time-wait', `( sport = :${port} )`], { encoding: 'utf8' });
-  return out.split('\n').filter((l) => l.trim() !== '').length;
 }
 
 async function freePort(): Promise<number> {
@@ -111,7 +105,8 @@ describe.runIf(canUse('ss', 'nginx'))('RST-on-close and HTTP bodies that end at 
     // nginx read every upstream response to its end: no "reset by peer", no "prematurely closed".
     expect(nginx!.errors()).not.toMatch(/reset by peer|prematurely/);
     // The server closed each of those connections first, with FIN: each left TIME_WAIT on its side.
-    expect(timeWait(servers[0].port)).toBeGreaterThanOrEqual(TRIALS);
+    // TIME_WAIT on the server side of a connection it closed first with FIN.
+    expect(await ssCount('time-wait', `sport = :${servers[0].port}`)).toBeGreaterThanOrEqual(TRIALS);
   });
 
   it('a raw HTTP/1.0 client reads the streamed body to a clean end-of-stream, not ECONNRESET', async () => {
@@ -136,6 +131,6 @@ describe.runIf(canUse('ss', 'nginx'))('RST-on-close and HTTP bodies that end at 
     for (let i = 0; i < TRIALS; i++) results.push(await get(proxyPort, '/framed'));
     expect(results.filter((r) => r.status === 200 && r.length === BODY && r.tail === 'END\n').length).toBe(TRIALS);
     expect(nginx!.errors()).not.toMatch(/reset by peer|prematurely/);
-    expect(timeWait(servers[1].port)).toBe(0);
+    expect(await ssCount('time-wait', `sport = :${servers[1].port}`)).toBe(0);
   });
 });

@@ -14,30 +14,16 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { presets, tcpState, tune } from '../src/index.js';
 import { canUse } from './helpers/env.js';
+import { nstat, ssCount } from './helpers/netns.js';
 import { VethPeer } from './helpers/veth.js';
 import { startApp, runToEnd, type App } from './helpers/register.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const register = (policy: string) => ({ NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy });
-
-/** Counters of a namespace by nstat (absolute values). */
-async function nstat(peer: VethPeer, ...names: string[]): Promise<Record<string, number>> {
-  const out = await peer.ns.exec('nstat', ['-asz', ...names]);
-  const counters: Record<string, number> = {};
-  for (const line of out.split('\n')) {
-    const [name, value] = line.trim().split(/\s+/);
-    if (name && /^\d+$/.test(value ?? '')) counters[name] = Number(value);
-  }
-  return counters;
-}
-
-async function timeWait(peer: VethPeer): Promise<number> {
-  return (await peer.ns.exec('ss', ['-Htan', 'state', 'time-wait'])).split('\n').filter(Boolean).length;
-}
 
 /** GET with Connection: close, reading the response `lateMs` after 'response': 'ok' or the error code. */
 function lateGet(host: string, port: number, lateMs: number, size: number): Promise<string> {
@@ -92,9 +78,9 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('a server under socktune/register wi
 
   it("the opt-in resetAccepted: 'always' resets accepted connections too: the same client sees ECONNRESET (the harm the default avoids)", async () => {
     const app = await serve(JSON.stringify({ preset: 'gracefulHeartbeat+rstOnClose', resetAccepted: 'always' }));
-    const before = await nstat(peer, 'TcpOutRsts');
+    const before = await nstat(peer.ns, 'TcpOutRsts');
     const outcomes = await run(app);
-    const after = await nstat(peer, 'TcpOutRsts');
+    const after = await nstat(peer.ns, 'TcpOutRsts');
     console.log("late reader, resetAccepted 'always':", JSON.stringify(outcomes));
     expect(after.TcpOutRsts - before.TcpOutRsts).toBeGreaterThanOrEqual(N);
     expect(outcomes.ok ?? 0).toBeLessThan(N);
@@ -116,8 +102,7 @@ describe('a client whose peer closed first ends with FIN and gets its end', () =
       client.pause();
       await once(client, 'connect');
       // The peer's response and FIN reach the kernel; Node, paused, reads neither.
-      for (let spins = 0; tcpState(client) !== 'CLOSE_WAIT' && spins < 500; spins++) await sleep(2);
-      expect(tcpState(client)).toBe('CLOSE_WAIT');
+      await expect.poll(() => tcpState(client), { timeout: 1000, interval: 2 }).toBe('CLOSE_WAIT');
       const ended = new Promise<boolean>((resolve) => {
         client.once('end', () => resolve(true));
         client.once('close', () => resolve(false));
@@ -154,12 +139,12 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('connections a job leaves open end w
   /** Runs the job in the peer namespace and returns the TIME_WAIT and resets it left there. */
   async function job(mode: string, env: Record<string, string>): Promise<{ timeWait: number; resets: number; output: string }> {
     await peer.ns.exec('ss', ['-K', 'state', 'time-wait']).catch(() => '');
-    const before = await nstat(peer, 'TcpOutRsts');
+    const before = await nstat(peer.ns, 'TcpOutRsts');
     const result = await runToEnd([fixture('exit-client.mjs'), peer.hostAddr, String(port), mode, String(COUNT)], env, 30_000, peer.ns.name);
     expect(result.code, result.stderr).toBe(0);
     await sleep(100);
-    const after = await nstat(peer, 'TcpOutRsts');
-    return { timeWait: await timeWait(peer), resets: after.TcpOutRsts - before.TcpOutRsts, output: result.stdout };
+    const after = await nstat(peer.ns, 'TcpOutRsts');
+    return { timeWait: await ssCount('time-wait', peer.ns), resets: after.TcpOutRsts - before.TcpOutRsts, output: result.stdout };
   }
 
   it.each(['exit', 'natural', 'fetch'])('%s: under rstOnClose no TIME_WAIT is left and every connection was reset; plain Node leaves one per connection', async (mode) => {
@@ -173,13 +158,13 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('connections a job leaves open end w
 
   it('agent.closeIdle() resets the idle pooled connections while the process runs', async () => {
     await peer.ns.exec('ss', ['-K', 'state', 'time-wait']).catch(() => '');
-    const before = await nstat(peer, 'TcpOutRsts');
+    const before = await nstat(peer.ns, 'TcpOutRsts');
     const app = await startApp(fixture('exit-client.mjs'), { ns: peer.ns.name, args: [peer.hostAddr, String(port), 'closeIdle', String(COUNT)] });
     try {
       expect(app.ready.closed).toBe(COUNT);
-      const after = await nstat(peer, 'TcpOutRsts');
+      const after = await nstat(peer.ns, 'TcpOutRsts');
       expect(after.TcpOutRsts - before.TcpOutRsts).toBe(COUNT);
-      expect(await timeWait(peer)).toBe(0);
+      expect(await ssCount('time-wait', peer.ns)).toBe(0);
     } finally {
       await app.stop();
     }

@@ -9,6 +9,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, errors as undiciErrors, request as undiciRequest, type Dispatcher } from 'undici';
 import { PolicyAgent, PolicyHttpsAgent, createAgent, createDispatcher, createHttpsAgent, presets, readOptions } from '../src/index.js';
 import { track } from './helpers/sockets.js';
@@ -186,7 +187,6 @@ describe('idle limits the user set are limits', () => {
       return body.text();
     }
 
-    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
     it('poolIdleTimeout 300 given, server hint timeout=5: evicted at 300 ms, not at the hint\'s 3 s', async () => {
       const { url } = await rawServer('Keep-Alive: timeout=5\r\n');

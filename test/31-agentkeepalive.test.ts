@@ -9,6 +9,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createAgent, createHttpsAgent, presets, type AgentStatus } from '../src/index.js';
 import { track } from './helpers/sockets.js';
 import { pools } from './helpers/pools.js';
@@ -67,7 +68,6 @@ async function both<T>(pair: Pair, options: object, scenario: (agent: StatusAgen
   return out as { theirs: T; ours: T };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('options', () => {
   it.each(pairs)('$kind: freeSocketTimeout, socketActiveTTL and the former names land in agent.options as in agentkeepalive', ({ theirs, ours }) => {

@@ -15,7 +15,7 @@ import dc from 'node:diagnostics_channel';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,7 +24,7 @@ import { connectPublishes } from '../src/register/process.js';
 import { canUse } from './helpers/env.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
 import { tlsServer } from './helpers/http.js';
-import { Netns } from './helpers/netns.js';
+import { Netns, ssCount } from './helpers/netns.js';
 import {
   fixtures, keepAliveIdleSeen, runToEnd, ssSockets, startApp, straceOptions, type App, type SsSocket,
 } from './helpers/register.js';
@@ -311,10 +311,8 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
       // for it; the control on 6000 closes with FIN and leaves one.
       expect(await a.send('close 443')).toEqual({ closed: 443, serverSaw: 'ECONNRESET' });
       expect(await a.send('close 6000')).toEqual({ closed: 6000, serverSaw: 'end' });
-      const timeWait = (port: number) =>
-        execFileSync('ip', ['netns', 'exec', ns.name, 'ss', '-Htan', 'state', 'time-wait', `( dport = :${port} )`], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
-      expect(timeWait(443)).toBe(0);
-      expect(timeWait(6000)).toBe(1);
+      expect(await ssCount('time-wait', '( dport = :443 )', ns)).toBe(0);
+      expect(await ssCount('time-wait', '( dport = :6000 )', ns)).toBe(1);
     } finally {
       expect(await a.stop()).toBe(0);
     }

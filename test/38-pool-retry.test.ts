@@ -12,6 +12,7 @@ import net from 'node:net';
 import diagnostics from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { createAgent, createDispatcher, presets, type PolicyAgent, type PolicyDispatcher } from '../src/index.js';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +74,6 @@ async function rawServer(mode: Mode): Promise<{ port: number; requests: string[]
   return { port: (server.address() as net.AddressInfo).port, requests, connections: () => connections };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A request through `agent`: 'ok' or the error's code or message. */
 function viaAgent(agent: http.Agent, port: number, init: { method?: string; headers?: Record<string, string>; body?: string; streamed?: boolean } = {}): Promise<string> {
@@ -218,6 +218,19 @@ describe('createDispatcher', () => {
     expect(await reused(d, port, () => viaFetch(d, port, { method: 'PUT', body: Readable.toWeb(Readable.from(['a'])) as unknown as BodyInit, duplex: 'half' }))).toBe('UND_ERR_SOCKET');
     expect(await reused(d, port, () => viaUndici(d, port, { method: 'POST', body: 'x', headers: { 'idempotency-key': 'k2' } }))).toBe('ok');
     expect(d.retried).toBe(5);
+  });
+
+  it("under a compose() of the user's (undici 7 hands the interceptor the new handler API) the same requests are sent again", async () => {
+    const server = await rawServer('close-reused');
+    const d = dispatcher();
+    // An interceptor of the user's on top: compose wraps request()'s and fetch's handlers in the new API.
+    const composed = d.compose((dispatch) => (opts, handler) => dispatch(opts, handler)) as unknown as PolicyDispatcher;
+    const port = server.port;
+    expect(await reused(composed, port, () => viaUndici(composed, port))).toBe('ok');
+    expect(await reused(composed, port, () => viaFetch(composed, port, { method: 'PUT', body: 'fetch knows its length' }))).toBe('ok');
+    expect(d.retried).toBe(2);
+    expect(await reused(composed, port, () => viaUndici(composed, port, { method: 'POST', body: 'x' }))).toBe('UND_ERR_SOCKET');
+    expect(d.retried).toBe(2);
   });
 
   it('a second failure reaches the caller unchanged', async () => {

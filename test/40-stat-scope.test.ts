@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import net from 'node:net';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connectionReport, listConnections } from '../src/index.js';
 import { socktune } from './helpers/cli.js';
 import { canUse } from './helpers/env.js';
@@ -135,7 +136,7 @@ describe('addresses as inet_ntop writes them', () => {
     const enderPort = (ender.address() as net.AddressInfo).port;
     const mapped = track(net.connect({ port: enderPort, host: '::ffff:127.0.0.1', allowHalfOpen: true }));
     await once(mapped, 'connect');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     for (const source of ['netlink', 'proc'] as const) {
       const [mine] = listConnections({ process: true, source, family: 6, localPort: port, states: ['CLOSE_WAIT'] });
       expect([source, mine.localAddress, mine.remoteAddress]).toEqual([source, '::ffff:127.0.0.1', '::ffff:127.0.0.1']);

@@ -5,14 +5,12 @@
 // half-closed connections, their clients, and clients that close first to one destination, with
 // net.ipv4.ip_local_port_range narrowed to 400 ports so a few hundred TIME_WAIT are a large share.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { runCommand } from './helpers/children.js';
 import { canUse } from './helpers/env.js';
-import { Netns } from './helpers/netns.js';
+import { Netns, ssCount } from './helpers/netns.js';
 import { cli } from './helpers/cli.js';
 
-const run = promisify(execFile);
 const fixtures = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 interface Finding {
@@ -28,17 +26,11 @@ interface Finding {
 }
 
 /** doctor in `ns`, whatever its exit status: the status, stdout. */
-async function doctor(ns: Netns, ...args: string[]): Promise<{ code: number; stdout: string }> {
-  try {
-    const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, cli, 'doctor', ...args], { maxBuffer: 16 * 1024 * 1024 });
-    return { code: 0, stdout };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
-  }
+async function doctor(ns: Netns, ...args: string[]): Promise<{ code: number | null; stdout: string }> {
+  const { code, stdout } = await runCommand('ip', ['netns', 'exec', ns.name, process.execPath, cli, 'doctor', ...args], { maxBuffer: 16 * 1024 * 1024 });
+  return { code, stdout };
 }
 
-const ssCount = async (ns: Netns, ...filter: string[]) => (await ns.exec('ss', ['-Htan', ...filter])).split('\n').filter(Boolean).length;
 
 describe.runIf(canUse('ip', 'ss', 'sysctl'))('doctor with 120 CLOSE_WAIT held by 2 servers and 250 TIME_WAIT to one destination', () => {
   const ns = new Netns('docconn');
@@ -59,8 +51,8 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('doctor with 120 CLOSE_WAIT held by
   afterAll(() => ns.destroy());
 
   it('--json: a critical CLOSE_WAIT finding naming both processes, a critical TIME_WAIT finding for the destination; exit 1', async () => {
-    expect(await ssCount(ns, 'state', 'close-wait')).toBe(120);
-    expect(await ssCount(ns, 'state', 'time-wait', 'dst', `127.0.0.1:${burst.port}`)).toBe(250);
+    expect(await ssCount('close-wait', ns)).toBe(120);
+    expect(await ssCount('time-wait', `dst 127.0.0.1:${burst.port}`, ns)).toBe(250);
     const { code, stdout } = await doctor(ns, '--json');
     expect(code).toBe(1);
     const report = JSON.parse(stdout);

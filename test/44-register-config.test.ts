@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import http from 'node:http';
 import { once } from 'node:events';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanEnv, consumerProject, runToEnd, startApp } from './helpers/register.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -213,15 +214,15 @@ describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
     });
     expect(await get('/')).toBe('200 keep-alive');
     const slow = get('/slow');
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const exited = once(app.child, 'exit');
     app.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     // During the delay: answered, each response closing its connection; the readiness check 503.
     expect(await get('/')).toBe('200 close');
     expect(await get('/health')).toBe('503 close');
     expect(await slow).toBe('200 close');
-    await new Promise((r) => setTimeout(r, 400));
+    await sleep(400);
     // After the delay: no longer accepting.
     expect(await get('/')).toBe('ECONNREFUSED');
     // The drain ended with the last connection; the signal then ended the process, as it would have.

@@ -23,13 +23,14 @@
 // The example of a kernel refusal (EPERM from TCP_KEEPCNT) runs under strace, which makes the
 // kernel refuse exactly the third setsockopt of the block (counted in a dry run, as test/07 does).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { appendFileSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
+import { printed, stop } from './helpers/children.js';
 import { canUse } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
+import { startPostgres } from './helpers/postgres.js';
 import { fixtures, repoRoot } from './helpers/register.js';
 import { codeBlocks, manual, readmeProject, runModule, type Run } from './helpers/readme.js';
 
@@ -270,23 +271,6 @@ server.closeAllConnections(); server.close();`,
   },
 };
 
-/** Debian's server binaries: /usr/lib/postgresql/<major>/bin, the newest major installed. */
-function postgresBin(): string {
-  const root = '/usr/lib/postgresql';
-  const majors = existsSync(root) ? readdirSync(root).filter((d) => existsSync(join(root, d, 'bin', 'postgres'))) : [];
-  majors.sort((a, b) => Number(b) - Number(a));
-  if (majors.length === 0) throw new Error(`no PostgreSQL server under ${root} (apt-get install postgresql)`);
-  return join(root, majors[0], 'bin');
-}
-
-async function waitFor(child: ChildProcess, text: string, what: string): Promise<void> {
-  let log = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
-  for (let i = 0; i < 600 && !log.includes(text); i++) await new Promise((r) => setTimeout(r, 50));
-  expect(log, `${what} did not start`).toContain(text);
-}
-
 const pages = manual();
 const blocks = pages.flatMap((p) => codeBlocks(p.text, p.file));
 const js = blocks.filter((b) => b.lang === 'js');
@@ -393,30 +377,15 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
 
     const redis = spawn('ip', ['netns', 'exec', ns.name, 'redis-server', '--bind', hosts.cache, '--port', '6379', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
     servers.push(redis);
-    const readyRedis = waitFor(redis, 'Ready to accept connections', 'redis-server');
-
-    // PostgreSQL refuses to run as root: initdb and the server run as nobody, in a directory it owns.
-    const bin = postgresBin();
-    const id = (flag: string) => Number(execFileSync('id', [flag, 'nobody'], { encoding: 'utf8' }).trim());
-    chownSync(dir, id('-u'), id('-g'));
-    const asNobody = ['setpriv', `--reuid=${id('-u')}`, `--regid=${id('-g')}`, '--clear-groups'];
-    execFileSync(asNobody[0], [...asNobody.slice(1), join(bin, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'],
-      { stdio: 'ignore', timeout: 60_000 });
-    appendFileSync(join(dir, 'data', 'pg_hba.conf'), 'host all all 127.0.0.0/8 trust\n');
-    const postgres = spawn('ip', ['netns', 'exec', ns.name, ...asNobody, join(bin, 'postgres'), '-D', join(dir, 'data'), '-k', dir,
-      '-c', `listen_addresses=${hosts.db}`, '-c', 'port=5432', '-c', 'fsync=off', '-c', 'logging_collector=off'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    servers.push(postgres);
-    await Promise.all([readyRedis, waitFor(postgres, 'ready to accept connections', 'postgres')]);
+    const readyRedis = printed(redis, 'Ready to accept connections', 30_000, 'redis-server did not start');
+    // PostgreSQL as nobody, in a directory it owns.
+    const postgres = startPostgres({ dir, netns: ns.name, address: hosts.db, port: 5432, clients: '127.0.0.0/8', within: 30_000 }).then((pg) => servers.push(pg));
+    await Promise.all([readyRedis, postgres]);
   }, 90_000);
 
   afterAll(async () => {
-    for (const s of servers) {
-      if (s.exitCode !== null || s.signalCode !== null) continue;
-      s.kill('SIGQUIT'); // PostgreSQL's immediate shutdown; redis-server ends on it too
-      const timer = setTimeout(() => s.kill('SIGKILL'), 10_000);
-      await once(s, 'exit');
-      clearTimeout(timer);
-    }
+    // PostgreSQL's immediate shutdown; redis-server ends on it too.
+    for (const s of servers) await stop(s, 'SIGQUIT', 10_000);
     await ns.destroy();
     rmSync(etc, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });

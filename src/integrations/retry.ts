@@ -13,12 +13,18 @@
  * `finished`, `timeoutCb` and `reusedSocket`.
  *
  * How: when an agent hands a request a pooled connection (`reuseSocket`), the bytes written for
- * it are recorded and the connection's `emit` sees `'end'` and `'error'` ahead of Node's listeners
- * (an own `emit` and `write` on the socket, no listener: listener counts stay Node's). If the connection
- * ends or fails before a response byte and the request may be replayed, Node's own listeners are
- * left to run for a stand-in (they end the dead connection as usual), and the request gets a new
- * connection from the same agent with the recorded bytes in its output queue, as if it had been
- * written before it had a socket. A second failure reaches the application as Node reports it.
+ * it are recorded, and the connection's `'end'` and `'error'` are seen before any listener of
+ * Node's. If the connection ends or fails before a response byte and the request may be replayed,
+ * Node's own listeners are left to run for a stand-in (they end the dead connection as usual), and
+ * the request gets a new connection from the same agent with the recorded bytes in its output
+ * queue, as if it had been written before it had a socket. A second failure reaches the
+ * application as Node reports it.
+ *
+ * What a request that does not fail pays: the connection's `write` and `emit` are wrapped once,
+ * the first time it is reused; after that, arming is one object per request, and the first
+ * response byte (`'data'`) disarms it. No listener is added or removed per request: on a
+ * keep-alive request that did not fail, three listeners added and removed cost more than
+ * everything else the retry does.
  * @module
  */
 import type http from 'node:http';
@@ -119,32 +125,17 @@ export function armRetry(
   const r = req as ClientRequestInternals;
   if (r[kOptions] === undefined || r[kRetried] === true || r.method === 'CONNECT') return;
   const s = socket as SocketInternals;
-  disarm(s);
   s[kArmed] = {
     req: r, agent: agent as AgentInternals, mode, bytesRead: s.bytesRead, chunks: [], bytes: 0, overflow: false, onRetry,
   };
   if (s[kWrite] === undefined) {
     s[kWrite] = s.write;
     s.write = recordingWrite as net.Socket['write'];
-    // The connection's 'end' and 'error' are seen ahead of every listener, without being one:
-    // applications and Node's own tests count a socket's listeners.
+  }
+  if (s[kEmit] === undefined) {
     s[kEmit] = s.emit;
     s.emit = watchingEmit as net.Socket['emit'];
   }
-  r.once('response', onResponse);
-}
-
-/** The socket's own `emit`, which sees the connection close under the armed request first. */
-function watchingEmit(this: SocketInternals, event: string | symbol, ...args: unknown[]): boolean {
-  if (this[kArmed] !== undefined) {
-    if (event === 'end') closedUnder(this, undefined);
-    else if (event === 'error') {
-      const err = args[0] as NodeJS.ErrnoException | undefined;
-      if (CLOSED.has(err?.code ?? '')) closedUnder(this, err);
-      else disarm(this);
-    }
-  }
-  return (this[kEmit] as (...a: unknown[]) => boolean).call(this, event, ...args);
 }
 
 /** The socket's own `write`, recording what is written for the armed request. */
@@ -164,17 +155,27 @@ function recordingWrite(this: SocketInternals, data: unknown, encoding?: unknown
   return (this[kWrite] as (...args: unknown[]) => boolean).call(this, data, encoding, callback);
 }
 
-function disarm(socket: SocketInternals): void {
-  const armed = socket[kArmed];
-  if (armed === undefined) return;
-  socket[kArmed] = undefined;
-  armed.req.removeListener('response', onResponse);
-}
-
-/** The first response byte is in: nothing is repeated from now on. */
-function onResponse(this: ClientRequestInternals): void {
-  const socket = this.socket as SocketInternals | null;
-  if (socket?.[kArmed]?.req === this) disarm(socket);
+/**
+ * The socket's own `emit`, seeing its events before any listener while a request is armed: the
+ * first response byte disarms it (nothing is repeated from then on), an end or a closed
+ * connection's error is looked at before Node's listeners act on it. Unarmed, it only passes the
+ * event on, so a socket between requests, out of the pool or taken over behaves as Node's (with
+ * no `'error'` listener of socktune's, an error no one listens for is thrown as Node throws it).
+ */
+function watchingEmit(this: SocketInternals, type: string | symbol, err?: unknown): boolean {
+  const armed = this[kArmed];
+  if (armed !== undefined) {
+    // Bytes read since the request was armed: closedUnder() would refuse now, and for good.
+    if (type === 'data') {
+      if (this.bytesRead !== armed.bytesRead) this[kArmed] = undefined;
+    } else if (type === 'end') closedUnder(this, undefined);
+    else if (type === 'error') {
+      if (CLOSED.has((err as NodeJS.ErrnoException | null)?.code ?? '')) closedUnder(this, err as Error);
+      else this[kArmed] = undefined;
+    }
+  }
+  // `arguments` as it came: V8 passes it on without making an array.
+  return (this[kEmit] as (...args: unknown[]) => boolean).apply(this, arguments as unknown as unknown[]);
 }
 
 /** Whether the request may be sent again, as written. */
@@ -190,7 +191,7 @@ function replayable(armed: Armed): boolean {
 /** The connection ended or failed under the armed request: repeat it, or let Node report it. */
 function closedUnder(socket: SocketInternals, err: Error | undefined): void {
   const armed = socket[kArmed]!;
-  disarm(socket);
+  socket[kArmed] = undefined;
   const req = armed.req;
   if (socket._httpMessage !== req || req.res != null || socket.bytesRead !== armed.bytesRead || req.destroyed || !replayable(armed)) return;
   // Node's listeners on this connection act for the request they find on it: give them a stand-in,

@@ -9,12 +9,14 @@
  *
  * What undici tells: `undici:client:sendHeaders` is published synchronously right after undici
  * called the handler's start callback for the same request, with the socket it is written on, so a
- * count of heads written per socket says whether the connection was reused; `onResponseStarted` is
- * called on the first byte of a response. The interceptor must be innermost (nothing between it
- * and undici's core), and speaks the handler API it is given: the new one (onRequestStart, ...)
- * under undici 7's compose, the old one (onConnect, ...) under the undici 6 that Node 20 and 22
- * bundle for their global fetch. The downstream handler sees one start, one controller, and either
- * the second attempt's response or its error, unchanged.
+ * mark on a socket that carried a head before says whether the connection was reused;
+ * `onResponseStarted` is called on the first byte of a response. The interceptor must be innermost
+ * (nothing between it and undici's core), and speaks the handler API it is given: the old one
+ * (onConnect, ...), which undici's request() and fetch use and which reach it as they are in front
+ * of createDispatcher's Agent and under the undici 6 that Node 20 and 22 bundle for their global
+ * fetch; the new one (onRequestStart, ...) for a handler that comes through undici 7's compose. The
+ * downstream handler sees one start, one controller, and either the second attempt's response or
+ * its error, unchanged.
  * @module
  */
 import diagnostics from 'node:diagnostics_channel';
@@ -49,8 +51,12 @@ interface Attempt {
   abort: (reason?: unknown) => void;
 }
 
-/** Heads written per socket (whether a connection carried a request before). */
-const heads = new WeakMap<object, number>();
+/**
+ * Set on a socket once undici wrote a request head on it: a later head goes out on a reused
+ * connection. A property of the socket, read and written once per request (a WeakMap cost a
+ * lookup and an insert on every request).
+ */
+const kCarried = Symbol('socktune.retry.carried');
 /** The attempt whose start callback is on the stack: the one undici is about to write. */
 let starting: Attempt | undefined;
 let subscribed = false;
@@ -58,13 +64,14 @@ let subscribed = false;
 function onSendHeaders(message: unknown): void {
   const { request, socket } = (message ?? {}) as { request?: { method?: string }; socket?: net.Socket };
   if (typeof socket !== 'object' || socket === null) return;
-  const n = (heads.get(socket) ?? 0) + 1;
-  heads.set(socket, n);
+  const s = socket as net.Socket & { [kCarried]?: true };
+  const reused = s[kCarried] === true;
+  if (!reused) s[kCarried] = true;
   const a = starting;
   starting = undefined;
   if (a === undefined || a.done || a.socket !== undefined || request?.method !== a.method) return;
   a.socket = socket;
-  a.reused = n > 1;
+  a.reused = reused;
   a.h2 = (socket as net.Socket & { alpnProtocol?: unknown }).alpnProtocol === 'h2';
   // On plain TCP a response byte moves bytesRead; on TLS, records such as close_notify do too.
   a.bytesReadAtSend = (socket as net.Socket & { encrypted?: boolean }).encrypted === true ? -1 : socket.bytesRead;
@@ -199,9 +206,9 @@ class RetryState {
 
   constructor(opts: DispatchOptions, mode: RetryConfig['mode']) {
     let refusal: string | undefined;
-    const marked = header(opts.headers, 'idempotency-key') != null;
     if (opts.upgrade || opts.method === 'CONNECT') refusal = 'upgrade';
-    else if (mode !== 'any' && !(IDEMPOTENT.has(opts.method) || marked || opts.idempotent === true)) refusal = 'not-idempotent';
+    // The headers are searched only when the method does not decide it (fetch gives every request several).
+    else if (mode !== 'any' && !IDEMPOTENT.has(opts.method) && opts.idempotent !== true && header(opts.headers, 'idempotency-key') == null) refusal = 'not-idempotent';
     let replay: Replay | undefined;
     let given = opts;
     if (refusal === undefined && bodyKind(opts.body) === 'stream') {

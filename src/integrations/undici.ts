@@ -233,6 +233,12 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
       enumerable: false,
     });
   }
-  const interceptor = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ });
-  return agent.compose(interceptor as unknown as Parameters<Agent['compose']>[0]) as unknown as PolicyDispatcher;
+  // In front of the Agent's own dispatch, not through agent.compose(): undici 7's compose wraps
+  // every handler of the old API (request()'s, fetch's) in one of the new and the Agent unwraps it
+  // again, parsing each response's headers into an object and copying them back into Buffers: on a
+  // request that does not fail that cost more than the retry itself. The interceptor speaks both
+  // APIs; a compose() of the user's on top of this dispatcher still puts it innermost.
+  const dispatch = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ })(UndiciAgent.prototype.dispatch.bind(agent) as (opts: object, handler: object) => unknown);
+  Object.defineProperty(agent, 'dispatch', { value: dispatch, enumerable: false, writable: true, configurable: true });
+  return agent as PolicyDispatcher;
 }

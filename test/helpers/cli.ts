@@ -1,20 +1,13 @@
 // Runs the built `socktune` command (dist/cli.js) and returns its exit status and output, whatever
 // the status: the CLI tests check all three.
-import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runCommand, type Ran } from './children.js';
 
 export const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
-export interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type CliRun = Ran;
 
+/** Runs `socktune ...args` with this Node to its end. */
 export function socktune(...args: string[]): Promise<CliRun> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: unknown }).code as number) : 0, stdout, stderr });
-    });
-  });
+  return runCommand(process.execPath, [cli, ...args]);
 }

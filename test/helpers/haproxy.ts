@@ -1,10 +1,10 @@
 // A real HAProxy for a test (Debian's package): its configuration in a temporary directory,
 // started in a network namespace in the foreground (-db), stopped with SIGTERM.
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { listening, stop as stopChild } from './children.js';
 
 export interface HAProxy {
   /** What HAProxy printed on stderr so far (its alerts and warnings). */
@@ -21,22 +21,10 @@ export async function startHAProxy(options: { netns: string; port: number; confi
   let log = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
   const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      const late = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(late);
-    }
+    await stopChild(child);
     rmSync(dir, { recursive: true, force: true });
   };
-  for (let i = 0; i < 200; i++) {
-    if (execFileSync('ip', ['netns', 'exec', options.netns, 'ss', '-Hltn', `( sport = :${options.port} )`], { encoding: 'utf8' }).trim() !== '') {
-      return { log: () => log, stop };
-    }
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  if (await listening(child, options.port, { name: options.netns })) return { log: () => log, stop };
   await stop();
   throw new Error(`haproxy did not start: ${log}`);
 }

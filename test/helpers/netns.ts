@@ -1,5 +1,6 @@
 // Network namespaces of a test's own: created with lo up, deleted in teardown (which also purges
-// their TIME_WAIT sockets). Names carry the pid so files can run in parallel.
+// their TIME_WAIT sockets). Names carry the pid so files can run in parallel. And the kernel's
+// witnesses read in one (or in the root namespace): `ss` counts and `nstat` counters.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { once } from 'node:events';
@@ -84,4 +85,31 @@ export function ssCounts(output: string): Record<string, number> {
     counts[name] = (counts[name] ?? 0) + 1;
   }
   return counts;
+}
+
+/** Where a witness runs: a namespace of the test's own (a Netns, a VethPeer's `ns`, a DelayLink end), or the root namespace. */
+export type Where = { name: string } | undefined;
+
+async function inNs(where: Where, cmd: string, args: string[]): Promise<string> {
+  const argv = where === undefined ? [cmd, ...args] : ['ip', 'netns', 'exec', where.name, cmd, ...args];
+  return (await run(argv[0], argv.slice(1), { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 })).stdout;
+}
+
+/** How many TCP sockets `ss -Htan state <state> [filter]` lists in `where` (`filter`: one ss expression, such as `sport = :80`). */
+export async function ssCount(state: string, where?: Where): Promise<number>;
+export async function ssCount(state: string, filter: string, where?: Where): Promise<number>;
+export async function ssCount(state: string, filterOrWhere?: string | Where, where?: Where): Promise<number> {
+  const filter = typeof filterOrWhere === 'string' ? [filterOrWhere] : [];
+  const out = await inNs(typeof filterOrWhere === 'string' ? where : filterOrWhere, 'ss', ['-Htan', 'state', state, ...filter]);
+  return out.split('\n').filter((line) => line.trim() !== '').length;
+}
+
+/** Kernel counters of `where` by `nstat -asz [names]`: absolute values, zeros included, nstat's history untouched. */
+export async function nstat(where: Where, ...names: string[]): Promise<Record<string, number>> {
+  const counters: Record<string, number> = {};
+  for (const line of (await inNs(where, 'nstat', ['-asz', ...names])).split('\n')) {
+    const [name, value] = line.trim().split(/\s+/);
+    if (name && /^\d+$/.test(value ?? '')) counters[name] = Number(value);
+  }
+  return counters;
 }

@@ -1,10 +1,10 @@
 // A real nginx for a test: one process (master_process off, daemon off), its files in a temporary
 // directory, started in the caller's network namespace or in `netns`, and stopped with SIGTERM.
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { listening, stop as stopChild } from './children.js';
 
 export interface Nginx {
   /** The directory holding nginx.conf, error.log and the temp paths. */
@@ -39,22 +39,11 @@ export async function startNginx(options: { port: number; http: string[]; netns?
   const [bin, ...args] = inNs(['nginx', '-e', `${dir}/error.log`, '-p', dir, '-c', conf]);
   const nginx = spawn(bin, args, { stdio: 'ignore' });
   const stop = async (): Promise<void> => {
-    if (nginx.exitCode === null && nginx.signalCode === null) {
-      const exited = once(nginx, 'exit');
-      nginx.kill('SIGTERM');
-      const late = setTimeout(() => nginx.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(late);
-    }
+    await stopChild(nginx);
     rmSync(dir, { recursive: true, force: true });
   };
-  const [ss, ...ssArgs] = inNs(['ss', '-Hltn', `( sport = :${options.port} )`]);
-  for (let i = 0; i < 200; i++) {
-    if (execFileSync(ss, ssArgs, { encoding: 'utf8' }).trim() !== '') {
-      return { dir, errors: () => readFileSync(`${dir}/error.log`, 'utf8'), stop };
-    }
-    if (nginx.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 50));
+  if (await listening(nginx, options.port, options.netns ? { name: options.netns } : undefined)) {
+    return { dir, errors: () => readFileSync(`${dir}/error.log`, 'utf8'), stop };
   }
   const log = readFileSync(`${dir}/error.log`, 'utf8');
   await stop();

@@ -10,9 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { configure, keepAliveBudget, presets, readOptions, sendQueue, tcpInfo, tcpState, tune } from '../../src/index.js';
 import { canUse } from '../helpers/env.js';
 import { VethPeer } from '../helpers/veth.js';
+import { until } from '../helpers/wait.js';
 
 const echoServer = fileURLToPath(new URL('../fixtures/deadpeer-server.mjs', import.meta.url));
 
@@ -67,9 +69,7 @@ describe.runIf(canUse('ip', 'nft'))('a peer that vanishes', () => {
   }
 
   /** Resolves when every one of `arm` has closed, or at `deadline` (performance.now()). */
-  async function settled(arm: Watched[], deadline: number): Promise<void> {
-    while (arm.some((w) => w.closedAt === 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  }
+  const settled = (arm: Watched[], deadline: number): Promise<boolean> => until(() => arm.every((w) => w.closedAt !== 0), deadline - performance.now());
 
   beforeAll(async () => {
     peer.create();
@@ -141,7 +141,7 @@ describe.runIf(canUse('ip', 'nft'))('a peer that vanishes', () => {
 
   it('data in flight, keepalive alone: nothing within U + 1 s, nor within I + C·V + 1 s (no probe is sent while data is unacknowledged)', async () => {
     const until = Math.max(...inFlightKeepAliveOnly.map((w) => w.sentAt)) + Math.max(userTimeout, budget) + slack;
-    await new Promise((r) => setTimeout(r, Math.max(0, until - performance.now())));
+    await sleep(Math.max(0, until - performance.now()));
     for (const w of inFlightKeepAliveOnly) {
       expect(w.error).toBeUndefined();
       expect(w.closedAt).toBe(0);
@@ -151,7 +151,7 @@ describe.runIf(canUse('ip', 'nft'))('a peer that vanishes', () => {
   }, 30_000);
 
   it('without the policy (and keepalive alone with data in flight): nothing within 60 s', async () => {
-    await new Promise((r) => setTimeout(r, Math.max(0, vanishedAt + controlWindow - performance.now())));
+    await sleep(Math.max(0, vanishedAt + controlWindow - performance.now()));
     const watched = [...control, ...inFlightKeepAliveOnly];
     for (const w of watched) {
       expect(w.error).toBeUndefined();

@@ -3,11 +3,13 @@
 // says what it could not run instead of inventing numbers, and that nothing is left behind, even
 // after Ctrl-C.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { printed, runCommand } from '../helpers/children.js';
 import { canUse } from '../helpers/env.js';
 import { NOBODY, packageCopy, removeCopies } from '../helpers/unprivileged.js';
 
@@ -36,17 +38,6 @@ function processesLike(prefix: string): number[] {
   return out;
 }
 
-/** Runs a command to its end; resolves with its pid, status and output. */
-function runToEnd(cmd: string, args: string[], timeoutMs: number): Promise<{ pid: number; code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { maxBuffer: 16 << 20, timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: unknown }).code as number | null) : 0;
-      if (err && typeof code !== 'number') reject(err);
-      else resolve({ pid: child.pid!, code, stdout, stderr });
-    });
-  });
-}
-
 describe.runIf(canUse('ip', 'nft'))('socktune demo as root (namespaces)', () => {
   let report: any;
   let pid = 0;
@@ -57,7 +48,7 @@ describe.runIf(canUse('ip', 'nft'))('socktune demo as root (namespaces)', () => 
   });
 
   it('--json: every failure without and with socktune, measured in this run; nothing left behind', async () => {
-    const r = await runToEnd(process.execPath, [cli, 'demo', '--json'], 90_000);
+    const r = await runCommand(process.execPath, [cli, 'demo', '--json'], { timeout: 90_000 });
     pid = r.pid;
     expect(r.code, r.stderr).toBe(0);
     report = JSON.parse(r.stdout);
@@ -127,7 +118,7 @@ describe.runIf(canUse('ip', 'setpriv'))('socktune demo without root', () => {
     // A copy nobody can read: the checkout may be in a directory only root can.
     const { pkg, node } = packageCopy({ addon: true });
     const asNobody = ['netns', 'exec', ns, 'setpriv', ...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'demo', '--json'];
-    const r = await runToEnd('ip', asNobody, 60_000);
+    const r = await runCommand('ip', asNobody, { timeout: 60_000 });
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report).toMatchObject({ mode: 'loopback', ok: true, namespaces: [] });
@@ -159,20 +150,10 @@ describe.runIf(canUse('ip', 'nft'))('socktune demo interrupted', () => {
   it('Ctrl-C removes its namespaces and ends its children', async () => {
     child = spawn(process.execPath, [cli, 'demo'], { stdio: ['ignore', 'ignore', 'pipe'] });
     const prefix = `st-demo-${child.pid}`;
-    let stderr = '';
     const exited = once(child, 'exit');
     // Interrupt in the middle: namespaces made, children running (the idle-timeout race has started).
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the demo never reached its third scenario: ${stderr}`)), 30_000);
-      child!.stderr!.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-        if (stderr.includes('idle-timeout race')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    await new Promise((r) => setTimeout(r, 500));
+    await printed(child, 'idle-timeout race', 30_000, 'the demo never reached its third scenario');
+    await sleep(500);
     expect(namespacesLike(`${prefix}-`).length).toBeGreaterThan(0);
     expect(processesLike(prefix).length).toBeGreaterThan(0);
     child.kill('SIGINT');
@@ -180,8 +161,6 @@ describe.runIf(canUse('ip', 'nft'))('socktune demo interrupted', () => {
     expect(code).toBe(130);
     expect(namespacesLike(`${prefix}-`)).toEqual([]);
     // SIGKILLed children leave /proc a moment after the parent has exited.
-    const deadline = Date.now() + 5000;
-    while (processesLike(prefix).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect(processesLike(prefix)).toEqual([]);
+    await expect.poll(() => processesLike(prefix), { timeout: 5000 }).toEqual([]);
   }, 40_000);
 });

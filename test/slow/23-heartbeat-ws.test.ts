@@ -9,9 +9,9 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChildProcess } from 'node:child_process';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { presets, tuneServer, type GuardCloseEvent } from '../../src/index.js';
+import { ask, stop } from '../helpers/children.js';
 import { canUse } from '../helpers/env.js';
 import { Netns } from '../helpers/netns.js';
 import { VethPeer } from '../helpers/veth.js';
@@ -20,23 +20,6 @@ import { closeAll, track } from '../helpers/sockets.js';
 const clientsFixture = fileURLToPath(new URL('../fixtures/ws-clients.mjs', import.meta.url));
 
 afterEach(closeAll);
-
-/** Sends `command` on the fixture's stdin and resolves with the next line it prints. */
-function ask(child: ChildProcess, command: string): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => {
-      lines.close();
-      reject(new Error(`no answer to '${command}' within 10 s`));
-    }, 10_000);
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      lines.close();
-      resolve(JSON.parse(line));
-    });
-    child.stdin!.write(`${command}\n`);
-  });
-}
 
 /**
  * An HTTP server with a ws server on it, tuned with a heartbeat whose ping is a WebSocket ping
@@ -80,7 +63,7 @@ describe('heartbeat with real ws clients', () => {
         });
         expect(JSON.parse(ready)).toEqual({ connected: CLIENTS });
         await sleep(20_000);
-        const stats = (await ask(child, 'stats')) as { open: number; closed: number; pings: number };
+        const stats = (await ask(child, 'stats', 10_000)) as { open: number; closed: number; pings: number };
         console.log(`ws heartbeat, healthy: ${JSON.stringify({ clients: stats, guard: guard.stats() })}`);
         expect(closed.map((e) => e.reason)).toEqual([]);
         expect(stats).toMatchObject({ open: CLIENTS, closed: 0 });
@@ -89,8 +72,7 @@ describe('heartbeat with real ws clients', () => {
         expect(stats.pings).toBeGreaterThanOrEqual(CLIENTS * 5);
         expect(guard.stats().closed.heartbeat).toBe(0);
       } finally {
-        child.kill('SIGKILL');
-        await once(child, 'exit').catch(() => {});
+        await stop(child, 'SIGKILL');
         for (const ws of wss.clients) ws.terminate();
         server.closeAllConnections();
       }
@@ -105,13 +87,13 @@ describe('heartbeat with real ws clients', () => {
       const { server, wss, guard, closed, url } = await wsServer(peer.hostAddr, heartbeat, scanInterval);
       // Two client processes in the peer namespace: both stay healthy until the namespace vanishes.
       const { child } = await peer.ns.start(clientsFixture, [url, '5']);
-      expect(await waitFor(() => guard.stats().tracked === 5, 5000)).toBe(true);
+      await expect.poll(() => guard.stats().tracked, { timeout: 5000, interval: 20 }).toBe(5);
       await sleep(3000);
       expect(closed).toEqual([]);
       peer.vanish();
       const vanished = performance.now();
       const budget = heartbeat.interval + heartbeat.timeout + scanInterval;
-      expect(await waitFor(() => closed.length === 5, budget + 2000)).toBe(true);
+      await expect.poll(() => closed.length, { timeout: budget + 2000, interval: 20 }).toBe(5);
       const took = performance.now() - vanished;
       console.log(`ws heartbeat, vanished: all 5 closed ${Math.round(took)} ms after the drop (budget ${budget} ms)`);
       expect(closed.every((e) => e.reason === 'heartbeat')).toBe(true);
@@ -125,12 +107,3 @@ describe('heartbeat with real ws clients', () => {
     }
   }, 40_000);
 });
-
-async function waitFor(check: () => boolean, within: number): Promise<boolean> {
-  const start = performance.now();
-  while (!check()) {
-    if (performance.now() - start > within) return false;
-    await sleep(20);
-  }
-  return true;
-}

@@ -7,10 +7,10 @@
 // budget while the control has noticed nothing a little later still.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { printed, stop } from '../helpers/children.js';
 import { canUse } from '../helpers/env.js';
 import { VethPeer } from '../helpers/veth.js';
 import {
@@ -32,10 +32,7 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'redis-server', 'redis-cli'))
     peer.create();
     redis = spawn('ip', ['netns', 'exec', peer.ns.name, 'redis-server', '--bind', peer.peerAddr, '--port', String(port),
       '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--dir', logs], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    redis.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    for (let i = 0; i < 200 && !out.includes('Ready to accept connections'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(out).toContain('Ready to accept connections');
+    await printed(redis, 'Ready to accept connections', 10_000, 'redis-server did not start');
     for (const mode of modes) {
       const strace = join(logs, `${mode}.strace`);
       arms.push({ mode, strace, app: await startApp(join(fixtures, 'recipe-redis.mjs'), { env: recipeEnv(mode), args: [mode, peer.peerAddr, String(port)], strace }) });
@@ -44,10 +41,7 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'redis-server', 'redis-cli'))
 
   afterAll(async () => {
     for (const arm of arms) await arm.app.stop();
-    if (redis && redis.exitCode === null) {
-      redis.kill('SIGKILL');
-      await once(redis, 'exit');
-    }
+    if (redis) await stop(redis, 'SIGKILL');
     await peer.destroy();
     rmSync(logs, { recursive: true, force: true });
   });

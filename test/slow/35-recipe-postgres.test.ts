@@ -7,12 +7,13 @@
 // vanishes (nftables drops in its namespace) the policy pools report their idle connection dead
 // within the keepalive budget while the control has noticed nothing a little later still.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stop } from '../helpers/children.js';
 import { canUse } from '../helpers/env.js';
+import { postgresBin, startPostgres } from '../helpers/postgres.js';
 import { VethPeer } from '../helpers/veth.js';
 import {
   expectOptionsRead, expectRecipePolicy, expectVanishNoticed, fixtures, modes, recipeBudget, recipeEnv, recipeSlack, ssSockets,
@@ -20,21 +21,6 @@ import {
 } from '../helpers/register.js';
 
 const port = 5432;
-
-/** Debian's server binaries: /usr/lib/postgresql/<major>/bin, the newest major installed. */
-function postgresBin(): string {
-  const root = '/usr/lib/postgresql';
-  const majors = existsSync(root) ? readdirSync(root).filter((d) => existsSync(join(root, d, 'bin', 'postgres'))) : [];
-  majors.sort((a, b) => Number(b) - Number(a));
-  if (majors.length === 0) throw new Error(`no PostgreSQL server under ${root} (apt-get install postgresql)`);
-  return join(root, majors[0], 'bin');
-}
-
-/** PostgreSQL refuses to run as root: the server runs as nobody. */
-function unprivileged(): { uid: number; gid: number } {
-  const id = (flag: string) => Number(execFileSync('id', [flag, 'nobody'], { encoding: 'utf8' }).trim());
-  return { uid: id('-u'), gid: id('-g') };
-}
 
 describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a PostgreSQL that terminates backends and vanishes', () => {
   const peer = new VethPeer('rcp', 35);
@@ -47,22 +33,9 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a Pos
 
   beforeAll(async () => {
     bin = postgresBin();
-    const user = unprivileged();
-    // The data directory belongs to the server's user; /tmp itself is world-traversable.
-    chownSync(dir, user.uid, user.gid);
-    const asUser = ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups'];
-    execFileSync(asUser[0], [...asUser.slice(1), join(bin, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'],
-      { stdio: 'ignore', timeout: 60_000 });
-    // Clients come from the veth pair's subnet.
-    appendFileSync(join(dir, 'data', 'pg_hba.conf'), `host all all ${peer.hostAddr}/32 trust\n`);
     peer.create();
-    // setpriv execs the server (no process in between), so this child is the postmaster itself.
-    server = spawn('ip', ['netns', 'exec', peer.ns.name, ...asUser, join(bin, 'postgres'), '-D', join(dir, 'data'), '-k', dir,
-      '-c', `listen_addresses=${peer.peerAddr}`, '-c', `port=${port}`, '-c', 'fsync=off', '-c', 'logging_collector=off'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let log = '';
-    server.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
-    for (let i = 0; i < 300 && !log.includes('ready to accept connections'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(log, 'postgres did not start').toContain('ready to accept connections');
+    // Clients come from the veth pair's host end.
+    server = await startPostgres({ dir, netns: peer.ns.name, address: peer.peerAddr, port, clients: `${peer.hostAddr}/32`, within: 15_000 });
     for (const mode of modes) {
       const strace = join(dir, `${mode}.strace`);
       arms.push({ mode, strace, app: await startApp(join(fixtures, 'recipe-pg.mjs'), { env: recipeEnv(mode), args: [mode, peer.peerAddr, String(port)], strace }) });
@@ -71,13 +44,8 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a Pos
 
   afterAll(async () => {
     for (const arm of arms) await arm.app.stop();
-    if (server && server.exitCode === null) {
-      // Immediate shutdown; its children follow the postmaster.
-      server.kill('SIGQUIT');
-      const timer = setTimeout(() => server!.kill('SIGKILL'), 10_000);
-      await once(server, 'exit');
-      clearTimeout(timer);
-    }
+    // Immediate shutdown; its children follow the postmaster.
+    if (server) await stop(server, 'SIGQUIT', 10_000);
     await peer.destroy();
     rmSync(dir, { recursive: true, force: true });
   });

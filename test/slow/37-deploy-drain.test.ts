@@ -10,13 +10,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { canUse } from '../helpers/env.js';
 import { Netns } from '../helpers/netns.js';
 import { startHAProxy, type HAProxy } from '../helpers/haproxy.js';
 import { startApp, type App } from '../helpers/register.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const FRONT = 8000;
 const BACKENDS = [9001, 9002];
 const RATE = 1000;

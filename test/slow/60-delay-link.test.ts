@@ -8,21 +8,22 @@
 // The only timing assertions are the link's own delay semantics: at least 2 × delay (the link
 // never lets a packet out early, so this holds on any machine), and less than 2 × delay + a
 // generous margin for a loaded one.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { canUse, inCI } from '../helpers/env.js';
 import { DelayLink, type LinkEnd } from '../helpers/delaylink.js';
+import { ssCount } from '../helpers/netns.js';
 
 const peerScript = fileURLToPath(new URL('../fixtures/delay-link-peer.mjs', import.meta.url));
 const MiB = 1024 * 1024;
 const delayMs = 100;
 /** What a round trip may take beyond 2 × delay on a loaded machine. */
 const margin = 150;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A delay-link-peer.mjs process inside one end's namespace, read one JSON line at a time. */
 class Peer {
@@ -96,25 +97,10 @@ function tcpInfo(end: LinkEnd, filter: string): Record<string, string> {
   return info;
 }
 
-/** Whether `filter` selects an established connection in `end`'s namespace. */
-function established(end: LinkEnd, filter: string): boolean {
-  return execFileSync('ip', ['netns', 'exec', end.name, 'ss', '-Htn', 'state', 'established', filter], { encoding: 'utf8' }).trim() !== '';
-}
-
 /** A counter from {@link tcpInfo}; ss leaves out the ones that are zero. */
 const counter = (info: Record<string, string>, key: string): number => Number(info[key] ?? 0);
 /** Total retransmissions of `retrans:<outstanding>/<total>`. */
 const retransTotal = (info: Record<string, string>): number => Number(info.retrans?.split('/')[1] ?? 0);
-
-/** Polls `check` every 100 ms until it is true; false if `timeout` ms pass first. */
-async function waitFor(check: () => boolean, timeout: number): Promise<boolean> {
-  const deadline = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(100);
-  }
-  return true;
-}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -209,7 +195,10 @@ describe.runIf(usable)('a delay link between two namespaces', () => {
     const senderInfo = (): Record<string, string> => tcpInfo(link!.client, `( sport = :${localPort} )`);
     const receiverInfo = (): Record<string, string> => tcpInfo(link!.server, `( dport = :${localPort} )`);
     // The server's end is established one way after the client's.
-    expect(await waitFor(() => established(link!.server, `( dport = :${localPort} )`) && counter(receiverInfo(), 'bytes_received') >= 1 * MiB, 30_000)).toBe(true);
+    await vi.waitFor(async () => {
+      expect(await ssCount('established', `( dport = :${localPort} )`, link!.server)).toBeGreaterThan(0);
+      expect(counter(receiverInfo(), 'bytes_received')).toBeGreaterThanOrEqual(1 * MiB);
+    }, { timeout: 30_000, interval: 100 });
 
     await link!.drop();
     const rx0 = counter(receiverInfo(), 'bytes_received');
@@ -233,7 +222,7 @@ describe.runIf(usable)('a delay link between two namespaces', () => {
 
     await link!.pass();
     // The next retransmission (backed off, a few seconds at most here) gets through, and the stream goes on.
-    expect(await waitFor(() => counter(receiverInfo(), 'bytes_received') > rx1 + 1 * MiB, 30_000)).toBe(true);
+    await expect.poll(() => counter(receiverInfo(), 'bytes_received'), { timeout: 30_000, interval: 100 }).toBeGreaterThan(rx1 + 1 * MiB);
     expect(counter(senderInfo(), 'bytes_acked')).toBeGreaterThan(counter(tx1, 'bytes_acked'));
 
     sender.end();

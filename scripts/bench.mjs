@@ -8,7 +8,8 @@
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
 // SOCKTUNE_TRACE=1 per connection (register.mjs), loading a rules file of 1,000 to 50,000 rules
 // (config.mjs), and what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
-// with and without it (retry.mjs). Prints a table; with --json prints only a JSON object.
+// with and without it (retry.mjs), and the pre-connect stage's connect() against net.connect per
+// connection (prebind.mjs). Prints a table; with --json prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -25,6 +26,7 @@ import { guardScanBench } from './bench/guardscan.mjs';
 import { registerBench } from './bench/register.mjs';
 import { configBench } from './bench/config.mjs';
 import { retryBench, retryNotes } from './bench/retry.mjs';
+import { prebindBench } from './bench/prebind.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -178,6 +180,7 @@ async function main() {
   const registered = await registerBench({ quiet: json });
   const config = await configBench({ quiet: json });
   const retry = await retryBench({ quiet: json });
+  const prebound = await prebindBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -244,6 +247,8 @@ async function main() {
     configRows: config.rows,
     retry: retry.json,
     retryRows: retry.rows,
+    prebind: prebound.json,
+    prebindRows: prebound.rows,
   };
 }
 
@@ -285,6 +290,7 @@ function printTable(r) {
     ...r.registerRows,
     ...r.configRows,
     ...r.retryRows,
+    ...r.prebindRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);

@@ -7,6 +7,8 @@ const ci = process.env.CI === 'true' || process.env.CI === '1';
 const fast = process.env.SOCKTUNE_TESTS === 'fast';
 
 export default defineConfig({
+  // The CommonJS modules of src/ (.cts: the engines check, the require() entries) are TypeScript too.
+  oxc: { include: /\.([cm]?ts|[jt]sx)$/ },
   test: {
     include: fast ? ['test/*.test.ts'] : ['test/**/*.test.ts'],
     // Each file gets its own process: the addon, namespaces and strace children stay apart.

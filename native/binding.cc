@@ -13,6 +13,7 @@
 #include "core.h"
 #include "diag.h"
 #include "diag_report.h"
+#include "watch.h"
 
 namespace {
 
@@ -48,8 +49,11 @@ struct AddonData {
   uint64_t* cookie = nullptr;
   // The fd createSocket made and JavaScript has not yet said it handed over (releaseSocket), or -1.
   int pending_fd = -1;
+  // This environment's watch set (watch.h), opened on first use; closed with the environment.
+  int watch_set = -1;
   ~AddonData() {
     if (pending_fd >= 0) st::close_socket(pending_fd);
+    st::watch_close(watch_set);
   }
 };
 
@@ -103,6 +107,82 @@ napi_value SocketCall(napi_env env, napi_callback_info cbinfo) {
   if (rc == ST_OK) rc = Op(s, d, fd);
   s[S_RESULT] = rc;
   return nullptr;
+}
+
+// locate(localAddress, localPort, [remoteAddress, remotePort], candidate): the socket of this
+// process with those addresses (where a runtime hands out no fd: Node on Windows), or a negative
+// errno. `candidate` (-1 for none) is tried first.
+Napi::Value Locate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsString() || !info[1].IsNumber() || !info[4].IsNumber()) return Napi::Number::New(env, -EINVAL);
+  std::string local = info[0].As<Napi::String>().Utf8Value();
+  std::string remote = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : std::string();
+  st::SocketQuery q;
+  q.local = local.c_str();
+  q.local_port = info[1].As<Napi::Number>().Int32Value();
+  q.remote = info[2].IsString() ? remote.c_str() : nullptr;
+  q.remote_port = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+  int fd = info[4].As<Napi::Number>().Int32Value();
+  int rc = st::locate_socket(q, &fd);
+  return Napi::Number::New(env, rc == 0 ? fd : rc);
+}
+
+// watchAdd(hi, lo): the fd in S_FD (read from the live handle in this call) joins this environment's
+// watch set under the key hi:lo; 0 or -errno into S_RESULT.
+napi_value WatchAdd(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  uint32_t hi = 0, lo = 0;
+  if (d->slots == nullptr || argc < 2 || napi_get_value_uint32(env, argv[0], &hi) != napi_ok || napi_get_value_uint32(env, argv[1], &lo) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "watchAdd(hi, lo) expects two uint32 after init(scratch)");
+    return nullptr;
+  }
+  int32_t* s = d->slots;
+  int rc = CheckFd(d, s[S_FD]);
+  if (rc == ST_OK && d->watch_set < 0) {
+    int set = st::watch_open();
+    if (set < 0) rc = set;
+    else d->watch_set = set;
+  }
+  if (rc == ST_OK) rc = st::watch_add(d->watch_set, s[S_FD], (static_cast<uint64_t>(hi) << 32) | lo);
+  s[S_RESULT] = rc;
+  return nullptr;
+}
+
+// watchDrain(keys: Uint32Array): the keys (hi, lo pairs) of sockets whose peer's FIN or RST came
+// since the last call, without waiting; returns how many (0 before the first watchAdd), or -errno.
+napi_value WatchDrain(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void* data = nullptr;
+  napi_value result = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* raw = nullptr;
+  bool is = false;
+  if (argc < 1 || napi_is_typedarray(env, argv[0], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &raw, nullptr, nullptr) != napi_ok || type != napi_uint32_array) {
+    napi_throw_type_error(env, nullptr, "watchDrain(keys) expects a Uint32Array");
+    return nullptr;
+  }
+  int n = 0;
+  if (d->watch_set >= 0) {
+    uint64_t keys[64];
+    int max = static_cast<int>(std::min<size_t>(64, length / 2));
+    n = st::watch_drain(d->watch_set, keys, max);
+    uint32_t* out = static_cast<uint32_t*>(raw);
+    for (int i = 0; i < n; i++) {
+      out[2 * i] = static_cast<uint32_t>(keys[i] >> 32);
+      out[2 * i + 1] = static_cast<uint32_t>(keys[i]);
+    }
+  }
+  napi_create_int32(env, n, &result);
+  return result;
 }
 
 napi_value NewFunction(napi_env env, const char* name, napi_callback cb, AddonData* data) {
@@ -233,6 +313,10 @@ int Cookie(int32_t* s, AddonData* d, int fd) {
   }
   return rc;
 }
+
+// check: nothing beyond CheckFd's SO_TYPE/SO_DOMAIN/SO_PROTOCOL check (with slots[S_VERIFY] set):
+// where a runtime's handle class alone does not tell TCP from a Unix-domain socket (Bun's).
+int Check(int32_t*, AddonData*, int) { return 0; }
 
 // socketError: SO_ERROR into S_QUEUES (a positive errno, 0 for none); reading clears it.
 int SocketError(int32_t* s, AddonData*, int fd) {
@@ -537,6 +621,7 @@ Napi::Object Constants(Napi::Env env) {
   platform.Set("queues", st::has_queues());
   platform.Set("cookie", st::has_cookie());
   platform.Set("sockDiag", st::has_diag());
+  platform.Set("watch", st::has_watch());
   int inet = -1, inet6 = -1;
   st::diag_families(&inet, &inet6);
   Napi::Object families = Napi::Object::New(env);
@@ -561,6 +646,10 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
   exports.Set("createSocket", NewFunction(env, "createSocket", CreateSocket, data));
   exports.Set("releaseSocket", NewFunction(env, "releaseSocket", ReleaseSocket, data));
+  exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
+  exports.Set("locate", Napi::Function::New(env, Locate, "locate"));
+  exports.Set("watchAdd", NewFunction(env, "watchAdd", WatchAdd, data));
+  exports.Set("watchDrain", NewFunction(env, "watchDrain", WatchDrain, data));
   exports.Set("diagCount", Napi::Function::New(env, DiagCount, "diagCount"));
   exports.Set("diagList", Napi::Function::New(env, DiagList, "diagList"));
   exports.Set("diagReport", Napi::Function::New(env, DiagReport, "diagReport"));

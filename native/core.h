@@ -95,6 +95,21 @@ int cookie(int fd, uint64_t* value);
 // only a caller about to close the socket itself may take it.
 int socket_error(int fd, int32_t* err);
 
+// Where a runtime hands out no descriptor for its sockets (Node's TCP handles on Windows answer -1
+// for their fd), the socket is found by what the runtime's own handle reports of it: the one socket
+// of this process that is a stream socket with exactly these addresses (a TCP connection is unique
+// by its four; no `remote` asks for a listening socket on the local address). Addresses are
+// numeric (inet_pton). *fd, when not -1 on entry, is tried first (the socket found last time), and
+// is the socket found on return. Returns 0, -EINVAL for an address that does not parse, -ENOENT
+// when no socket of this process matches (-ENOTSUP where descriptors are handed out).
+struct SocketQuery {
+  const char* local;
+  int local_port;
+  const char* remote;  // nullptr: a listening socket
+  int remote_port;
+};
+int locate_socket(const SocketQuery& q, int* fd);
+
 // Kernel TCP state numbers (tcpi_state), in the order of ST_TCP_STATES (tables.h).
 enum TcpStateNumber : int32_t {
 #define ST_X(id, name) TCPS_##id,

@@ -12,6 +12,8 @@
 namespace st {
 
 const char* platform_name() { return "linux"; }
+// Node and Bun hand out the fd of every socket.
+int locate_socket(const SocketQuery&, int*) { return -ENOTSUP; }
 bool has_tcp_info() { return true; }
 bool has_queues() { return true; }
 bool has_cookie() {

@@ -1,34 +1,67 @@
-// Socket options through setsockopt/getsockopt: shared by every POSIX platform.
+// Socket options through setsockopt/getsockopt: shared by every platform (POSIX, and Windows'
+// Winsock, whose differences are platform.h's: the option table, SOCKET, the error numbering).
 #include <errno.h>
-#include <fcntl.h>
+#include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 #include "core.h"
 #include "platform.h"
+#if defined(ST_CREATES_SOCKETS)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 namespace st {
 
 namespace {
 
 // Names from tables.h, places from platform.h (ST_AT_<ID>: level, optname, or -1, -1).
-const OptionInfo kOptions[OPT_COUNT] = {
+OptionInfo kOptions[OPT_COUNT] = {
 #define ST_X(id, name) {name, ST_AT_##id},
     ST_OPTIONS(ST_X)
 #undef ST_X
 };
 
+// Where the headers cannot say which options the running system has (Windows: the keepalive
+// timings and TCP_MAXRT came with Windows 10 1709, and wine implements none of them), each is
+// read once on a socket of our own; one the system does not know is marked absent, so it is
+// refused by name like any other the platform lacks. Once per process, before the table is read.
+bool probe_options() {
+#if defined(ST_PROBE_OPTIONS)
+  st_socket s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  if (s == ST_INVALID_SOCKET) return false;
+  for (OptionInfo& o : kOptions) {
+    if (o.level < 0) continue;
+    char value[16];
+    st_socklen len = sizeof value;
+    if (getsockopt(s, o.level, o.optname, value, &len) != 0 && ST_ERRNO() == ST_ERRNO_NOPROTOOPT) o.level = o.optname = -1;
+  }
+  ST_CLOSE_SOCKET(s);
+#endif
+  return true;
+}
+
+}  // namespace
+
+const OptionInfo& option_info(int32_t id) {
+  static const bool probed = probe_options();
+  (void)probed;
+  return kOptions[id];
+}
+
+namespace {
+
 // IP_TOS on an IPv6 socket reaches only IPv4-mapped traffic: its own traffic's byte is IPV6_TCLASS.
 int socket_family(int fd) {
 #ifdef SO_DOMAIN
   int domain = 0;
-  socklen_t len = sizeof domain;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return -errno;
+  st_socklen len = sizeof domain;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_DOMAIN, ST_OPTVAL(&domain), &len) != 0) return -ST_ERRNO();
   return domain;
 #else
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return -errno;
+  st_socklen len = sizeof ss;
+  if (getsockname(ST_SOCKET(fd), reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return -ST_ERRNO();
   return ss.ss_family;
 #endif
 }
@@ -36,7 +69,7 @@ int socket_family(int fd) {
 // Where option `id` lives on `fd`: IP_TOS moves to IPV6_TCLASS on an IPv6 socket. -errno when the
 // family cannot be read.
 int place(int fd, int32_t id, OptionInfo* out) {
-  *out = kOptions[id];
+  *out = option_info(id);
 #if defined(IPV6_TCLASS)
   if (id == OPT_TOS && out->level >= 0) {
     int family = socket_family(fd);
@@ -54,7 +87,11 @@ int place(int fd, int32_t id, OptionInfo* out) {
 
 }  // namespace
 
-const OptionInfo& option_info(int32_t id) { return kOptions[id]; }
+// A user timeout in milliseconds, in the unit the platform's option counts (rounded up).
+static int32_t to_platform_unit(int32_t id, int32_t value) {
+  if (id != OPT_USER_TIMEOUT || ST_USER_TIMEOUT_UNIT == 1 || value <= 0) return value;
+  return static_cast<int32_t>((static_cast<int64_t>(value) + ST_USER_TIMEOUT_UNIT - 1) / ST_USER_TIMEOUT_UNIT);
+}
 
 int set_option(int fd, int32_t id, int32_t value) {
   OptionInfo o;
@@ -65,12 +102,12 @@ int set_option(int fd, int32_t id, int32_t value) {
     struct linger l;
     l.l_onoff = value >= 0 ? 1 : 0;
     l.l_linger = value >= 0 ? value : 0;
-    rc = setsockopt(fd, o.level, o.optname, &l, sizeof l);
+    rc = setsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&l), sizeof l);
   } else {
-    int v = value;
-    rc = setsockopt(fd, o.level, o.optname, &v, sizeof v);
+    int v = to_platform_unit(id, value);
+    rc = setsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&v), sizeof v);
   }
-  return rc == 0 ? 0 : -errno;
+  return rc == 0 ? 0 : -ST_ERRNO();
 }
 
 int get_option(int fd, int32_t id, int32_t* value) {
@@ -81,18 +118,19 @@ int get_option(int fd, int32_t id, int32_t* value) {
   if (id == OPT_LINGER) {
     struct linger l;
     memset(&l, 0, sizeof l);
-    socklen_t len = sizeof l;
-    if (getsockopt(fd, o.level, o.optname, &l, &len) != 0) return -errno;
+    st_socklen len = sizeof l;
+    if (getsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&l), &len) != 0) return -ST_ERRNO();
     *value = l.l_onoff ? l.l_linger : -1;
     return 0;
   }
   int v = 0;
-  socklen_t len = sizeof v;
-  if (getsockopt(fd, o.level, o.optname, &v, &len) != 0) return -errno;
+  st_socklen len = sizeof v;
+  if (getsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&v), &len) != 0) return -ST_ERRNO();
   // Boolean options read back as any non-zero value (SO_KEEPALIVE returns 8 on some BSDs).
   if (id == OPT_KEEPALIVE || id == OPT_NODELAY || id == OPT_REUSEADDR || id == OPT_REUSEPORT ||
       id == OPT_BIND_ADDRESS_NO_PORT)
     v = v != 0;
+  if (id == OPT_USER_TIMEOUT && v > 0) v *= ST_USER_TIMEOUT_UNIT;
   *value = v;
   return 0;
 }
@@ -104,7 +142,7 @@ int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int*
   struct Request {
     int level;
     int optname;
-    socklen_t len;
+    st_socklen len;
     union {
       int value;
       struct linger linger;
@@ -129,15 +167,15 @@ int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int*
       r.arg.linger.l_linger = values[i] >= 0 ? values[i] : 0;
       r.len = sizeof r.arg.linger;
     } else {
-      r.arg.value = values[i];
+      r.arg.value = to_platform_unit(ids[i], values[i]);
       r.len = sizeof r.arg.value;
     }
   }
   for (int i = 0; i < n; i++) {
     const Request& r = requests[i];
-    if (r.level < 0 || setsockopt(fd, r.level, r.optname, &r.arg, r.len) != 0) {
+    if (r.level < 0 || setsockopt(ST_SOCKET(fd), r.level, r.optname, ST_OPTVAL(&r.arg), r.len) != 0) {
       *applied = i;
-      return r.level < 0 ? -ENOPROTOOPT : -errno;
+      return r.level < 0 ? -ENOPROTOOPT : -ST_ERRNO();
     }
   }
   *applied = n;
@@ -161,8 +199,8 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
   int32_t drop = 0;
   int64_t kept_budget_ms = -1;
   // Turning keepalive off is the policy's explicit choice; only timings compete on length.
-  if (on != 0 && (on == 1 || idle >= 0 || interval >= 0 || count >= 0) && kOptions[OPT_KEEPIDLE].level >= 0 &&
-      kOptions[OPT_KEEPINTVL].level >= 0 && kOptions[OPT_KEEPCNT].level >= 0) {
+  if (on != 0 && (on == 1 || idle >= 0 || interval >= 0 || count >= 0) && option_info(OPT_KEEPIDLE).level >= 0 &&
+      option_info(OPT_KEEPINTVL).level >= 0 && option_info(OPT_KEEPCNT).level >= 0) {
     int32_t now_on = 0;
     int rc = get_option(fd, OPT_KEEPALIVE, &now_on);
     if (rc != 0) return rc;
@@ -180,7 +218,7 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
       }
     }
   }
-  if (user_timeout > 0 && kOptions[OPT_USER_TIMEOUT].level >= 0) {
+  if (user_timeout > 0 && option_info(OPT_USER_TIMEOUT).level >= 0) {
     // With TCP_USER_TIMEOUT set, Linux's keepalive drops an idle connection only once the user
     // timeout has passed (the probe count no longer decides): a user timeout longer than the
     // keepalive budget kept would lengthen it. It follows that budget instead (design rule 10).
@@ -212,6 +250,9 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
   return 0;
 }
 
+// The stages before Node, where the platform makes their sockets here (platform.h); elsewhere
+// (Windows) the platform file answers -ENOTSUP.
+#if defined(ST_CREATES_SOCKETS)
 int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr,
                   int bind_port, uint32_t scope, int* applied, int* step, int* fd_out) {
   *applied = 0;
@@ -278,28 +319,29 @@ int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values,
 }
 
 int close_socket(int fd) { return close(fd) == 0 ? 0 : -errno; }
+#endif  // ST_CREATES_SOCKETS
 
 int check_tcp(int fd) {
   int type = 0;
-  socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return -errno;
+  st_socklen len = sizeof type;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_TYPE, ST_OPTVAL(&type), &len) != 0) return -ST_ERRNO();
   if (type != SOCK_STREAM) return -EPROTOTYPE;
 #ifdef SO_DOMAIN
   int domain = 0;
   len = sizeof domain;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return -errno;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_DOMAIN, ST_OPTVAL(&domain), &len) != 0) return -ST_ERRNO();
 #else
   struct sockaddr_storage ss;
   len = sizeof ss;
   memset(&ss, 0, sizeof ss);
-  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return -errno;
+  if (getsockname(ST_SOCKET(fd), reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return -ST_ERRNO();
   int domain = ss.ss_family;
 #endif
   if (domain != AF_INET && domain != AF_INET6) return -EAFNOSUPPORT;
 #ifdef SO_PROTOCOL
   int proto = 0;
   len = sizeof proto;
-  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) != 0) return -errno;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_PROTOCOL, ST_OPTVAL(&proto), &len) != 0) return -ST_ERRNO();
   if (proto != IPPROTO_TCP) return -EPROTOTYPE;
 #endif
   return 0;
@@ -307,8 +349,8 @@ int check_tcp(int fd) {
 
 int socket_error(int fd, int32_t* err) {
   int value = 0;
-  socklen_t len = sizeof value;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len) != 0) return -errno;
+  st_socklen len = sizeof value;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_ERROR, ST_OPTVAL(&value), &len) != 0) return -ST_ERRNO();
   *err = value;
   return 0;
 }

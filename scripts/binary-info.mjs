@@ -41,14 +41,90 @@ function pe(file, buf) {
   const dump = run('x86_64-w64-mingw32-objdump', ['-p', file]);
   if (dump.status !== 0) throw new Error(`objdump -p ${file}: ${dump.stderr.trim()}`);
   const needs = [...dump.stdout.matchAll(/DLL Name: (\S+)/g)].map((m) => m[1]);
+  const delayed = delayImports(buf, at);
   const exports = [...dump.stdout.matchAll(/^\s+\[\s*\d+\]\s+((?:napi|node_api)_\w+)/gm)].map((m) => m[1]);
-  return { format: dll ? 'PE DLL' : 'PE', cpu, needs, exports };
+  return { format: dll ? 'PE DLL' : 'PE', cpu, needs, delayed, exports };
+}
+
+/** The DLL names of a PE32+ file's delay-import table (data directory 13), which objdump does not list. */
+function delayImports(buf, at) {
+  const optional = at + 24;
+  if (buf.readUInt16LE(optional) !== 0x20b) return [];
+  const dir = optional + 112 + 13 * 8;
+  const rva = buf.readUInt32LE(dir);
+  const sections = buf.readUInt16LE(at + 6);
+  const table = optional + buf.readUInt16LE(at + 20);
+  const offset = (r) => {
+    for (let i = 0; i < sections; i++) {
+      const sh = table + i * 40;
+      const va = buf.readUInt32LE(sh + 12);
+      const size = Math.max(buf.readUInt32LE(sh + 8), buf.readUInt32LE(sh + 16));
+      if (r >= va && r < va + size) return r - va + buf.readUInt32LE(sh + 20);
+    }
+    return -1;
+  };
+  const names = [];
+  if (rva === 0) {
+    // GNU ld leaves the directory empty for dlltool's delay-import stubs: their descriptors
+    // (attributes 1: RVAs, then the RVA of the DLL's name) are found by scanning.
+    for (let d = 0; d + 32 <= buf.length; d += 4) {
+      if (buf.readUInt32LE(d) !== 1) continue;
+      const o = offset(buf.readUInt32LE(d + 4));
+      if (o < 0) continue;
+      const end = buf.indexOf(0, o);
+      const name = end > o && end - o < 64 ? buf.subarray(o, end).toString('latin1') : '';
+      if (/^[\w.-]+\.(exe|dll)$/i.test(name) && !names.includes(name)) names.push(name);
+    }
+    return names;
+  }
+  for (let d = offset(rva); d >= 0 && d + 32 <= buf.length; d += 32) {
+    const name = buf.readUInt32LE(d + 4);
+    if (name === 0) break;
+    const o = offset(name);
+    if (o < 0) break;
+    names.push(buf.subarray(o, buf.indexOf(0, o)).toString('latin1'));
+  }
+  return names;
 }
 
 const LC_LOAD_DYLIB = 0xc;
 const LC_CODE_SIGNATURE = 0x1d;
 const LC_BUILD_VERSION = 0x32;
 const LC_VERSION_MIN_MACOSX = 0x24;
+const LC_DYLD_INFO_ONLY = 0x22; // | LC_REQ_DYLD, masked off below
+const LC_DYLD_EXPORTS_TRIE = 0x33;
+const LC_ID_DYLIB = 0xd;
+
+/** The names a Mach-O export trie holds (every exported symbol). */
+function trieExports(buf, start, size) {
+  const out = [];
+  const uleb = (at) => {
+    let value = 0;
+    let shift = 0;
+    for (;;) {
+      const b = buf[at.i++];
+      value += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (b < 0x80) return value;
+    }
+  };
+  const visit = (offset, prefix, depth) => {
+    if (depth > 512 || offset >= size) return;
+    const at = { i: start + offset };
+    const terminal = uleb(at);
+    if (terminal > 0) out.push(prefix);
+    at.i += terminal;
+    const children = buf[at.i++];
+    for (let c = 0; c < children; c++) {
+      const end = buf.indexOf(0, at.i);
+      const edge = buf.subarray(at.i, end).toString('latin1');
+      at.i = end + 1;
+      visit(uleb(at), prefix + edge, depth + 1);
+    }
+  };
+  visit(0, '', 0);
+  return out;
+}
 
 function macho(buf) {
   const cputype = buf.readUInt32LE(4);
@@ -58,6 +134,8 @@ function macho(buf) {
   const needs = [];
   let minOs;
   let signed = false;
+  let trie;
+  let installName;
   let off = 32;
   const version = (v) => `${v >>> 16}.${(v >>> 8) & 0xff}`;
   for (let i = 0; i < ncmds; i++) {
@@ -68,14 +146,21 @@ function macho(buf) {
       needs.push(name.subarray(0, name.indexOf(0)).toString());
     } else if (cmd === LC_CODE_SIGNATURE) {
       signed = true;
+    } else if (cmd === LC_DYLD_INFO_ONLY) {
+      trie = [buf.readUInt32LE(off + 40), buf.readUInt32LE(off + 44)];
+    } else if (cmd === LC_DYLD_EXPORTS_TRIE) {
+      trie = [buf.readUInt32LE(off + 8), buf.readUInt32LE(off + 12)];
+    } else if (cmd === LC_ID_DYLIB) {
+      const name = buf.subarray(off + buf.readUInt32LE(off + 8), off + size);
+      installName = name.subarray(0, name.indexOf(0)).toString();
     } else if (cmd === LC_BUILD_VERSION || cmd === LC_VERSION_MIN_MACOSX) {
       minOs = version(buf.readUInt32LE(off + (cmd === LC_BUILD_VERSION ? 12 : 8)));
     }
     off += size;
   }
-  // The export trie is compressed; the symbol's name is in it verbatim.
-  const exports = buf.includes(`_${ENTRY}`) ? [ENTRY] : [];
-  return { format: filetype === 6 ? 'Mach-O dylib' : filetype === 8 ? 'Mach-O bundle' : `Mach-O type ${filetype}`, cpu, needs, exports, minOs, signed };
+  // Every exported symbol, without Mach-O's leading underscore.
+  const exports = trie ? trieExports(buf, trie[0], trie[1]).map((n) => n.replace(/^_/, '')) : [];
+  return { format: filetype === 6 ? 'Mach-O dylib' : filetype === 8 ? 'Mach-O bundle' : `Mach-O type ${filetype}`, cpu, needs, exports, installName, minOs, signed };
 }
 
 if (fileURLToPath(import.meta.url) === resolve(process.argv[1] ?? '')) {

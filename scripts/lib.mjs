@@ -102,7 +102,7 @@ export function fetchNode(root, major, { platform = process.platform, arch = pro
     const r = pre.length
       ? run(pre[0], [...pre.slice(1), join(d, rel), '--version'], { timeout: 120_000, env })
       : run(join(d, rel), ['--version'], { timeout: 120_000, env });
-    return r.status === 0 && r.stdout.trim().startsWith(`v${major}.`);
+    return r.status === 0 && (r.stdout.trim().startsWith(`v${major}.`) || r.stdout.trim() === `v${major}`);
   };
   fetchPackage(`node-${os}-${arch}@${major}`, dir, { usable: runs, refresh, log });
   return join(dir, rel);

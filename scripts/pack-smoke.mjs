@@ -8,8 +8,8 @@
 //   - the published types type-check in a strict project without the optional peers
 //   - the smoke test (scripts/smoke/loads.mjs) on this Node and on Node 22, 24, 26 (linux-x64),
 //     and on linux-arm64 Node 20 and 22 under qemu-user
-//   - on win32-x64 Node 20 under wine: the DLL loads and every option and view answers
-//     ERR_SOCKTUNE_UNSUPPORTED (scripts/smoke/win32.mjs)
+//   - on win32-x64 Node 20 under wine, in node.exe and in a renamed copy of it: the DLL loads, the
+//     options wine implements are set and read back, the rest refused by name (scripts/smoke/win32.mjs)
 //   - the linux-x64 musl prebuild loads under musl's dynamic loader (scripts/smoke/musl-host.c)
 //
 //   node scripts/pack-smoke.mjs              all of it
@@ -20,7 +20,7 @@
 // node_modules/.cache/socktune-node); qemu-user-static, the aarch64 C library
 // (g++-aarch64-linux-gnu brings it), wine64 and musl-tools come from Debian (.ci/run installs them).
 // Prints PASS/FAIL lines, then `pack-smoke: N passed, M failed`; exits 1 on any failure.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,7 +67,7 @@ process.on('SIGINT', () => { cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { cleanup(); process.exit(143); });
 
 /** The files a tarball may hold: anything else is a packaging mistake. */
-const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/];
+const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/, /^dashboards\/[\w.-]+\.json$/];
 
 function main() {
   // -- pack (prepack builds dist/ and the prebuilds; its output goes to stderr, the JSON to stdout)
@@ -239,16 +239,30 @@ function windows(exe, project) {
     console.log(tail(cfg.stdout + cfg.stderr));
     return;
   }
-  const out = join(work, 'win32-smoke.txt');
-  const r = run(wine[0], [exe, 'win32.mjs', '--out', out], { cwd: project, env, timeout: 300_000 });
-  const lines = existsSync(out) ? readFileSync(out, 'utf8').trimEnd().split('\n').filter(Boolean) : [];
-  for (const line of lines) {
-    const m = /^(PASS|FAIL) (.*)$/.exec(line);
-    if (m) check(`Node 20 win32-x64 under wine: ${m[2]}`, m[1] === 'PASS');
-  }
-  if (lines.length === 0) {
-    check('Node 20 win32-x64 under wine: smoke test ran', false, `exit ${r.status}`);
-    console.log(tail(r.stdout + r.stderr));
+  // node.exe as it ships, then a renamed copy of it in a directory of its own (as a single-executable
+  // application is): the DLL binds Node-API to whichever process loaded it.
+  const renamedDir = join(work, 'renamed-host');
+  mkdirSync(renamedDir, { recursive: true });
+  const renamed = join(renamedDir, 'socktune-app.exe');
+  copyFileSync(exe, renamed);
+  for (const [label, host] of [['node.exe', exe], ['a renamed node.exe (socktune-app.exe, no node.exe beside it)', renamed]]) {
+    const out = join(work, `win32-smoke-${label.length}.txt`);
+    // node.exe's stdout and stderr are files, not pipes: under wine a pipe cannot be opened as
+    // process.stderr (EBADF), and Node's net.Socket#_destroy reads process.stderr, so every
+    // destroy() would fail halfway (the handle left open) for a reason no Windows user meets.
+    const logFile = join(work, `win32-smoke-${label.length}.log`);
+    const log = openSync(logFile, 'w');
+    const r = run(wine[0], [host, 'win32.mjs', '--wine', '--out', out], { cwd: project, env, timeout: 300_000, stdio: ['ignore', log, log] });
+    closeSync(log);
+    const lines = existsSync(out) ? readFileSync(out, 'utf8').trimEnd().split('\n').filter(Boolean) : [];
+    for (const line of lines) {
+      const m = /^(PASS|FAIL) (.*)$/.exec(line);
+      if (m) check(`Node 20 win32-x64 under wine, ${label}: ${m[2]}`, m[1] === 'PASS');
+    }
+    if (lines.length === 0) {
+      check(`Node 20 win32-x64 under wine, ${label}: smoke test ran`, false, `exit ${r.status}`);
+      console.log(tail(readFileSync(logFile, 'utf8') + r.stderr));
+    }
   }
 }
 

@@ -9,6 +9,8 @@
 //   node scripts/portability.mjs --verbose            stream vitest's output instead of keeping it in a log
 //   node scripts/portability.mjs --results FILE       also write { ok, passed, failed, runs: [...] } as JSON
 //   node scripts/portability.mjs --arch arm64         the arm64 subset below on arm64 Node 20 and 22, under qemu-user
+//   node scripts/portability.mjs --runtime bun        the Bun subset below under Bun (its glibc build, scripts/runtimes.mjs)
+//   node scripts/portability.mjs --runtime bun-musl   the same under Bun's musl build, run by Debian's musl (the musl prebuild)
 //   node scripts/portability.mjs -- <vitest args>     e.g. a test file filter, or --root DIR
 //
 // Node binaries come from the npm registry package node-<platform>-<arch>@<major> (npm pack, then
@@ -31,6 +33,7 @@ import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanEnv, fetchNode as fetchNodeBinary, fetchPackage, mtime, run, runner, tail as tailLines, walk } from './lib.mjs';
 import { prebuildPath, staleness, targets as prebuildTargets } from './prebuilds.mjs';
+import { runtime as fetchRuntime } from './runtimes.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cacheRoot = join(root, 'node_modules', '.cache', 'socktune-node');
@@ -45,6 +48,7 @@ let majors;
 let arch = process.arch;
 const flags = new Set();
 let resultsFile;
+let other;
 for (let i = 0; i < own.length; i++) {
   const a = own[i];
   if (a === '--majors' || a.startsWith('--majors=')) {
@@ -58,6 +62,9 @@ for (let i = 0; i < own.length; i++) {
   } else if (a === '--arch' || a.startsWith('--arch=')) {
     arch = a === '--arch' ? own[++i] : a.slice('--arch='.length);
     if (arch !== process.arch && !(process.arch === 'x64' && arch === 'arm64')) usage(`--arch ${arch}: this machine runs ${process.arch}, and arm64 under qemu-user`);
+  } else if (a === '--runtime' || a.startsWith('--runtime=')) {
+    other = a === '--runtime' ? own[++i] : a.slice('--runtime='.length);
+    if (other !== 'bun' && other !== 'bun-musl') usage(`--runtime wants bun or bun-musl, got ${other ?? 'nothing'}`);
   } else if (['--no-system', '--refresh', '--rebuild', '--verbose'].includes(a)) {
     flags.add(a);
   } else if (a === '--help' || a === '-h') {
@@ -73,10 +80,10 @@ function usage(err) {
   process.exit(err ? 2 : 0);
 }
 const emulated = arch !== process.arch;
-majors ??= emulated ? [20, 22] : [22, 24, 26];
-if (emulated) flags.add('--no-system');
-/** The prebuild this run loads (glibc: the C library of the registry's Node builds). */
-const target = prebuildTargets.find((t) => t.name === `linux-${arch}-glibc`);
+majors ??= emulated || other ? [20, 22] : [22, 24, 26];
+if (emulated || other) flags.add('--no-system');
+/** The prebuild this run loads (glibc: the C library of the registry's Node builds; musl under Bun's musl build). */
+const target = prebuildTargets.find((t) => t.name === `linux-${arch}-${other === 'bun-musl' ? 'musl' : 'glibc'}`);
 /** How a Node binary of `arch` is started here ([] natively, qemu-user for arm64). */
 const pre = runner(process.platform, arch);
 
@@ -93,6 +100,42 @@ const ARM64 = {
     { test: 'reports ESTABLISHED with a measured round-trip time', why: 'qemu-user copies 4 bytes of getsockopt(TCP_INFO): the state is right, rtt and the rest read 0' },
     { test: 'count bytes held by the kernel when the reader is paused', why: 'qemu-user answers ENOSYS to the SIOCOUTQNSD ioctl' },
     { test: 'is the cookie ss -e prints', why: 'qemu-user answers EINVAL to getsockopt(SO_COOKIE), an 8-byte value' },
+  ],
+};
+
+// What the Bun run covers: the files that hold whole under Bun (options, validation, connecting,
+// views, workers, policies as data, the loader, states, audit, watch, metrics, the CLI, stat,
+// scrape, doctor, register's names). The rest assert what Bun does differently, each for a reason
+// (measured with this script on every file, Bun 1.4.4):
+//   03-handles                reads Node's TCP class (process.binding('tcp_wrap')) in the test itself
+//   15-reset, 24-reset-drain  bytesAtRisk exact to the byte: Bun buffers a partly written chunk natively and
+//                             says not how much of it the kernel took, so socktune counts that chunk whole
+//                             (an overstatement, never an understatement); Node's resetAndDestroy on TLS
+//   17-guard, 22-no-harm, 26-reset-no-harm, 46-no-harm-footprint, 50-readme
+//                             Node's HTTP server (a net.Server with Node's connection list): Bun's runs on
+//                             Bun.serve and exposes no fd (tuneServer refuses it by name)
+//   18-agent, 30-pool-dropin, 31-agentkeepalive, 38-pool-retry
+//                             the internals of Node's http.Agent and ClientRequest (Keep-Alive hints, the
+//                             free-socket timeout, retries), which Bun's http client does not share
+//   19-undici-nginx, 29-pool-non-tcp
+//                             `undici` names Bun's built-in stand-in there (the tests import it by name)
+//   21-fuzz                   its fixture checks Node's own error messages for hostile arguments
+//   32-register, 44-register-config
+//                             node --import and Node's diagnostics channels; Bun's --preload is tested in
+//                             test/52-runtimes.test.ts, run by Node
+const BUN = {
+  files: [
+    'test/00-tables.test.ts', 'test/01-options.test.ts', 'test/02-validation.test.ts', 'test/04-connecting.test.ts',
+    'test/05-views.test.ts', 'test/06-workers.test.ts', 'test/08-cli-doctor.test.ts', 'test/09-loader.test.ts',
+    'test/10-states.test.ts', 'test/11-audit.test.ts', 'test/12-watch.test.ts', 'test/13-metrics.test.ts',
+    'test/14-policy.test.ts', 'test/40-stat-scope.test.ts', 'test/41-cli.test.ts', 'test/42-scrape.test.ts',
+    'test/43-doctor-connections.test.ts', 'test/45-register-names.test.ts',
+  ],
+  // The loader's cases are written for a glibc test process (glibc prebuilds, the glibc label);
+  // the musl host's are in that file too, run from a glibc process.
+  notUnderMusl: ['test/09-loader.test.ts'],
+  excluded: [
+    { test: '+50 per the seconds between the two reads', why: 'assumes that opening 50 connections inside a frame\'s write takes over 25 ms (so that two frames are 75 ms apart); Bun opens them faster' },
   ],
 };
 
@@ -153,7 +196,7 @@ function ensureBuilt(name, reason, args) {
 // ---------------------------------------------------------------- 2. Node binaries
 
 function nodeVersion(bin) {
-  const r = run(pre[0] ?? bin, [...pre.slice(1), ...(pre.length ? [bin] : []), '--version'], { timeout: 120_000 });
+  const r = run(pre[0] ?? bin, [...pre.slice(1), ...(pre.length ? [bin] : []), '--version'], { timeout: 120_000, env: { ...process.env, ...otherEnv } });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
@@ -182,12 +225,12 @@ function nodeWrapper(bin) {
   return dir;
 }
 
-/** rolldown's native binding for the emulated CPU (vitest's bundler loads it through napi-rs). */
-function rolldownBinding() {
+/** rolldown's native binding for the emulated CPU or the musl host (vitest's bundler loads it through napi-rs). */
+function rolldownBinding(libc = 'gnu') {
   const version = JSON.parse(readFileSync(join(root, 'node_modules', 'rolldown', 'package.json'), 'utf8')).version;
-  const spec = `@rolldown/binding-linux-${arch}-gnu@${version}`;
-  const file = `rolldown-binding.linux-${arch}-gnu.node`;
-  const dir = join(root, 'node_modules', '.cache', 'socktune-rolldown', `${arch}-${version}`);
+  const spec = `@rolldown/binding-linux-${arch}-${libc}@${version}`;
+  const file = `rolldown-binding.linux-${arch}-${libc}.node`;
+  const dir = join(root, 'node_modules', '.cache', 'socktune-rolldown', `${arch}-${libc}-${version}`);
   try {
     fetchPackage(spec, dir, { usable: (d) => existsSync(join(d, 'package', file)), log: (m) => console.log(`..   rolldown ${arch}: ${m}`) });
   } catch (err) {
@@ -204,13 +247,19 @@ function runSuite(label, bin) {
     // The fast lane: the slow scenarios (test/slow/) run once, in npm test on the system Node.
     SOCKTUNE_TESTS: 'fast',
     // Tests and fixtures that spawn `node` get the same Node as the suite.
-    PATH: `${emulated ? nodeWrapper(bin) : dirname(bin)}${delimiter}${process.env.PATH ?? ''}`,
+    PATH: `${emulated || other ? nodeWrapper(bin) : dirname(bin)}${delimiter}${process.env.PATH ?? ''}`,
+    ...(other ? otherEnv : {}),
   });
   if (emulated) env.NAPI_RS_NATIVE_LIBRARY_PATH = rolldownBinding();
+  if (other === 'bun-musl') env.NAPI_RS_NATIVE_LIBRARY_PATH = rolldownBinding('musl');
   const exec = (args, opts) => spawnSync(pre[0] ?? bin, [...pre.slice(1), ...(pre.length ? [bin] : []), ...args], opts);
 
   // The addon must load from prebuilds/ on this Node before the suite says anything.
-  const probe = exec(['-e', `const p = require('node-gyp-build').resolve(${JSON.stringify(root)}); require(p); console.log(p)`],
+  // Under another runtime, socktune's own loader decides (node-gyp-build alone takes a musl process outside Alpine for glibc).
+  const probeCode = other
+    ? `import(${JSON.stringify(join(root, 'dist', 'binding.js'))}).then((b) => console.log(b.addon.path ?? b.addon.error.message))`
+    : `const p = require('node-gyp-build').resolve(${JSON.stringify(root)}); require(p); console.log(p)`;
+  const probe = exec(['-e', probeCode],
     { cwd: root, env, timeout: 120_000, encoding: 'utf8' });
   const loaded = (probe.stdout ?? '').trim();
   if (probe.status !== 0 || loaded !== prebuildPath(target)) {
@@ -225,7 +274,7 @@ function runSuite(label, bin) {
   rmSync(json, { force: true });
   // vitest.config.ts may name its own JSON output (CI): point it at ours, never at the project's file.
   env.SOCKTUNE_TEST_RESULTS = json;
-  const subset = emulated && vitestArgs.length === 0 ? ['--pool=threads', '-t', exclusionPattern(ARM64.excluded), ...ARM64.files] : emulated ? ['--pool=threads', ...vitestArgs] : vitestArgs;
+  const subset = other ? (vitestArgs.length === 0 ? ['-t', exclusionPattern(BUN.excluded), ...BUN.files.filter((f) => other !== 'bun-musl' || !BUN.notUnderMusl.includes(f))] : vitestArgs) : emulated && vitestArgs.length === 0 ? ['--pool=threads', '-t', exclusionPattern(ARM64.excluded), ...ARM64.files] : emulated ? ['--pool=threads', ...vitestArgs] : vitestArgs;
   const args = [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...subset];
   console.log(`..   ${label} (${version}): vitest run${subset.length ? ` ${subset.join(' ')}` : ''}, PREBUILDS_ONLY=1${flags.has('--verbose') ? '' : `, log ${relative(root, log)}`}`);
   const started = Date.now();
@@ -281,6 +330,17 @@ ensureBuilt('prebuild', prebuildStatus(), [join(root, 'scripts', 'prebuilds.mjs'
 ensureBuilt('dist/', distStatus(), [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', root]);
 
 const targets = [];
+let otherEnv = {};
+if (other) {
+  try {
+    const rt = fetchRuntime(other, { log: (m) => console.log(`..   ${other}: ${m}`) });
+    otherEnv = rt.env;
+    targets.push({ label: `${other} ${rt.version}`, bin: rt.bin });
+  } catch (err) {
+    fatal(`${other}: ${err.message}`, err.detail);
+  }
+  majors = [];
+}
 if (!flags.has('--no-system')) targets.push({ label: `system node ${process.versions.node.split('.')[0]}`, bin: process.execPath });
 for (const major of majors) {
   try {

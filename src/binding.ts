@@ -6,7 +6,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative } from 'node:path';
+import { endianness } from 'node:os';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { codes, socktuneError } from './errors.js';
 import { layoutNames, optionNames, tcpStateNames, type Layout, type TcpState, type tcpInfoFieldNames } from './tables.js';
@@ -39,6 +40,14 @@ export interface NativeBinding {
    * nothing is changed.
    */
   lingerIfDrained(): void;
+  /**
+   * The socket of this process with these addresses, where the runtime hands out no fd (Node's TCP
+   * handles on Windows): `candidate` (-1 for none) is tried first. No remote: a listening socket.
+   * Returns the socket, or a negative errno (-ENOENT: none matches; -ENOTSUP: fds are handed out).
+   */
+  locate(localAddress: string, localPort: number, remoteAddress: string | undefined, remotePort: number | undefined, candidate: number): number;
+  /** Nothing but the TCP check (with `slots[layout.verify]` set): is the fd TCP over IPv4/IPv6. */
+  check(): void;
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
   /**
@@ -51,6 +60,13 @@ export interface NativeBinding {
   createSocket(): void;
   /** The fd `createSocket` made is Node's now (`true`: nothing happens) or is closed (`false`). */
   releaseSocket(handedOver: boolean): void;
+  /**
+   * The fd in `slots[layout.fd]` joins this environment's watch set (native/watch.h: the peer's FIN
+   * or RST reported once, edge-triggered) under the key `hi:lo`; 0 or -errno into `slots[layout.result]`.
+   */
+  watchAdd(hi: number, lo: number): void;
+  /** The keys (hi, lo pairs) of watched sockets whose peer's FIN or RST came since the last call; the count, or -errno. */
+  watchDrain(keys: Uint32Array): number;
   /** Counts TCP sockets by kernel state (netlink sock_diag) into `slots[layout.diagCounts + state]`. */
   diagCount(inodes?: Uint32Array): number;
   /** Lists TCP sockets (netlink sock_diag) as packed records, or a negative errno. */
@@ -77,7 +93,7 @@ export interface NativeBinding {
     families: { inet: number; inet6: number };
     status: { OK: number; E_NOFD: number };
     syscalls: string[];
-    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean };
+    platform: { name: string; tcpInfo: boolean; queues: boolean; cookie: boolean; sockDiag: boolean; watch: boolean };
   };
 }
 
@@ -92,28 +108,82 @@ interface NodeGypBuild {
 export interface AddonStatus {
   /** The file loaded, or `undefined` when no addon could be loaded. */
   path: string | undefined;
+  /** The file chosen for this process (a local build, or the prebuild of its platform, CPU and C library), loaded or not; `undefined` when none fits. */
+  file: string | undefined;
   /** Why no addon is loaded (the loader's own error is its `cause`). */
   error: (Error & { code: string }) | undefined;
 }
 
 /**
- * The C library this process runs on, from the loader mapped into it ('musl' or 'glibc'), or
- * undefined where that cannot be read. node-gyp-build knows musl only by /etc/alpine-release, so
- * on any other musl system (Void, Chimera, a distroless musl image) it would pick the glibc build.
+ * The C library this process runs on ('musl' or 'glibc'), or undefined where that cannot be read.
+ * Recognised by what is mapped, by content: the process's dynamic loader (the mapping that holds
+ * AT_BASE of /proc/self/auxv) says "musl libc" in musl and carries GLIBC_PRIVATE in glibc. Names
+ * mislead both ways: musl's own install maps its loader as `libc.so` (Debian's musl, Void,
+ * distroless images), a glibc-compatibility shim in a musl process is named `ld-linux-*.so.2`
+ * (Alpine's gcompat), and node-gyp-build knows musl only by /etc/alpine-release. Where auxv cannot
+ * be read, the mapped files named like a loader or a C library are read instead.
  */
-function runningLibc(): 'glibc' | 'musl' | undefined {
+export function runningLibc(): 'glibc' | 'musl' | undefined {
   let maps: string;
   try {
     maps = readFileSync('/proc/self/maps', 'latin1');
   } catch {
     return undefined;
   }
-  if (/\/(ld-musl-[^/\s]*|libc\.musl-[^/\s]*)$/m.test(maps)) return 'musl';
-  if (/\/(ld-linux[^/\s]*|libc\.so\.6)$/m.test(maps)) return 'glibc';
+  const regions: Array<{ from: bigint; to: bigint; file: string }> = [];
+  for (const line of maps.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s+(\/.*)$/.exec(line);
+    if (m) regions.push({ from: BigInt(`0x${m[1]}`), to: BigInt(`0x${m[2]}`), file: m[3].replace(/ \(deleted\)$/, '') });
+  }
+  const base = loaderBase();
+  const loader = base === undefined ? undefined : regions.find((r) => base >= r.from && base < r.to)?.file;
+  const candidates = loader !== undefined ? [loader] : [...new Set(regions.map((r) => r.file).filter((f) => /^(ld|libc)([-.]|$)/.test(basename(f))))];
+  let glibc = false;
+  for (const file of candidates) {
+    const kind = libcOf(file);
+    if (kind === 'musl') return 'musl';
+    if (kind === 'glibc') glibc = true;
+  }
+  return glibc ? 'glibc' : undefined;
+}
+
+/** AT_BASE (where the dynamic loader is mapped) from /proc/self/auxv, or undefined. */
+function loaderBase(): bigint | undefined {
+  let auxv: Buffer;
+  try {
+    auxv = readFileSync('/proc/self/auxv');
+  } catch {
+    return undefined;
+  }
+  const wide = /64/.test(process.arch);
+  const size = wide ? 8 : 4;
+  const read = (at: number): bigint =>
+    wide ? (endianness() === 'LE' ? auxv.readBigUInt64LE(at) : auxv.readBigUInt64BE(at)) : BigInt(endianness() === 'LE' ? auxv.readUInt32LE(at) : auxv.readUInt32BE(at));
+  for (let at = 0; at + 2 * size <= auxv.length; at += 2 * size) {
+    const type = read(at);
+    if (type === 0n) break;
+    if (type === 7n) return read(at + size) === 0n ? undefined : read(at + size); // AT_BASE; 0 in a static binary
+  }
   return undefined;
 }
 
-/** node-gyp-build's choice, with the C library of a prebuild matched to this process's. */
+/** Which C library the file is, by the marks each leaves in its loader and libc. */
+function libcOf(file: string): 'glibc' | 'musl' | undefined {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch {
+    return undefined;
+  }
+  if (bytes.includes('musl libc')) return 'musl';
+  if (bytes.includes('GLIBC_PRIVATE')) return 'glibc';
+  return undefined;
+}
+
+/**
+ * node-gyp-build's choice, with the C library of a prebuild matched to this process's. Throws
+ * when the only prebuild for this platform and CPU is for the other C library: it cannot load.
+ */
 function addonPath(loader: NodeGypBuild): string {
   const chosen = loader.resolve(root);
   const tagged = /^(.*)\.(glibc|musl)\.node$/.exec(chosen);
@@ -121,7 +191,8 @@ function addonPath(loader: NodeGypBuild): string {
   const libc = runningLibc();
   if (libc === undefined || libc === tagged[2]) return chosen;
   const sibling = `${tagged[1]}.${libc}.node`;
-  return existsSync(sibling) ? sibling : chosen;
+  if (existsSync(sibling)) return sibling;
+  throw new Error(`No native build was found for this process's C library (${libc}); ${relative(root, chosen)} is for ${tagged[2]}`);
 }
 
 function platformLabel(): string {
@@ -156,8 +227,8 @@ export function stub(error: Error): NativeBinding {
   };
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail,
-    createSocket: fail, releaseSocket: fail,
+    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail, locate: fail,
+    watchAdd: fail, watchDrain: fail, createSocket: fail, releaseSocket: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {
@@ -173,6 +244,7 @@ export function stub(error: Error): NativeBinding {
       platform: {
         name: process.platform,
         sockDiag: false,
+        watch: false,
         get tcpInfo(): boolean { return fail(); },
         get queues(): boolean { return fail(); },
         get cookie(): boolean { return fail(); },
@@ -188,15 +260,15 @@ function load(): { native: NativeBinding; status: AddonStatus } {
   } catch (cause) {
     // node-gyp-build's "No native build was found": no prebuild for this platform, no build/.
     const error = noAddonError('no prebuild fits and none was built from source', cause);
-    return { native: stub(error), status: { path: undefined, error } };
+    return { native: stub(error), status: { path: undefined, file: undefined, error } };
   }
   try {
-    return { native: require(path) as NativeBinding, status: { path, error: undefined } };
+    return { native: require(path) as NativeBinding, status: { path, file: path, error: undefined } };
   } catch (cause) {
     // A file that fits by name but not this machine (a C library or CPU it was not built for).
     const first = String((cause as Error)?.message ?? cause).split('\n')[0];
     const error = noAddonError(`${relative(root, path)} does not load here (${first})`, cause);
-    return { native: stub(error), status: { path: undefined, error } };
+    return { native: stub(error), status: { path: undefined, file: path, error } };
   }
 }
 

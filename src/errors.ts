@@ -19,8 +19,10 @@ export const codes = Object.freeze({
   INVALID_HANDLE: 'ERR_SOCKTUNE_INVALID_HANDLE',
   /** The option or view does not exist on this platform. */
   UNSUPPORTED: 'ERR_SOCKTUNE_UNSUPPORTED',
-  /** An optional peer dependency (prom-client) is not installed. */
+  /** An optional peer dependency (prom-client, @opentelemetry/api) is not installed. */
   MISSING_PEER: 'ERR_SOCKTUNE_MISSING_PEER',
+  /** `createInstruments()` was given no MeterProvider and no global one is set. */
+  NO_METER_PROVIDER: 'ERR_SOCKTUNE_NO_METER_PROVIDER',
   /**
    * A reset-on-close gave up: the peer stopped acknowledging (or the drain deadline passed) and
    * the connection was reset with bytes unacknowledged (`error.bytesAtRisk`).

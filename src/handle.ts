@@ -48,6 +48,22 @@ export function isTlsSocket(socket: unknown): socket is tls.TLSSocket {
   return socket instanceof Socket && (socket as { encrypted?: unknown }).encrypted === true && socket instanceof builtin<typeof tls>('node:tls').TLSSocket;
 }
 
+/**
+ * Throws ERR_SOCKTUNE_UNSUPPORTED for Bun's `node:http`/`node:https` server, which is no
+ * `net.Server`: it runs on Bun.serve, whose listener and connections expose no file descriptor
+ * (their sockets' `_handle` is null). Anything else passes.
+ */
+export function assertNotFdless(server: unknown, name = 'server'): void {
+  if (runtime !== 'bun' || server instanceof Server || typeof server !== 'object' || server === null) return;
+  const http = builtin<typeof import('node:http')>('node:http');
+  if (!(server instanceof http.Server)) return;
+  throw socktuneError(
+    codes.UNSUPPORTED,
+    `The "${name}" argument is Bun's HTTP server (node:http over Bun.serve), whose listener and connections have no file descriptor socktune can reach; ` +
+      'under Bun, policies apply to net.Server connections, to the agents (createAgent, createHttpsAgent) and to undici (createConnector, createDispatcher)',
+  );
+}
+
 /** Whether `server` is a `tls.Server` (https too), which alone has `setSecureContext`. */
 export function isTlsServer(server: unknown): server is tls.Server {
   return server instanceof Server && typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' && server instanceof builtin<typeof tls>('node:tls').Server;
@@ -76,14 +92,36 @@ function unreachable(): number {
   throw new Error('socktune: the fd accessor was used before it was looked up');
 }
 
+/** The JavaScript runtime this process is: Node, or one that says it is another (`process.versions`). */
+export const runtime: 'node' | 'bun' | 'deno' =
+  typeof process.versions.bun === 'string' ? 'bun' : typeof (process.versions as { deno?: unknown }).deno === 'string' ? 'deno' : 'node';
+
+/**
+ * The runtime's TCP handle classes and their fd accessor, looked up once (see {@link lookupNodeTcp}
+ * and {@link lookupBunTcp}); a refusal is kept and thrown by every later call.
+ */
+function lookupTcp(): abstract new (...args: never[]) => object {
+  if (tcpUnavailable !== undefined) throw tcpUnavailable;
+  if (runtime === 'bun') return lookupBunTcp();
+  if (runtime === 'deno') {
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      "socktune cannot borrow a socket's file descriptor under Deno: its node:net handles (TCPWrap) have no fd accessor, and the one way to a descriptor, fdForIpc(), " +
+        'makes a new duplicate on every call, which socktune would have to own and close (it only borrows the descriptor of the socket it is given); ' +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    throw tcpUnavailable;
+  }
+  return lookupNodeTcp();
+}
+
 /**
  * Node's own TCP handle class (`process.binding('tcp_wrap')`, on Node's allow-list from 20 to 26;
  * DEP0111 is documentation-only) and its `fd` accessor, whose receiver check rejects any object
  * Node did not create. Handles are checked against the class and the fd is read through the
  * accessor.
  */
-function lookupTcp(): abstract new (...args: never[]) => object {
-  if (tcpUnavailable !== undefined) throw tcpUnavailable;
+function lookupNodeTcp(): abstract new (...args: never[]) => object {
   // process.binding is a pending deprecation (DEP0111): with --pending-deprecation it warns, and
   // with --throw-deprecation that warning ends the process a tick later. tcp_wrap is on its
   // allow-list on every Node socktune supports, and the warning would be about socktune's internals,
@@ -96,6 +134,12 @@ function lookupTcp(): abstract new (...args: never[]) => object {
       const d = Object.getOwnPropertyDescriptor(p, 'fd');
       if (d?.get) {
         getFd = d.get as (this: object) => number;
+        if (process.platform === 'win32') {
+          // Node's own address methods, never the handle's own properties (a caller may set those).
+          const proto = Tcp.prototype as { getsockname?: AddressOf; getpeername?: AddressOf };
+          if (typeof proto.getsockname !== 'function' || typeof proto.getpeername !== 'function') throw new Error("Node's TCP handles have no address methods");
+          addressOf = { local: proto.getsockname, remote: proto.getpeername };
+        }
         return (TCP = Tcp);
       }
     }
@@ -114,6 +158,143 @@ function lookupTcp(): abstract new (...args: never[]) => object {
     process.noDeprecation = quiet;
   }
 }
+
+
+// Bun's handles: prototypes whose own `fd` getter is native and checks its receiver ("The
+// TCPSocket.fd getter can only be used on instances of TCPSocket"). Trusted only as found on
+// handles socktune made itself, never as found on a caller's object.
+const bunGetters = new Map<object, (this: object) => number>();
+let bunTlsTrusted = false;
+
+/**
+ * Bun has no process.binding('tcp_wrap'): its handle classes (TCPSocket for client and accepted
+ * sockets, Listener for servers, TLSSocket for TLS) are found on objects socktune makes itself,
+ * once: a listener on 127.0.0.1 port 0 (Bun.listen) and a connection to it (net.connect makes its
+ * handle synchronously), both closed at once. A handle is then genuine when its prototype is one of
+ * those and the prototype's own native getter accepts it: an object merely made from the
+ * prototype, a Proxy of a handle or a handle of another class makes the getter throw, so a caller
+ * cannot hand socktune an fd of its choosing. The TLS class is added when a TLS socket is first met.
+ */
+function lookupBunTcp(): abstract new (...args: never[]) => object {
+  try {
+    const { listen } = (globalThis as unknown as { Bun: { listen(o: object): { port: number; stop(closeActive?: boolean): void } } }).Bun;
+    const listener = listen({ hostname: '127.0.0.1', port: 0, socket: { open() {}, data() {}, close() {}, error() {} } });
+    try {
+      trustBun(listener);
+      const probe = net.connect({ port: listener.port, host: '127.0.0.1' });
+      probe.on('error', () => {});
+      try {
+        trustBun((probe as unknown as WithHandle)._handle);
+      } finally {
+        probe.destroy();
+      }
+    } finally {
+      listener.stop(true);
+    }
+    const Tcp = class {
+      static [Symbol.hasInstance](handle: unknown): boolean {
+        return typeof handle === 'object' && handle !== null && bunGetters.has(Object.getPrototypeOf(handle) as object);
+      }
+    };
+    getFd = function bunFd(this: object): number {
+      const get = bunGetters.get(Object.getPrototypeOf(this) as object);
+      if (get === undefined) throw new TypeError('not a handle of Bun');
+      return get.call(this);
+    };
+    return (TCP = Tcp);
+  } catch (cause) {
+    tcpUnavailable = socktuneError(
+      codes.UNSUPPORTED,
+      `socktune cannot find Bun's socket handle classes in this process (a listener and a connection on 127.0.0.1: ${String((cause as Error)?.message ?? cause).split('\n')[0]}); ` +
+        'socket options, views and policies are unavailable here; connection counts, the sysctl audit, `socktune stat` and `socktune doctor` still work',
+    );
+    (tcpUnavailable as Error & { cause?: unknown }).cause = cause;
+    throw tcpUnavailable;
+  }
+}
+
+/**
+ * Whether a genuine Bun handle holds a socket that is not TCP over IPv4/IPv6 (a Unix-domain one),
+ * by the kernel (SO_TYPE/SO_DOMAIN/SO_PROTOCOL); the answer for TCP is remembered with the handle,
+ * as every verified call does. False where it cannot be asked (no fd yet, no addon).
+ */
+function bunUnixDomain(handle: object): boolean {
+  let fd: number;
+  try {
+    fd = getFd.call(handle);
+  } catch {
+    return false;
+  }
+  if (fd < 0 || Verified.fd(handle) === fd) return false;
+  slots[VERIFY] = 1;
+  slots[FD] = fd;
+  try {
+    native.check();
+  } catch {
+    return false;
+  }
+  const rc = slots[RESULT];
+  if (rc === 0) Verified.mark(handle, fd);
+  return rc < 0 && isCheckErrno(rc);
+}
+
+/** Trusts the handle class of `handle`, an object socktune made: its prototype and the prototype's own fd getter. */
+function trustBun(handle: unknown): void {
+  const proto = typeof handle === 'object' && handle !== null ? (Object.getPrototypeOf(handle) as object | null) : null;
+  const d = proto === null ? undefined : Object.getOwnPropertyDescriptor(proto, 'fd');
+  if (proto === null || typeof d?.get !== 'function') throw new Error("Bun's handle has no fd accessor");
+  const get = d.get as (this: object) => number;
+  get.call(handle as object); // the accessor accepts the handle it was found on
+  bunGetters.set(proto, get);
+}
+
+/** Bun's TLS handle class, from a TLS connection socktune makes to a listener of its own (node:tls is in use already). */
+function trustBunTls(): void {
+  const { listen } = (globalThis as unknown as { Bun: { listen(o: object): { port: number; stop(closeActive?: boolean): void } } }).Bun;
+  const listener = listen({ hostname: '127.0.0.1', port: 0, socket: { open() {}, data() {}, close() {}, error() {} } });
+  try {
+    const probe = builtin<typeof tls>('node:tls').connect({ port: listener.port, host: '127.0.0.1', rejectUnauthorized: false });
+    probe.on('error', () => {});
+    try {
+      trustBun((probe as unknown as WithHandle)._handle);
+    } finally {
+      probe.destroy();
+    }
+  } finally {
+    listener.stop(true);
+  }
+}
+
+type AddressOf = (this: object, out: { address?: string; port?: number }) => number;
+// Node's getsockname/getpeername of its TCP handles, where its fd accessor answers -1 for every
+// open handle (Windows: libuv keeps the SOCKET to itself).
+let addressOf: { local: AddressOf; remote: AddressOf } | undefined;
+
+/**
+ * The SOCKET of an open Node handle on Windows, found by the addresses Node's own methods report
+ * of it (a TCP connection is unique by its four; a listener by its local address and state). The
+ * handle is genuine (classify, genuine) and its methods are Node's, called on it, so the addresses
+ * are the kernel's for this handle, not a caller's: the socket found is this handle's. It is
+ * searched once and re-checked against the addresses on every later call (2-3 Winsock calls), so
+ * a SOCKET value that the system reused after a close is never taken for this handle's. -1 when
+ * the handle no longer has addresses (closed), or no socket matches.
+ */
+function windowsSocket(handle: object): number {
+  if (addressOf === undefined) return -1;
+  const local: { address?: string; port?: number } = {};
+  const remote: { address?: string; port?: number } = {};
+  try {
+    if (addressOf.local.call(handle, local) !== 0 || typeof local.address !== 'string' || typeof local.port !== 'number') return -1;
+    if (addressOf.remote.call(handle, remote) !== 0) remote.address = undefined;
+  } catch {
+    return -1;
+  }
+  const found = native.locate(local.address, local.port, remote.address, remote.port, located.get(handle) ?? -1);
+  if (found < 0) return -1;
+  located.set(handle, found);
+  return found;
+}
+const located = new WeakMap<object, number>();
 
 /** Returns the object it is given, so that a subclass can stamp a private field on any object. */
 class Stamp {
@@ -176,21 +357,37 @@ function classify(socket: unknown, closing: boolean): object | Why {
         if (socket.connecting === true) return Why.Pending;
         return socket.destroyed === true ? Why.Closed : Why.NeverConnected;
       }
-      // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent.
-      if (isTlsSocket(socket)) handle = (handle as WithHandle['_handle'] & object)._parent;
+      // A TLSSocket's handle is a TLSWrap; the TCP handle under it is its _parent. Bun's TLS
+      // sockets have a handle class of their own, over the TCP fd, trusted when first met.
+      if (isTlsSocket(socket)) {
+        if (runtime === 'bun') {
+          if (!bunTlsTrusted) {
+            bunTlsTrusted = true;
+            try {
+              trustBunTls();
+            } catch {
+              // Left untrusted: such handles are refused as foreign, never read.
+            }
+          }
+        } else handle = (handle as WithHandle['_handle'] & object)._parent;
+      }
       if (!(handle instanceof Tcp)) return (handle as object | null)?.constructor?.name === 'Pipe' ? Why.Pipe : Why.Foreign;
     }
-    if (socket.connecting === true) return Why.Pending;
+    // Bun's Unix-domain sockets have the TCP sockets' handle class: one connecting to a path has
+    // no host, and a connected one is asked of the kernel (once per handle, see bunUnixDomain).
+    if (socket.connecting === true) return runtime === 'bun' && typeof (socket as { _host?: unknown })._host !== 'string' ? Why.Pipe : Why.Pending;
     // A policy's destroy() keeps the handle open while it drains: the socket is closed for
     // everyone but the reset path (`closing`).
     if (!closing && socket.destroyed === true) return Why.Closed;
-    return genuine(handle) ? handle : Why.Foreign;
+    if (!genuine(handle)) return Why.Foreign;
+    return runtime === 'bun' && bunUnixDomain(handle) ? Why.Pipe : handle;
   }
   if (socket instanceof Server) {
     const handle: unknown = (socket as unknown as WithHandle)._handle;
     if (handle == null) return Why.ServerNotListening;
     if (!(handle instanceof Tcp)) return Why.ServerPipe;
-    return genuine(handle) ? handle : Why.Foreign;
+    if (!genuine(handle)) return Why.Foreign;
+    return runtime === 'bun' && bunUnixDomain(handle) ? Why.ServerPipe : handle;
   }
   if (typeof (socket as { send?: unknown } | null)?.send === 'function' && socket instanceof builtin<typeof dgram>('node:dgram').Socket) return Why.Udp;
   return Why.NotASocket;
@@ -307,6 +504,7 @@ export function call(fn: NativeCall, handle: object, verify = true): void {
   } catch {
     throw invalidHandle();
   }
+  if (fd === -1 && addressOf !== undefined) fd = windowsSocket(handle);
   const fresh = verify && fd !== verified;
   slots[VERIFY] = fresh ? 1 : 0;
   slots[FD] = fd;
@@ -356,11 +554,15 @@ export function pendingWriteBytes(socket: net.Socket): number {
     queued += handle.writeQueueSize ?? 0;
     handle = handle._parent as typeof handle;
   }
+  // Bun's handles count no write queue: what its native buffer holds of the chunk being written
+  // is not known, so that chunk is counted whole (an overstatement of the bytes at risk by what the
+  // kernel already took of it, never an understatement).
+  const counted = runtime !== 'bun';
   queued += handle?.writeQueueSize ?? 0;
   // The chunk being written is in writableLength until its callback runs and, for what the kernel
   // has not taken of it, in the handle's writeQueueSize too: count it once, from the handle.
   const state = (socket as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
-  const inHandle = state?.writing === true ? (state.writelen ?? 0) : 0;
+  const inHandle = counted && state?.writing === true ? (state.writelen ?? 0) : 0;
   return socket.writableLength - inHandle + queued;
 }
 

@@ -91,8 +91,11 @@ export interface PortRange {
 
 /** What the kernel holds, as read by {@link readOptions}. `undefined` where the platform has no such option. */
 export interface AppliedOptions {
-  /** `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes). */
-  keepAlive: false | Required<KeepAliveOptions>;
+  /**
+   * `false` when SO_KEEPALIVE is off; otherwise the timings in force (milliseconds, probes), or
+   * `true` where the system cannot tell them (Windows without the keepalive timing options).
+   */
+  keepAlive: boolean | Required<KeepAliveOptions>;
   /** Keepalive timings in force even while SO_KEEPALIVE is off. */
   keepAliveTimings: Required<KeepAliveOptions> | undefined;
   /** TCP_USER_TIMEOUT in milliseconds (0 = kernel default). */
@@ -573,8 +576,7 @@ function supported(name: string): boolean {
  */
 export function readOptions(socket: TcpSocketLike): AppliedOptions {
   const handle = connectedHandle(socket);
-  // Windows: Node's handles expose no socket (fd -1), so there is nothing to read; say so rather
-  // than blame a closed socket.
+  // A platform without any option: say so rather than blame the socket.
   if (!optionTable.some((o) => o.supported)) throw socktuneError(codes.UNSUPPORTED, `socket options are not available on ${platform.name}`);
   call(native.read, handle);
   const r = layout.read;
@@ -583,7 +585,7 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
     : undefined;
   const linger = slots[r + ID.linger];
   return {
-    keepAlive: slots[r + ID.keepAlive] === 1 && timings ? timings : false,
+    keepAlive: slots[r + ID.keepAlive] === 1 ? (timings ?? true) : false,
     keepAliveTimings: timings,
     userTimeout: supported('TCP_USER_TIMEOUT') ? slots[r + ID.userTimeout] : undefined,
     linger: linger < 0 ? false : linger * SECOND,
@@ -646,6 +648,7 @@ export interface EncodedOptions {
  */
 export function encodeFor(stage: Stage, options: SocketOptions, name: string): EncodedOptions {
   const n = encode(options, stage, name);
+  if (n > 0 && !stagesAvailable) assertStagesAvailable(`${name} (${Array.from(slots.subarray(IDS, IDS + n), (i) => optionTable[i].name).join(', ')})`);
   return Object.freeze({ ids: slots.slice(IDS, IDS + n), values: slots.slice(VALUES, VALUES + n) });
 }
 
@@ -699,9 +702,7 @@ export function createSocket(ip: 4 | 6, encoded: EncodedOptions, bind: BindAddre
   native.createSocket();
   const rc = slots[layout.result];
   if (rc === 0) return slots[layout.newFd];
-  if (platform.name === 'win32') {
-    throw socktuneError(codes.UNSUPPORTED, `socktune cannot make sockets on ${platform.name}: Node's handles there take no socket from an addon`);
-  }
+  assertStagesAvailable('a socket made before Node');
   const option = slots[layout.failedOption];
   const syscall = constants.syscalls[slots[layout.failedSyscall]] ?? 'unknown';
   const err = kernelError(rc, syscall, option >= 0 ? optionTable[option].name : undefined) as ConfigureError;
@@ -713,6 +714,24 @@ export function createSocket(ip: 4 | 6, encoded: EncodedOptions, bind: BindAddre
 }
 
 const emptyAddress = new Uint8Array(16);
+
+const stagesAvailable = platform.name !== 'win32';
+
+/**
+ * Throws ERR_SOCKTUNE_UNSUPPORTED, naming `what`, where the stages cannot make their sockets: on
+ * Windows they would hand Node a socket by descriptor (opened into the connecting handle,
+ * `listen({ fd })`), which Node there does not take (native/core_win.cc answers -ENOTSUP). Asked
+ * when the options are validated, so nothing is opened and no option is accepted to be dropped.
+ * @internal
+ */
+export function assertStagesAvailable(what: string): void {
+  if (stagesAvailable) return;
+  throw socktuneError(
+    codes.UNSUPPORTED,
+    `${what}: the stages before Node (connect()'s prebind, listen()) are not available on ${platform.name}, where Node takes no socket by descriptor; ` +
+      'set live-socket options with configure() or a policy once the socket is connected',
+  );
+}
 
 /** `encoded` without `option`. @internal */
 export function without(encoded: EncodedOptions, option: (typeof optionTable)[number]['name']): EncodedOptions {

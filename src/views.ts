@@ -7,7 +7,7 @@
  */
 import { addon, constants, cookieSlot, infoSlots, native, slots as sharedSlots } from './binding.js';
 import { codes, socktuneError } from './errors.js';
-import { call, connectedHandle, type TcpSocketLike } from './handle.js';
+import { call, closingHandle, connectedHandle, type TcpSocketLike } from './handle.js';
 import { microsecondFields, type TcpState } from './tables.js';
 
 const { layout, platform } = constants;
@@ -192,4 +192,42 @@ export function socketCookie(socket: TcpSocketLike): bigint {
   requirePlatform('cookie', 'SO_COOKIE');
   call(native.cookie, connectedHandle(socket));
   return cookieSlot[0];
+}
+
+/** What the kernel holds of a connection as its fd is about to close: see {@link closingView}. */
+export interface ClosingView {
+  state: TcpState;
+  /** Bytes received and not read (SIOCINQ); read only in ESTABLISHED and CLOSE_WAIT, else 0. */
+  unread: number;
+  /** SO_ERROR (taken); read only in CLOSE, else 0. */
+  errno: number;
+}
+
+/**
+ * The kernel's view of a TCP connection whose socket is being destroyed (Node already counts it
+ * destroyed; its handle is still open): its state, and what decides how close(2) ends it (bytes
+ * unread in ESTABLISHED or CLOSE_WAIT: Linux resets) or how it had ended (the error of a CLOSE
+ * state). One getsockopt, plus one ioctl or getsockopt where the state calls for it. Undefined
+ * where the handle is gone or the platform has no TCP_INFO. The caller has checked the socket is TCP.
+ * @internal
+ */
+export function closingView(socket: TcpSocketLike): ClosingView | undefined {
+  if (!constants.platform.tcpInfo) return undefined;
+  try {
+    const handle = closingHandle(socket as Parameters<typeof closingHandle>[0]);
+    call(native.state, handle, false);
+    const state = (constants.tcpStates[slots[layout.state]] ?? 'UNKNOWN') as TcpState;
+    let unread = 0;
+    let errno = 0;
+    if (state === 'ESTABLISHED' || state === 'CLOSE_WAIT') {
+      call(native.queues, handle, false);
+      unread = slots[layout.queues + 2];
+    } else if (state === 'CLOSE') {
+      call(native.socketError, handle, false);
+      errno = slots[layout.queues];
+    }
+    return { state, unread, errno };
+  } catch {
+    return undefined;
+  }
 }

@@ -4,13 +4,15 @@
 // it as an unprivileged user (nobody), as a service account would.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { canUse, inCI } from './helpers/env.js';
 import { Netns } from './helpers/netns.js';
 import { NOBODY, nodeForNobody, packageCopy, removeCopies } from './helpers/unprivileged.js';
+import { runtime, runUnder } from './helpers/runtimes.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -168,5 +170,95 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('socktune/register on a hos
       expect(r.code, JSON.stringify(env)).toBe(9);
       expect(r.stderr).toMatch(/^socktune\/register: bad configuration, not starting: SOCKTUNE_(POLICY|STRICT).*\(ERR_SOCKTUNE_CONFIG\)\n$/);
     }
+  });
+});
+
+// musl outside Alpine: musl's own install maps its loader as libc.so (Debian's musl, Void,
+// distroless images), which node-gyp-build (by /etc/alpine-release) takes for glibc. The musl host
+// is Bun's musl build from npm (npm carries no musl Node), run by Debian's musl with a
+// compatibility shim named ld-linux-x86-64.so.2 mapped into it (scripts/runtimes.mjs): a process
+// whose C library is musl while a file named like glibc's loader is mapped too.
+describe.runIf((ready || inCI) && process.arch === 'x64')("musl outside Alpine (Bun's musl build, Debian's musl loader): recognised by what is mapped", () => {
+  const libcHost = fileURLToPath(new URL('./fixtures/libc-host.mjs', import.meta.url));
+  let pkg: string;
+  beforeAll(() => {
+    pkg = packageCopy({
+      prebuilds: {
+        'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node'),
+        'linux-x64/socktune.musl.node': prebuilt('linux-x64', 'socktune.musl.node'),
+      },
+      files: { 'libc-host.mjs': libcHost },
+    }).pkg;
+  });
+
+  it('the loader sees musl, loads the musl prebuild (node-gyp-build alone picks the glibc one) and its calls set and read TCP_USER_TIMEOUT', async () => {
+    const musl = runtime('bun-musl');
+    if (musl === undefined) return;
+    const r = await runUnder(musl, [join(pkg, 'libc-host.mjs'), pkg], { env: { PREBUILDS_ONLY: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    const got = JSON.parse(r.stdout) as { libc: string; nodeGypBuild: string; addon: string | null; error: string | null; userTimeout: unknown };
+    expect(readFileSync(`/proc/${process.pid}/maps`, 'latin1')).not.toContain('x86_64-linux-musl');
+    expect(got.nodeGypBuild).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.glibc.node'));
+    expect(got).toMatchObject({ libc: 'musl', addon: join(pkg, 'prebuilds', 'linux-x64', 'socktune.musl.node'), error: null });
+    expect(got.userTimeout).toEqual({ applied: 0, read: 0, value: 12345 });
+  });
+
+  it('the same host on glibc (Bun\'s glibc build): glibc, and the glibc prebuild', async () => {
+    const bun = runtime('bun');
+    if (bun === undefined) return;
+    const r = await runUnder(bun, [join(pkg, 'libc-host.mjs'), pkg], { env: { PREBUILDS_ONLY: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ libc: 'glibc', addon: join(pkg, 'prebuilds', 'linux-x64', 'socktune.glibc.node'), error: null });
+  });
+
+  it("only the other C library's prebuild: no addon, and the reason names the C library", async () => {
+    const musl = runtime('bun-musl');
+    if (musl === undefined) return;
+    const only = packageCopy({ prebuilds: { 'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node') }, files: { 'libc-host.mjs': libcHost } }).pkg;
+    const r = await runUnder(musl, [join(only, 'libc-host.mjs'), only], { env: { PREBUILDS_ONLY: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    const got = JSON.parse(r.stdout) as { addon: string | null; error: string };
+    expect(got.addon).toBeNull();
+    expect(got.error).toContain('linux-x64 (musl)');
+    expect(got.error).toContain('no prebuild fits and none was built from source');
+  });
+
+  /**
+   * The package's install script as npm runs it (sh -c, the package's directory, its .bin on PATH),
+   * with `node` being the musl host and every compiler and build tool a shim that logs and fails.
+   */
+  async function install(script: string, dir: string): Promise<{ code: number | null; output: string; compilers: string }> {
+    const musl = runtime('bun-musl')!;
+    const bin = mkdtempSync(join(tmpdir(), 'socktune-install-bin-'));
+    const log = join(bin, 'calls.log');
+    writeFileSync(join(bin, 'node'), `#!/bin/sh\nexec '${musl.bin}' "$@"\n`, { mode: 0o755 });
+    for (const name of ['cc', 'gcc', 'g++', 'c++', 'make', 'python3', 'node-gyp']) {
+      writeFileSync(join(bin, name), `#!/bin/sh\necho "$0 $*" >> '${log}'\nexit 127\n`, { mode: 0o755 });
+    }
+    mkdirSync(join(dir, 'node_modules', '.bin'), { recursive: true });
+    const ngb = join(dir, 'node_modules', '.bin', 'node-gyp-build');
+    if (!existsSync(ngb)) symlinkSync('../node-gyp-build/bin.js', ngb);
+    try {
+      const r = await new Promise<{ code: number | null; output: string }>((resolve) => {
+        execFile('sh', ['-c', script], {
+          cwd: dir, timeout: 120_000,
+          env: { ...process.env, ...musl.env, PATH: `${bin}:${join(dir, 'node_modules', '.bin')}:/usr/bin:/bin`, PREBUILDS_ONLY: '', CC: join(bin, 'cc'), CXX: join(bin, 'c++') },
+        }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }));
+      });
+      return { ...r, compilers: existsSync(log) ? readFileSync(log, 'utf8') : '' };
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  }
+
+  it('the install step (scripts on) takes the musl prebuild and compiles nothing; node-gyp-build alone compiles (the control)', async () => {
+    if (runtime('bun-musl') === undefined) return;
+    const script = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { install: string } }).scripts.install;
+    const ours = await install(script, pkg);
+    expect(ours.code, ours.output).toBe(0);
+    expect(ours.output).toContain('prebuilds/linux-x64/socktune.musl.node loads on linux-x64 (musl); nothing to build');
+    expect(ours.compilers).toBe('');
+    const control = await install('node-gyp-build', pkg);
+    expect(control.compilers).toMatch(/node-gyp|make|g\+\+|c\+\+/);
   });
 });

@@ -81,9 +81,12 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('a server under socktune/register wi
     const before = await nstat(peer.ns, 'TcpOutRsts');
     const outcomes = await run(app);
     const after = await nstat(peer.ns, 'TcpOutRsts');
-    console.log("late reader, resetAccepted 'always':", JSON.stringify(outcomes));
-    expect(after.TcpOutRsts - before.TcpOutRsts).toBeGreaterThanOrEqual(N);
-    expect(outcomes.ok ?? 0).toBeLessThan(N);
+    console.log("late reader, resetAccepted 'always':", JSON.stringify({ ...outcomes, serverRsts: after.TcpOutRsts - before.TcpOutRsts }));
+    // Each ECONNRESET is an RST the server sent. A connection whose client read its response and
+    // closed before the server's own close came (a loaded machine delays the server) keeps FIN: the
+    // peer closed first, which no policy resets.
+    expect(outcomes.ECONNRESET ?? 0).toBeGreaterThan(0);
+    expect(after.TcpOutRsts - before.TcpOutRsts).toBeGreaterThanOrEqual(outcomes.ECONNRESET ?? 0);
   });
 });
 

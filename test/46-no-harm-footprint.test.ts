@@ -10,10 +10,16 @@
 //   does not crash the process (Node must not be handed bytes for a destroyed stream).
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { presets, tune, tuneServer } from '../src/index.js';
-import { runToEnd } from './helpers/register.js';
+import { cleanEnv, consumerProject, runToEnd } from './helpers/register.js';
+import { canUse } from './helpers/env.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
 
 afterEach(closeAll);
@@ -38,6 +44,43 @@ describe('socktune/register loads no module the application did not', () => {
     expect(registered.code, registered.stderr).toBe(0);
     // Node itself loads some of them at start-up (dgram, on Node 20): exactly those, no more.
     expect(JSON.parse(registered.stdout)).toEqual({ loaded: JSON.parse(plain.stdout).loaded, tuned: 2 });
+  });
+});
+
+// OpenTelemetry is followed with no code (SOCKTUNE_OTEL=auto): until an application sets a global
+// MeterProvider, socktune only reads the API's registry of globals, so a process that never sets
+// one loads nothing of @opentelemetry (installed here) and no node:http. strace is the witness
+// (every file the process opens or looks at); SOCKTUNE_OTEL=1, which loads the API at start, is
+// the control that shows the witness sees it.
+describe.runIf(canUse('strace'))('socktune/register with @opentelemetry/api installed and no provider set', () => {
+  it('opens no file of @opentelemetry and loads no http while it looks for a provider (1.5 s); SOCKTUNE_OTEL=1 does', async () => {
+    const body = `
+      import net from 'node:net';
+      const server = net.createServer((s) => s.end()).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const socket = net.connect(server.address().port, '127.0.0.1').resume();
+      await new Promise((r) => socket.once('close', r));
+      await new Promise((r) => setTimeout(r, 1500));
+      console.log(JSON.stringify(process.moduleLoadList.filter((m) => /^NativeModule (http|https|_http_\\w+)$/.test(m))));
+      server.close();`;
+    const run = (otel: string) => {
+      const trace = join(tmpdir(), `socktune-46-otel-${process.pid}-${otel}.strace`);
+      const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat,open,statx,newfstatat,stat,readlink', '-o', trace, process.execPath, '--import', 'socktune/register', '--input-type=module', '-e', body], {
+        cwd: consumerProject(),
+        env: cleanEnv({ SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_OTEL: otel }),
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      const files = readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes('@opentelemetry'));
+      rmSync(trace, { force: true });
+      return { code: r.status, stderr: r.stderr, http: r.stdout.trim(), otelFiles: files.length };
+    };
+    const auto = run('auto');
+    expect(auto.code, auto.stderr).toBe(0);
+    expect({ http: auto.http, otelFiles: auto.otelFiles }).toEqual({ http: '[]', otelFiles: 0 });
+    const named = run('1');
+    expect(named.code, named.stderr).toBe(0);
+    expect(named.otelFiles).toBeGreaterThan(0);
   });
 });
 
@@ -139,9 +182,14 @@ describe('import never throws; what needs no socket works everywhere', () => {
     c.destroy(); server.close();
     console.log(JSON.stringify(out));`;
   const run = (flags: string[], env: Record<string, string> = {}) => runToEnd([...flags, '--input-type=module', '-e', probe], env);
+  // Node 20 names the permission model --experimental-permission; 22.13 adds --permission, and 24
+  // knows only that name (the other is a bad option there). Node 26 also guards the network
+  // (--allow-net), which the probe's own server needs.
+  const flagsKnown = process.allowedNodeEnvironmentFlags;
+  const permission = [flagsKnown.has('--permission') ? '--permission' : '--experimental-permission', '--allow-fs-read=*', ...(flagsKnown.has('--allow-net') ? ['--allow-net'] : [])];
 
   it("under Node's permission model (no process.binding): import works, connection counts work, configure() throws ERR_SOCKTUNE_UNSUPPORTED", async () => {
-    for (const flags of [['--experimental-permission', '--allow-fs-read=*'], ['--experimental-permission', '--allow-fs-read=*', '--allow-addons']]) {
+    for (const flags of [permission, [...permission, '--allow-addons']]) {
       const r = await run(flags);
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout), flags.join(' ')).toEqual({
@@ -154,12 +202,19 @@ describe('import never throws; what needs no socket works everywhere', () => {
   });
 
   it('socktune/register under the permission model fails open: one line says why, the application runs', async () => {
-    const r = await runToEnd(['--experimental-permission', '--allow-fs-read=*', '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    const r = await runToEnd([...permission, '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('application ran\n');
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('socktune/register:'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^socktune\/register: not active, the process runs without it: socktune cannot reach Node's TCP handles in this process \(process\.binding\('tcp_wrap'\): ERR_ACCESS_DENIED/);
+  });
+
+  it("under Node's permission model, `socktune stat --json` counts connections (it needs no fd)", async () => {
+    const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+    const r = await runToEnd([...permission, cli, 'stat', '--json'], {});
+    expect(r.code, r.stderr).toBe(0);
+    expect(typeof (JSON.parse(r.stdout) as { states: Record<string, number> }).states.ESTABLISHED).toBe('number');
   });
 
   it('--pending-deprecation --throw-deprecation: socktune works and the process lives (its process.binding lookup warns nothing)', async () => {

@@ -269,6 +269,56 @@ readme$assert.match(readme$text, /^socktune_guard_connections\\{guard="api",stat
 readme$assert.match(readme$text, /^socktune_tcp_connections\\{scope="namespace",state="LISTEN"\\} \\d+$/m);
 server.closeAllConnections(); server.close();`,
   },
+  'connection-ends': {
+    does: 'under socktune/register: a server ends a connection first; the client side is attributed peer-fin, the server side local-end',
+    env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', NODE_OPTIONS: '--import socktune/register' },
+    epilogue: `
+const { default: readme$net } = await import('node:net');
+const readme$ends = [];
+closeChannel.subscribe((m) => { if ('end' in m) readme$ends.push(m.end.direction + ' ' + m.end.initiator + ' ' + m.end.cause); });
+const readme$server = readme$net.createServer((s) => s.end()).listen(0, '127.0.0.1');
+await readme$once(readme$server, 'listening');
+const readme$client = readme$net.connect(readme$server.address().port, '127.0.0.1').resume();
+await new Promise((resolve) => readme$client.on('close', resolve));
+await readme$until('both ends attributed', () => readme$ends.length === 2);
+readme$assert.deepEqual(readme$ends.sort(), ['accepted local-end application', 'opened peer-fin peer']);
+readme$server.close();`,
+  },
+  fleet: {
+    does: 'under socktune/register: sets a global MeterProvider with the Prometheus exporter on :9464; after a connection ends, a scrape has the connections by state and who closed it',
+    env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', NODE_OPTIONS: '--import socktune/register' },
+    epilogue: `
+const { default: readme$net } = await import('node:net');
+const readme$server = readme$net.createServer((s) => s.end()).listen(0, '127.0.0.1');
+await readme$once(readme$server, 'listening');
+const readme$client = readme$net.connect(readme$server.address().port, '127.0.0.1').resume();
+await new Promise((resolve) => readme$client.on('close', resolve));
+const readme$quiet = readme$net.createServer(() => {}).listen(0, '127.0.0.1');
+await readme$once(readme$quiet, 'listening');
+const readme$kept = readme$net.connect(readme$quiet.address().port, '127.0.0.1');
+await readme$once(readme$kept, 'connect');
+// socktune finds the provider within 100 ms; the scrape is retried until the ended connection is counted.
+let readme$text = '';
+for (let i = 0; i < 100 && !/^socktune_connection_ends_total\{[^}]*socktune_close_initiator="peer-fin"[^}]*\} [1-9]/m.test(readme$text); i++) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  readme$text = await (await fetch('http://127.0.0.1:9464/metrics')).text();
+}
+readme$assert.match(readme$text, /^socktune_connection_count\{[^}]*network_connection_state="established"[^}]*\} [1-9]/m);
+readme$assert.match(readme$text, /^socktune_connection_ends_total\{[^}]*socktune_close_initiator="local-end"[^}]*\} [1-9]/m);
+readme$kept.destroy();
+readme$server.close();
+readme$quiet.close();
+await metrics.getMeterProvider().shutdown();`,
+  },
+  otel: {
+    does: "sets a global MeterProvider with the Prometheus exporter on :9464 after importing socktune; a scrape has socktune's connections in OpenTelemetry's spelling",
+    epilogue: `
+await new Promise((resolve) => setTimeout(resolve, 300));
+const readme$text = await (await fetch('http://127.0.0.1:9464/metrics')).text();
+readme$assert.match(readme$text, /^socktune_connection_count\\{[^}]*network_connection_state="established"[^}]*\\} \\d+/m);
+readme$assert.match(readme$text, /network_transport="tcp"/);
+await metrics.getMeterProvider().shutdown();`,
+  },
 };
 
 const pages = manual();

@@ -23,12 +23,13 @@ import { types } from 'node:util';
 import { configure, readOptions } from '../options.js';
 import { newActivity, takeSocketError, tcpActivity, type TcpActivity } from '../views.js';
 import { tcpStateNames, type TcpState } from '../tables.js';
-import { assertExtensible, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
+import { assertExtensible, assertNotFdless, bytesDispatched, isReading, isTcpSocket, lookupHandle, peerEnded } from '../handle.js';
 import { closeFor, onDestroyed } from '../policy/close.js';
 import { isPolicy, type Policy } from '../policy/presets.js';
 import { destroyWith, type CloseReason, type CloseReport } from '../policy/reset.js';
 import { codes, invalidArgType, kernelError } from '../errors.js';
 import { originOf } from './origin.js';
+import { drainWatchEvents, onWatchEvents, watchSocket, watchable } from '../peerwatch.js';
 import { drain, shutdownSettings, type ShutdownOptions, type ShutdownReport } from './shutdown.js';
 
 export type { ShutdownOptions, ShutdownReport } from './shutdown.js';
@@ -142,6 +143,10 @@ const MASK = 0x3fffffff;
 const PHASE_NONE = 0;
 const PHASE_HALF_CLOSE = 1;
 const PHASE_FIN_WAIT = 2;
+const WATCH_NONE = 0;
+const WATCH_QUIET = 1;
+const WATCH_EVENT = 2;
+let guards = 0;
 
 /**
  * One whole scan as the timer's ticks make it, at once (the benchmark times it).
@@ -199,6 +204,10 @@ class Slots {
   openAt = new Float64Array(0);
   /** Bytes written by Node (mod 2^30) at the last visit, for the send rules. */
   sent = new Int32Array(0);
+  /** A socket Node is not reading, in the watch set: WATCH_NONE, WATCH_QUIET (no FIN or RST since), WATCH_EVENT. */
+  watch = new Uint8Array(0);
+  /** Counts the slot's occupants (mod 256): an event for an earlier one is not the current one's. */
+  gen = new Uint8Array(0);
 
   get capacity(): number {
     return this.rx.length;
@@ -222,13 +231,18 @@ class Slots {
     this.lifted = copy(this.lifted, Int32Array);
     this.openAt = copy(this.openAt, Float64Array);
     this.sent = copy(this.sent, Int32Array);
+    this.watch = copy(this.watch, Uint8Array);
+    this.gen = copy(this.gen, Uint8Array);
   }
 
   /** Moves slot `from` to the free slot `to` (compaction). */
   move(from: number, to: number): void {
     this.sockets[to] = this.sockets[from];
     this.sockets[from] = undefined;
-    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent]) a[to] = a[from];
+    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent, this.gen]) a[to] = a[from];
+    // Its watch key names the old slot: it joins again under the new one at its next visit.
+    this.watch[to] = WATCH_NONE;
+    this.gen[to]++;
   }
 }
 
@@ -273,6 +287,9 @@ export class Guard extends EventEmitter<GuardEvents> {
   #kernelReads = 0;
   #closing = false;
   #pingWarned = false;
+  /** This guard's number in the watch set's keys, and whether it has sockets there. */
+  readonly #id = ++guards;
+  #watching = false;
 
   /** @param policy a policy built by `presets` or `compose()` */
   constructor(policy: Policy) {
@@ -329,6 +346,8 @@ export class Guard extends EventEmitter<GuardEvents> {
     t.lifted[slot] = -1;
     t.openAt[slot] = now;
     t.sent[slot] = bytesDispatched(socket) & MASK;
+    t.watch[slot] = WATCH_NONE;
+    t.gen[slot]++;
     s[kSlot] = slot;
     s[kOwner] = this;
     onDestroyed(socket, this.#release);
@@ -356,6 +375,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Tracks every connection `server` accepts from now on (TLS servers: once the handshake is done). */
   attach(server: net.Server): this {
+    assertNotFdless(server);
     if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
     if (this.#servers.has(server)) return this;
     this.#servers.add(server);
@@ -469,6 +489,10 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     this.#cursor = -1;
+    if (this.#watching) {
+      this.#watching = false;
+      onWatchEvents(this.#id, undefined);
+    }
     if (this.#tracked === 0) {
       this.#free.length = 0;
       this.#high = 0;
@@ -478,6 +502,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   static {
     scanPass = (guard) => {
+      if (guard.#watching) drainWatchEvents();
       const now = performance.now();
       for (let slot = 0; slot < guard.#high; slot++) if (guard.#slots.sockets[slot] !== undefined) guard.#visit(slot, now, false);
     };
@@ -485,6 +510,7 @@ export class Guard extends EventEmitter<GuardEvents> {
 
   /** Visits the next slice of slots; a scan is complete when the cursor passes the last slot. */
   #tick(): void {
+    if (this.#watching) drainWatchEvents();
     const now = performance.now();
     if (this.#cursor < 0) this.#begin();
     // The slice is sized when a scan begins; slots added since are covered by the second term.
@@ -587,7 +613,7 @@ export class Guard extends EventEmitter<GuardEvents> {
     // Node sees the state itself while it reads and this side has not ended; otherwise ask the kernel.
     let kernel = false;
     let index: number;
-    if (full || selfEnded || sending || (!peerHasEnded && !isReading(socket))) {
+    if (full || selfEnded || sending || (!peerHasEnded && !isReading(socket) && !this.#quiet(slot, socket))) {
       if (!this.#readKernel(socket)) return;
       kernel = true;
       index = stateIndex.get(this.#activity.state) ?? S_UNKNOWN;
@@ -603,6 +629,28 @@ export class Guard extends EventEmitter<GuardEvents> {
     if (index !== S_ESTABLISHED || !this.#watchActivity) return;
     kernel = this.#idleRule(slot, socket, kernel, now);
     if (!socket.destroyed) this.#heartbeat(slot, socket, kernel, now);
+  }
+
+  /**
+   * Whether a socket Node is not reading is known to have had no FIN or RST from its peer since it
+   * was last seen ESTABLISHED, from the kernel's events (the watch set) instead of a TCP_INFO read.
+   * The first time, it joins the set and the kernel is asked this once; after an event the kernel
+   * is asked at every visit, as before.
+   */
+  #quiet(slot: number, socket: net.Socket): boolean {
+    const t = this.#slots;
+    const w = t.watch[slot];
+    if (w === WATCH_QUIET) return t.state[slot] === S_ESTABLISHED;
+    if (w === WATCH_EVENT || !watchable) return false;
+    if (!this.#watching) {
+      this.#watching = true;
+      onWatchEvents(this.#id, (key) => {
+        const at = key >>> 8;
+        if (at < this.#high && t.sockets[at] !== undefined && t.gen[at] === (key & 0xff) && t.watch[at] === WATCH_QUIET) t.watch[at] = WATCH_EVENT;
+      });
+    }
+    if (watchSocket(socket, this.#id, slot * 256 + t.gen[slot])) t.watch[slot] = WATCH_QUIET;
+    return false;
   }
 
   /**

@@ -10,7 +10,7 @@ import { Guard } from '../guard/guard.js';
 import { kernelOptions, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { KeepShorter, configurePolicy, readOptions } from '../options.js';
 import { adopt } from './tune.js';
-import { builtin, listenerHandle, setOnAccept } from '../handle.js';
+import { assertNotFdless, builtin, listenerHandle, setOnAccept } from '../handle.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -29,6 +29,7 @@ import { builtin, listenerHandle, setOnAccept } from '../handle.js';
  * @returns the connection guard of this server
  */
 export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides): Guard {
+  assertNotFdless(server);
   if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   const p = toPolicy(policy);
   const guard = new Guard(p);
@@ -165,7 +166,8 @@ function holds(read: ReturnType<typeof readOptions>, policy: Policy): boolean {
   if (typeof keepAlive === 'object') {
     const seconds = (ms: number | undefined) => Math.ceil((ms ?? 0) / 1000) * 1000;
     const k = read.keepAlive;
-    if (k === false || k.idle !== seconds(keepAlive.idle) || k.interval !== seconds(keepAlive.interval) || k.count !== keepAlive.count) return false;
+    // `true`: the system cannot tell the timings (Windows without them), so they are not shown carried.
+    if (typeof k !== 'object' || k.idle !== seconds(keepAlive.idle) || k.interval !== seconds(keepAlive.interval) || k.count !== keepAlive.count) return false;
   }
   if (userTimeout !== undefined && read.userTimeout !== userTimeout) return false;
   if (noDelay !== undefined && read.noDelay !== noDelay) return false;

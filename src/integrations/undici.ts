@@ -20,6 +20,7 @@ import { policyPrebind, prebind } from '../stage/prebind.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
+import { runtime } from '../handle.js';
 import { retryInterceptor } from './undici-retry.js';
 
 type Undici = typeof import('undici');
@@ -31,7 +32,9 @@ let undici: Undici | undefined;
 function loadUndici(caller: string): Undici {
   if (undici !== undefined) return undici;
   try {
-    undici = requireHere('undici') as Undici;
+    // Under Bun, `undici` names Bun's built-in stand-in (its Client and Agent do not dispatch): the
+    // npm package is loaded by its file.
+    undici = requireHere(runtime === 'bun' ? 'undici/index.js' : 'undici') as Undici;
   } catch (cause) {
     if ((cause as { code?: string }).code !== 'MODULE_NOT_FOUND') throw cause;
     const err = socktuneError(codes.MISSING_PEER, `${caller} needs undici (>= 7): npm install undici`);

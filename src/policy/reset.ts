@@ -65,6 +65,44 @@ export interface CloseMessage {
 }
 
 /**
+ * Who closed a connection first: the peer's FIN or RST, or this side's FIN (`end()`; `destroy()` of
+ * a connection still open both ways) or RST (SO_LINGER 0: a reset by socktune or
+ * `resetAndDestroy()`; bytes left unread at close; the kernel giving up on a vanished peer).
+ */
+export type ConnectionInitiator = 'peer-fin' | 'peer-rst' | 'local-end' | 'local-destroy' | 'local-rst';
+
+/** How one TCP connection of the process ended (`socktune/register`). */
+export interface ConnectionEnd {
+  /** Who closed first, and how. */
+  initiator: ConnectionInitiator;
+  /**
+   * Why: socktune's reason when it closed it (`'idle'`, `'half-closed'`, ...), the error code it
+   * ended with (`'ECONNRESET'`, `'ETIMEDOUT'`, ...), `'timeout'` (the socket's own timeout),
+   * `'unread-data'` (destroyed with bytes unread: the kernel resets), else `'application'` or `'peer'`.
+   */
+  cause: string;
+  /** `'opened'` by this process or `'accepted'` by one of its servers. */
+  direction: 'opened' | 'accepted';
+  /** Milliseconds from connected (or accepted) to closed. */
+  lifetime: number;
+  /** Bytes read and written by Node on it. */
+  bytesRead: number;
+  bytesWritten: number;
+  /** The kernel's TCP state when the fd closed, where it was read (`undefined` when Node already knew). */
+  state: string | undefined;
+  /** Where the connection was created (`SOCKTUNE_TRACE=1`). */
+  origin?: string;
+}
+
+/** A message of {@link closeChannel} for every connection that ends under `socktune/register`. */
+export interface ConnectionEndMessage {
+  socket: net.Socket;
+  end: ConnectionEnd;
+  /** The error the socket was destroyed with, if any. */
+  error: Error | undefined;
+}
+
+/**
  * A `diagnostics_channel` channel whose messages are of type `M`: Node's `Channel`, typed for
  * subscribers.
  */
@@ -84,10 +122,12 @@ export interface TypedChannel<M> {
 /**
  * The `socktune:close` diagnostics channel: a {@link CloseMessage} `{ socket, reason, report, error }`
  * for every close a policy or a guard performs (not for a `resetClose` called by hand, whose report
- * is its promise's). Node's own channel object: `diagnostics_channel.subscribe('socktune:close', ...)`
- * reaches the same messages.
+ * is its promise's), and under `socktune/register` a {@link ConnectionEndMessage}
+ * `{ socket, end, error }` for every TCP connection of the process as it ends, whoever closed it
+ * (`'end' in message` tells them apart). Node's own channel object:
+ * `diagnostics_channel.subscribe('socktune:close', ...)` reaches the same messages.
  */
-export const closeChannel = diagnostics.channel('socktune:close') as unknown as TypedChannel<CloseMessage>;
+export const closeChannel = diagnostics.channel('socktune:close') as unknown as TypedChannel<CloseMessage | ConnectionEndMessage>;
 
 /** The drain settings every reset path takes, validated. */
 export interface Drain {

@@ -9,7 +9,11 @@
  * ```
  *
  * Loading this module reads the configuration (`SOCKTUNE_POLICY`, `SOCKTUNE_CONFIG`,
- * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`) and starts at once. A bad configuration stops the process
+ * `SOCKTUNE_TRACE`, `SOCKTUNE_STRICT`, `SOCKTUNE_OTEL`, `SOCKTUNE_ENDS`) and starts at once. Every
+ * connection's end is attributed (who closed first, why; `SOCKTUNE_ENDS=0`: not). With
+ * `@opentelemetry/api` installed, socktune's metrics are reported through the application's global
+ * MeterProvider as soon as it sets one (`SOCKTUNE_OTEL=0`: never; `1`: a missing API stops the
+ * process, exit code 9). A bad configuration stops the process
  * before the application runs: one line on stderr naming the variable, file and field, and exit
  * code 9 (Node's own code for an invalid argument).
  *
@@ -20,12 +24,16 @@
  * stops the process (exit code 9). The exports reach what it started.
  * @module socktune/register
  */
+// First: an unsupported Node stops here with an error naming the supported range.
+import '../supported.js';
 import type net from 'node:net';
 import type { Guard, ShutdownOptions, ShutdownReport } from '../guard/guard.js';
 import { addon } from '../binding.js';
 import { tcpHandlesUnreachable } from '../handle.js';
-import { socktuneError } from '../errors.js';
+import { codes, socktuneError } from '../errors.js';
 import { CONFIG_ERROR, loadConfig, type RegisterConfig } from './config.js';
+import { startEnds } from './ends.js';
+import { followGlobalMeterProvider, otelApiInstalled, otelSetting, type OtelSetting } from '../otel.js';
 import { closeRegistered, guardOf as guardOfSocket, register, registerInactive, registerStats, type RegisterStats } from './process.js';
 
 export type { Direction, RegisterConfig, Rule, ShutdownConfig } from './config.js';
@@ -44,14 +52,25 @@ function strict(value: string | undefined): boolean {
 function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guard>> } {
   let config: RegisterConfig;
   let stop: boolean;
+  let otel: OtelSetting;
+  let ends: boolean;
   try {
     stop = strict(process.env.SOCKTUNE_STRICT);
+    otel = otelSetting(process.env.SOCKTUNE_OTEL);
+    ends = endsSetting(process.env.SOCKTUNE_ENDS);
     config = loadConfig(process.env);
   } catch (err) {
     if ((err as { code?: string }).code !== CONFIG_ERROR) throw err;
     process.stderr.write(`socktune/register: bad configuration, not starting: ${(err as Error).message} (${CONFIG_ERROR})\n`);
     process.exit(CONFIG_EXIT_CODE);
   }
+  if (otel === 'on' && !otelApiInstalled()) {
+    // Asked for by name: a missing peer is the configuration's mistake.
+    process.stderr.write(`socktune/register: SOCKTUNE_OTEL=1 but @opentelemetry/api cannot be found: npm install @opentelemetry/api (${codes.MISSING_PEER})\n`);
+    process.exit(CONFIG_EXIT_CODE);
+  }
+  // socktune's metrics on the application's global MeterProvider, once it sets one.
+  followGlobalMeterProvider(otel);
   const unavailable = (addon.error ?? tcpHandlesUnreachable()) as (Error & { code?: string }) | undefined;
   if (unavailable !== undefined) {
     // Not the configuration's fault: the process runs as without socktune, unless told otherwise.
@@ -63,7 +82,16 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
     registerInactive(unavailable);
     return { config, guards: Object.freeze({}) };
   }
+  // Who closed each connection, for every connection from here on (SOCKTUNE_ENDS=0: not watched).
+  if (ends) startEnds({ trace: config.trace });
   return { config, guards: register(config) };
+}
+
+/** `SOCKTUNE_ENDS`: `1` (default) attributes every connection's end; `0` does not. */
+function endsSetting(value: string | undefined): boolean {
+  if (value === undefined || value === '1') return true;
+  if (value === '0') return false;
+  throw socktuneError(CONFIG_ERROR, `SOCKTUNE_ENDS: must be 1 or 0; got ${JSON.stringify(value)}`);
 }
 
 /** The message up to its first sentence's end: the warning stays one line. */

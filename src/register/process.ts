@@ -35,7 +35,7 @@ import { inheritedFrom, keepAliveAbove, putOnListener } from '../integrations/se
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isPolicyAgent, sweepFreeSockets } from '../integrations/pool.js';
-import { builtin, connectHost, isTlsServer } from '../handle.js';
+import { builtin, connectHost, isTlsServer, runtime } from '../handle.js';
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
@@ -44,6 +44,7 @@ import type { ConnectTarget } from '../handle.js';
 import type { EncodedOptions } from '../options.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
+import { watchConnection } from './ends.js';
 
 /** What the registration did with the connections it saw. */
 export interface RegisterStats {
@@ -219,6 +220,7 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
   s[kSettled] = true;
   const stats = r.stats;
   stats[direction]++;
+  watchConnection(socket, direction);
   if (policyOf(socket) !== undefined) {
     // A socket this registration tuned, connecting again: its policy follows it (see tune()).
     if (adopted.has(socket)) stats.tuned++;
@@ -226,16 +228,17 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     else stats.explicit++;
     return;
   }
-  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
-  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
-    stats.unmatched++;
-    return;
-  }
   if (r.config.trace) {
+    // Every connection's, not only tuned ones: how each ended is reported with it.
     const origin = direction === 'opened' ? s[kOrigin] : server && serverOrigins.get(server);
     recordOrigin(socket, origin ?? (direction === 'opened' ? 'connect (not seen)' : 'listen (before socktune/register was loaded)'));
     s[kOrigin] = undefined;
     s[kDirection] = direction;
+  }
+  const entry = r.entries.find((e) => matches(e.rule, direction, socket));
+  if (entry === undefined || entry.rule.policy === false || entry.guard === undefined) {
+    stats.unmatched++;
+    return;
   }
   const inherited = direction === 'accepted' && inheritedFrom(server, socket, entry.rule.policy);
   if (adopt(socket, entry.rule.policy, entry.guard, false, inherited)) {
@@ -428,6 +431,27 @@ export function connectPublishes(): boolean {
   return Function.prototype.toString.call(net.Socket.prototype.connect).includes('netClientSocketChannel');
 }
 
+/**
+ * Where no `net.server.socket` or `tracing:net.server.listen` is published (Bun): every server that
+ * listens from now on is watched, and its connections settled as they are accepted.
+ */
+function wrapListen(): void {
+  type Listen = (this: net.Server, ...args: unknown[]) => net.Server;
+  const proto = net.Server.prototype as unknown as { listen: Listen };
+  const original = proto.listen;
+  proto.listen = function listen(this: net.Server, ...args: unknown[]): net.Server {
+    if (!watchedServers.has(this)) {
+      onListen({ server: this });
+      if (!isTlsServer(this)) this.prependListener('connection', onAccepted);
+    }
+    return original.apply(this, args);
+  };
+}
+
+function onAccepted(this: net.Server, socket: net.Socket): void {
+  if (socket instanceof net.Socket) settle(socket, 'accepted', this);
+}
+
 function wrapConnect(): void {
   type Connect = (this: net.Socket, ...args: unknown[]) => net.Socket;
   const proto = net.Socket.prototype as unknown as { connect: Connect };
@@ -558,7 +582,11 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);
   dc.subscribe('undici:client:connected', onUndiciConnected);
   if (!connectPublishes()) wrapConnect();
-  patchAgents();
+  // Bun publishes none of Node's net.* and http.* channels: its servers and agents are patched.
+  if (runtime === 'bun') {
+    wrapListen();
+    patchAgentPrototype(builtin<typeof http>('node:http').Agent.prototype);
+  } else patchAgents();
   wrapGlobalFetch();
   if (config.shutdown !== undefined) onSignal(config.shutdown);
   return active.guards;

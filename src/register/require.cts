@@ -4,5 +4,8 @@
  * `require` and `import` share one registration and one set of guards.
  * @module
  */
+import engines = require('../engines.cjs');
+const unsupported = engines.unsupportedNode();
+if (unsupported !== undefined) throw unsupported;
 import register = require('./index.js');
 export = register;

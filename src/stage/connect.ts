@@ -43,6 +43,8 @@ export interface ConnectOptions extends net.TcpNetConnectOpts {
  *   `timeout`, ...), with `prebind` and `policy`
  * @param connectListener added as a `'connect'` listener, as `net.connect` does
  * @throws {TypeError | RangeError} for invalid `prebind` or `policy` values, before anything is opened
+ * @throws {Error} `ERR_SOCKTUNE_UNSUPPORTED` for an option this platform lacks, and on Windows for
+ *   any `prebind` option (Node there takes no socket by descriptor; without them this is `net.connect`)
  */
 export function connect(options: ConnectOptions, connectListener?: () => void): net.Socket {
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);

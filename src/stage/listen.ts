@@ -11,7 +11,7 @@
 import dns from 'node:dns';
 import net from 'node:net';
 import { addressError, codes, invalidArgType, outOfRange, readArgument, socktuneError, unknownOption, type KernelError } from '../errors.js';
-import { Stage, createSocket, encodeFor, withDefault, type EncodedOptions, type SocketOptions } from '../options.js';
+import { Stage, assertStagesAvailable, createSocket, encodeFor, withDefault, type EncodedOptions, type SocketOptions } from '../options.js';
 import { parseAddress } from '../diagnose/address.js';
 import { listenOn } from '../handle.js';
 
@@ -73,6 +73,8 @@ export function listen(server: net.Server, options: ListenOptions, callback?: ()
   if (o.ipv6Only !== undefined && typeof o.ipv6Only !== 'boolean') throw invalidArgType('options.ipv6Only', 'of type boolean', o.ipv6Only);
   // SO_REUSEADDR as Node sets it on every listener, unless the caller says otherwise.
   const encoded = withDefault(encodeFor(Stage.Listen, o.prebind ?? {}, 'options.prebind'), 'SO_REUSEADDR', 1);
+  // Validated first, then refused by name where the stage cannot make its socket (Windows).
+  assertStagesAvailable('listen()');
   if (process.env.NODE_UNIQUE_ID !== undefined) {
     throw socktuneError(codes.UNSUPPORTED, "listen() cannot hand a socket to a cluster worker's server (the primary would get the fd); use reusePort across processes instead of cluster");
   }

@@ -23,19 +23,21 @@ enum Slot : int {
 #define ST_X(id, name, at) S_##id = at,
   ST_SLOTS(ST_X)
 #undef ST_X
-  S_INT_SLOTS = 80,
+  S_INT_SLOTS = 104,
 };
-static_assert(S_VALUES == S_IDS + st::OPT_COUNT, "option values follow the ids");
-static_assert(S_KEEP_SHORTER >= S_VALUES + st::OPT_COUNT, "option values overflow their slots");
-static_assert(S_QUEUES >= S_READ + st::OPT_COUNT, "options read back overflow their slots");
+static_assert(st::OPT_COUNT <= ST_OPTION_SLOTS && ST_OPTION_SLOTS <= 31, "options overflow their slots (and the bit masks)");
+static_assert(S_VALUES == S_IDS + ST_OPTION_SLOTS, "option values follow the ids");
+static_assert(S_KEEP_SHORTER >= S_VALUES + ST_OPTION_SLOTS, "option values overflow their slots");
+static_assert(S_QUEUES >= S_READ + ST_OPTION_SLOTS, "options read back overflow their slots");
 static_assert(S_DIAG_DST == S_DIAG_SRC + 4 && S_DIAG_COUNTS == S_DIAG_DST + 4, "addresses take 16 bytes");
-static_assert(S_DIAG_COUNTS + 16 <= S_INT_SLOTS, "state counts overflow the integer slots");
+static_assert(S_DIAG_COUNTS + 16 <= S_NEW_FAMILY, "state counts overflow their slots");
+static_assert(S_BIND_ADDR + 4 <= S_NEW_FD && S_NEW_FD < S_INT_SLOTS, "the new socket's slots overflow the integer slots");
 constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
 constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
 constexpr size_t kScratchBytes = kCookieOffset + 8;
 static_assert(st::TI_COUNT <= 48, "TCP_INFO fields overflow the scratch area");
 
-enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2 };
+enum Syscall : int { SYS_SETSOCKOPT = 0, SYS_GETSOCKOPT = 1, SYS_IOCTL = 2, SYS_SOCKET = 3, SYS_BIND = 4 };
 
 // Status returned to JavaScript: 0, a negative errno, or one of these.
 enum Status : int { ST_OK = 0, ST_E_NOFD = 2 };
@@ -45,9 +47,14 @@ struct AddonData {
   int32_t* slots = nullptr;
   double* info = nullptr;
   uint64_t* cookie = nullptr;
+  // The fd createSocket made and JavaScript has not yet said it handed over (releaseSocket), or -1.
+  int pending_fd = -1;
   // This environment's watch set (watch.h), opened on first use; closed with the environment.
   int watch_set = -1;
-  ~AddonData() { st::watch_close(watch_set); }
+  ~AddonData() {
+    if (pending_fd >= 0) st::close_socket(pending_fd);
+    st::watch_close(watch_set);
+  }
 };
 
 const char* const kInfoNames[st::TI_COUNT] = {
@@ -231,11 +238,21 @@ int Apply(int32_t* s, AddonData*, int fd) {
   return rc;
 }
 
-// read: reads every supported option into S_READ (unsupported ones are skipped).
+// read: reads every supported option into S_READ (unsupported ones are skipped); an option this
+// kernel does not know (IP_LOCAL_PORT_RANGE before Linux 6.3) is marked in S_READ_MISSING.
 int Read(int32_t* s, AddonData*, int fd) {
+  s[S_READ_MISSING] = 0;
   for (int32_t id = 0; id < st::OPT_COUNT; id++) {
     if (st::option_info(id).level < 0) continue;
     int rc = st::get_option(fd, id, s + S_READ + id);
+#ifdef EOPNOTSUPP
+    if (rc == -EOPNOTSUPP) rc = -ENOPROTOOPT;
+#endif
+    if (rc == -ENOPROTOOPT) {
+      s[S_READ + id] = 0;
+      s[S_READ_MISSING] |= 1 << id;
+      continue;
+    }
     if (rc != 0) {
       s[S_FAILED_OPTION] = id;
       s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
@@ -309,6 +326,58 @@ int SocketError(int32_t* s, AddonData*, int fd) {
     s[S_FAILED_SYSCALL] = SYS_GETSOCKOPT;
   }
   return rc;
+}
+
+// createSocket: a new TCP socket for the stages before Node (st::create_socket) from the slots:
+// S_NEW_FAMILY (4 or 6), S_BIND_V6ONLY, the S_COUNT options of S_IDS/S_VALUES, and S_BIND_PORT (-1:
+// no bind), S_BIND_ADDR, S_BIND_SCOPE. Writes the fd to S_NEW_FD and 0 or -errno to S_RESULT (with
+// S_APPLIED, S_FAILED_OPTION and S_FAILED_SYSCALL on failure). The fd stays the binding's until
+// releaseSocket says JavaScript handed it over to Node (or not: then it is closed here), so a fd
+// is never leaked and never closed twice.
+napi_value CreateSocket(napi_env env, napi_callback_info cbinfo) {
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, nullptr, nullptr, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  int32_t* s = d->slots;
+  if (s == nullptr) {
+    napi_throw_error(env, nullptr, "socktune: init(scratch) was not called");
+    return nullptr;
+  }
+  if (d->pending_fd >= 0) {
+    st::close_socket(d->pending_fd);  // a caller that never released it: not leaked
+    d->pending_fd = -1;
+  }
+  int n = s[S_COUNT];
+  if (n < 0 || n > st::OPT_COUNT) n = 0;
+  uint8_t addr[16];
+  memcpy(addr, s + S_BIND_ADDR, 16);
+  int applied = 0, step = 0, fd = -1;
+  int rc = st::create_socket(s[S_NEW_FAMILY], s[S_BIND_V6ONLY], s + S_IDS, s + S_VALUES, n, addr, s[S_BIND_PORT],
+                             static_cast<uint32_t>(s[S_BIND_SCOPE]), &applied, &step, &fd);
+  s[S_APPLIED] = applied;
+  s[S_NEW_FD] = fd;
+  if (rc != 0) {
+    s[S_FAILED_OPTION] = step == st::STEP_OPTION ? s[S_IDS + applied] : -1;
+    s[S_FAILED_SYSCALL] = step == st::STEP_OPTION ? SYS_SETSOCKOPT : step == st::STEP_BIND ? SYS_BIND : SYS_SOCKET;
+  } else {
+    d->pending_fd = fd;
+  }
+  s[S_RESULT] = rc;
+  return nullptr;
+}
+
+// releaseSocket(handedOver): the fd createSocket made is Node's now (true), or is closed (false).
+napi_value ReleaseSocket(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void* data = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, &data) != napi_ok) return nullptr;
+  AddonData* d = static_cast<AddonData*>(data);
+  bool handed = false;
+  if (argc >= 1) napi_get_value_bool(env, argv[0], &handed);
+  if (d->pending_fd >= 0 && !handed) st::close_socket(d->pending_fd);
+  d->pending_fd = -1;
+  return nullptr;
 }
 
 // Fills a DiagFilter from the scratch slots; an optional sorted Uint32Array of inodes in
@@ -527,6 +596,7 @@ Napi::Object Constants(Napi::Env env) {
 #define ST_X(id, name, at) layout.Set(name, static_cast<double>(S_##id));
   ST_SLOTS(ST_X)
 #undef ST_X
+  layout.Set("optionSlots", static_cast<double>(ST_OPTION_SLOTS));
   layout.Set("topRowBytes", static_cast<double>(sizeof(st::TopRow)));
   layout.Set("diagEntryBytes", static_cast<double>(sizeof(st::DiagEntry)));
   layout.Set("infoOffset", static_cast<double>(kInfoOffset));
@@ -537,10 +607,12 @@ Napi::Object Constants(Napi::Env env) {
   status.Set("OK", static_cast<double>(ST_OK));
   status.Set("E_NOFD", static_cast<double>(ST_E_NOFD));
   c.Set("status", status);
-  Napi::Array syscalls = Napi::Array::New(env, 3);
+  Napi::Array syscalls = Napi::Array::New(env, 5);
   syscalls.Set(static_cast<uint32_t>(SYS_SETSOCKOPT), "setsockopt");
   syscalls.Set(static_cast<uint32_t>(SYS_GETSOCKOPT), "getsockopt");
   syscalls.Set(static_cast<uint32_t>(SYS_IOCTL), "ioctl");
+  syscalls.Set(static_cast<uint32_t>(SYS_SOCKET), "socket");
+  syscalls.Set(static_cast<uint32_t>(SYS_BIND), "bind");
   c.Set("syscalls", syscalls);
 
   Napi::Object platform = Napi::Object::New(env);
@@ -572,6 +644,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("state", NewFunction(env, "state", SocketCall<State>, data));
   exports.Set("lingerIfDrained", NewFunction(env, "lingerIfDrained", SocketCall<LingerIfDrained>, data));
   exports.Set("socketError", NewFunction(env, "socketError", SocketCall<SocketError>, data));
+  exports.Set("createSocket", NewFunction(env, "createSocket", CreateSocket, data));
+  exports.Set("releaseSocket", NewFunction(env, "releaseSocket", ReleaseSocket, data));
   exports.Set("check", NewFunction(env, "check", SocketCall<Check>, data));
   exports.Set("locate", Napi::Function::New(env, Locate, "locate"));
   exports.Set("watchAdd", NewFunction(env, "watchAdd", WatchAdd, data));

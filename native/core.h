@@ -1,5 +1,6 @@
 // socktune native core: plain C++ over a socket fd. Knows nothing of JavaScript or of policies.
-// Every function returns 0 or -errno; it never stores, dups or closes the fd it is given.
+// Every function returns 0 or -errno; it never stores, dups or closes the fd it is given (the one
+// fd it closes is one create_socket made that could not be handed over).
 #pragma once
 #include <stdint.h>
 #include "tables.h"
@@ -44,6 +45,21 @@ int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int*
 // non-zero and no longer. Up to five getsockopt calls. Returns 0 or -errno; *n becomes the count
 // left, *kept a bit mask (1 << id) of the options dropped.
 int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, bool user_timeout_too);
+
+// What create_socket was doing when it failed.
+enum CreateStep : int { STEP_SOCKET = 0, STEP_OPTION = 1, STEP_BIND = 2 };
+
+// The stages before Node: a new TCP socket of IP version `ip` (4 or 6), non-blocking and
+// close-on-exec, with IPV6_V6ONLY set first when v6only >= 0 (an IPv6 socket), then n options in
+// order (as apply_options), then, when bind_port >= 0, bound to `bind_addr` (4 or 16 bytes in
+// network order; `scope` for a link-local IPv6 address) and that port. On success *fd_out is the
+// new fd, the caller's from then on: the core keeps nothing. On failure it returns -errno, nothing
+// is left open, *step says what failed and *applied counts the options set before.
+int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr,
+                  int bind_port, uint32_t scope, int* applied, int* step, int* fd_out);
+
+// Closes an fd create_socket made that could not be handed over. 0 or -errno.
+int close_socket(int fd);
 
 // 0 when fd is a TCP socket of the IPv4 or IPv6 family; -ENOTSOCK, -EPROTOTYPE, -EAFNOSUPPORT else.
 int check_tcp(int fd);

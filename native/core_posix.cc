@@ -5,6 +5,10 @@
 #include <string.h>
 #include "core.h"
 #include "platform.h"
+#if defined(ST_CREATES_SOCKETS)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 namespace st {
 
@@ -44,6 +48,45 @@ const OptionInfo& option_info(int32_t id) {
   return kOptions[id];
 }
 
+namespace {
+
+// IP_TOS on an IPv6 socket reaches only IPv4-mapped traffic: its own traffic's byte is IPV6_TCLASS.
+int socket_family(int fd) {
+#ifdef SO_DOMAIN
+  int domain = 0;
+  st_socklen len = sizeof domain;
+  if (getsockopt(ST_SOCKET(fd), SOL_SOCKET, SO_DOMAIN, ST_OPTVAL(&domain), &len) != 0) return -ST_ERRNO();
+  return domain;
+#else
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  st_socklen len = sizeof ss;
+  if (getsockname(ST_SOCKET(fd), reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) return -ST_ERRNO();
+  return ss.ss_family;
+#endif
+}
+
+// Where option `id` lives on `fd`: IP_TOS moves to IPV6_TCLASS on an IPv6 socket. -errno when the
+// family cannot be read.
+int place(int fd, int32_t id, OptionInfo* out) {
+  *out = option_info(id);
+#if defined(IPV6_TCLASS)
+  if (id == OPT_TOS && out->level >= 0) {
+    int family = socket_family(fd);
+    if (family < 0) return family;
+    if (family == AF_INET6) {
+      out->level = IPPROTO_IPV6;
+      out->optname = IPV6_TCLASS;
+    }
+  }
+#else
+  (void)fd;
+#endif
+  return 0;
+}
+
+}  // namespace
+
 // A user timeout in milliseconds, in the unit the platform's option counts (rounded up).
 static int32_t to_platform_unit(int32_t id, int32_t value) {
   if (id != OPT_USER_TIMEOUT || ST_USER_TIMEOUT_UNIT == 1 || value <= 0) return value;
@@ -51,9 +94,10 @@ static int32_t to_platform_unit(int32_t id, int32_t value) {
 }
 
 int set_option(int fd, int32_t id, int32_t value) {
-  const OptionInfo& o = option_info(id);
+  OptionInfo o;
+  int rc = place(fd, id, &o);
+  if (rc != 0) return rc;
   if (o.level < 0) return -ENOPROTOOPT;
-  int rc;
   if (id == OPT_LINGER) {
     struct linger l;
     l.l_onoff = value >= 0 ? 1 : 0;
@@ -67,7 +111,9 @@ int set_option(int fd, int32_t id, int32_t value) {
 }
 
 int get_option(int fd, int32_t id, int32_t* value) {
-  const OptionInfo& o = option_info(id);
+  OptionInfo o;
+  int rc = place(fd, id, &o);
+  if (rc != 0) return rc;
   if (o.level < 0) return -ENOPROTOOPT;
   if (id == OPT_LINGER) {
     struct linger l;
@@ -81,7 +127,8 @@ int get_option(int fd, int32_t id, int32_t* value) {
   st_socklen len = sizeof v;
   if (getsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&v), &len) != 0) return -ST_ERRNO();
   // Boolean options read back as any non-zero value (SO_KEEPALIVE returns 8 on some BSDs).
-  if (id == OPT_KEEPALIVE || id == OPT_NODELAY || id == OPT_REUSEADDR || id == OPT_REUSEPORT)
+  if (id == OPT_KEEPALIVE || id == OPT_NODELAY || id == OPT_REUSEADDR || id == OPT_REUSEPORT ||
+      id == OPT_BIND_ADDRESS_NO_PORT)
     v = v != 0;
   if (id == OPT_USER_TIMEOUT && v > 0) v *= ST_USER_TIMEOUT_UNIT;
   *value = v;
@@ -104,7 +151,14 @@ int apply_options(int fd, const int32_t* ids, const int32_t* values, int n, int*
   if (n > OPT_COUNT) n = OPT_COUNT;
   static const OptionInfo kNone = {"", -1, -1};
   for (int i = 0; i < n; i++) {
-    const OptionInfo& o = ids[i] >= 0 && ids[i] < OPT_COUNT ? option_info(ids[i]) : kNone;
+    OptionInfo o = kNone;
+    if (ids[i] >= 0 && ids[i] < OPT_COUNT) {
+      int rc = place(fd, ids[i], &o);
+      if (rc != 0) {
+        *applied = i;
+        return rc;
+      }
+    }
     Request& r = requests[i];
     r.level = o.level;
     r.optname = o.optname;
@@ -195,6 +249,77 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
   *n = left;
   return 0;
 }
+
+// The stages before Node, where the platform makes their sockets here (platform.h); elsewhere
+// (Windows) the platform file answers -ENOTSUP.
+#if defined(ST_CREATES_SOCKETS)
+int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr,
+                  int bind_port, uint32_t scope, int* applied, int* step, int* fd_out) {
+  *applied = 0;
+  *step = STEP_SOCKET;
+  *fd_out = -1;
+  if (ip != 4 && ip != 6) return -EAFNOSUPPORT;
+  int family = ip == 4 ? AF_INET : AF_INET6;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t addr_len = 0;
+  if (bind_port >= 0) {
+    if (bind_port > 65535) return -EINVAL;
+    if (ip == 4) {
+      struct sockaddr_in* a = reinterpret_cast<struct sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(static_cast<uint16_t>(bind_port));
+      memcpy(&a->sin_addr, bind_addr, 4);
+      addr_len = sizeof *a;
+    } else {
+      struct sockaddr_in6* a = reinterpret_cast<struct sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(static_cast<uint16_t>(bind_port));
+      memcpy(&a->sin6_addr, bind_addr, 16);
+      a->sin6_scope_id = scope;
+      addr_len = sizeof *a;
+    }
+  }
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return -errno;
+#else
+  int fd = socket(family, SOCK_STREAM, IPPROTO_TCP);
+  if (fd < 0) return -errno;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+#endif
+  int rc = 0;
+#if defined(IPV6_V6ONLY)
+  if (family == AF_INET6 && v6only >= 0) {
+    int on = v6only != 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) != 0) rc = -errno;
+  }
+#else
+  (void)v6only;
+#endif
+  if (rc == 0) {
+    *step = STEP_OPTION;
+    rc = apply_options(fd, ids, values, n, applied);
+  }
+  if (rc == 0 && addr_len > 0) {
+    *step = STEP_BIND;
+    if (bind(fd, reinterpret_cast<struct sockaddr*>(&ss), addr_len) != 0) rc = -errno;
+  }
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+int close_socket(int fd) { return close(fd) == 0 ? 0 : -errno; }
+#endif  // ST_CREATES_SOCKETS
 
 int check_tcp(int fd) {
   int type = 0;

@@ -19,6 +19,20 @@ namespace st {
 
 const char* platform_name() { return "win32"; }
 
+// The stages before Node make no socket here: they hand a socket to Node by descriptor (an fd
+// opened into the connecting handle, `listen({ fd })`), and Node on Windows takes none that way
+// (its documentation: listening on a file descriptor is not supported on Windows). connect()'s
+// `prebind` and listen() are refused by name in JavaScript (src/options.ts, assertStageAvailable);
+// these answer -ENOTSUP should anything reach them.
+int create_socket(int, int, const int32_t*, const int32_t*, int, const uint8_t*, int, uint32_t, int* applied, int* step,
+                  int* fd_out) {
+  *applied = 0;
+  *step = STEP_SOCKET;
+  *fd_out = -1;
+  return -ENOTSUP;
+}
+int close_socket(int) { return -ENOTSUP; }
+
 extern "C" int uv_translate_sys_error(int sys_errno);
 
 int socket_errno() {

@@ -32,6 +32,15 @@
 #define ST_AT_NODELAY IPPROTO_TCP, TCP_NODELAY
 #define ST_AT_REUSEADDR -1, -1
 #define ST_AT_REUSEPORT -1, -1
+#define ST_AT_RCVBUF SOL_SOCKET, SO_RCVBUF
+#define ST_AT_SNDBUF SOL_SOCKET, SO_SNDBUF
+// Windows takes IP_TOS and, by default, ignores it (Microsoft: "do not use"; the DSCP byte is the
+// QoS API's): left out, so it is refused by name rather than accepted and dropped. The stages'
+// options are Linux's; the stages themselves make no socket here (core_win.cc, create_socket).
+#define ST_AT_TOS -1, -1
+#define ST_AT_BIND_ADDRESS_NO_PORT -1, -1
+#define ST_AT_LOCAL_PORT_RANGE -1, -1
+#define ST_AT_DEFER_ACCEPT -1, -1
 // TCP_MAXRT counts seconds; socktune's user timeout milliseconds (rounded up, never down).
 #define ST_USER_TIMEOUT_UNIT 1000
 // A socket is a SOCKET; option values travel as char pointers.
@@ -60,6 +69,8 @@ typedef int st_socket;
 #define ST_OPTVAL(p) (p)
 typedef socklen_t st_socklen;
 #define ST_ERRNO() errno
+// The stages before Node (create_socket, close_socket) make the socket here (core_posix.cc).
+#define ST_CREATES_SOCKETS 1
 
 // Idle time before the first keepalive probe: Linux and the BSDs call it TCP_KEEPIDLE, Apple
 // platforms TCP_KEEPALIVE (also in seconds).
@@ -121,5 +132,35 @@ typedef socklen_t st_socklen;
 #define ST_AT_REUSEPORT SOL_SOCKET, SO_REUSEPORT
 #else
 #define ST_AT_REUSEPORT -1, -1
+#endif
+#define ST_AT_RCVBUF SOL_SOCKET, SO_RCVBUF
+#define ST_AT_SNDBUF SOL_SOCKET, SO_SNDBUF
+// IP_TOS; on an IPv6 socket the core sets IPV6_TCLASS instead (core_posix.cc), the same byte.
+#define ST_AT_TOS IPPROTO_IP, IP_TOS
+
+// Linux 4.2+: bind() an address without reserving a port; connect() picks the port per destination.
+#if defined(IP_BIND_ADDRESS_NO_PORT)
+#define ST_AT_BIND_ADDRESS_NO_PORT IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT
+#elif defined(__linux__)
+#define ST_AT_BIND_ADDRESS_NO_PORT IPPROTO_IP, 24
+#else
+#define ST_AT_BIND_ADDRESS_NO_PORT -1, -1
+#endif
+
+// Linux 6.3+: a per-socket slice of ip_local_port_range. glibc and musl headers do not define it
+// yet; the kernel's uapi number is used. Older kernels answer ENOPROTOOPT.
+#if defined(IP_LOCAL_PORT_RANGE)
+#define ST_AT_LOCAL_PORT_RANGE IPPROTO_IP, IP_LOCAL_PORT_RANGE
+#elif defined(__linux__)
+#define ST_AT_LOCAL_PORT_RANGE IPPROTO_IP, 51
+#else
+#define ST_AT_LOCAL_PORT_RANGE -1, -1
+#endif
+
+// Linux: wake the listener only when data has arrived (BSDs have accept filters instead).
+#if defined(TCP_DEFER_ACCEPT)
+#define ST_AT_DEFER_ACCEPT IPPROTO_TCP, TCP_DEFER_ACCEPT
+#else
+#define ST_AT_DEFER_ACCEPT -1, -1
 #endif
 #endif  // _WIN32

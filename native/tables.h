@@ -5,19 +5,33 @@
 #pragma once
 
 // Socket options: X(ID, kernel name). The id is the position (OPT_<ID>), the name is the one users
-// search for. Units: SO_KEEPALIVE, TCP_NODELAY, SO_REUSEADDR, SO_REUSEPORT 0/1; TCP_KEEPIDLE and
-// TCP_KEEPINTVL seconds; TCP_KEEPCNT probes; TCP_USER_TIMEOUT milliseconds; SO_LINGER -1 off, 0 on
-// with a zero timeout (close sends RST).
-#define ST_OPTIONS(X)                 \
-  X(KEEPALIVE, "SO_KEEPALIVE")        \
-  X(KEEPIDLE, "TCP_KEEPIDLE")         \
-  X(KEEPINTVL, "TCP_KEEPINTVL")       \
-  X(KEEPCNT, "TCP_KEEPCNT")           \
-  X(USER_TIMEOUT, "TCP_USER_TIMEOUT") \
-  X(LINGER, "SO_LINGER")              \
-  X(NODELAY, "TCP_NODELAY")           \
-  X(REUSEADDR, "SO_REUSEADDR")        \
-  X(REUSEPORT, "SO_REUSEPORT")
+// search for. Units: SO_KEEPALIVE, TCP_NODELAY, SO_REUSEADDR, SO_REUSEPORT, IP_BIND_ADDRESS_NO_PORT
+// 0/1; TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_DEFER_ACCEPT seconds; TCP_KEEPCNT probes;
+// TCP_USER_TIMEOUT milliseconds; SO_LINGER -1 off, 0 on with a zero timeout (close sends RST);
+// SO_RCVBUF, SO_SNDBUF bytes (the kernel holds twice what is set); IP_TOS the byte (IPV6_TCLASS on an
+// IPv6 socket); IP_LOCAL_PORT_RANGE (max << 16) | min as a 32-bit pattern, 0 for the system range.
+// The last five matter at a stage: before bind (IP_BIND_ADDRESS_NO_PORT), before connect
+// (IP_LOCAL_PORT_RANGE, the buffers' window scale), on a listener (TCP_DEFER_ACCEPT).
+#define ST_OPTIONS(X)                               \
+  X(KEEPALIVE, "SO_KEEPALIVE")                      \
+  X(KEEPIDLE, "TCP_KEEPIDLE")                       \
+  X(KEEPINTVL, "TCP_KEEPINTVL")                     \
+  X(KEEPCNT, "TCP_KEEPCNT")                         \
+  X(USER_TIMEOUT, "TCP_USER_TIMEOUT")               \
+  X(LINGER, "SO_LINGER")                            \
+  X(NODELAY, "TCP_NODELAY")                         \
+  X(REUSEADDR, "SO_REUSEADDR")                      \
+  X(REUSEPORT, "SO_REUSEPORT")                      \
+  X(RCVBUF, "SO_RCVBUF")                            \
+  X(SNDBUF, "SO_SNDBUF")                            \
+  X(TOS, "IP_TOS")                                  \
+  X(BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT") \
+  X(LOCAL_PORT_RANGE, "IP_LOCAL_PORT_RANGE")        \
+  X(DEFER_ACCEPT, "TCP_DEFER_ACCEPT")
+
+// Room for options in the scratch slots (ids, values, read-back): more than ST_OPTIONS has, so an
+// option added later moves no other slot.
+#define ST_OPTION_SLOTS 16
 
 // Kernel TCP states, by tcpi_state (include/net/tcp_states.h: ESTABLISHED = 1 ...), as ss and /proc
 // spell them: X(ID, name). glibc's <netinet/tcp.h> copy lacks NEW_SYN_RECV and clashes with
@@ -86,27 +100,34 @@
 // `constants.layout`, never writes them as numbers.
 #define ST_SLOTS(X)                                                                                    \
   X(COUNT, "count", 0)            /* options to apply */                                               \
-  X(IDS, "ids", 1)                /* OPT_COUNT option ids */                                           \
-  X(VALUES, "values", 10)         /* OPT_COUNT values */                                               \
-  X(KEEP_SHORTER, "keepShorter", 19) /* 1: apply() keeps a shorter keepalive; 3: and user timeout */   \
-  X(FAILED_OPTION, "failedOption", 20) /* option id (or -1) that a failure concerns */                 \
-  X(FAILED_SYSCALL, "failedSyscall", 21) /* the Syscall of a failure */                                \
-  X(APPLIED, "applied", 22)       /* options apply() set before the one the kernel refused */          \
-  X(KEPT, "kept", 23)             /* bit mask (1 << id) of options left to a shorter budget */         \
-  X(READ, "read", 24)             /* OPT_COUNT values read back */                                     \
-  X(QUEUES, "queues", 40)         /* outq, notsent, inq; lingerIfDrained: outq, peer closed */         \
-  X(STATE, "state", 43)           /* state(): the kernel state number */                               \
-  X(VERIFY, "verify", 45)         /* non-zero: check the fd is TCP over IPv4/IPv6 first */             \
-  X(FD, "fd", 46)                 /* the fd a socket function works on */                              \
-  X(RESULT, "result", 47)         /* 0, a negative errno, or a Status */                               \
-  X(DIAG_STATES, "diagStates", 48) /* sock_diag filter: state bit mask */                              \
-  X(DIAG_FAMILY, "diagFamily", 49) /* 0, AF_INET, AF_INET6 */                                          \
-  X(DIAG_SPORT, "diagSport", 50)  /* -1 or a local port */                                             \
-  X(DIAG_DPORT, "diagDport", 51)  /* -1 or a remote port */                                            \
-  X(DIAG_ANYPORT, "diagAnyPort", 52) /* -1 or a port on either side */                                 \
-  X(DIAG_NETLINK, "diagNetlink", 53) /* -1, or a sock_diag socket of another namespace */              \
-  X(DIAG_SRC_FAMILY, "diagSrcFamily", 54) /* 0 or the family of the local address below */             \
-  X(DIAG_DST_FAMILY, "diagDstFamily", 55) /* 0 or the family of the remote address below */            \
-  X(DIAG_SRC, "diagSrc", 56)      /* 16 bytes: local address (network order) */                        \
-  X(DIAG_DST, "diagDst", 60)      /* 16 bytes: remote address */                                       \
-  X(DIAG_COUNTS, "diagCounts", 64) /* 16 counts by kernel state number */
+  X(IDS, "ids", 1)                /* ST_OPTION_SLOTS option ids */                                     \
+  X(VALUES, "values", 17)         /* ST_OPTION_SLOTS values */                                         \
+  X(KEEP_SHORTER, "keepShorter", 33) /* 1: apply() keeps a shorter keepalive; 3: and user timeout */   \
+  X(FAILED_OPTION, "failedOption", 34) /* option id (or -1) that a failure concerns */                 \
+  X(FAILED_SYSCALL, "failedSyscall", 35) /* the Syscall of a failure */                                \
+  X(APPLIED, "applied", 36)       /* options apply() set before the one the kernel refused */          \
+  X(KEPT, "kept", 37)             /* bit mask (1 << id) of options left to a shorter budget */         \
+  X(READ, "read", 38)             /* ST_OPTION_SLOTS values read back */                               \
+  X(QUEUES, "queues", 54)         /* outq, notsent, inq; lingerIfDrained: outq, peer closed */         \
+  X(STATE, "state", 57)           /* state(): the kernel state number */                               \
+  X(READ_MISSING, "readMissing", 58) /* read(): bit mask (1 << id) of options this kernel lacks */      \
+  X(VERIFY, "verify", 59)         /* non-zero: check the fd is TCP over IPv4/IPv6 first */             \
+  X(FD, "fd", 60)                 /* the fd a socket function works on */                              \
+  X(RESULT, "result", 61)         /* 0, a negative errno, or a Status */                               \
+  X(DIAG_STATES, "diagStates", 62) /* sock_diag filter: state bit mask */                              \
+  X(DIAG_FAMILY, "diagFamily", 63) /* 0, AF_INET, AF_INET6 */                                          \
+  X(DIAG_SPORT, "diagSport", 64)  /* -1 or a local port */                                             \
+  X(DIAG_DPORT, "diagDport", 65)  /* -1 or a remote port */                                            \
+  X(DIAG_ANYPORT, "diagAnyPort", 66) /* -1 or a port on either side */                                 \
+  X(DIAG_NETLINK, "diagNetlink", 67) /* -1, or a sock_diag socket of another namespace */              \
+  X(DIAG_SRC_FAMILY, "diagSrcFamily", 68) /* 0 or the family of the local address below */             \
+  X(DIAG_DST_FAMILY, "diagDstFamily", 69) /* 0 or the family of the remote address below */            \
+  X(DIAG_SRC, "diagSrc", 70)      /* 16 bytes: local address (network order) */                        \
+  X(DIAG_DST, "diagDst", 74)      /* 16 bytes: remote address */                                       \
+  X(DIAG_COUNTS, "diagCounts", 78) /* 16 counts by kernel state number */                              \
+  X(NEW_FAMILY, "newFamily", 94)  /* createSocket(): 4 or 6 */                                         \
+  X(BIND_PORT, "bindPort", 95)    /* createSocket(): -1 (no bind) or the port to bind */               \
+  X(BIND_V6ONLY, "bindV6Only", 96) /* createSocket(): IPV6_V6ONLY before bind: -1 untouched, 0, 1 */   \
+  X(BIND_SCOPE, "bindScope", 97)  /* createSocket(): the IPv6 scope id of the address below */         \
+  X(BIND_ADDR, "bindAddr", 98)    /* createSocket(): 16 bytes, the address to bind (network order) */  \
+  X(NEW_FD, "newFd", 102)         /* createSocket(): the fd made, the caller's from then on */

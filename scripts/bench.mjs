@@ -8,8 +8,9 @@
 // connections against a TCP_INFO per connection (guardscan.mjs); then socktune/register and
 // SOCKTUNE_TRACE=1 per connection (register.mjs), loading a rules file of 1,000 to 50,000 rules
 // (config.mjs), what the pools' retry (poolRetry) costs keep-alive requests that do not fail,
-// with and without it (retry.mjs), and the PING heartbeat of 10,000 idle HTTP/2 sessions against
-// a bare timer per session (h2ping.mjs). Prints a table; with --json prints only a JSON object.
+// with and without it (retry.mjs), the PING heartbeat of 10,000 idle HTTP/2 sessions against a
+// bare timer per session (h2ping.mjs), and the pre-connect stage's connect() against net.connect
+// per connection (prebind.mjs). Prints a table; with --json prints only a JSON object.
 // Usage: node scripts/bench.mjs [--json]
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -27,6 +28,7 @@ import { registerBench } from './bench/register.mjs';
 import { configBench } from './bench/config.mjs';
 import { retryBench, retryNotes } from './bench/retry.mjs';
 import { h2PingBench } from './bench/h2ping.mjs';
+import { prebindBench } from './bench/prebind.mjs';
 import { printRows } from './bench/table.mjs';
 import { loadFloor } from './bench/floor.mjs';
 import { BATCHES, MIN_BATCH_MS, measure } from './bench/measure.mjs';
@@ -181,6 +183,7 @@ async function main() {
   const config = await configBench({ quiet: json });
   const retry = await retryBench({ quiet: json });
   const h2ping = await h2PingBench({ quiet: json });
+  const prebound = await prebindBench({ quiet: json });
 
   const noDelayRatio = noDelay.socktune.ns / noDelay.floor.ns;
   const heartbeatRatio = heartbeat.socktune.ns / heartbeat.floor5.ns;
@@ -250,6 +253,8 @@ async function main() {
     h2ping: h2ping.json,
     h2pingRows: h2ping.rows,
     h2pingNotes: h2ping.notes,
+    prebind: prebound.json,
+    prebindRows: prebound.rows,
   };
 }
 
@@ -292,6 +297,7 @@ function printTable(r) {
     ...r.configRows,
     ...r.retryRows,
     ...r.h2pingRows,
+    ...r.prebindRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
   console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);

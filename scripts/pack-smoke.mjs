@@ -67,7 +67,7 @@ process.on('SIGINT', () => { cleanup(); process.exit(130); });
 process.on('SIGTERM', () => { cleanup(); process.exit(143); });
 
 /** The files a tarball may hold: anything else is a packaging mistake. */
-const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/];
+const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/, /^dashboards\/[\w.-]+\.json$/];
 
 function main() {
   // -- pack (prepack builds dist/ and the prebuilds; its output goes to stderr, the JSON to stdout)

@@ -51,6 +51,16 @@ export interface NativeBinding {
   /** SO_ERROR into `slots[layout.queues]` (a positive errno, 0 for none); reading it clears it. */
   socketError(): void;
   /**
+   * A new TCP socket for the stages before Node: IP version `slots[layout.newFamily]` (4 or 6),
+   * IPV6_V6ONLY from `slots[layout.bindV6Only]` (-1 untouched), the `slots[layout.count]` options,
+   * then bound to `slots[layout.bindAddr]`:`slots[layout.bindPort]` unless that port is -1. The fd
+   * goes to `slots[layout.newFd]`, 0 or a negative errno to `slots[layout.result]`. The binding
+   * holds the fd until {@link NativeBinding.releaseSocket}.
+   */
+  createSocket(): void;
+  /** The fd `createSocket` made is Node's now (`true`: nothing happens) or is closed (`false`). */
+  releaseSocket(handedOver: boolean): void;
+  /**
    * The fd in `slots[layout.fd]` joins this environment's watch set (native/watch.h: the peer's FIN
    * or RST reported once, edge-triggered) under the key `hi:lo`; 0 or -errno into `slots[layout.result]`.
    */
@@ -218,7 +228,7 @@ export function stub(error: Error): NativeBinding {
   return {
     init() {},
     apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail, locate: fail,
-    watchAdd: fail, watchDrain: fail,
+    watchAdd: fail, watchDrain: fail, createSocket: fail, releaseSocket: fail,
     diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
     netnsOpen: fail,
     constants: {
@@ -230,7 +240,7 @@ export function stub(error: Error): NativeBinding {
       layout: { ...(Object.fromEntries(layoutNames.map((name) => [name, 0])) as Layout), bytes: 16, cookieOffset: 8 },
       families: { inet: -1, inet6: -1 },
       status: { OK: 0, E_NOFD: 2 },
-      syscalls: ['setsockopt', 'getsockopt', 'ioctl'],
+      syscalls: ['setsockopt', 'getsockopt', 'ioctl', 'socket', 'bind'],
       platform: {
         name: process.platform,
         sockDiag: false,

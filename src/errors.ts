@@ -30,6 +30,12 @@ export const codes = Object.freeze({
   DRAIN_TIMEOUT: 'ERR_SOCKTUNE_DRAIN_TIMEOUT',
   /** No native addon fits this platform or loads here (no prebuild and no source build). */
   NO_ADDON: 'ERR_SOCKTUNE_NO_ADDON',
+  /**
+   * The option takes effect only at another stage of a socket's life: IP_BIND_ADDRESS_NO_PORT and
+   * IP_LOCAL_PORT_RANGE before bind and connect (`connect()`'s `prebind`), TCP_DEFER_ACCEPT on a
+   * listener, and never SO_LINGER on a listener (every accepted connection would inherit it).
+   */
+  STAGE: 'ERR_SOCKTUNE_STAGE',
 } as const);
 
 /** An error from the kernel, shaped like Node's system errors. */
@@ -143,6 +149,24 @@ export function kernelError(errno: number, syscall: string, option?: string): Ke
   err.code = code;
   err.syscall = syscall;
   if (option) err.option = option;
+  return err;
+}
+
+/**
+ * A kernel error about an address, shaped as Node's own for the same call: `bind` of a connecting
+ * socket as net.js's ExceptionWithHostPort (`bind EADDRNOTAVAIL 10.0.0.9`), `listen` as its
+ * UVExceptionWithHostPort (`listen EADDRINUSE: address already in use 0.0.0.0:8080`), with `code`,
+ * `errno`, `syscall`, `address` and `port` (when not 0).
+ */
+export function addressError(errno: number, syscall: 'bind' | 'listen', address: string, port: number): KernelError & { address: string; port?: number } {
+  const [code, text] = systemErrors.get(errno) ?? [`Unknown system error ${errno}`, 'unknown error'];
+  const where = `${address}${port > 0 || syscall === 'listen' ? `:${port}` : ''}`;
+  const err = new Error(syscall === 'listen' ? `${syscall} ${code}: ${text} ${where}` : `${syscall} ${code} ${where}`) as KernelError & { address: string; port?: number };
+  err.errno = errno;
+  err.code = code;
+  err.syscall = syscall;
+  err.address = address;
+  if (port > 0 || syscall === 'listen') err.port = port;
   return err;
 }
 

@@ -699,6 +699,21 @@ export function isAccepted(socket: net.Socket): boolean {
   return (socket as unknown as { server?: unknown }).server instanceof Server;
 }
 
+/** The handle a server listens on now (a new one each time it listens), or `undefined`. */
+export function listenerHandle(server: net.Server): object | undefined {
+  const handle = (server as unknown as WithHandle)._handle;
+  return typeof handle === 'object' && handle !== null ? handle : undefined;
+}
+
+/**
+ * What Node itself sets on every connection `server` accepts, before `'connection'` (net.Server's
+ * `noDelay` and `keepAlive` options, kept as fields; an HTTP server's `noDelay` is on by default).
+ */
+export function setOnAccept(server: net.Server): { noDelay: boolean; keepAlive: boolean } {
+  const s = server as unknown as { noDelay?: unknown; keepAlive?: unknown };
+  return { noDelay: s.noDelay === true, keepAlive: s.keepAlive === true };
+}
+
 /**
  * Whether `socket` carries a TCP connection (Node's TCP handle, under TLS too) or is still
  * connecting; false for a Unix-domain socket, a user's stream, or a socket without a connection.
@@ -784,5 +799,168 @@ function requestWaiting(socket: net.Socket): boolean {
     return slots[constants.layout.queues + 2] > 0;
   } catch {
     return false;
+  }
+}
+
+// ---------------------------------------------------------------- the stages before Node
+// The pre-connect stage reaches a client socket between Node's DNS lookup and its connect(): Node
+// makes a TCP handle with no socket under it yet (libuv creates one lazily, in bind or connect, of
+// the family the address has), so a socket socktune made with its options is opened into that
+// handle (`handle.open(fd)`, what `new net.Socket({ fd })` does) just before Node's own bind or
+// connect runs on it. Everything else stays Node's: the lookup, happy eyeballs (each attempt's new
+// handle passes here too), the connect, errors, TLS on top. The methods are Node's TCP handle's
+// (`bind`, `bind6`, `connect`, `connect6`, which net.js calls for every TCP connect on Node 20 to
+// 26), wrapped once, on the first use of the stage; a connect the stage does not want costs one
+// WeakMap lookup.
+
+/** A bind Node asked for on a handle of the pre-connect stage (a `localAddress` without `localPort`), made at its connect. */
+export interface PendingBind {
+  readonly address: string;
+  readonly port: number;
+  /** bind6's flags (UV_TCP_IPV6ONLY), 0 for IPv4. */
+  readonly flags: number;
+}
+
+/** Where Node connects a handle of the pre-connect stage. */
+export interface ConnectTarget {
+  readonly ip: 4 | 6;
+  readonly address: string;
+  readonly port: number;
+  /** The bind Node asked for first, not made yet. */
+  readonly bind: PendingBind | undefined;
+}
+
+/** What the pre-connect stage does in Node's connects (src/stage/connect.ts). */
+export interface ConnectHooks {
+  /** Whether `socket` goes through the stage: a bind of port 0 on its handle waits for its connect. */
+  wants(socket: net.Socket): boolean;
+  /**
+   * Runs in Node's connect of `socket`, before the connect syscall: makes the socket, opens it into
+   * `handle` ({@link openSocket}) and makes the pending bind ({@link bindPending}). Returns 0 to let
+   * Node connect, a negative errno Node reports as the connect's error, or {@link STAGE_DESTROYED}
+   * when it destroyed the socket with an error of its own.
+   */
+  connect(socket: net.Socket, handle: object, target: ConnectTarget): number;
+}
+
+/** What {@link ConnectHooks.connect} returns after destroying the socket itself: Node's connect is then not called. */
+export const STAGE_DESTROYED = 1;
+
+type BindFn = (this: object, address: string, port: number, flags?: number) => number;
+type ConnectFn = (this: object, req: object, address: string, port: number) => number;
+
+let hooks: ConnectHooks | undefined;
+let originalBind: BindFn | undefined;
+let originalBind6: BindFn | undefined;
+const pendingBinds = new WeakMap<object, PendingBind & { ip: 4 | 6 }>();
+// Node's own symbol for a handle's socket (`owner_symbol`), found on the first handle that has one.
+let ownerKey: symbol | undefined;
+
+function ownerOf(handle: object): net.Socket | undefined {
+  if (ownerKey === undefined) {
+    ownerKey = Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol');
+    if (ownerKey === undefined) return undefined;
+  }
+  const owner = (handle as Record<symbol, unknown>)[ownerKey];
+  return owner instanceof Socket ? owner : undefined;
+}
+
+/**
+ * Sends every TCP connect of this process through `h` from now on (the wrapper is installed once;
+ * a later call replaces the hooks). Throws the coded reason where Node's TCP handles cannot be
+ * reached.
+ */
+export function interceptConnects(h: ConnectHooks): void {
+  if (TCP === undefined) lookupTcp();
+  hooks = h;
+  if (originalBind !== undefined) return;
+  const proto = TCP!.prototype as unknown as { bind: BindFn; bind6: BindFn; connect: ConnectFn; connect6: ConnectFn };
+  const bind = (originalBind = proto.bind);
+  const bind6 = (originalBind6 = proto.bind6);
+  const connect = proto.connect;
+  const connect6 = proto.connect6;
+  // net.js passes `localPort` as given: undefined when only `localAddress` is.
+  const deferBind = (handle: object, ip: 4 | 6, address: string, port: number | undefined, flags: number): boolean => {
+    if ((port !== undefined && port !== 0) || hooks === undefined || getFdOf(handle) >= 0) return false;
+    const socket = ownerOf(handle);
+    if (socket === undefined || !hooks.wants(socket)) return false;
+    pendingBinds.set(handle, { ip, address, port: 0, flags });
+    return true;
+  };
+  const viaStage = (handle: object, ip: 4 | 6, address: string, port: number): number => {
+    const bind = pendingBinds.get(handle);
+    if (bind !== undefined) pendingBinds.delete(handle);
+    const socket = hooks === undefined ? undefined : ownerOf(handle);
+    if (socket === undefined || (bind === undefined && !hooks!.wants(socket))) return 0;
+    return hooks!.connect(socket, handle, { ip, address, port, bind: bind?.ip === ip ? bind : undefined });
+  };
+  proto.bind = function bind4UnderStage(this: object, address: string, port: number): number {
+    return deferBind(this, 4, address, port, 0) ? 0 : bind.call(this, address, port);
+  };
+  proto.bind6 = function bind6UnderStage(this: object, address: string, port: number, flags?: number): number {
+    return deferBind(this, 6, address, port, flags ?? 0) ? 0 : bind6.call(this, address, port, flags);
+  };
+  proto.connect = function connect4UnderStage(this: object, req: object, address: string, port: number): number {
+    const rc = viaStage(this, 4, address, port);
+    return rc === 0 ? connect.call(this, req, address, port) : rc === STAGE_DESTROYED ? 0 : rc;
+  };
+  proto.connect6 = function connect6UnderStage(this: object, req: object, address: string, port: number): number {
+    const rc = viaStage(this, 6, address, port);
+    return rc === 0 ? connect6.call(this, req, address, port) : rc === STAGE_DESTROYED ? 0 : rc;
+  };
+}
+
+function getFdOf(handle: object): number {
+  try {
+    return getFd.call(handle);
+  } catch {
+    return -1;
+  }
+}
+
+/** The fd under `handle` now (-1: none yet). */
+export function handleFd(handle: object): number {
+  return getFdOf(handle);
+}
+
+/**
+ * Hands the socket `createSocket` just made to Node: opens `fd` into `handle` (the TCP handle of a
+ * connecting socket, which has none yet). Returns 0, or Node's negative errno; either way the fd is
+ * no longer socktune's (Node's when opened, closed when not).
+ */
+export function openSocket(handle: object, fd: number): number {
+  let rc: number;
+  try {
+    rc = (handle as { open(fd: number): number }).open(fd);
+  } catch {
+    rc = -osConstants.errno.EBADF;
+  }
+  native.releaseSocket(rc === 0);
+  return rc;
+}
+
+/** Makes a bind the stage held back, through Node's own bind (libuv's: SO_REUSEADDR, IPV6_V6ONLY as Node asked). 0 or a negative errno. */
+export function bindPending(handle: object, bind: PendingBind, ip: 4 | 6): number {
+  return ip === 4 ? originalBind!.call(handle, bind.address, bind.port) : originalBind6!.call(handle, bind.address, bind.port, bind.flags);
+}
+
+/** Whether `socket`'s connect is one attempt of Node's happy eyeballs (`autoSelectFamily` over several addresses). */
+export function tryingSeveral(socket: net.Socket): boolean {
+  return Array.isArray((socket as { autoSelectFamilyAttemptedAddresses?: unknown }).autoSelectFamilyAttemptedAddresses);
+}
+
+/**
+ * Hands the listening socket `createSocket` made to `server`: `server.listen({ fd }, backlog)`,
+ * which opens it into a TCP handle of Node's and calls listen(2). The fd is Node's from then on,
+ * or closed when `listen` throws.
+ */
+export function listenOn(server: net.Server, fd: number, backlog: number | undefined, callback?: () => void): void {
+  let handed = false;
+  try {
+    if (backlog === undefined) server.listen({ fd }, callback);
+    else server.listen({ fd }, backlog, callback);
+    handed = true;
+  } finally {
+    native.releaseSocket(handed);
   }
 }

@@ -5,7 +5,11 @@
 // First: an unsupported Node stops here with an error naming the supported range.
 import './supported.js';
 export { configure, readOptions, supportedOptions, limits, isConfigureError } from './options.js';
-export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError } from './options.js';
+export type { SocketOptions, KeepAliveOptions, AppliedOptions, ConfigureResult, ConfigureError, PortRange } from './options.js';
+export { connect, createConnection } from './stage/connect.js';
+export type { ConnectOptions } from './stage/connect.js';
+export { listen } from './stage/listen.js';
+export type { ListenOptions } from './stage/listen.js';
 export { tcpInfo, sendQueue, receiveQueue, socketCookie, tcpState } from './views.js';
 export type { TcpInfo, TcpState, SendQueue } from './views.js';
 export type { TcpSocketLike } from './handle.js';

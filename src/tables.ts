@@ -9,7 +9,8 @@
 /** Socket options in the core's id order (`ST_OPTIONS`): the kernel's names. */
 export const optionNames = [
   'SO_KEEPALIVE', 'TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT', 'SO_LINGER',
-  'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT',
+  'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT', 'SO_RCVBUF', 'SO_SNDBUF', 'IP_TOS', 'IP_BIND_ADDRESS_NO_PORT',
+  'IP_LOCAL_PORT_RANGE', 'TCP_DEFER_ACCEPT',
 ] as const;
 
 /** Kernel TCP state names (`'ESTABLISHED'`, `'CLOSE_WAIT'`, ...), as `ss` and /proc spell them. */
@@ -45,9 +46,9 @@ export const microsecondFields: ReadonlySet<string> = new Set(['rto', 'ato', 'rt
  */
 export const layoutNames = [
   'count', 'ids', 'values', 'keepShorter', 'failedOption', 'failedSyscall', 'applied', 'kept', 'read',
-  'queues', 'state', 'verify', 'fd', 'result', 'diagStates', 'diagFamily', 'diagSport', 'diagDport',
+  'queues', 'state', 'readMissing', 'verify', 'fd', 'result', 'diagStates', 'diagFamily', 'diagSport', 'diagDport',
   'diagAnyPort', 'diagNetlink', 'diagSrcFamily', 'diagDstFamily', 'diagSrc', 'diagDst', 'diagCounts',
-  'bytes', 'topRowBytes', 'diagEntryBytes', 'infoOffset', 'cookieOffset',
+  'newFamily', 'bindPort', 'bindV6Only', 'bindScope', 'bindAddr', 'newFd', 'optionSlots', 'bytes', 'topRowBytes', 'diagEntryBytes', 'infoOffset', 'cookieOffset',
 ] as const;
 
 /** The scratch buffer's layout: slot indexes, sizes and byte offsets, as the addon exports them. */

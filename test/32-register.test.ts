@@ -15,6 +15,8 @@ import dc from 'node:diagnostics_channel';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,12 +45,30 @@ function expectIdle(s: SsSocket, idle: number): void {
   expect(seen!, `${s.local} -> ${s.peer}`).toBeLessThanOrEqual(idle + 500);
 }
 
-/** The last values strace saw set on the fd of `s`. */
-function expectSet(sets: Map<number, Record<string, number>>, s: SsSocket, wanted: Record<string, number>): void {
+/**
+ * The last values strace saw set on the fd of `s`; for a connection accepted by one of `listeners`
+ * (port → the listening socket's fd), on its listener's fd, from which Linux copies them: socktune
+ * sets them there once, and nothing on the accepted connection's own fd.
+ */
+function expectSet(sets: Map<number, Record<string, number>>, s: SsSocket, wanted: Record<string, number>, listeners?: Map<number, number>): void {
   expect(s.fd, `${s.local} -> ${s.peer} has no owner in ss`).toBeDefined();
-  const got = sets.get(s.fd!) ?? {};
+  const listener = listeners?.get(s.localPort);
+  if (listener !== undefined) expect(sets.get(s.fd!)?.TCP_KEEPIDLE, `${s.local} <- ${s.peer}: set on its own fd`).toBeUndefined();
+  const got = sets.get(listener ?? s.fd!) ?? {};
   const picked = Object.fromEntries(Object.keys(wanted).map((k) => [k, got[k]]));
-  expect(picked, `${s.local} -> ${s.peer} (fd ${s.fd})`).toEqual(wanted);
+  expect(picked, `${s.local} -> ${s.peer} (fd ${listener ?? s.fd}${listener !== undefined ? ', its listener' : ''})`).toEqual(wanted);
+}
+
+/** The listening sockets of namespace `ns`, port → fd (`ss -Htlnp`). */
+async function listenerFds(ns: string): Promise<Map<number, number>> {
+  const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', ns, 'ss', '-Htlnp']);
+  const out = new Map<number, number>();
+  for (const line of stdout.split('\n')) {
+    const port = /:(\d+)\s/.exec(line.split(/\s+/).slice(3, 4).join(' ') + ' ');
+    const fd = /fd=(\d+)/.exec(line);
+    if (port && fd) out.set(Number(port[1]), Number(fd[1]));
+  }
+  return out;
 }
 
 describe('what this Node publishes on the channels socktune/register builds on', () => {
@@ -148,10 +168,13 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
       expect(sockets.filter((s) => s.localPort === securePort)).toHaveLength(3);
       for (const local of Object.values(locals)) expect(sockets.map((s) => s.localPort)).toContain(local);
       const sets = straceOptions(trace);
+      const listeners = await listenerFds(ns.name);
       for (const s of sockets) {
         const agent = agentEnds(locals).includes(s.localPort);
         expectIdle(s, agent ? 1000 : 30_000);
-        expectSet(sets, s, agent ? nodeAgent : gracefulHeartbeat);
+        // An accepted connection inherits the policy from its listener (socktune/register put it
+        // there once): the kernel runs its keepalive (above), set on the listener's fd.
+        expectSet(sets, s, agent ? nodeAgent : gracefulHeartbeat, listeners);
       }
       // The Unix-domain connection was passed through: it works, and it is counted as untuned.
       expect(unixEcho).toBe('ping');
@@ -206,10 +229,11 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
       const sockets = await ssSockets(ns.name);
       expect(sockets).toHaveLength(14);
       const sets = straceOptions(trace);
+      const listeners = await listenerFds(ns.name);
       for (const s of sockets) {
         const agent = agentEnds(locals).includes(s.localPort);
         expectIdle(s, agent ? 1000 : 12_000);
-        expectSet(sets, s, agent ? nodeAgent : { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 12, TCP_KEEPINTVL: 2, TCP_KEEPCNT: 3, TCP_USER_TIMEOUT: 18_000 });
+        expectSet(sets, s, agent ? nodeAgent : { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 12, TCP_KEEPINTVL: 2, TCP_KEEPCNT: 3, TCP_USER_TIMEOUT: 18_000 }, listeners);
       }
     } finally {
       expect(await a.stop()).toBe(0);
@@ -266,10 +290,13 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
       expectIdle(opened(5432), 10_000);
       expectSet(sets, opened(5432), { SO_KEEPALIVE: 1, TCP_KEEPIDLE: 10, TCP_KEEPINTVL: 2, TCP_KEEPCNT: 4, TCP_USER_TIMEOUT: 18_000 });
       // Accepted on 5432 and 6000: the servers rule.
+      const listeners = await listenerFds(ns.name);
       for (const port of [5432, 6000]) {
         expectIdle(accepted(port), 30_000);
-        expectSet(sets, accepted(port), gracefulHeartbeat);
+        expectSet(sets, accepted(port), gracefulHeartbeat, listeners);
       }
+      // Nothing on the listener whose rule is policy false.
+      expect(sets.get(listeners.get(443)!)?.TCP_KEEPIDLE).toBeUndefined();
       // Accepted on 443 (policy false), opened to 6000 (its rule wants another host), opened to 443
       // (rstOnClose sets no kernel option): no keepalive, no option set.
       for (const s of [accepted(443), opened(6000), opened(443)]) {

@@ -142,6 +142,25 @@ readme$assert.ok(sysctlAudit().findings.some((f) => f.setting === 'net.ipv4.tcp_
 readme$assert.deepEqual(middleboxIdleTimeouts[0], { name: 'Azure Load Balancer', seconds: 240 });
 readme$peer.destroy(); readme$client.destroy(); readme$server.close();`,
   },
+  'stage-connect': {
+    does: 'connects to api.internal:80 from 127.0.0.1 through the pre-connect stage; the socket binds without reserving a port and carries IP_TOS',
+    epilogue: `
+await readme$once(socket, 'connect');
+readme$assert.deepEqual([socket.localAddress, readme$readOptions(socket).bindAddressNoPort, readme$readOptions(socket).tos], ['127.0.0.1', true, 16]);
+await readme$once(socket, 'close');`,
+  },
+  'stage-pools': {
+    does: 'GETs http://api.internal/ through createAgent with localAddress: the pooled socket binds without reserving a port',
+    epilogue: `
+await readme$until('the agent pools its socket', () => Object.keys(agent.freeSockets).length === 1);
+readme$assert.equal(readme$readOptions(Object.values(agent.freeSockets)[0][0]).bindAddressNoPort, true);
+agent.destroy(); await dispatcher.destroy();`,
+  },
+  'stage-listen': {
+    does: 'listens on 127.0.0.1:8080 through the listener stage with SO_REUSEPORT and TCP_DEFER_ACCEPT, then closes',
+    epilogue: `
+await readme$once(server, 'close');`,
+  },
   compose: {
     does: 'composes a policy and computes its keepalive budget as the comments say',
     epilogue: `

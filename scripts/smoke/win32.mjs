@@ -1,8 +1,9 @@
 // The Windows smoke test of an installed socktune, run by node.exe or a renamed copy of it (under
 // wine on Linux): the win32 prebuild loads, the options Windows has (keepalive idle, interval and
-// count, SO_KEEPALIVE, TCP_MAXRT as the user timeout, SO_LINGER, TCP_NODELAY) are set and read back
-// on a client, an accepted socket and a server, the others and the kernel views answer
-// ERR_SOCKTUNE_UNSUPPORTED by name, and a spoofed handle is refused. Writes PASS/FAIL lines to the
+// count, SO_KEEPALIVE, TCP_MAXRT as the user timeout, SO_LINGER, TCP_NODELAY, the buffers) are set
+// and read back on a client, an accepted socket and a server, the others, the kernel views and the
+// stages (connect()'s prebind, listen()) answer ERR_SOCKTUNE_UNSUPPORTED by name, and a spoofed
+// handle is refused. Writes PASS/FAIL lines to the
 // file named by --out (wine gives node.exe no usable stdout pipe); exits 1 on any failure.
 import { realpathSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -34,14 +35,17 @@ const socktune = await import(pathToFileURL(join(pkgDir, 'dist', 'index.js')).hr
 const { addon, constants } = await import(pathToFileURL(join(pkgDir, 'dist', 'binding.js')).href);
 check('socktune loaded the win32 addon', addon.path === resolved, addon.path ?? addon.error?.message);
 check("the addon says it is the win32 core", constants.platform.name === 'win32', constants.platform.name);
-// Windows 10 1709+ has all seven; wine (8.0) implements SO_KEEPALIVE, SO_LINGER and TCP_NODELAY and
-// answers WSAENOPROTOOPT to the keepalive timings and TCP_MAXRT, which socktune's probe then
-// reports unsupported by name. --wine says which host this is.
+// Windows 10 1709+ has the keepalive timings and TCP_MAXRT; wine (8.0) implements SO_KEEPALIVE,
+// SO_LINGER, TCP_NODELAY, SO_RCVBUF and SO_SNDBUF and answers WSAENOPROTOOPT to the keepalive
+// timings and TCP_MAXRT, which socktune's probe then reports unsupported by name. IP_TOS (which
+// Windows takes and ignores) and the stages' options are unsupported everywhere on Windows.
+// --wine says which host this is.
 const wine = process.argv.includes('--wine');
+const { optionNames } = await import(pathToFileURL(join(pkgDir, 'dist', 'tables.js')).href);
 const timings = ['TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT'];
-const have = ['SO_KEEPALIVE', 'SO_LINGER', 'TCP_NODELAY', ...(wine ? [] : timings)];
-check(`the addon names all nine options, supported here: ${have.join(' ')}`,
-  constants.options.length === 9 && constants.options.every((o) => o.supported === have.includes(o.name)),
+const have = ['SO_KEEPALIVE', 'SO_LINGER', 'TCP_NODELAY', 'SO_RCVBUF', 'SO_SNDBUF', ...(wine ? [] : timings)];
+check(`the addon names all ${optionNames.length} options of the table, supported here: ${have.join(' ')}`,
+  constants.options.length === optionNames.length && constants.options.every((o, i) => o.name === optionNames[i] && o.supported === have.includes(o.name)),
   constants.options.map((o) => `${o.name || '?'}:${o.supported}`).join(' '));
 
 function expectCode(name, code, fn) {
@@ -62,7 +66,7 @@ function expectValue(name, want, fn) {
 }
 
 let accepted;
-const server = net.createServer((s) => { accepted = s; s.on('error', () => {}); });
+const server = net.createServer((s) => { accepted ??= s; s.on('error', () => {}); });
 await new Promise((res, rej) => server.once('error', rej).listen(0, '127.0.0.1', res));
 const client = net.connect(server.address().port, '127.0.0.1');
 try {
@@ -127,6 +131,20 @@ try {
   expectCode('presets.gracefulHeartbeat() (its deadlines read TCP_INFO)', U, () => socktune.presets.gracefulHeartbeat());
   expectCode('presets.rstOnClose() (its drain reads the send queue)', U, () => socktune.presets.rstOnClose());
   expectCode('sysctlAudit()', U, () => socktune.sysctlAudit());
+  expectValue('configure(socket, { receiveBuffer: 65536 }): Windows holds what was set', 65536, () => {
+    socktune.configure(client, { receiveBuffer: 65536 });
+    return socktune.readOptions(client).receiveBuffer;
+  });
+  expectCode('configure(socket, { tos }) (Windows takes IP_TOS and ignores it)', U, () => socktune.configure(client, { tos: 0x10 }));
+  // The stages make sockets natively and hand them to Node by descriptor, which Node on Windows
+  // does not take: refused by name before anything is opened.
+  expectCode("connect({ prebind }) (the pre-connect stage)", U, () => socktune.connect({ host: '127.0.0.1', port: server.address().port, prebind: { noDelay: true } }));
+  expectCode('listen(server, options) (the listener stage)', U, () => socktune.listen(net.createServer(), { port: 0, host: '127.0.0.1' }));
+  // A second connection to the same server: `accepted` stays the first one's.
+  const plain = socktune.connect({ host: '127.0.0.1', port: server.address().port });
+  const plainConnected = await new Promise((res) => plain.once('connect', () => res(true)).once('error', (e) => res(e?.code ?? String(e))));
+  check('connect() without prebind options is net.connect on Windows (what createAgent uses)', plainConnected === true, plainConnected);
+  plain.destroy();
   const spoof = new net.Socket();
   Object.defineProperty(spoof, '_handle', { value: Object.create(Object.getPrototypeOf(client._handle)) });
   Object.defineProperty(spoof, 'connecting', { value: false });

@@ -22,6 +22,7 @@ import { adopt as adoptConnection } from './tune.js';
 import { armRetry, noteRequestOptions } from './retry.js';
 import { policyAgents, sweepFreeSockets } from './pool.js';
 import { hasHttpMessage, keepAliveHeader } from '../handle.js';
+import { policyPrebind, prebind } from '../stage/prebind.js';
 
 /** agentkeepalive's options, accepted with agentkeepalive's meaning. */
 export interface KeepAliveAgentOptions {
@@ -444,6 +445,9 @@ function withPolicy<TBase extends AgentClass>(Base: TBase) {
     /** Node's (`net.createConnection`, or https's `tls.connect` form), every call form as given; the connection is tuned. */
     override createConnection(...args: unknown[]): Duplex | null | undefined {
       const stream = base.createConnection.apply(this, args);
+      // Made and not bound yet: the pre-connect stage gives it the policy's stage options
+      // (IP_BIND_ADDRESS_NO_PORT for an agent's `localAddress`).
+      if (stream instanceof net.Socket && this.policy !== undefined) prebind(stream, policyPrebind(this.policy));
       if (stream) pools.get(this)?.adopt(stream);
       return stream;
     }

@@ -7,11 +7,12 @@ import type http from 'node:http';
 import net from 'node:net';
 import { invalidArgType, readArgument } from '../errors.js';
 import { Guard } from '../guard/guard.js';
-import { toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { kernelOptions, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
+import { KeepShorter, configurePolicy, readOptions } from '../options.js';
 import { adopt, adoptSession } from './tune.js';
 import { isHttp2Server } from '../http2/session.js';
 import type { Http2Session } from 'node:http2';
-import { assertNotFdless, builtin } from '../handle.js';
+import { assertNotFdless, builtin, listenerHandle, setOnAccept } from '../handle.js';
 
 /**
  * Applies `policy` to every connection `server` accepts from now on, and returns the guard that
@@ -37,7 +38,11 @@ export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides)
   const p = toPolicy(policy);
   const guard = new Guard(p);
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';
-  server.prependListener(event, (socket: net.Socket) => adopt(socket, p, guard));
+  server.prependListener(event, (socket: net.Socket) => adopt(socket, p, guard, false, inheritedFrom(server, socket, p)));
+  // The policy's options on the listener, once per listen: every connection accepted from then on
+  // inherits them (Linux), so none costs a system call.
+  if (server.listening) putOnListener(server, p);
+  server.on('listening', () => putOnListener(server, p));
   guard.attach(server);
   if (isHttp2Server(server)) server.on('session', (session: Http2Session) => adoptSession(session, p, guard));
   if (p.upstreamIdleTimeout !== false) keepAliveAbove(server, p.upstreamIdleTimeout);
@@ -87,4 +92,89 @@ export function keepAliveAbove(server: net.Server, upstream: number): KeepAliveD
     s.requestTimeout = s.headersTimeout;
   }
   return 'raised';
+}
+
+// ---------------------------------------------------------------- the listener stage of a policy
+// Linux copies a listener's keepalive (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT),
+// TCP_USER_TIMEOUT and TCP_NODELAY to every connection it accepts (and SO_LINGER too, which no
+// policy puts on a listener). A policy put there once costs accepted connections no setsockopt.
+// Whether they do carry it is read back from the first connections a listener accepts, on every
+// platform and Node, until one does; where none does (a platform that does not inherit, a cluster
+// worker whose connections the primary accepted), each connection is tuned by itself as before.
+
+/** A listener that carries a policy's options: the policy, and what reading back has shown so far. */
+interface Carried {
+  policy: Policy;
+  /** `true` once an accepted connection was read back carrying the options; `false` once none did. */
+  verified: boolean | undefined;
+  /** Connections read back that did not carry them (queued before the options were set, or a platform that does not inherit). */
+  misses: number;
+}
+
+/** How many connections in a row may lack the listener's options before its connections are tuned one by one for good. */
+const MISSES = 8;
+const carried = new WeakMap<object, Carried>();
+
+function hasAny(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
+}
+
+/**
+ * Sets `policy`'s inheritable options (keepalive, user timeout, Nagle; never linger) on the socket
+ * `server` listens on, unless Node sets its own on every accepted connection (the server's
+ * `keepAlive` option, or `noDelay` where the policy turns it off), which the policy would then
+ * have to follow connection by connection. Returns whether the listener carries them now.
+ * @internal tuneServer's, and socktune/register's
+ */
+export function putOnListener(server: net.Server, policy: Policy): boolean {
+  const kernel = kernelOptions(policy);
+  const node = setOnAccept(server);
+  const handle = listenerHandle(server);
+  if (handle === undefined || !hasAny(kernel) || node.keepAlive || (node.noDelay && policy.noDelay === false)) return false;
+  try {
+    configurePolicy(server, kernel, KeepShorter.None);
+  } catch {
+    // A server on a pipe, or a listener the kernel refuses them on: its connections are tuned one by one.
+    return false;
+  }
+  carried.set(handle, { policy, verified: undefined, misses: 0 });
+  return true;
+}
+
+/**
+ * Whether `socket`, just accepted by `server`, carries `policy`'s options from its listener, so
+ * tuning it needs no system call. Until one connection of the listener is read back carrying them,
+ * each is read back (up to eight in a row that do not carry them, then never again).
+ * @internal
+ */
+export function inheritedFrom(server: net.Server | undefined, socket: net.Socket, policy: Policy): boolean {
+  const handle = server === undefined ? undefined : listenerHandle(server);
+  const entry = handle === undefined ? undefined : carried.get(handle);
+  if (entry === undefined || entry.policy !== policy || entry.verified === false) return false;
+  if (entry.verified === true) return true;
+  let carries = false;
+  try {
+    carries = holds(readOptions(socket), policy);
+  } catch {
+    return false;
+  }
+  if (carries) entry.verified = true;
+  else if (++entry.misses >= MISSES) entry.verified = false;
+  return carries;
+}
+
+/** Whether the options read back are the policy's kernel options (keepalive in whole seconds, as the kernel holds them). */
+function holds(read: ReturnType<typeof readOptions>, policy: Policy): boolean {
+  const { keepAlive, userTimeout, noDelay } = kernelOptions(policy);
+  if (keepAlive === false && read.keepAlive !== false) return false;
+  if (typeof keepAlive === 'object') {
+    const seconds = (ms: number | undefined) => Math.ceil((ms ?? 0) / 1000) * 1000;
+    const k = read.keepAlive;
+    // `true`: the system cannot tell the timings (Windows without them), so they are not shown carried.
+    if (typeof k !== 'object' || k.idle !== seconds(keepAlive.idle) || k.interval !== seconds(keepAlive.interval) || k.count !== keepAlive.count) return false;
+  }
+  if (userTimeout !== undefined && read.userTimeout !== userTimeout) return false;
+  if (noDelay !== undefined && read.noDelay !== noDelay) return false;
+  return true;
 }

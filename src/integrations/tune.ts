@@ -155,15 +155,17 @@ export function adoptSession(session: http2.Http2Session, policy: Policy, guard:
  * {@link tune}, where `decides` says the policy's keepalive wins over a shorter one the socket has
  * (socktune's own pools: the keepalive Node's agent sets is its default, not the application's).
  */
-function tuneWith(socket: net.Socket, policy: Policy | PolicyOverrides, guard: Guard | undefined, decides: boolean): ConfigureResult {
+function tuneWith(socket: net.Socket, policy: Policy | PolicyOverrides, guard: Guard | undefined, decides: boolean, inherited = false): ConfigureResult {
   assertSocket(socket);
   const p = toPolicy(policy);
   if (guard !== undefined && !(guard instanceof Guard)) throw invalidArgType('guard', 'an instance of Guard (or undefined)', guard);
   const kernel = kernelOptions(p);
   // A user timeout already there is someone else's unless a policy of socktune's set it.
   const keep = decides ? KeepShorter.None : policyOf(socket) === undefined ? KeepShorter.Both : KeepShorter.KeepAlive;
-  // A policy without kernel options (rstOnClose) only needs the socket checked.
-  const result: ConfigureResult = hasAny(kernel)
+  // A policy without kernel options (rstOnClose) only needs the socket checked; an accepted
+  // connection that inherited the policy's options from its listener (Linux copies them to every
+  // connection it accepts) needs no system call either.
+  const result: ConfigureResult = hasAny(kernel) && !inherited
     ? configurePolicy(socket, kernel, keep)
     : 'handle' in lookupHandle(socket) ? 'applied' : 'deferred';
   installClose(socket, p);
@@ -190,12 +192,14 @@ const passThrough = new Set<string>([codes.NOT_TCP, codes.INVALID_HANDLE]);
  * user's `createConnection` returned) is passed through untouched and counted in
  * `guard.stats().untuned`, never destroyed. `decides`: the policy's keepalive wins over a shorter
  * one (socktune's own pools, unless the application gave the agent its own `keepAliveMsecs`).
+ * `inherited`: an accepted connection that carries the policy's options from its listener
+ * (integrations/server.ts, `inheritedFrom`), which are then not set again.
  *
  * @returns whether the policy was applied
  */
-export function adopt(socket: unknown, policy: Policy, guard: Guard, decides = false): boolean {
+export function adopt(socket: unknown, policy: Policy, guard: Guard, decides = false, inherited = false): boolean {
   try {
-    tuneWith(socket as net.Socket, policy, guard, decides);
+    tuneWith(socket as net.Socket, policy, guard, decides, inherited);
     return true;
   } catch (err) {
     if (passThrough.has((err as { code?: string }).code ?? '')) {

@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 /** @ts-ignore undici is an optional peer: without it, these types are `any` (the line stays in the published .d.ts). */
 import type { Agent, buildConnector } from 'undici';
 import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
+import { policyPrebind, prebind } from '../stage/prebind.js';
 import { Guard } from '../guard/guard.js';
 import { isExplicit, toPolicy, type Policy, type PolicyOverrides } from '../policy/presets.js';
 import { adopt as adoptConnection } from './tune.js';
@@ -124,6 +125,9 @@ export function createConnector(policy: Policy | PolicyOverrides, connectOptions
       callback(...args);
     });
     if (socket instanceof net.Socket) {
+      // Made and not bound yet: the pre-connect stage gives it the policy's stage options
+      // (IP_BIND_ADDRESS_NO_PORT for a `localAddress` in undici's connect options).
+      if (socket.connecting) prebind(socket, policyPrebind(p));
       // Ahead of undici's own 'connect' listener (its callback), so the policy is in place first;
       // TLS sockets connect TCP first and report to undici on 'secureConnect'. A socket that has
       // not started connecting is taken when the connector calls back with it.

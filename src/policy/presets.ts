@@ -5,7 +5,7 @@
  * @module
  */
 import type net from 'node:net';
-import { checkInteger, checkOptions, limits, type KeepAliveOptions } from '../options.js';
+import { Stage, checkInteger, checkOptions, encodeFor, limits, type KeepAliveOptions, type PortRange } from '../options.js';
 import { requirePlatform } from '../views.js';
 import { didYouMean, invalidArgType, invalidArgValue, outOfRange, readArgument } from '../errors.js';
 
@@ -182,6 +182,21 @@ export interface Policy {
   readonly upstreamIdleTimeout: number | false;
   /** HTTP/2 sessions: the PING heartbeat, the server's PING limit, maximum age (see {@link Http2Options}). */
   readonly http2: Readonly<Http2Options>;
+  /**
+   * Connections this side opens from a pinned source address (`localAddress` without
+   * `localPort`): IP_BIND_ADDRESS_NO_PORT at the pre-connect stage (Linux), so the port is chosen
+   * at connect, per destination, instead of reserved at bind for every destination alike (a
+   * 1,000-port range then holds 1,000 connections to each destination, not 1,000 in all). Default
+   * `true`; it changes nothing for a connection without `localAddress`.
+   */
+  readonly bindAddressNoPort: boolean;
+  /**
+   * Connections this side opens: IP_LOCAL_PORT_RANGE at the pre-connect stage (Linux 6.3+), the
+   * slice `{ min, max }` of `net.ipv4.ip_local_port_range` their ports come from (several processes
+   * or hosts sharing one source address each take their own), or `false` (the default) for the
+   * whole range.
+   */
+  readonly localPortRange: false | Readonly<PortRange>;
 }
 
 /** What presets and {@link compose} accept: any subset of a policy's fields (a policy is one too). */
@@ -215,6 +230,8 @@ const base: Omit<Policy, 'name'> = {
   poolRetry: 'idempotent',
   upstreamIdleTimeout: false,
   http2: Object.freeze({ ping: false, pingJitter: 0, minPingInterval: false, maxPingStrikes: 2, maxAge: false, maxAgeJitter: 0.1, maxAgeGrace: false }),
+  bindAddressNoPort: true,
+  localPortRange: false,
 };
 
 const lifecycleKeys = Object.keys(base);
@@ -284,6 +301,10 @@ function check(policy: Policy): Policy {
   checkInteger('policy.drainTimeout', policy.drainTimeout, { min: 0, max: 2 ** 31 - 1 });
   if (policy.drainDeadline !== false) checkInteger('policy.drainDeadline', policy.drainDeadline, { min: 0, max: 2 ** 31 - 1 });
   checkInteger('policy.poolIdleTimeout', policy.poolIdleTimeout, never);
+  // bindAddressNoPort is on by default and means "where the platform has it" (Linux): only its type
+  // is checked. A port range is asked for by name, so a platform without one refuses it here.
+  if (typeof policy.bindAddressNoPort !== 'boolean') throw invalidArgType('policy.bindAddressNoPort', 'of type boolean', policy.bindAddressNoPort);
+  if (policy.localPortRange !== false) encodeFor(Stage.Connect, { localPortRange: policy.localPortRange }, 'policy');
   checkInteger('policy.poolIdleMargin', policy.poolIdleMargin, { min: 0, max: 2 ** 31 - 1 });
   for (const key of ['reset', 'resetAccepted'] as const) {
     const v = policy[key];
@@ -362,6 +383,8 @@ function addPart(given: object, names: string[], explicit: Record<string, unknow
     } else if (key === 'keepAlive' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
       const prev = explicit.keepAlive;
       explicit.keepAlive = { ...(typeof prev === 'object' && prev !== null ? prev : {}), ...ownFields('policy.keepAlive', value, keepAliveFields) };
+    } else if (key === 'localPortRange' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      explicit.localPortRange = ownFields('policy.localPortRange', value, ['min', 'max']);
     } else if (key === 'heartbeat' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
       explicit.heartbeat = ownFields('policy.heartbeat', value, heartbeatFields);
     } else if (key === 'http2' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
@@ -401,6 +424,7 @@ export function compose(...parts: Array<PolicyOverrides | undefined>): Policy {
   if (typeof out.heartbeat === 'object' && out.heartbeat !== null) out.heartbeat = Object.freeze(out.heartbeat);
   // HTTP/2 fields merge field by field over the neutral ones, like keepalive timings.
   if (typeof out.http2 === 'object' && out.http2 !== null && out.http2 !== base.http2) out.http2 = Object.freeze({ ...base.http2, ...out.http2 });
+  if (typeof out.localPortRange === 'object' && out.localPortRange !== null) out.localPortRange = Object.freeze(out.localPortRange);
   out.name = names.join('+') || 'custom';
   Object.defineProperty(out, kExplicit, { value: Object.freeze({ ...explicit, name: out.name }) });
   const policy = Object.freeze(check(out as unknown as Policy));

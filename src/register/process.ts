@@ -40,7 +40,7 @@ import { recordOrigin } from '../guard/origin.js';
 import { guardOf as trackerOf } from '../guard/guard.js';
 import { policyOf } from '../policy/close.js';
 import { isExplicit, type Policy } from '../policy/presets.js';
-import { keepAliveAbove } from '../integrations/server.js';
+import { inheritedFrom, keepAliveAbove, putOnListener } from '../integrations/server.js';
 import type http from 'node:http';
 import { adopt } from '../integrations/tune.js';
 import { isHttp2Server, isWatched, watchSession } from '../http2/session.js';
@@ -49,6 +49,9 @@ import { builtin, connectHost, isTlsServer, loadedBuiltin, runtime } from '../ha
 import { armRetry, noteRequestOptions } from '../integrations/retry.js';
 import { retryGlobalFetch } from '../integrations/undici-retry.js';
 import { socktuneError } from '../errors.js';
+import { policyPrebind, prebindEveryConnection } from '../stage/prebind.js';
+import type { ConnectTarget } from '../handle.js';
+import type { EncodedOptions } from '../options.js';
 import type { Direction, RegisterConfig, Rule } from './config.js';
 import { captureOrigin, endpoints, traceLine, tracedReasons } from './trace.js';
 import { watchConnection } from './ends.js';
@@ -106,6 +109,8 @@ interface Entry {
 interface Registration {
   config: RegisterConfig;
   entries: Entry[];
+  /** Whether a rule's policy gives connections a port range (IP_LOCAL_PORT_RANGE) at the pre-connect stage. */
+  portRanges: boolean;
   guards: Readonly<Record<string, Guard>>;
   stats: Counts;
 }
@@ -181,16 +186,45 @@ function matches(rule: Rule, direction: Direction, socket: net.Socket): boolean 
   // Each address is read (getpeername/getsockname, then cached by Node) only if a rule asks.
   if (rule.port !== undefined && !rule.port.includes(socket.remotePort as number)) return false;
   if (rule.localPort !== undefined && !rule.localPort.includes(socket.localPort as number)) return false;
-  if (rule.host !== undefined) {
-    const name = connectHost(socket);
-    const address = plain(socket.remoteAddress);
-    if (!rule.host.some((h) => h === name || plain(h) === address)) return false;
-  }
-  if (rule.localAddress !== undefined) {
-    const address = plain(socket.localAddress);
-    if (!rule.localAddress.some((a) => plain(a) === address)) return false;
-  }
+  if (rule.host !== undefined && !hostMatches(rule.host, connectHost(socket), socket.remoteAddress)) return false;
+  if (rule.localAddress !== undefined && !addressIn(rule.localAddress, socket.localAddress)) return false;
   return true;
+}
+
+/** Whether a rule's `host` list names the host the application connected to, or the peer's address. */
+function hostMatches(hosts: readonly string[], name: string | undefined, address: string | undefined): boolean {
+  const a = plain(address);
+  return hosts.some((h) => h === name || plain(h) === a);
+}
+
+function addressIn(list: readonly string[], address: string | undefined): boolean {
+  const a = plain(address);
+  return list.some((x) => plain(x) === a);
+}
+
+/**
+ * The same rules for a connection not made yet, at the pre-connect stage: the destination is
+ * known, the local port is not (it is chosen at connect), so a rule that names one does not match.
+ */
+function matchesBeforeConnect(rule: Rule, socket: net.Socket, target: ConnectTarget): boolean {
+  if (rule.direction === 'accepted' || rule.localPort !== undefined) return false;
+  if (rule.port !== undefined && !rule.port.includes(target.port)) return false;
+  if (rule.host !== undefined && !hostMatches(rule.host, connectHost(socket), target.address)) return false;
+  if (rule.localAddress !== undefined && !addressIn(rule.localAddress, target.bind?.address)) return false;
+  return true;
+}
+
+/**
+ * The pre-connect stage of a connection the application opens: the stage fields of the first
+ * rule's policy (IP_BIND_ADDRESS_NO_PORT for a pinned source address, on by default, and a port
+ * range). Nothing for a connection without `localAddress` when no rule gives a port range: Node
+ * makes those sockets itself, as without socktune.
+ */
+function stageOfOpened(socket: net.Socket, target: ConnectTarget): EncodedOptions | undefined {
+  const r = active;
+  if (r === undefined || (target.bind === undefined && !r.portRanges)) return undefined;
+  const entry = r.entries.find((e) => matchesBeforeConnect(e.rule, socket, target));
+  return entry === undefined || entry.rule.policy === false ? undefined : policyPrebind(entry.rule.policy);
 }
 
 /** Gives a connection, now connected, the policy of the first rule that matches it. */
@@ -221,7 +255,8 @@ function settle(socket: net.Socket, direction: Direction, server?: net.Server): 
     stats.unmatched++;
     return;
   }
-  if (adopt(socket, entry.rule.policy, entry.guard)) {
+  const inherited = direction === 'accepted' && inheritedFrom(server, socket, entry.rule.policy);
+  if (adopt(socket, entry.rule.policy, entry.guard, false, inherited)) {
     stats.tuned++;
     adopted.set(socket, entry.guard);
   } else if (socket.destroyed) {
@@ -266,8 +301,8 @@ function watchServer(server: net.Server): void {
   watchedServers.add(server);
   listening.add(server);
   server.once('close', () => listening.delete(server));
-  if (server.listening) upstreamIdle(server);
-  else server.once('listening', () => upstreamIdle(server));
+  if (server.listening) startsListening(server);
+  else server.once('listening', () => startsListening(server));
   if (isTlsServer(server)) server.prependListener('secureConnection', onSecureConnection);
   if (isHttp2Server(server)) {
     wrapHttp2Connect(); // node:http2 is loaded: this is one of its servers
@@ -315,6 +350,38 @@ function wrapHttp2Connect(): void {
   };
   h2.connect = connect as typeof http2.connect;
   syncBuiltinESMExports();
+}
+
+/** A server of the process starts listening: the policy of every connection it will accept goes on its listener once. */
+function startsListening(server: net.Server): void {
+  upstreamIdle(server);
+  const policy = everyAcceptedPolicy(server);
+  if (policy !== undefined) putOnListener(server, policy);
+}
+
+/**
+ * The policy of every connection `server` will accept, when the rules decide it before any
+ * connection: the first rule that can match this listener has no condition on the peer (its port
+ * or host). Where one has, connections of one listener may get different policies (or none), so
+ * nothing goes on the listener and each connection is tuned by itself.
+ */
+function everyAcceptedPolicy(server: net.Server): Policy | undefined {
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) return undefined;
+  const host = plain(address.address);
+  const wildcard = host === '::' || host === '0.0.0.0';
+  for (const { rule } of active?.entries ?? []) {
+    if (rule.direction === 'opened') continue;
+    if (rule.localPort !== undefined && !rule.localPort.includes(address.port)) continue;
+    if (rule.localAddress !== undefined) {
+      // A listener on every address accepts on each of them: the rule decides per connection.
+      if (wildcard) return undefined;
+      if (!rule.localAddress.some((a) => plain(a) === host)) continue;
+    }
+    if (rule.port !== undefined || rule.host !== undefined) return undefined;
+    return rule.policy === false ? undefined : rule.policy;
+  }
+  return undefined;
 }
 
 /** The idle timeout of the proxies most services run behind: AWS ALB's default, nginx's upstream keepalive_timeout. */
@@ -570,7 +637,9 @@ export function register(config: RegisterConfig): Readonly<Record<string, Guard>
     Object.defineProperty(guards, rule.name, { value: guard, enumerable: true });
     entries.push({ rule, guard });
   }
-  active = { config, entries, guards: Object.freeze(guards), stats: emptyStats() };
+  const portRanges = entries.some((e) => e.rule.policy !== false && e.rule.direction !== 'accepted' && e.rule.policy.localPortRange !== false);
+  active = { config, entries, portRanges, guards: Object.freeze(guards), stats: emptyStats() };
+  if (entries.some((e) => e.rule.policy !== false && e.rule.direction !== 'accepted')) prebindEveryConnection(stageOfOpened);
   dc.subscribe('net.client.socket', onClientSocket);
   dc.subscribe('net.server.socket', onServerSocket);
   dc.subscribe('tracing:net.server.listen:asyncStart', onListen);

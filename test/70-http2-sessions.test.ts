@@ -16,7 +16,7 @@ import { canUse } from './helpers/env.js';
 import { catchError } from './helpers/errors.js';
 import { certificate } from './helpers/http.js';
 import {
-  expectRecipePolicy, fixtures, recipeBudget, recipeEnv, recipeKeepAlive, ssSockets, startApp, type App,
+  expectRecipePolicy, fixtures, listenerFds, recipeBudget, recipeEnv, recipeKeepAlive, ssSockets, startApp, type App,
 } from './helpers/register.js';
 
 const keepAlive = { idle: 2000, interval: 1000, count: 3 };
@@ -201,7 +201,10 @@ describe.runIf(canUse('ss', 'strace'))('socktune/register: the sessions grpc-js 
 
   it('the kernel holds the policy on each of their connections (strace: keepalive I/V/C and the user timeout I + C·V)', async () => {
     const sockets = await ssSockets(undefined, ['src', '127.0.0.1']);
-    const mine = expectRecipePolicy({ mode: 'register', app, strace }, sockets, 'h2 register');
+    // The servers' ends inherit the policy from their listeners (socktune/register puts it there once).
+    const listeners = listenerFds(app.ready.pid as number);
+    expect(listeners.size).toBe(2);
+    const mine = expectRecipePolicy({ mode: 'register', app, strace }, sockets, 'h2 register', listeners);
     // Both ends of both pairs.
     expect(mine).toHaveLength(4);
   });

@@ -338,16 +338,36 @@ export interface Arm {
 }
 
 /**
+ * The listening TCP sockets of process `pid` in `ns` (default: this process's namespace), port →
+ * fd (`ss -Htlnp`).
+ */
+export function listenerFds(pid: number, ns?: string): Map<number, number> {
+  const args = ['-Htlnp'];
+  const stdout = ns === undefined ? execFileSync('ss', args, { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, 'ss', ...args], { encoding: 'utf8' });
+  const out = new Map<number, number>();
+  for (const line of stdout.split('\n')) {
+    const local = line.trim().split(/\s+/)[3];
+    const owner = new RegExp(`pid=${pid},fd=(\\d+)`).exec(line);
+    if (local !== undefined && owner) out.set(Number(/:(\d+)$/.exec(local)![1]), Number(owner[1]));
+  }
+  return out;
+}
+
+/**
  * The arm's connections among `sockets` (by pid) hold the recipes' policy, by strace (the last
  * value of each option set on each one's fd) and by ss (the kernel runs a keepalive timer no
- * longer than the idle time); a `plain` arm's hold none of it.
+ * longer than the idle time); a `plain` arm's hold none of it. A connection the arm's process
+ * accepted on one of `listeners` (port → the listening socket's fd) is read on its listener's fd,
+ * from which Linux copies the options: socktune sets them there once, nothing on the connection.
  */
-export function expectRecipePolicy(arm: Arm, sockets: SsSocket[], what: string): SsSocket[] {
+export function expectRecipePolicy(arm: Arm, sockets: SsSocket[], what: string, listeners?: Map<number, number>): SsSocket[] {
   const mine = sockets.filter((s) => s.pid === arm.app.ready.pid);
   expect(mine.length, `${what}: connections`).toBeGreaterThan(0);
   const sets = straceOptions(arm.strace);
   for (const socket of mine) {
-    const set = sets.get(socket.fd!) ?? {};
+    const listener = listeners?.get(socket.localPort);
+    if (listener !== undefined) expect(sets.get(socket.fd!)?.TCP_KEEPIDLE, `${what}: ${socket.line}: set on its own fd`).toBeUndefined();
+    const set = sets.get(listener ?? socket.fd!) ?? {};
     if (arm.mode === 'plain') {
       expect(set.TCP_USER_TIMEOUT, what).toBeUndefined();
       expect(set.TCP_KEEPIDLE === undefined || set.TCP_KEEPIDLE * 1000 > recipeKeepAlive.idle, `${what}: TCP_KEEPIDLE ${set.TCP_KEEPIDLE}`).toBe(true);

@@ -23,7 +23,7 @@ enum Slot : int {
 #define ST_X(id, name, at) S_##id = at,
   ST_SLOTS(ST_X)
 #undef ST_X
-  S_INT_SLOTS = 104,
+      S_INT_SLOTS = 104,
 };
 static_assert(st::OPT_COUNT <= ST_OPTION_SLOTS && ST_OPTION_SLOTS <= 31, "options overflow their slots (and the bit masks)");
 static_assert(S_VALUES == S_IDS + ST_OPTION_SLOTS, "option values follow the ids");
@@ -32,8 +32,8 @@ static_assert(S_QUEUES >= S_READ + ST_OPTION_SLOTS, "options read back overflow 
 static_assert(S_DIAG_DST == S_DIAG_SRC + 4 && S_DIAG_COUNTS == S_DIAG_DST + 4, "addresses take 16 bytes");
 static_assert(S_DIAG_COUNTS + 16 <= S_NEW_FAMILY, "state counts overflow their slots");
 static_assert(S_BIND_ADDR + 4 <= S_NEW_FD && S_NEW_FD < S_INT_SLOTS, "the new socket's slots overflow the integer slots");
-constexpr size_t kInfoOffset = S_INT_SLOTS * 4;                   // Float64 TCP_INFO fields
-constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;            // one BigUint64
+constexpr size_t kInfoOffset = S_INT_SLOTS * 4;         // Float64 TCP_INFO fields
+constexpr size_t kCookieOffset = kInfoOffset + 8 * 48;  // one BigUint64
 constexpr size_t kScratchBytes = kCookieOffset + 8;
 static_assert(st::TI_COUNT <= 48, "TCP_INFO fields overflow the scratch area");
 
@@ -68,9 +68,7 @@ const char* const kStateNames[st::TCPS_COUNT] = {
 #undef ST_X
 };
 
-AddonData* Data(const Napi::CallbackInfo& info) {
-  return info.Env().GetInstanceData<AddonData>();
-}
+AddonData* Data(const Napi::CallbackInfo& info) { return info.Env().GetInstanceData<AddonData>(); }
 
 // Checks the fd src/handle.ts has just read: -1 (a closed handle) is ST_E_NOFD; with
 // slots[S_VERIFY] set it must be a TCP socket of IPv4/IPv6 (src/handle.ts asks once per handle: a
@@ -144,8 +142,10 @@ napi_value WatchAdd(napi_env env, napi_callback_info cbinfo) {
   int rc = CheckFd(d, s[S_FD]);
   if (rc == ST_OK && d->watch_set < 0) {
     int set = st::watch_open();
-    if (set < 0) rc = set;
-    else d->watch_set = set;
+    if (set < 0)
+      rc = set;
+    else
+      d->watch_set = set;
   }
   if (rc == ST_OK) rc = st::watch_add(d->watch_set, s[S_FD], (static_cast<uint64_t>(hi) << 32) | lo);
   s[S_RESULT] = rc;
@@ -352,8 +352,8 @@ napi_value CreateSocket(napi_env env, napi_callback_info cbinfo) {
   uint8_t addr[16];
   memcpy(addr, s + S_BIND_ADDR, 16);
   int applied = 0, step = 0, fd = -1;
-  int rc = st::create_socket(s[S_NEW_FAMILY], s[S_BIND_V6ONLY], s + S_IDS, s + S_VALUES, n, addr, s[S_BIND_PORT],
-                             static_cast<uint32_t>(s[S_BIND_SCOPE]), &applied, &step, &fd);
+  int rc = st::create_socket(s[S_NEW_FAMILY], s[S_BIND_V6ONLY], s + S_IDS, s + S_VALUES, n, addr, s[S_BIND_PORT], static_cast<uint32_t>(s[S_BIND_SCOPE]),
+                             &applied, &step, &fd);
   s[S_APPLIED] = applied;
   s[S_NEW_FD] = fd;
   if (rc != 0) {
@@ -427,9 +427,7 @@ Napi::ArrayBuffer CopyOut(Napi::Env env, const void* data, size_t bytes) {
   return out;
 }
 
-void ListVisit(const st::DiagEntry& e, void* ctx) {
-  static_cast<std::vector<st::DiagEntry>*>(ctx)->push_back(e);
-}
+void ListVisit(const st::DiagEntry& e, void* ctx) { static_cast<std::vector<st::DiagEntry>*>(ctx)->push_back(e); }
 
 // diagList([inodes]): an ArrayBuffer of DiagEntry records, or a negative errno.
 Napi::Value DiagList(const Napi::CallbackInfo& info) {
@@ -451,9 +449,8 @@ Napi::Value DiagReport(const Napi::CallbackInfo& info) {
   AddonData* d = Data(info);
   st::DiagFilter f;
   uint32_t limit, ranked, keep;
-  if (info.Length() < 3 || napi_get_value_uint32(env, info[0], &limit) != napi_ok ||
-      napi_get_value_uint32(env, info[1], &ranked) != napi_ok || napi_get_value_uint32(env, info[2], &keep) != napi_ok ||
-      !TakeDiagFilter(info, d, &f, 3))
+  if (info.Length() < 3 || napi_get_value_uint32(env, info[0], &limit) != napi_ok || napi_get_value_uint32(env, info[1], &ranked) != napi_ok ||
+      napi_get_value_uint32(env, info[2], &keep) != napi_ok || !TakeDiagFilter(info, d, &f, 3))
     return Napi::Number::New(env, -EINVAL);
   st::DiagReport report(ranked, keep);
   int rc = st::diag_dump(f, st::DiagReport::visit, &report);
@@ -471,8 +468,7 @@ Napi::Value DiagReport(const Napi::CallbackInfo& info) {
 // counts by state number, then this process's) or a negative errno.
 class ScrapeWorker : public Napi::AsyncWorker {
  public:
-  ScrapeWorker(Napi::Env env, bool process)
-      : Napi::AsyncWorker(env, "socktune:diagScrape"), deferred_(Napi::Promise::Deferred::New(env)), process_(process) {}
+  ScrapeWorker(Napi::Env env, bool process) : Napi::AsyncWorker(env, "socktune:diagScrape"), deferred_(Napi::Promise::Deferred::New(env)), process_(process) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -506,8 +502,7 @@ class ScrapeWorker : public Napi::AsyncWorker {
     ScrapeWorker* w = static_cast<ScrapeWorker*>(ctx);
     uint8_t state = e.state < 16 ? e.state : 0;
     w->counts_[state]++;
-    if (w->process_ && e.inode != 0 && std::binary_search(w->inodes_.begin(), w->inodes_.end(), e.inode))
-      w->counts_[16 + state]++;
+    if (w->process_ && e.inode != 0 && std::binary_search(w->inodes_.begin(), w->inodes_.end(), e.inode)) w->counts_[16 + state]++;
   }
 
   Napi::Promise::Deferred deferred_;
@@ -530,8 +525,7 @@ Napi::Value DiagScrape(const Napi::CallbackInfo& info) {
 Napi::Value SocketInodes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t pid;
-  if (info.Length() < 1 || napi_get_value_int32(env, info[0], &pid) != napi_ok || pid < 0)
-    return Napi::Number::New(env, -EINVAL);
+  if (info.Length() < 1 || napi_get_value_int32(env, info[0], &pid) != napi_ok || pid < 0) return Napi::Number::New(env, -EINVAL);
   std::vector<uint32_t> inodes;
   int rc = st::socket_inodes(pid, &inodes);
   if (rc != 0) return Napi::Number::New(env, rc);

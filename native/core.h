@@ -13,7 +13,7 @@ enum Option : int32_t {
 #define ST_X(id, name) OPT_##id,
   ST_OPTIONS(ST_X)
 #undef ST_X
-  OPT_COUNT
+      OPT_COUNT
 };
 
 struct OptionInfo {
@@ -55,8 +55,8 @@ enum CreateStep : int { STEP_SOCKET = 0, STEP_OPTION = 1, STEP_BIND = 2 };
 // network order; `scope` for a link-local IPv6 address) and that port. On success *fd_out is the
 // new fd, the caller's from then on: the core keeps nothing. On failure it returns -errno, nothing
 // is left open, *step says what failed and *applied counts the options set before.
-int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr,
-                  int bind_port, uint32_t scope, int* applied, int* step, int* fd_out);
+int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr, int bind_port, uint32_t scope, int* applied,
+                  int* step, int* fd_out);
 
 // Closes an fd create_socket made that could not be handed over. 0 or -errno.
 int close_socket(int fd);
@@ -70,7 +70,7 @@ enum InfoField : int {
 #define ST_X(id, name, member) TI_##id,
   ST_TCP_INFO_FIELDS(ST_X)
 #undef ST_X
-  TI_COUNT
+      TI_COUNT
 };
 int tcp_info(int fd, double* out /* TI_COUNT */);
 
@@ -115,7 +115,7 @@ enum TcpStateNumber : int32_t {
 #define ST_X(id, name) TCPS_##id,
   ST_TCP_STATES(ST_X)
 #undef ST_X
-  TCPS_COUNT
+      TCPS_COUNT
 };
 
 // Compile-time facts the binding exports for `socktune doctor` and errors.

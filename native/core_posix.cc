@@ -127,9 +127,7 @@ int get_option(int fd, int32_t id, int32_t* value) {
   st_socklen len = sizeof v;
   if (getsockopt(ST_SOCKET(fd), o.level, o.optname, ST_OPTVAL(&v), &len) != 0) return -ST_ERRNO();
   // Boolean options read back as any non-zero value (SO_KEEPALIVE returns 8 on some BSDs).
-  if (id == OPT_KEEPALIVE || id == OPT_NODELAY || id == OPT_REUSEADDR || id == OPT_REUSEPORT ||
-      id == OPT_BIND_ADDRESS_NO_PORT)
-    v = v != 0;
+  if (id == OPT_KEEPALIVE || id == OPT_NODELAY || id == OPT_REUSEADDR || id == OPT_REUSEPORT || id == OPT_BIND_ADDRESS_NO_PORT) v = v != 0;
   if (id == OPT_USER_TIMEOUT && v > 0) v *= ST_USER_TIMEOUT_UNIT;
   *value = v;
   return 0;
@@ -188,19 +186,30 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
   int32_t on = -1, idle = -1, interval = -1, count = -1, user_timeout = -1;
   for (int i = 0; i < *n; i++) {
     switch (ids[i]) {
-      case OPT_KEEPALIVE: on = values[i]; break;
-      case OPT_KEEPIDLE: idle = values[i]; break;
-      case OPT_KEEPINTVL: interval = values[i]; break;
-      case OPT_KEEPCNT: count = values[i]; break;
-      case OPT_USER_TIMEOUT: user_timeout = values[i]; break;
-      default: break;
+      case OPT_KEEPALIVE:
+        on = values[i];
+        break;
+      case OPT_KEEPIDLE:
+        idle = values[i];
+        break;
+      case OPT_KEEPINTVL:
+        interval = values[i];
+        break;
+      case OPT_KEEPCNT:
+        count = values[i];
+        break;
+      case OPT_USER_TIMEOUT:
+        user_timeout = values[i];
+        break;
+      default:
+        break;
     }
   }
   int32_t drop = 0;
   int64_t kept_budget_ms = -1;
   // Turning keepalive off is the policy's explicit choice; only timings compete on length.
-  if (on != 0 && (on == 1 || idle >= 0 || interval >= 0 || count >= 0) && option_info(OPT_KEEPIDLE).level >= 0 &&
-      option_info(OPT_KEEPINTVL).level >= 0 && option_info(OPT_KEEPCNT).level >= 0) {
+  if (on != 0 && (on == 1 || idle >= 0 || interval >= 0 || count >= 0) && option_info(OPT_KEEPIDLE).level >= 0 && option_info(OPT_KEEPINTVL).level >= 0 &&
+      option_info(OPT_KEEPCNT).level >= 0) {
     int32_t now_on = 0;
     int rc = get_option(fd, OPT_KEEPALIVE, &now_on);
     if (rc != 0) return rc;
@@ -210,8 +219,8 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
       if ((rc = get_option(fd, OPT_KEEPINTVL, &now_interval)) != 0) return rc;
       if ((rc = get_option(fd, OPT_KEEPCNT, &now_count)) != 0) return rc;
       int64_t now = static_cast<int64_t>(now_idle) + static_cast<int64_t>(now_interval) * now_count;
-      int64_t want = static_cast<int64_t>(idle >= 0 ? idle : now_idle) +
-                     static_cast<int64_t>(interval >= 0 ? interval : now_interval) * (count >= 0 ? count : now_count);
+      int64_t want =
+          static_cast<int64_t>(idle >= 0 ? idle : now_idle) + static_cast<int64_t>(interval >= 0 ? interval : now_interval) * (count >= 0 ? count : now_count);
       if (now < want) {
         drop |= (1 << OPT_KEEPALIVE) | (1 << OPT_KEEPIDLE) | (1 << OPT_KEEPINTVL) | (1 << OPT_KEEPCNT);
         kept_budget_ms = now * 1000;
@@ -253,8 +262,8 @@ int keep_shorter(int fd, int32_t* ids, int32_t* values, int* n, int32_t* kept, b
 // The stages before Node, where the platform makes their sockets here (platform.h); elsewhere
 // (Windows) the platform file answers -ENOTSUP.
 #if defined(ST_CREATES_SOCKETS)
-int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr,
-                  int bind_port, uint32_t scope, int* applied, int* step, int* fd_out) {
+int create_socket(int ip, int v6only, const int32_t* ids, const int32_t* values, int n, const uint8_t* bind_addr, int bind_port, uint32_t scope, int* applied,
+                  int* step, int* fd_out) {
   *applied = 0;
   *step = STEP_SOCKET;
   *fd_out = -1;

@@ -24,8 +24,7 @@ const char* platform_name() { return "win32"; }
 // (its documentation: listening on a file descriptor is not supported on Windows). connect()'s
 // `prebind` and listen() are refused by name in JavaScript (src/options.ts, assertStageAvailable);
 // these answer -ENOTSUP should anything reach them.
-int create_socket(int, int, const int32_t*, const int32_t*, int, const uint8_t*, int, uint32_t, int* applied, int* step,
-                  int* fd_out) {
+int create_socket(int, int, const int32_t*, const int32_t*, int, const uint8_t*, int, uint32_t, int* applied, int* step, int* fd_out) {
   *applied = 0;
   *step = STEP_SOCKET;
   *fd_out = -1;

@@ -20,15 +20,15 @@ struct DiagFilter {
   int family = 0;                     // 0 both, else AF_INET or AF_INET6; | DIAG_WITH_LISTENERS
   int sport = -1;                     // -1 any
   int dport = -1;
-  int any_port = -1;                  // either side
-  const uint32_t* inodes = nullptr;   // sorted; only sockets with these inodes (one process)
+  int any_port = -1;                 // either side
+  const uint32_t* inodes = nullptr;  // sorted; only sockets with these inodes (one process)
   size_t n_inodes = 0;
   bool inode_filter = false;
-  int src_family = 0;                 // 0 any, else only sockets of this family with this local address
+  int src_family = 0;  // 0 any, else only sockets of this family with this local address
   uint8_t src[16] = {0};
-  int dst_family = 0;                 // 0 any, else only sockets of this family with this remote address
+  int dst_family = 0;  // 0 any, else only sockets of this family with this remote address
   uint8_t dst[16] = {0};
-  int netlink_fd = -1;                // a sock_diag socket to dump through (another namespace); -1: open one
+  int netlink_fd = -1;  // a sock_diag socket to dump through (another namespace); -1: open one
 };
 
 struct DiagEntry {

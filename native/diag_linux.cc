@@ -63,8 +63,7 @@ bool selected(const DiagFilter& f, const struct inet_diag_msg* m, uint16_t sport
 
 // Sends one dump request and visits every socket of the answer. `*answered` turns true at the
 // first socket, so a caller can tell a refused request from a dump that failed halfway.
-int dump(int nl, const void* req, size_t len, uint16_t type, const Dump& d, DiagVisit visit, void* ctx,
-         char* buf, size_t buflen, bool* answered) {
+int dump(int nl, const void* req, size_t len, uint16_t type, const Dump& d, DiagVisit visit, void* ctx, char* buf, size_t buflen, bool* answered) {
   const DiagFilter& f = d.f;
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof sa);
@@ -203,8 +202,10 @@ int each_socket(const char* path, F found) {
 
 int socket_inodes(int pid, std::vector<uint32_t>* out) {
   char path[64];
-  if (pid > 0) snprintf(path, sizeof path, "/proc/%d/fd", pid);
-  else snprintf(path, sizeof path, "/proc/self/fd");
+  if (pid > 0)
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/fd");
   int rc = each_socket(path, [&](uint32_t inode) { out->push_back(inode); });
   if (rc != 0) return rc;
   std::sort(out->begin(), out->end());

@@ -20,7 +20,7 @@ struct TopRow {
   uint8_t kind;    // TopKind
   uint8_t family;  // AF_INET / AF_INET6; 0 for a local port
   uint8_t pad;
-  uint16_t port;   // the destination's port, or the local port
+  uint16_t port;  // the destination's port, or the local port
   uint16_t pad2;
   uint32_t count;
   uint8_t addr[16];  // the peer (IPv4 in the first 4 bytes)

@@ -267,8 +267,20 @@ function printTable(r) {
     ['  same, one Node-API call per op', ns(r.noDelay.floorPerCall.ns), `${times(r.noDelay.floorPerCall.ns / r.noDelay.floor.ns)} floor`, '', ''],
     ['configure({ noDelay })', ns(r.noDelay.socktune.ns), `${times(r.noDelay.ratio)} floor`, `≤ ${r.noDelay.goal}×`, yes(r.noDelay.met)],
     ['floor: 5 setsockopt heartbeat (C loop)', ns(r.heartbeat.floor5.ns), '', '', ''],
-    ['  same, one Node-API call per heartbeat', ns(r.heartbeat.floorPerCall.ns), `${times(r.heartbeat.floorPerCall.ns / r.heartbeat.floor5.ns)} floor5`, '', ''],
-    ['configure({ keepAlive, userTimeout })', ns(r.heartbeat.socktune.ns), `${times(r.heartbeat.ratio)} floor5`, `≤ ${r.heartbeat.goal}×`, yes(r.heartbeat.met)],
+    [
+      '  same, one Node-API call per heartbeat',
+      ns(r.heartbeat.floorPerCall.ns),
+      `${times(r.heartbeat.floorPerCall.ns / r.heartbeat.floor5.ns)} floor5`,
+      '',
+      '',
+    ],
+    [
+      'configure({ keepAlive, userTimeout })',
+      ns(r.heartbeat.socktune.ns),
+      `${times(r.heartbeat.ratio)} floor5`,
+      `≤ ${r.heartbeat.goal}×`,
+      yes(r.heartbeat.met),
+    ],
     ['node socket.setKeepAlive(true, d)', ns(r.setKeepAlive.ns), '', '', ''],
   ];
   if (r.netKeepalive.available) {
@@ -285,7 +297,13 @@ function printTable(r) {
   const m = r.memory;
   const perCall = (x) => `${x.toFixed(3)} B/call`;
   rows.push(
-    [`memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.heapAndExternal), '', `${m.goal} B/call`, yes(m.met.heapAndExternal)],
+    [
+      `memory: heapUsed+external, ${m.calls.toLocaleString('en')} calls`,
+      perCall(m.bytesPerCall.heapAndExternal),
+      '',
+      `${m.goal} B/call`,
+      yes(m.met.heapAndExternal),
+    ],
     [`memory: RSS, ${m.calls.toLocaleString('en')} calls`, perCall(m.bytesPerCall.rss), '', `${m.goal} B/call`, yes(m.met.rss)],
     ...diagRows(r.diagnostics),
     ...r.collectorRows,
@@ -300,9 +318,13 @@ function printTable(r) {
     ...r.prebindRows,
   );
   console.log(`socktune bench: Node ${r.node}, ${r.kernel}, ${r.arch}, ${r.cpu ?? 'unknown cpu'}`);
-  console.log(`median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`);
+  console.log(
+    `median of ${r.method.batches} batches (each ≥ ${r.method.minBatchMs} ms: ${yes(r.method.batchesAtLeastMinMs)}), ${r.method.connection}; ${r.method.clock}\n`,
+  );
   printRows(rows);
-  console.log(`\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`);
+  console.log(
+    `\nmemory: growth after gc() over ${m.calls.toLocaleString('en')} ${m.operation} calls (external includes arrayBuffers); "met" means below ${m.tolerance} B/call`,
+  );
   for (const note of diagNotes(r.diagnostics)) console.log(note);
   for (const note of r.collectorNotes) console.log(note);
   for (const note of churnNotes(r.churn)) console.log(note);

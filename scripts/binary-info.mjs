@@ -25,7 +25,8 @@ function elf(file, buf) {
   const dyn = run('readelf', ['--dynamic', '--dyn-syms', '--wide', file]);
   if (dyn.status !== 0) throw new Error(`readelf ${file}: ${dyn.stderr.trim()}`);
   const needs = [...dyn.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
-  const exports = dyn.stdout.split('\n')
+  const exports = dyn.stdout
+    .split('\n')
     .map((l) => l.trim().split(/\s+/))
     .filter((c) => c.length >= 8 && c[4] === 'GLOBAL' && c[6] !== 'UND' && /^(napi_|node_api_)/.test(c[7]))
     .map((c) => c[7].replace(/@.*$/, ''));
@@ -160,7 +161,15 @@ function macho(buf) {
   }
   // Every exported symbol, without Mach-O's leading underscore.
   const exports = trie ? trieExports(buf, trie[0], trie[1]).map((n) => n.replace(/^_/, '')) : [];
-  return { format: filetype === 6 ? 'Mach-O dylib' : filetype === 8 ? 'Mach-O bundle' : `Mach-O type ${filetype}`, cpu, needs, exports, installName, minOs, signed };
+  return {
+    format: filetype === 6 ? 'Mach-O dylib' : filetype === 8 ? 'Mach-O bundle' : `Mach-O type ${filetype}`,
+    cpu,
+    needs,
+    exports,
+    installName,
+    minOs,
+    signed,
+  };
 }
 
 if (fileURLToPath(import.meta.url) === resolve(process.argv[1] ?? '')) {

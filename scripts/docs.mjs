@@ -26,8 +26,11 @@ if (!existsSync(join(tools, 'node_modules', 'typedoc'))) {
 
 function generate(dir) {
   // TypeDoc exits non-zero on errors (a broken {@link}, an export it cannot resolve).
-  execFileSync(process.execPath, [join(tools, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--options', join(tools, 'typedoc.json'), '--out', dir, '--logLevel', 'Warn'],
-    { cwd: tools, stdio: 'inherit' });
+  execFileSync(
+    process.execPath,
+    [join(tools, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--options', join(tools, 'typedoc.json'), '--out', dir, '--logLevel', 'Warn'],
+    { cwd: tools, stdio: 'inherit' },
+  );
 }
 
 function files(dir) {

@@ -25,7 +25,12 @@ export function run(cmd, args, opts = {}) {
 
 /** The last lines of a command's output, indented under a FAIL line. */
 export function tail(text, lines = 25, indent = '       | ') {
-  return text.trimEnd().split('\n').slice(-lines).map((l) => `${indent}${l}`).join('\n');
+  return text
+    .trimEnd()
+    .split('\n')
+    .slice(-lines)
+    .map((l) => `${indent}${l}`)
+    .join('\n');
 }
 
 /** Files below `dir` that pass `filter`. */

@@ -63,11 +63,27 @@ const cleanup = () => {
   if (keep) console.log(`     kept ${work}`);
   else rmSync(work, { recursive: true, force: true });
 };
-process.on('SIGINT', () => { cleanup(); process.exit(130); });
-process.on('SIGTERM', () => { cleanup(); process.exit(143); });
+process.on('SIGINT', () => {
+  cleanup();
+  process.exit(130);
+});
+process.on('SIGTERM', () => {
+  cleanup();
+  process.exit(143);
+});
 
 /** The files a tarball may hold: anything else is a packaging mistake. */
-const allowed = [/^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/, /^native\/[\w.]+\.(cc|h)$/, /^binding\.gyp$/, /^prebuilds\//, /^README\.md$/, /^docs\/.+\.md$/, /^LICENSE$/, /^package\.json$/, /^dashboards\/[\w.-]+\.json$/];
+const allowed = [
+  /^dist\/.+\.(js|cjs|d\.ts|d\.cts)$/,
+  /^native\/[\w.]+\.(cc|h)$/,
+  /^binding\.gyp$/,
+  /^prebuilds\//,
+  /^README\.md$/,
+  /^docs\/.+\.md$/,
+  /^LICENSE$/,
+  /^package\.json$/,
+  /^dashboards\/[\w.-]+\.json$/,
+];
 
 function main() {
   // -- pack (prepack builds dist/ and the prebuilds; its output goes to stderr, the JSON to stdout)
@@ -80,13 +96,17 @@ function main() {
   } catch {
     manifest = undefined;
   }
-  if (!check('npm pack (prepack: dist/ and every prebuild)', packed.status === 0 && manifest, packed.status === 0 ? manifest?.filename : `exit ${packed.status}`)) {
+  if (
+    !check('npm pack (prepack: dist/ and every prebuild)', packed.status === 0 && manifest, packed.status === 0 ? manifest?.filename : `exit ${packed.status}`)
+  ) {
     console.log(tail(packed.stdout + packed.stderr));
     return;
   }
   const tarball = join(packDir, manifest.filename);
   const files = new Set(manifest.files.map((f) => f.path));
-  info(`${manifest.filename}: ${manifest.entryCount} files, ${(manifest.size / 1024).toFixed(1)} KiB packed, ${(manifest.unpackedSize / 1024).toFixed(1)} KiB unpacked`);
+  info(
+    `${manifest.filename}: ${manifest.entryCount} files, ${(manifest.size / 1024).toFixed(1)} KiB packed, ${(manifest.unpackedSize / 1024).toFixed(1)} KiB unpacked`,
+  );
 
   // -- tarball contents
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -100,8 +120,11 @@ function main() {
   };
   walkExports(pkg.exports);
   const missingRefs = [...referenced].filter((p) => !files.has(p));
-  check('tarball holds the files of main, types and exports', missingRefs.length === 0,
-    missingRefs.length ? `missing: ${missingRefs.join(', ')}` : [...referenced].join(', '));
+  check(
+    'tarball holds the files of main, types and exports',
+    missingRefs.length === 0,
+    missingRefs.length ? `missing: ${missingRefs.join(', ')}` : [...referenced].join(', '),
+  );
   const bins = typeof pkg.bin === 'string' ? { [pkg.name]: pkg.bin } : (pkg.bin ?? {});
   for (const [name, target] of Object.entries(bins)) {
     const p = target.replace(/^\.\//, '');
@@ -123,28 +146,36 @@ function main() {
     writeFileSync(p, `#!/bin/sh\necho "$0 $*" >> '${shimLog}'\necho "pack-smoke: '$0' was called but no compiler may be used" >&2\nexit 127\n`);
     chmodSync(p, 0o755);
   }
-  const noCompilerEnv = (extra = {}) => cleanEnv({
-    PATH: `${shimDir}:${process.env.PATH ?? ''}`,
-    CC: join(shimDir, 'cc'),
-    CXX: join(shimDir, 'c++'),
-    npm_config_build_from_source: '',
-    ...extra,
-  });
+  const noCompilerEnv = (extra = {}) =>
+    cleanEnv({
+      PATH: `${shimDir}:${process.env.PATH ?? ''}`,
+      CC: join(shimDir, 'cc'),
+      CXX: join(shimDir, 'c++'),
+      npm_config_build_from_source: '',
+      ...extra,
+    });
 
   // -- empty project + install
   const project = join(work, 'project');
   mkdirSync(project);
-  writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'socktune-pack-smoke', version: '0.0.0', private: true, type: 'module' }, null, 2)}\n`);
-  const inst = run('npm', ['install', tarball, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', project],
-    { cwd: project, env: noCompilerEnv() });
+  writeFileSync(
+    join(project, 'package.json'),
+    `${JSON.stringify({ name: 'socktune-pack-smoke', version: '0.0.0', private: true, type: 'module' }, null, 2)}\n`,
+  );
+  const inst = run('npm', ['install', tarball, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', project], {
+    cwd: project,
+    env: noCompilerEnv(),
+  });
   if (!check('npm install <tarball> --ignore-scripts into an empty project', inst.status === 0, inst.status === 0 ? undefined : `exit ${inst.status}`)) {
     console.log(tail(inst.stdout + inst.stderr));
     return;
   }
   const installed = join(project, 'node_modules', 'socktune');
   check('installed package has no build/ directory', !existsSync(join(installed, 'build')));
-  check('the optional peers (undici, prom-client) are not installed',
-    !existsSync(join(project, 'node_modules', 'undici')) && !existsSync(join(project, 'node_modules', 'prom-client')));
+  check(
+    'the optional peers (undici, prom-client) are not installed',
+    !existsSync(join(project, 'node_modules', 'undici')) && !existsSync(join(project, 'node_modules', 'prom-client')),
+  );
   for (const f of ['loads.mjs', 'win32.mjs']) copyFileSync(join(root, 'scripts', 'smoke', f), join(project, f));
 
   // -- which file node-gyp-build picks, everywhere the package claims to run
@@ -212,7 +243,10 @@ function smoke(label, argv, project, env) {
  */
 function musl(pkgDir) {
   const def = readFileSync(join(root, 'node_modules', 'node-api-headers', 'def', 'node_api.def'), 'utf8');
-  const names = def.split('\n').map((l) => l.trim()).filter((l) => /^napi_\w+$|^node_api_\w+$/.test(l));
+  const names = def
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^napi_\w+$|^node_api_\w+$/.test(l));
   const stubs = join(work, 'napi-stubs.h');
   writeFileSync(stubs, names.map((n) => `__attribute__((visibility("default"))) void* ${n}(void) { return 0; }\n`).join(''));
   const host = join(work, 'musl-host');
@@ -223,8 +257,11 @@ function musl(pkgDir) {
   }
   const file = join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.musl.node');
   const r = run(host, [file], { timeout: 30_000 });
-  check('linux-x64 musl: ld-musl loads the installed musl prebuild, every symbol bound; its Node-API version is 8',
-    r.status === 0 && r.stdout.trim() === 'ok node_api_module_get_api_version_v1() = 8', (r.stdout + r.stderr).trim());
+  check(
+    'linux-x64 musl: ld-musl loads the installed musl prebuild, every symbol bound; its Node-API version is 8',
+    r.status === 0 && r.stdout.trim() === 'ok node_api_module_get_api_version_v1() = 8',
+    (r.stdout + r.stderr).trim(),
+  );
   const control = run(host, [join(pkgDir, 'prebuilds', 'linux-x64', 'socktune.glibc.node')], { timeout: 30_000 });
   check('linux-x64 musl: the glibc prebuild does not load there (the control)', control.status !== 0, control.stdout.trim());
 }
@@ -245,7 +282,10 @@ function windows(exe, project) {
   mkdirSync(renamedDir, { recursive: true });
   const renamed = join(renamedDir, 'socktune-app.exe');
   copyFileSync(exe, renamed);
-  for (const [label, host] of [['node.exe', exe], ['a renamed node.exe (socktune-app.exe, no node.exe beside it)', renamed]]) {
+  for (const [label, host] of [
+    ['node.exe', exe],
+    ['a renamed node.exe (socktune-app.exe, no node.exe beside it)', renamed],
+  ]) {
     const out = join(work, `win32-smoke-${label.length}.txt`);
     // node.exe's stdout and stderr are files, not pipes: under wine a pipe cannot be opened as
     // process.stderr (EBADF), and Node's net.Socket#_destroy reads process.stderr, so every
@@ -304,16 +344,32 @@ function picks(pkgDir) {
 /** A strict TypeScript project importing every public export, checked with the repo's tsc. */
 function typesCheck(project) {
   writeFileSync(join(project, 'use.ts'), "import * as socktune from 'socktune';\nexport const names: string[] = Object.keys(socktune);\n");
-  writeFileSync(join(project, 'tsconfig.json'), `${JSON.stringify({
-    compilerOptions: {
-      target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
-      skipLibCheck: false, types: ['node'], typeRoots: [join(root, 'node_modules', '@types')],
-    },
-    include: ['use.ts'],
-  }, null, 2)}\n`);
+  writeFileSync(
+    join(project, 'tsconfig.json'),
+    `${JSON.stringify(
+      {
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          noEmit: true,
+          skipLibCheck: false,
+          types: ['node'],
+          typeRoots: [join(root, 'node_modules', '@types')],
+        },
+        include: ['use.ts'],
+      },
+      null,
+      2,
+    )}\n`,
+  );
   const r = run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], { cwd: project, env: cleanEnv() });
-  check('the published .d.ts type-check without undici and prom-client (strict, no skipLibCheck)', r.status === 0,
-    r.status === 0 ? undefined : `${(r.stdout.match(/error TS\d+/g) ?? []).length} errors`);
+  check(
+    'the published .d.ts type-check without undici and prom-client (strict, no skipLibCheck)',
+    r.status === 0,
+    r.status === 0 ? undefined : `${(r.stdout.match(/error TS\d+/g) ?? []).length} errors`,
+  );
   if (r.status !== 0) console.log(tail(r.stdout + r.stderr));
 }
 

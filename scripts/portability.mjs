@@ -26,9 +26,7 @@
 // the emulated Node. The files and the tests left out, with the reason for each, are in ARM64 below.
 // Prints a table, then `portability: N passed, M failed`; exits 1 if any run failed.
 import { spawnSync } from 'node:child_process';
-import {
-  closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanEnv, fetchNode as fetchNodeBinary, fetchPackage, mtime, run, runner, tail as tailLines, walk } from './lib.mjs';
@@ -61,7 +59,8 @@ for (let i = 0; i < own.length; i++) {
     resultsFile = resolve(v);
   } else if (a === '--arch' || a.startsWith('--arch=')) {
     arch = a === '--arch' ? own[++i] : a.slice('--arch='.length);
-    if (arch !== process.arch && !(process.arch === 'x64' && arch === 'arm64')) usage(`--arch ${arch}: this machine runs ${process.arch}, and arm64 under qemu-user`);
+    if (arch !== process.arch && !(process.arch === 'x64' && arch === 'arm64'))
+      usage(`--arch ${arch}: this machine runs ${process.arch}, and arm64 under qemu-user`);
   } else if (a === '--runtime' || a.startsWith('--runtime=')) {
     other = a === '--runtime' ? own[++i] : a.slice('--runtime='.length);
     if (other !== 'bun' && other !== 'bun-musl') usage(`--runtime wants bun or bun-musl, got ${other ?? 'nothing'}`);
@@ -74,7 +73,8 @@ for (let i = 0; i < own.length; i++) {
   }
 }
 function usage(err) {
-  const text = 'usage: node scripts/portability.mjs [--arch arm64] [--majors 22,24,26] [--no-system] [--refresh] [--rebuild] [--verbose] [--results FILE] [-- vitest args]';
+  const text =
+    'usage: node scripts/portability.mjs [--arch arm64] [--majors 22,24,26] [--no-system] [--refresh] [--rebuild] [--verbose] [--results FILE] [-- vitest args]';
   if (err) console.error(`portability: ${err}\n${text}`);
   else console.log(text);
   process.exit(err ? 2 : 0);
@@ -92,12 +92,20 @@ const pre = runner(process.platform, arch);
 // setsockopt/getsockopt through to the kernel; what it does not translate is named with each.
 const ARM64 = {
   files: [
-    'test/01-options.test.ts', 'test/02-validation.test.ts', 'test/03-handles.test.ts', 'test/04-connecting.test.ts',
-    'test/05-views.test.ts', 'test/06-workers.test.ts', 'test/14-policy.test.ts',
+    'test/01-options.test.ts',
+    'test/02-validation.test.ts',
+    'test/03-handles.test.ts',
+    'test/04-connecting.test.ts',
+    'test/05-views.test.ts',
+    'test/06-workers.test.ts',
+    'test/14-policy.test.ts',
   ],
   excluded: [
     { test: '(strace)', why: 'runs strace -f process.execPath: the arm64 binary starts only through qemu, and binfmt_misc is not mounted here' },
-    { test: 'reports ESTABLISHED with a measured round-trip time', why: 'qemu-user copies 4 bytes of getsockopt(TCP_INFO): the state is right, rtt and the rest read 0' },
+    {
+      test: 'reports ESTABLISHED with a measured round-trip time',
+      why: 'qemu-user copies 4 bytes of getsockopt(TCP_INFO): the state is right, rtt and the rest read 0',
+    },
     { test: 'count bytes held by the kernel when the reader is paused', why: 'qemu-user answers ENOSYS to the SIOCOUTQNSD ioctl' },
     { test: 'is the cookie ss -e prints', why: 'qemu-user answers EINVAL to getsockopt(SO_COOKIE), an 8-byte value' },
   ],
@@ -125,17 +133,33 @@ const ARM64 = {
 //                             test/52-runtimes.test.ts, run by Node
 const BUN = {
   files: [
-    'test/00-tables.test.ts', 'test/01-options.test.ts', 'test/02-validation.test.ts', 'test/04-connecting.test.ts',
-    'test/05-views.test.ts', 'test/06-workers.test.ts', 'test/08-cli-doctor.test.ts', 'test/09-loader.test.ts',
-    'test/10-states.test.ts', 'test/11-audit.test.ts', 'test/12-watch.test.ts', 'test/13-metrics.test.ts',
-    'test/14-policy.test.ts', 'test/40-stat-scope.test.ts', 'test/41-cli.test.ts', 'test/42-scrape.test.ts',
-    'test/43-doctor-connections.test.ts', 'test/45-register-names.test.ts',
+    'test/00-tables.test.ts',
+    'test/01-options.test.ts',
+    'test/02-validation.test.ts',
+    'test/04-connecting.test.ts',
+    'test/05-views.test.ts',
+    'test/06-workers.test.ts',
+    'test/08-cli-doctor.test.ts',
+    'test/09-loader.test.ts',
+    'test/10-states.test.ts',
+    'test/11-audit.test.ts',
+    'test/12-watch.test.ts',
+    'test/13-metrics.test.ts',
+    'test/14-policy.test.ts',
+    'test/40-stat-scope.test.ts',
+    'test/41-cli.test.ts',
+    'test/42-scrape.test.ts',
+    'test/43-doctor-connections.test.ts',
+    'test/45-register-names.test.ts',
   ],
   // The loader's cases are written for a glibc test process (glibc prebuilds, the glibc label);
   // the musl host's are in that file too, run from a glibc process.
   notUnderMusl: ['test/09-loader.test.ts'],
   excluded: [
-    { test: '+50 per the seconds between the two reads', why: 'assumes that opening 50 connections inside a frame\'s write takes over 25 ms (so that two frames are 75 ms apart); Bun opens them faster' },
+    {
+      test: '+50 per the seconds between the two reads',
+      why: "assumes that opening 50 connections inside a frame's write takes over 25 ms (so that two frames are 75 ms apart); Bun opens them faster",
+    },
   ],
 };
 
@@ -259,11 +283,15 @@ function runSuite(label, bin) {
   const probeCode = other
     ? `import(${JSON.stringify(join(root, 'dist', 'binding.js'))}).then((b) => console.log(b.addon.path ?? b.addon.error.message))`
     : `const p = require('node-gyp-build').resolve(${JSON.stringify(root)}); require(p); console.log(p)`;
-  const probe = exec(['-e', probeCode],
-    { cwd: root, env, timeout: 120_000, encoding: 'utf8' });
+  const probe = exec(['-e', probeCode], { cwd: root, env, timeout: 120_000, encoding: 'utf8' });
   const loaded = (probe.stdout ?? '').trim();
   if (probe.status !== 0 || loaded !== prebuildPath(target)) {
-    row.note = `addon did not load from ${relative(root, prebuildPath(target))}: ${((probe.stderr ?? '').trim().split('\n').find((l) => /Error/.test(l)) ?? loaded).slice(0, 120)}`;
+    row.note = `addon did not load from ${relative(root, prebuildPath(target))}: ${(
+      (probe.stderr ?? '')
+        .trim()
+        .split('\n')
+        .find((l) => /Error/.test(l)) ?? loaded
+    ).slice(0, 120)}`;
     console.log(`FAIL ${label} (${version}): ${row.note}`);
     return row;
   }
@@ -274,9 +302,19 @@ function runSuite(label, bin) {
   rmSync(json, { force: true });
   // vitest.config.ts may name its own JSON output (CI): point it at ours, never at the project's file.
   env.SOCKTUNE_TEST_RESULTS = json;
-  const subset = other ? (vitestArgs.length === 0 ? ['-t', exclusionPattern(BUN.excluded), ...BUN.files.filter((f) => other !== 'bun-musl' || !BUN.notUnderMusl.includes(f))] : vitestArgs) : emulated && vitestArgs.length === 0 ? ['--pool=threads', '-t', exclusionPattern(ARM64.excluded), ...ARM64.files] : emulated ? ['--pool=threads', ...vitestArgs] : vitestArgs;
+  const subset = other
+    ? vitestArgs.length === 0
+      ? ['-t', exclusionPattern(BUN.excluded), ...BUN.files.filter((f) => other !== 'bun-musl' || !BUN.notUnderMusl.includes(f))]
+      : vitestArgs
+    : emulated && vitestArgs.length === 0
+      ? ['--pool=threads', '-t', exclusionPattern(ARM64.excluded), ...ARM64.files]
+      : emulated
+        ? ['--pool=threads', ...vitestArgs]
+        : vitestArgs;
   const args = [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...subset];
-  console.log(`..   ${label} (${version}): vitest run${subset.length ? ` ${subset.join(' ')}` : ''}, PREBUILDS_ONLY=1${flags.has('--verbose') ? '' : `, log ${relative(root, log)}`}`);
+  console.log(
+    `..   ${label} (${version}): vitest run${subset.length ? ` ${subset.join(' ')}` : ''}, PREBUILDS_ONLY=1${flags.has('--verbose') ? '' : `, log ${relative(root, log)}`}`,
+  );
   const started = Date.now();
   // A suite that hangs is a failure of this run, not a hung script.
   const limit = { timeout: SUITE_TIMEOUT_MS, killSignal: 'SIGKILL' };
@@ -318,7 +356,9 @@ function runSuite(label, bin) {
   else if (status !== 0 && row.failed === 0) row.note = `vitest exit ${status}`;
   row.ok = status === 0 && !!report && report.numTotalTests > 0 && row.failed === 0 && row.filesFailed === 0;
 
-  console.log(`${row.ok ? 'PASS' : 'FAIL'} ${label} (${version}): ${row.passed} passed, ${row.failed} failed, ${row.skipped} skipped in ${row.seconds.toFixed(1)} s${row.note ? ` — ${row.note}` : ''}`);
+  console.log(
+    `${row.ok ? 'PASS' : 'FAIL'} ${label} (${version}): ${row.passed} passed, ${row.failed} failed, ${row.skipped} skipped in ${row.seconds.toFixed(1)} s${row.note ? ` — ${row.note}` : ''}`,
+  );
   if (!row.ok && !flags.has('--verbose') && existsSync(log)) console.log(tail(readFileSync(log, 'utf8'), 40));
   return row;
 }
@@ -355,12 +395,25 @@ if (targets.length === 0) usage('nothing to run');
 const rows = targets.map((t) => runSuite(t.label, t.bin));
 
 const header = ['node', 'version', 'passed', 'failed', 'skipped', 'files failed', 'time', 'result'];
-const table = [header, ...rows.map((r) => [
-  r.label, r.version, String(r.passed), String(r.failed), String(r.skipped), String(r.filesFailed),
-  `${r.seconds.toFixed(1)} s`, r.ok ? 'PASS' : `FAIL${r.note ? ` (${r.note})` : ''}`,
-])];
+const table = [
+  header,
+  ...rows.map((r) => [
+    r.label,
+    r.version,
+    String(r.passed),
+    String(r.failed),
+    String(r.skipped),
+    String(r.filesFailed),
+    `${r.seconds.toFixed(1)} s`,
+    r.ok ? 'PASS' : `FAIL${r.note ? ` (${r.note})` : ''}`,
+  ]),
+];
 const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
-const line = (row) => row.map((c, i) => (i >= 2 && i <= 6 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+const line = (row) =>
+  row
+    .map((c, i) => (i >= 2 && i <= 6 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+    .join('  ')
+    .trimEnd();
 console.log('');
 console.log(line(table[0]));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));

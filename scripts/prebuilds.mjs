@@ -118,10 +118,7 @@ function build(t, work, { freshCache = false } = {}) {
   if (!t.zig && !have(cc[0])) throw Object.assign(new Error(`${cc[0]} not found: apt-get install ${t.apt}`), { detail: '' });
   // node-gyp's common.gypi builds addons without RTTI and exceptions; node-addon-api is told so
   // by NAPI_DISABLE_CPP_EXCEPTIONS in binding.gyp.
-  const args = [
-    ...cc.slice(1), '-shared', '-fno-rtti', '-fno-exceptions', ...cflags,
-    ...defines.map((d) => `-D${d}`), `-I${addonApi}`, `-I${headers.include}`,
-  ];
+  const args = [...cc.slice(1), '-shared', '-fno-rtti', '-fno-exceptions', ...cflags, ...defines.map((d) => `-D${d}`), `-I${addonApi}`, `-I${headers.include}`];
   if (t.os === 'linux') {
     const map = join(work, 'exports.map');
     writeFileSync(map, VERSION_SCRIPT);
@@ -152,10 +149,15 @@ function build(t, work, { freshCache = false } = {}) {
   const out = join(work, 'socktune.node');
   args.push(...sources, '-s', '-o', out);
   // A fresh local cache recompiles socktune's own objects (zig's libc++ stays in the global one).
-  const env = { ...process.env, ZIG_GLOBAL_CACHE_DIR: join(zigHome, 'cache'), ZIG_LOCAL_CACHE_DIR: freshCache ? join(work, 'zig-cache') : join(zigHome, 'cache') };
+  const env = {
+    ...process.env,
+    ZIG_GLOBAL_CACHE_DIR: join(zigHome, 'cache'),
+    ZIG_LOCAL_CACHE_DIR: freshCache ? join(work, 'zig-cache') : join(zigHome, 'cache'),
+  };
   if (t.os === 'mac') env.ZIG_VERBOSE_LINK = '1';
   const r = run(cc[0], args, { cwd: root, env, timeout: 20 * 60_000 });
-  if (r.status !== 0) throw Object.assign(new Error(`${cc[0]} exited with ${r.status}`), { detail: `${cc.join(' ')} ${args.join(' ')}\n${r.stdout}${r.stderr}` });
+  if (r.status !== 0)
+    throw Object.assign(new Error(`${cc[0]} exited with ${r.status}`), { detail: `${cc.join(' ')} ${args.join(' ')}\n${r.stdout}${r.stderr}` });
   if (t.os === 'mac') relinkMac(t, r.stderr, out, work);
   return out;
 }
@@ -183,9 +185,26 @@ function relinkMac(t, zigOutput, out, work) {
   writeFileSync(exportsList, '_napi_register_module_v1\n_node_api_module_get_api_version_v1\n');
   const libSystem = join(zigHome, '0.11.0', 'package', 'lib', 'libc', 'darwin', 'libSystem.11.tbd');
   const args = [
-    '-arch', arch, '-platform_version', 'macos', version, version, '-dylib', '-undefined', 'dynamic_lookup',
-    '-exported_symbols_list', exportsList, '-install_name', 'socktune.node', '-dead_strip', '-S',
-    ...(arch === 'arm64' ? ['-adhoc_codesign'] : []), '-o', out, ...inputs, libSystem,
+    '-arch',
+    arch,
+    '-platform_version',
+    'macos',
+    version,
+    version,
+    '-dylib',
+    '-undefined',
+    'dynamic_lookup',
+    '-exported_symbols_list',
+    exportsList,
+    '-install_name',
+    'socktune.node',
+    '-dead_strip',
+    '-S',
+    ...(arch === 'arm64' ? ['-adhoc_codesign'] : []),
+    '-o',
+    out,
+    ...inputs,
+    libSystem,
   ];
   const r = run(lld, args, { cwd: work });
   if (r.status !== 0) throw Object.assign(new Error(`${lld} exited with ${r.status}`), { detail: `${lld} ${args.join(' ')}\n${r.stdout}${r.stderr}` });
@@ -261,7 +280,9 @@ function main() {
         const same = a.equals(b);
         const at = same ? -1 : a.findIndex((byte, i) => byte !== b[i]);
         if (!same) failed++;
-        console.log(`${same ? 'ok  ' : 'FAIL'} ${t.name.padEnd(17)} two builds ${same ? `are byte-identical (${a.length} bytes)` : `differ (${a.length} and ${b.length} bytes, first at byte ${at})`}`);
+        console.log(
+          `${same ? 'ok  ' : 'FAIL'} ${t.name.padEnd(17)} two builds ${same ? `are byte-identical (${a.length} bytes)` : `differ (${a.length} and ${b.length} bytes, first at byte ${at})`}`,
+        );
       } catch (err) {
         failed++;
         console.log(`FAIL ${t.name.padEnd(17)} ${err.message}`);

@@ -53,13 +53,16 @@ function muslCompat() {
 export function runtime(name, { log = () => {} } = {}) {
   const r = runtimes[name];
   if (!r) throw new Error(`unknown runtime ${name}: ${Object.keys(runtimes).join(', ')}`);
-  if (process.platform !== 'linux' || process.arch !== 'x64') throw new Error(`the runtimes are fetched for linux-x64 only, not ${process.platform}-${process.arch}`);
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    throw new Error(`the runtimes are fetched for linux-x64 only, not ${process.platform}-${process.arch}`);
   const dir = join(cache, name);
   const env = r.musl ? { LD_LIBRARY_PATH: muslCompat() } : {};
   const runs = (d) => run(join(d, 'package', r.bin), ['--version'], { env: { ...process.env, ...env }, timeout: 60_000 }).status === 0;
   fetchPackage(r.spec, dir, { usable: runs, log });
   const bin = join(dir, 'package', r.bin);
-  const version = run(bin, ['--version'], { env: { ...process.env, ...env } }).stdout.trim().split('\n')[0];
+  const version = run(bin, ['--version'], { env: { ...process.env, ...env } })
+    .stdout.trim()
+    .split('\n')[0];
   return { bin, env, version };
 }
 

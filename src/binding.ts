@@ -158,7 +158,11 @@ function loaderBase(): bigint | undefined {
   const wide = /64/.test(process.arch);
   const size = wide ? 8 : 4;
   const read = (at: number): bigint =>
-    wide ? (endianness() === 'LE' ? auxv.readBigUInt64LE(at) : auxv.readBigUInt64BE(at)) : BigInt(endianness() === 'LE' ? auxv.readUInt32LE(at) : auxv.readUInt32BE(at));
+    wide
+      ? endianness() === 'LE'
+        ? auxv.readBigUInt64LE(at)
+        : auxv.readBigUInt64BE(at)
+      : BigInt(endianness() === 'LE' ? auxv.readUInt32LE(at) : auxv.readUInt32BE(at));
   for (let at = 0; at + 2 * size <= auxv.length; at += 2 * size) {
     const type = read(at);
     if (type === 0n) break;
@@ -227,9 +231,26 @@ export function stub(error: Error): NativeBinding {
   };
   return {
     init() {},
-    apply: fail, read: fail, tcpInfo: fail, queues: fail, cookie: fail, state: fail, lingerIfDrained: fail, socketError: fail, check: fail, locate: fail,
-    watchAdd: fail, watchDrain: fail, createSocket: fail, releaseSocket: fail,
-    diagCount: fail, diagList: fail, diagReport: fail, diagScrape: fail, socketInodes: fail, socketOwners: fail,
+    apply: fail,
+    read: fail,
+    tcpInfo: fail,
+    queues: fail,
+    cookie: fail,
+    state: fail,
+    lingerIfDrained: fail,
+    socketError: fail,
+    check: fail,
+    locate: fail,
+    watchAdd: fail,
+    watchDrain: fail,
+    createSocket: fail,
+    releaseSocket: fail,
+    diagCount: fail,
+    diagList: fail,
+    diagReport: fail,
+    diagScrape: fail,
+    socketInodes: fail,
+    socketOwners: fail,
     netnsOpen: fail,
     constants: {
       options: optionNames.map((name, id) => ({ id, name, supported: true, level: -1, optname: -1 })),
@@ -245,9 +266,15 @@ export function stub(error: Error): NativeBinding {
         name: process.platform,
         sockDiag: false,
         watch: false,
-        get tcpInfo(): boolean { return fail(); },
-        get queues(): boolean { return fail(); },
-        get cookie(): boolean { return fail(); },
+        get tcpInfo(): boolean {
+          return fail();
+        },
+        get queues(): boolean {
+          return fail();
+        },
+        get cookie(): boolean {
+          return fail();
+        },
       },
     },
   };

@@ -47,7 +47,13 @@ type Flags = Map<string, string | string[] | true>;
 
 const filterFlags: FlagSpec[] = [
   { name: 'pid', short: 'p', kind: 'value', arg: '<pid>', help: 'only the sockets of this process (inodes in /proc/PID/fd), in its network namespace' },
-  { name: 'netns', short: 'n', kind: 'value', arg: '<name|path>', help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)' },
+  {
+    name: 'netns',
+    short: 'n',
+    kind: 'value',
+    arg: '<name|path>',
+    help: 'another network namespace: a name under /run/netns, or a path such as /proc/PID/ns/net (needs root)',
+  },
   { name: 'port', kind: 'value', arg: '<port>', help: 'a port on either side' },
   { name: 'local-port', kind: 'value', arg: '<port>', help: 'local port' },
   { name: 'remote-port', kind: 'value', arg: '<port>', help: 'remote port' },
@@ -60,7 +66,7 @@ const filterFlags: FlagSpec[] = [
 
 /** Flags that existed once, with what to use instead. */
 const removed: Record<string, string> = {
-  process: '--process was removed (it counted the CLI\'s own sockets): use --pid <pid> for a process',
+  process: "--process was removed (it counted the CLI's own sockets): use --pid <pid> for a process",
 };
 
 const PORT = { min: 0, max: 65535 };
@@ -87,9 +93,18 @@ function stringFlag(flags: Flags, name: string): string | undefined {
 
 /** ss's state names (and the kernel's, any case) to the kernel's. */
 const ssStates: Record<string, string> = {
-  estab: 'ESTABLISHED', established: 'ESTABLISHED', 'syn-sent': 'SYN_SENT', 'syn-recv': 'SYN_RECV',
-  'fin-wait-1': 'FIN_WAIT1', 'fin-wait-2': 'FIN_WAIT2', 'time-wait': 'TIME_WAIT', closed: 'CLOSE',
-  'close-wait': 'CLOSE_WAIT', 'last-ack': 'LAST_ACK', listening: 'LISTEN', closing: 'CLOSING',
+  estab: 'ESTABLISHED',
+  established: 'ESTABLISHED',
+  'syn-sent': 'SYN_SENT',
+  'syn-recv': 'SYN_RECV',
+  'fin-wait-1': 'FIN_WAIT1',
+  'fin-wait-2': 'FIN_WAIT2',
+  'time-wait': 'TIME_WAIT',
+  closed: 'CLOSE',
+  'close-wait': 'CLOSE_WAIT',
+  'last-ack': 'LAST_ACK',
+  listening: 'LISTEN',
+  closing: 'CLOSING',
 };
 
 /** Turns filter flags into a ConnectionFilter, each value checked here so errors name the flag. */
@@ -105,11 +120,18 @@ async function filterFrom(flags: Flags): Promise<import('./diagnose/states.js').
     }
     f.netns = netns;
   }
-  for (const [flag, key] of [['port', 'port'], ['local-port', 'localPort'], ['remote-port', 'remotePort']] as const) {
+  for (const [flag, key] of [
+    ['port', 'port'],
+    ['local-port', 'localPort'],
+    ['remote-port', 'remotePort'],
+  ] as const) {
     const n = intFlag(flags, flag, PORT.min, PORT.max);
     if (n !== undefined) f[key] = n;
   }
-  for (const [flag, key] of [['local-address', 'localAddress'], ['remote-address', 'remoteAddress']] as const) {
+  for (const [flag, key] of [
+    ['local-address', 'localAddress'],
+    ['remote-address', 'remoteAddress'],
+  ] as const) {
     const a = stringFlag(flags, flag);
     if (a === undefined) continue;
     if (parseAddress(a) === undefined) throw new UsageError(`--${flag} must be an IPv4 or IPv6 address, got '${a}'`);
@@ -124,13 +146,16 @@ async function filterFrom(flags: Flags): Promise<import('./diagnose/states.js').
   if (states !== undefined) {
     const { constants } = await import('./binding.js');
     const kernel: string[] = constants.tcpStates.slice(1);
-    f.states = (states as string[]).flatMap((s) => s.split(',')).filter(Boolean).map((s) => {
-      const name = ssStates[s.toLowerCase()] ?? s.toUpperCase().replace(/-/g, '_');
-      if (!kernel.includes(name)) {
-        throw new UsageError(`--state '${s}' is not a TCP state; use one of: ${kernel.join(', ')} (or ss's names: ${Object.keys(ssStates).join(', ')})`);
-      }
-      return name as import('./tables.js').TcpState;
-    });
+    f.states = (states as string[])
+      .flatMap((s) => s.split(','))
+      .filter(Boolean)
+      .map((s) => {
+        const name = ssStates[s.toLowerCase()] ?? s.toUpperCase().replace(/-/g, '_');
+        if (!kernel.includes(name)) {
+          throw new UsageError(`--state '${s}' is not a TCP state; use one of: ${kernel.join(', ')} (or ss's names: ${Object.keys(ssStates).join(', ')})`);
+        }
+        return name as import('./tables.js').TcpState;
+      });
     if (f.states.length === 0) throw new UsageError('--state needs at least one state');
   }
   const source = stringFlag(flags, 'source');
@@ -175,9 +200,15 @@ const commands: CommandSpec[] = [
       const max = Math.max(0, ...rows.map(([, n]) => n));
       const bar = (n: number) => '#'.repeat(max > 0 ? Math.round((n / max) * 30) : 0);
       const out = [
-        `TCP sockets of ${scopeText(report, commandOf(report.pid, (p) => readFileSync(p, 'utf8')))} (${report.source}): ${report.total}`,
+        `TCP sockets of ${scopeText(
+          report,
+          commandOf(report.pid, (p) => readFileSync(p, 'utf8')),
+        )} (${report.source}): ${report.total}`,
         '',
-        table(['state', 'count', ''], rows.map(([s, n]) => [s, String(n), bar(n)])),
+        table(
+          ['state', 'count', ''],
+          rows.map(([s, n]) => [s, String(n), bar(n)]),
+        ),
       ];
       for (const [state, t] of Object.entries(report.top)) {
         if (t.peers.length === 0) continue;
@@ -185,7 +216,12 @@ const commands: CommandSpec[] = [
         out.push('', `${state} by peer / destination (opened here) / local port (accepted here):`);
         const len = Math.max(t.peers.length, t.destinations.length, t.localPorts.length);
         const cell = (e?: { key: string; count: number }) => (e ? `${e.count} ${e.key}` : '');
-        out.push(table(['peer', 'destination', 'local port'], Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])])));
+        out.push(
+          table(
+            ['peer', 'destination', 'local port'],
+            Array.from({ length: len }, (_, i) => [cell(t.peers[i]), cell(t.destinations[i]), cell(t.localPorts[i])]),
+          ),
+        );
         if (!t.owned) {
           out.push(`${state} sockets have no owning process: the kernel keeps them after the process closed them.`);
           continue;
@@ -197,7 +233,11 @@ const commands: CommandSpec[] = [
         }
         out.push('', `${state} held by (pid command: sockets), as ss -p shows them:`);
         const lines: string[][] = [[`all ${state}`, heldBy({ owners: t.holders, unreadable: t.unreadable })]];
-        for (const [kind, label] of [['peers', 'peer'], ['destinations', 'destination'], ['localPorts', 'local port']] as const) {
+        for (const [kind, label] of [
+          ['peers', 'peer'],
+          ['destinations', 'destination'],
+          ['localPorts', 'local port'],
+        ] as const) {
           for (const e of t[kind]) lines.push([`${label} ${e.key}`, heldBy(e)]);
         }
         out.push(table(['group', 'held by'], lines));
@@ -314,7 +354,10 @@ async function parseFlags(c: CommandSpec, args: string[]): Promise<Flags | 'help
     if (!spec) {
       if (removed[name]) throw new UsageError(removed[name]);
       const { didYouMean } = await import('./errors.js');
-      const hint = didYouMean(name, c.flags.map((f) => f.name));
+      const hint = didYouMean(
+        name,
+        c.flags.map((f) => f.name),
+      );
       throw new UsageError(`unknown option --${name}${hint ? ` (did you mean --${hint}?)` : ''}`);
     }
     if (spec.kind === 'boolean') {
@@ -350,7 +393,9 @@ function failure(command: string, err: unknown): number {
   const e = err as Error & { code?: string };
   if (err instanceof UsageError) {
     const c = commands.find((x) => x.name === command);
-    process.stderr.write(`socktune${command ? ` ${command}` : ''}: ${e.message}\n${c ? `usage: ${usageLine(c)}\n` : 'usage: socktune <command> [options] (socktune --help lists the commands)\n'}`);
+    process.stderr.write(
+      `socktune${command ? ` ${command}` : ''}: ${e.message}\n${c ? `usage: ${usageLine(c)}\n` : 'usage: socktune <command> [options] (socktune --help lists the commands)\n'}`,
+    );
     return EXIT.usage;
   }
   if (typeof e?.code === 'string' && (e.code.startsWith('ERR_INVALID_ARG') || e.code === 'ERR_OUT_OF_RANGE')) {
@@ -382,7 +427,10 @@ async function main(argv: string[]): Promise<number> {
   const command = commands.find((c) => c.name === first);
   if (!command) {
     const { didYouMean } = await import('./errors.js');
-    const hint = didYouMean(first, commands.map((c) => c.name));
+    const hint = didYouMean(
+      first,
+      commands.map((c) => c.name),
+    );
     return failure('', new UsageError(`unknown command '${first}'${hint ? ` (did you mean ${hint}?)` : ''}`));
   }
   try {

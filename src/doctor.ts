@@ -51,11 +51,12 @@ export function renderConnections(audit: ConnectionAudit, counts: { closeWait: n
   const lines = [`connections: ${counts.closeWait} CLOSE_WAIT, ${counts.timeWait} TIME_WAIT sockets in this namespace (${audit.source})`, ''];
   const findings = [...audit.findings].sort((a, b) => order[a.severity] - order[b.severity]);
   for (const f of findings) {
-    const what = f.check === 'CLOSE_WAIT'
-      ? `CLOSE_WAIT: ${f.count} socket${f.count === 1 ? '' : 's'}`
-      : f.destination === undefined
-        ? 'TIME_WAIT: none to a destination of this side'
-        : `TIME_WAIT to ${f.destination}: ${f.count} socket${f.count === 1 ? '' : 's'}${f.portShare === undefined ? '' : `, ${(f.portShare * 100).toFixed(1)}% of the local port range`}`;
+    const what =
+      f.check === 'CLOSE_WAIT'
+        ? `CLOSE_WAIT: ${f.count} socket${f.count === 1 ? '' : 's'}`
+        : f.destination === undefined
+          ? 'TIME_WAIT: none to a destination of this side'
+          : `TIME_WAIT to ${f.destination}: ${f.count} socket${f.count === 1 ? '' : 's'}${f.portShare === undefined ? '' : `, ${(f.portShare * 100).toFixed(1)}% of the local port range`}`;
     lines.push(`${paint(f.severity.toUpperCase().padEnd(8), severityColour[f.severity])} ${what}`);
     if (f.severity !== 'ok') {
       lines.push(`         ${f.meaning}`);

@@ -111,26 +111,17 @@ export function readArgument<T>(name: string, holder: unknown, read: () => T): T
 
 /** `TypeError` ERR_INVALID_ARG_TYPE, worded like Node's. */
 export function invalidArgType(name: string, expected: string, actual: unknown): TypeError {
-  return withCode(
-    new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`),
-    'ERR_INVALID_ARG_TYPE',
-  );
+  return withCode(new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`), 'ERR_INVALID_ARG_TYPE');
 }
 
 /** `TypeError` ERR_INVALID_ARG_VALUE, worded like Node's, with an optional reason. */
 export function invalidArgValue(name: string, value: unknown, reason: string): TypeError {
-  return withCode(
-    new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, safeInspect)}`),
-    'ERR_INVALID_ARG_VALUE',
-  );
+  return withCode(new TypeError(`The argument '${name}' ${reason}. Received ${inspect(value, safeInspect)}`), 'ERR_INVALID_ARG_VALUE');
 }
 
 /** `RangeError` ERR_OUT_OF_RANGE, worded like Node's. */
 export function outOfRange(name: string, range: string, actual: unknown): RangeError {
-  return withCode(
-    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(actual, safeInspect)}`),
-    'ERR_OUT_OF_RANGE',
-  );
+  return withCode(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${inspect(actual, safeInspect)}`), 'ERR_OUT_OF_RANGE');
 }
 
 /** An `Error` (or `TypeError`) with one of socktune's `codes`. */
@@ -161,7 +152,10 @@ export function kernelError(errno: number, syscall: string, option?: string): Ke
 export function addressError(errno: number, syscall: 'bind' | 'listen', address: string, port: number): KernelError & { address: string; port?: number } {
   const [code, text] = systemErrors.get(errno) ?? [`Unknown system error ${errno}`, 'unknown error'];
   const where = `${address}${port > 0 || syscall === 'listen' ? `:${port}` : ''}`;
-  const err = new Error(syscall === 'listen' ? `${syscall} ${code}: ${text} ${where}` : `${syscall} ${code} ${where}`) as KernelError & { address: string; port?: number };
+  const err = new Error(syscall === 'listen' ? `${syscall} ${code}: ${text} ${where}` : `${syscall} ${code} ${where}`) as KernelError & {
+    address: string;
+    port?: number;
+  };
   err.errno = errno;
   err.code = code;
   err.syscall = syscall;

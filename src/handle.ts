@@ -89,7 +89,11 @@ export function assertNotFdless(server: unknown, name = 'server'): void {
 
 /** Whether `server` is a `tls.Server` (https too), which alone has `setSecureContext`. */
 export function isTlsServer(server: unknown): server is tls.Server {
-  return server instanceof Server && typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' && server instanceof builtin<typeof tls>('node:tls').Server;
+  return (
+    server instanceof Server &&
+    typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' &&
+    server instanceof builtin<typeof tls>('node:tls').Server
+  );
 }
 
 // Node's TCP handle class and its fd accessor, as variables of this module that TurboFan folds into
@@ -181,7 +185,6 @@ function lookupNodeTcp(): abstract new (...args: never[]) => object {
     process.noDeprecation = quiet;
   }
 }
-
 
 // Bun's handles: prototypes whose own `fd` getter is native and checks its receiver ("The
 // TCPSocket.fd getter can only be used on instances of TCPSocket"). Trusted only as found on
@@ -463,15 +466,24 @@ export function tcpHandle(socket: unknown, name = 'socket', closing = false): ob
   }
   if (typeof found === 'object') return found;
   switch (found) {
-    case Why.Pending: return undefined;
-    case Why.Closed: throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
-    case Why.NeverConnected: throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
-    case Why.Pipe: throw notTcp('a Unix-domain (pipe) socket');
-    case Why.Foreign: throw invalidHandle();
-    case Why.ServerNotListening: throw socktuneError(codes.NOT_CONNECTED, 'The server is not listening');
-    case Why.ServerPipe: throw notTcp('a server listening on a Unix-domain socket or pipe');
-    case Why.Udp: throw notTcp('a UDP (dgram) socket');
-    default: throw notASocket(socket, name);
+    case Why.Pending:
+      return undefined;
+    case Why.Closed:
+      throw socktuneError(codes.SOCKET_CLOSED, 'The socket is destroyed');
+    case Why.NeverConnected:
+      throw socktuneError(codes.NOT_CONNECTED, 'The socket is not connected (it has no handle yet)');
+    case Why.Pipe:
+      throw notTcp('a Unix-domain (pipe) socket');
+    case Why.Foreign:
+      throw invalidHandle();
+    case Why.ServerNotListening:
+      throw socktuneError(codes.NOT_CONNECTED, 'The server is not listening');
+    case Why.ServerPipe:
+      throw notTcp('a server listening on a Unix-domain socket or pipe');
+    case Why.Udp:
+      throw notTcp('a UDP (dgram) socket');
+    default:
+      throw notASocket(socket, name);
   }
 }
 
@@ -480,7 +492,8 @@ export function tcpHandle(socket: unknown, name = 'socket', closing = false): ob
  * properties of its own on the sockets it tunes, tracks or resets.
  */
 export function assertExtensible(socket: object, name = 'socket'): void {
-  if (!Object.isExtensible(socket)) throw invalidArgValue(name, socket, 'is frozen, sealed or not extensible: socktune keeps its state for a connection on its socket');
+  if (!Object.isExtensible(socket))
+    throw invalidArgValue(name, socket, 'is frozen, sealed or not extensible: socktune keeps its state for a connection on its socket');
 }
 
 /**
@@ -490,7 +503,7 @@ export function assertExtensible(socket: object, name = 'socket'): void {
  */
 export function lookupHandle(socket: unknown, name = 'socket'): HandleLookup {
   const handle = tcpHandle(socket, name);
-  return handle === undefined ? { __proto__: null, pending: true } as HandleLookup : { __proto__: null, handle } as HandleLookup;
+  return handle === undefined ? ({ __proto__: null, pending: true } as HandleLookup) : ({ __proto__: null, handle } as HandleLookup);
 }
 
 /**
@@ -541,11 +554,7 @@ export function call(fn: NativeCall, handle: object, verify = true): void {
 }
 
 function invalidHandle(): Error {
-  return socktuneError(
-    codes.INVALID_HANDLE,
-    "The socket's _handle is not a TCP handle created by Node.js (spoofed or foreign object)",
-    'TypeError',
-  );
+  return socktuneError(codes.INVALID_HANDLE, "The socket's _handle is not a TCP handle created by Node.js (spoofed or foreign object)", 'TypeError');
 }
 
 function statusError(rc: number): Error {
@@ -571,7 +580,7 @@ function isCheckErrno(rc: number): boolean {
  * handle under the TLS layer). 0 once every write callback has run. 0 for a closed socket.
  */
 export function pendingWriteBytes(socket: net.Socket): number {
-  let handle = (socket as unknown as WithHandle)._handle as ({ _parent?: unknown; writeQueueSize?: number } | null | undefined);
+  let handle = (socket as unknown as WithHandle)._handle as { _parent?: unknown; writeQueueSize?: number } | null | undefined;
   let queued = 0;
   if (handle != null && isTlsSocket(socket)) {
     queued += handle.writeQueueSize ?? 0;
@@ -660,7 +669,11 @@ export function responseEndsByClose(response: object): boolean {
  * A plain TCP socket is never one.
  */
 export function idleBetweenRequests(socket: net.Socket): boolean {
-  const s = socket as unknown as { parser?: { incoming?: { complete?: boolean } | null } | null; _httpMessage?: unknown; server?: { keepAliveTimeout?: unknown } };
+  const s = socket as unknown as {
+    parser?: { incoming?: { complete?: boolean } | null } | null;
+    _httpMessage?: unknown;
+    server?: { keepAliveTimeout?: unknown };
+  };
   if (typeof s.server?.keepAliveTimeout !== 'number') return false;
   const incoming = s.parser?.incoming;
   return s._httpMessage == null && (incoming == null || incoming.complete === true);
@@ -765,7 +778,8 @@ export function serverConnections(server: net.Server): ServerConnections | undef
   if (listKey === undefined) return undefined;
   const list = (server as unknown as Record<symbol, ConnectionsList | undefined>)[listKey];
   if (list === undefined || typeof list.all !== 'function') return undefined;
-  const sockets = (entries: HttpParserEntry[]): net.Socket[] => entries.map((e) => e.socket).filter((s): s is net.Socket => s instanceof Socket && !s.destroyed);
+  const sockets = (entries: HttpParserEntry[]): net.Socket[] =>
+    entries.map((e) => e.socket).filter((s): s is net.Socket => s instanceof Socket && !s.destroyed);
   const response = (socket: net.Socket) => (socket as unknown as { _httpMessage?: import('node:http').ServerResponse | null })._httpMessage ?? undefined;
   return {
     all: () => sockets(list.all()),

@@ -30,7 +30,16 @@ export type { Sockstat, NetCounters, TcpExtCounters, TcpCounters, KernelVersion 
 export { presets, compose, keepAliveBudget } from './policy/presets.js';
 export type { Policy, PolicyOverrides, ResetScope, DrainTimeoutAction, HeartbeatOptions, PoolRetry, Http2Options } from './policy/presets.js';
 export { resetClose, closeChannel } from './policy/reset.js';
-export type { ResetCloseOptions, CloseReport, CloseReason, CloseMessage, TypedChannel, ConnectionEnd, ConnectionEndMessage, ConnectionInitiator } from './policy/reset.js';
+export type {
+  ResetCloseOptions,
+  CloseReport,
+  CloseReason,
+  CloseMessage,
+  TypedChannel,
+  ConnectionEnd,
+  ConnectionEndMessage,
+  ConnectionInitiator,
+} from './policy/reset.js';
 export { closeCodes } from './policy/close.js';
 export { Guard, guardOf } from './guard/guard.js';
 export type { GuardReason, GuardStats, IdleEvent, IdleKind, GuardCloseEvent, GuardEvents, ShutdownOptions, ShutdownReport } from './guard/guard.js';

@@ -88,14 +88,16 @@ function parseCollectorOptions(options: unknown): CollectorOptions {
   }
   if (prefix !== undefined) {
     if (typeof prefix !== 'string') throw invalidArgType('options.prefix', 'of type string', prefix);
-    if (prefix !== '' && !metricName.test(prefix)) throw invalidArgValue('options.prefix', prefix, 'must start a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)');
+    if (prefix !== '' && !metricName.test(prefix))
+      throw invalidArgValue('options.prefix', prefix, 'must start a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)');
   }
   for (const key of ['namespace', 'process', 'audit', 'closes']) {
     if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgType(`options.${key}`, 'of type boolean', o[key]);
   }
   if (auditMaxAge !== undefined) {
     if (typeof auditMaxAge !== 'number') throw invalidArgType('options.auditMaxAge', 'of type number', auditMaxAge);
-    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1) throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
+    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1)
+      throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
   }
   if (guards !== undefined) {
     if (typeof guards !== 'object' || guards === null || Array.isArray(guards)) throw invalidArgType('options.guards', 'an object of Guards by name', guards);
@@ -148,7 +150,11 @@ export async function createCollector(options?: CollectorOptions): Promise<Colle
   }
   const prefix = o.prefix ?? 'socktune_';
   if ((o.registry ?? client.register).getSingleMetric(`${prefix}tcp_connections`) !== undefined) {
-    throw invalidArgValue(o.registry ? 'options.registry' : 'options.prefix', o.registry ? 'a Registry' : prefix, `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`);
+    throw invalidArgValue(
+      o.registry ? 'options.registry' : 'options.prefix',
+      o.registry ? 'a Registry' : prefix,
+      `already has socktune's metrics (${prefix}tcp_connections): a collector was created on it before; give another prefix or registry (or remove those metrics from it)`,
+    );
   }
   const registers = o.registry ? [o.registry] : undefined;
   const context = collectionContext(o);
@@ -177,4 +183,3 @@ export async function createCollector(options?: CollectorOptions): Promise<Colle
   }
   return { metrics: names };
 }
-

@@ -179,10 +179,30 @@ const ID = {
   localPortRange: id.IP_LOCAL_PORT_RANGE,
   deferAccept: id.TCP_DEFER_ACCEPT,
 };
-const { keepAlive: ID_keepAlive, idle: ID_idle, interval: ID_interval, count: ID_count, userTimeout: ID_userTimeout, linger: ID_linger, noDelay: ID_noDelay, reuseAddress: ID_reuseAddress, reusePort: ID_reusePort } = ID;
+const {
+  keepAlive: ID_keepAlive,
+  idle: ID_idle,
+  interval: ID_interval,
+  count: ID_count,
+  userTimeout: ID_userTimeout,
+  linger: ID_linger,
+  noDelay: ID_noDelay,
+  reuseAddress: ID_reuseAddress,
+  reusePort: ID_reusePort,
+} = ID;
 const knownKeys = [
-  'keepAlive', 'userTimeout', 'linger', 'noDelay', 'reuseAddress', 'reusePort', 'receiveBuffer', 'sendBuffer', 'tos',
-  'deferAccept', 'bindAddressNoPort', 'localPortRange',
+  'keepAlive',
+  'userTimeout',
+  'linger',
+  'noDelay',
+  'reuseAddress',
+  'reusePort',
+  'receiveBuffer',
+  'sendBuffer',
+  'tos',
+  'deferAccept',
+  'bindAddressNoPort',
+  'localPortRange',
 ];
 const portRangeKeys = ['min', 'max'];
 const keepAliveKeys = ['idle', 'interval', 'count'];
@@ -258,16 +278,34 @@ function encode(options: SocketOptions, stage: Stage = Stage.Live, name = 'optio
         if (!hasOwnProperty.call(options, key)) continue;
         const value: unknown = (options as Record<string, unknown>)[key];
         switch (key) {
-          case 'keepAlive': keepAlive = value; break;
-          case 'userTimeout': userTimeout = value; break;
-          case 'linger': linger = value; break;
-          case 'noDelay': noDelay = value; break;
-          case 'reuseAddress': reuseAddress = value; break;
-          case 'reusePort': reusePort = value; break;
-          case 'receiveBuffer': case 'sendBuffer': case 'tos': case 'deferAccept': case 'bindAddressNoPort': case 'localPortRange':
+          case 'keepAlive':
+            keepAlive = value;
+            break;
+          case 'userTimeout':
+            userTimeout = value;
+            break;
+          case 'linger':
+            linger = value;
+            break;
+          case 'noDelay':
+            noDelay = value;
+            break;
+          case 'reuseAddress':
+            reuseAddress = value;
+            break;
+          case 'reusePort':
+            reusePort = value;
+            break;
+          case 'receiveBuffer':
+          case 'sendBuffer':
+          case 'tos':
+          case 'deferAccept':
+          case 'bindAddressNoPort':
+          case 'localPortRange':
             (more ??= {})[key] = value;
             break;
-          default: unknown = key;
+          default:
+            unknown = key;
         }
         if (unknown !== undefined) break;
       }
@@ -330,7 +368,12 @@ function encode(options: SocketOptions, stage: Stage = Stage.Live, name = 'optio
   const reuseAddressV = reuseAddress === undefined ? -1 : bool(`${name}.reuseAddress`, reuseAddress) ? 1 : 0;
   const reusePortV = reusePort === undefined ? -1 : bool(`${name}.reusePort`, reusePort) ? 1 : 0;
   // -1: not given. IP_LOCAL_PORT_RANGE's value is a 32-bit pattern: given or not is `range`.
-  let receiveBufferV = -1, sendBufferV = -1, tosV = -1, deferAcceptS = -1, noPortV = -1, rangeV = 0;
+  let receiveBufferV = -1,
+    sendBufferV = -1,
+    tosV = -1,
+    deferAcceptS = -1,
+    noPortV = -1,
+    rangeV = 0;
   if (more !== undefined) {
     if (more.receiveBuffer !== undefined) receiveBufferV = integerIn(`${name}.receiveBuffer`, more.receiveBuffer, limits.receiveBuffer);
     if (more.sendBuffer !== undefined) sendBufferV = integerIn(`${name}.sendBuffer`, more.sendBuffer, limits.sendBuffer);
@@ -351,22 +394,82 @@ function encode(options: SocketOptions, stage: Stage = Stage.Live, name = 'optio
 
   let n = 0;
   let used = 0;
-  if (idleS >= 0) { slots[IDS + n] = ID_idle; slots[VALUES + n++] = idleS; used |= 1 << ID_idle; }
-  if (intervalS >= 0) { slots[IDS + n] = ID_interval; slots[VALUES + n++] = intervalS; used |= 1 << ID_interval; }
-  if (countN >= 0) { slots[IDS + n] = ID_count; slots[VALUES + n++] = countN; used |= 1 << ID_count; }
-  if (userTimeoutMs >= 0) { slots[IDS + n] = ID_userTimeout; slots[VALUES + n++] = userTimeoutMs; used |= 1 << ID_userTimeout; }
-  if (keepAliveOn >= 0) { slots[IDS + n] = ID_keepAlive; slots[VALUES + n++] = keepAliveOn; used |= 1 << ID_keepAlive; }
-  if (lingerV >= -1) { slots[IDS + n] = ID_linger; slots[VALUES + n++] = lingerV; used |= 1 << ID_linger; }
-  if (noDelayV >= 0) { slots[IDS + n] = ID_noDelay; slots[VALUES + n++] = noDelayV; used |= 1 << ID_noDelay; }
-  if (reuseAddressV >= 0) { slots[IDS + n] = ID_reuseAddress; slots[VALUES + n++] = reuseAddressV; used |= 1 << ID_reuseAddress; }
-  if (reusePortV >= 0) { slots[IDS + n] = ID_reusePort; slots[VALUES + n++] = reusePortV; used |= 1 << ID_reusePort; }
+  if (idleS >= 0) {
+    slots[IDS + n] = ID_idle;
+    slots[VALUES + n++] = idleS;
+    used |= 1 << ID_idle;
+  }
+  if (intervalS >= 0) {
+    slots[IDS + n] = ID_interval;
+    slots[VALUES + n++] = intervalS;
+    used |= 1 << ID_interval;
+  }
+  if (countN >= 0) {
+    slots[IDS + n] = ID_count;
+    slots[VALUES + n++] = countN;
+    used |= 1 << ID_count;
+  }
+  if (userTimeoutMs >= 0) {
+    slots[IDS + n] = ID_userTimeout;
+    slots[VALUES + n++] = userTimeoutMs;
+    used |= 1 << ID_userTimeout;
+  }
+  if (keepAliveOn >= 0) {
+    slots[IDS + n] = ID_keepAlive;
+    slots[VALUES + n++] = keepAliveOn;
+    used |= 1 << ID_keepAlive;
+  }
+  if (lingerV >= -1) {
+    slots[IDS + n] = ID_linger;
+    slots[VALUES + n++] = lingerV;
+    used |= 1 << ID_linger;
+  }
+  if (noDelayV >= 0) {
+    slots[IDS + n] = ID_noDelay;
+    slots[VALUES + n++] = noDelayV;
+    used |= 1 << ID_noDelay;
+  }
+  if (reuseAddressV >= 0) {
+    slots[IDS + n] = ID_reuseAddress;
+    slots[VALUES + n++] = reuseAddressV;
+    used |= 1 << ID_reuseAddress;
+  }
+  if (reusePortV >= 0) {
+    slots[IDS + n] = ID_reusePort;
+    slots[VALUES + n++] = reusePortV;
+    used |= 1 << ID_reusePort;
+  }
   if (more !== undefined) {
-    if (receiveBufferV >= 0) { slots[IDS + n] = ID.receiveBuffer; slots[VALUES + n++] = receiveBufferV; used |= 1 << ID.receiveBuffer; }
-    if (sendBufferV >= 0) { slots[IDS + n] = ID.sendBuffer; slots[VALUES + n++] = sendBufferV; used |= 1 << ID.sendBuffer; }
-    if (tosV >= 0) { slots[IDS + n] = ID.tos; slots[VALUES + n++] = tosV; used |= 1 << ID.tos; }
-    if (deferAcceptS >= 0) { slots[IDS + n] = ID.deferAccept; slots[VALUES + n++] = deferAcceptS; used |= 1 << ID.deferAccept; }
-    if (noPortV >= 0) { slots[IDS + n] = ID.bindAddressNoPort; slots[VALUES + n++] = noPortV; used |= 1 << ID.bindAddressNoPort; }
-    if (range !== undefined) { slots[IDS + n] = ID.localPortRange; slots[VALUES + n++] = rangeV; used |= 1 << ID.localPortRange; }
+    if (receiveBufferV >= 0) {
+      slots[IDS + n] = ID.receiveBuffer;
+      slots[VALUES + n++] = receiveBufferV;
+      used |= 1 << ID.receiveBuffer;
+    }
+    if (sendBufferV >= 0) {
+      slots[IDS + n] = ID.sendBuffer;
+      slots[VALUES + n++] = sendBufferV;
+      used |= 1 << ID.sendBuffer;
+    }
+    if (tosV >= 0) {
+      slots[IDS + n] = ID.tos;
+      slots[VALUES + n++] = tosV;
+      used |= 1 << ID.tos;
+    }
+    if (deferAcceptS >= 0) {
+      slots[IDS + n] = ID.deferAccept;
+      slots[VALUES + n++] = deferAcceptS;
+      used |= 1 << ID.deferAccept;
+    }
+    if (noPortV >= 0) {
+      slots[IDS + n] = ID.bindAddressNoPort;
+      slots[VALUES + n++] = noPortV;
+      used |= 1 << ID.bindAddressNoPort;
+    }
+    if (range !== undefined) {
+      slots[IDS + n] = ID.localPortRange;
+      slots[VALUES + n++] = rangeV;
+      used |= 1 << ID.localPortRange;
+    }
   }
   if ((used & unsupportedMask) !== 0) unsupported(used & unsupportedMask);
   if (range !== undefined && range !== false && !kernelAtLeast(6, 3)) {
@@ -408,7 +511,7 @@ function encodePortRange(name: string, range: { min: unknown; max: unknown }): n
   const min = integerIn(`${name}.min`, range.min, limits.port);
   const max = integerIn(`${name}.max`, range.max, limits.port);
   if (min >= max) throw outOfRange(`${name}.max`, `an integer above min (${min}) and <= ${limits.port.max}`, max);
-  return ((max << 16) | min) | 0;
+  return (max << 16) | min | 0;
 }
 
 /** The kernel's version, read once (IP_LOCAL_PORT_RANGE exists from Linux 6.3). */
@@ -597,7 +700,10 @@ export function readOptions(socket: TcpSocketLike): AppliedOptions {
 }
 
 /** The options added with the stages, from the values `native.read` left at `r` (`missing`: those this kernel lacks). */
-function readStageOptions(r: number, missing: number): Pick<AppliedOptions, 'receiveBuffer' | 'sendBuffer' | 'tos' | 'deferAccept' | 'bindAddressNoPort' | 'localPortRange'> {
+function readStageOptions(
+  r: number,
+  missing: number,
+): Pick<AppliedOptions, 'receiveBuffer' | 'sendBuffer' | 'tos' | 'deferAccept' | 'bindAddressNoPort' | 'localPortRange'> {
   const has = (name: string) => supported(name) && (missing & (1 << id[name])) === 0;
   const range = slots[r + ID.localPortRange] >>> 0;
   return {

@@ -140,7 +140,10 @@ function parseOptions(options: unknown): InstrumentOptions {
     if (!knownOptions.includes(key)) throw invalidArgValue('options', key, `has no option '${key}'; known: ${knownOptions.join(', ')}`);
   }
   const { meterProvider, auditMaxAge, guards } = o;
-  if (meterProvider !== undefined && (typeof meterProvider !== 'object' || meterProvider === null || typeof (meterProvider as MeterProvider).getMeter !== 'function')) {
+  if (
+    meterProvider !== undefined &&
+    (typeof meterProvider !== 'object' || meterProvider === null || typeof (meterProvider as MeterProvider).getMeter !== 'function')
+  ) {
     throw invalidArgType('options.meterProvider', 'an OpenTelemetry MeterProvider', meterProvider);
   }
   for (const key of ['namespace', 'process', 'audit', 'closes']) {
@@ -148,7 +151,8 @@ function parseOptions(options: unknown): InstrumentOptions {
   }
   if (auditMaxAge !== undefined) {
     if (typeof auditMaxAge !== 'number') throw invalidArgType('options.auditMaxAge', 'of type number', auditMaxAge);
-    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1) throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
+    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1)
+      throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
   }
   if (guards !== undefined) {
     if (typeof guards !== 'object' || guards === null || Array.isArray(guards)) throw invalidArgType('options.guards', 'an object of Guards by name', guards);
@@ -193,13 +197,20 @@ export async function createInstruments(options?: InstrumentOptions): Promise<In
   let provider = o.meterProvider;
   if (provider === undefined) {
     if (!globalProviderSet()) {
-      throw socktuneError(codes.NO_METER_PROVIDER, 'createInstruments() was given no meterProvider and no global MeterProvider is set: set one first (metrics.setGlobalMeterProvider, or the SDK) or pass options.meterProvider');
+      throw socktuneError(
+        codes.NO_METER_PROVIDER,
+        'createInstruments() was given no meterProvider and no global MeterProvider is set: set one first (metrics.setGlobalMeterProvider, or the SDK) or pass options.meterProvider',
+      );
     }
     provider = api.metrics.getMeterProvider();
   }
   const had = attached.get(provider);
   if (had !== undefined && !had.auto) {
-    throw invalidArgValue('options.meterProvider', 'a MeterProvider', "already has socktune's instruments from another createInstruments() call: close() those first");
+    throw invalidArgValue(
+      'options.meterProvider',
+      'a MeterProvider',
+      "already has socktune's instruments from another createInstruments() call: close() those first",
+    );
   }
   // The no-code instruments on this provider stand down: the explicit ones report instead.
   had?.detach();

@@ -15,7 +15,6 @@ const slots = sharedSlots;
 
 export type { TcpState } from './tables.js';
 
-
 /**
  * TCP_INFO of one connection. Times are milliseconds (fractional where the kernel counts
  * microseconds: `rtt`, `rttvar`, `minRtt`, `rto`, `ato`, `rcvRtt`); sizes are bytes; counts are
@@ -34,7 +33,10 @@ export interface TcpInfo {
   backoff: number;
   /** Negotiated TCP options bitmask (TCPI_OPT_*). */
   options: number;
-  rto: number; ato: number; sndMss: number; rcvMss: number;
+  rto: number;
+  ato: number;
+  sndMss: number;
+  rcvMss: number;
   /** Segments sent and not yet acknowledged. */
   unacked: number;
   sacked: number;
@@ -57,11 +59,22 @@ export interface TcpInfo {
   sndSsthresh: number;
   /** Congestion window, segments. */
   sndCwnd: number;
-  advmss: number; reordering: number; rcvRtt: number; rcvSpace: number;
+  advmss: number;
+  reordering: number;
+  rcvRtt: number;
+  rcvSpace: number;
   /** Retransmitted segments over the connection's life. */
   totalRetrans: number;
-  pacingRate: number; bytesAcked: number; bytesReceived: number; segsOut: number; segsIn: number;
-  notsentBytes: number; minRtt: number; deliveryRate: number; bytesSent: number; bytesRetrans: number;
+  pacingRate: number;
+  bytesAcked: number;
+  bytesReceived: number;
+  segsOut: number;
+  segsIn: number;
+  notsentBytes: number;
+  minRtt: number;
+  deliveryRate: number;
+  bytesSent: number;
+  bytesRetrans: number;
   /** Peer's advertised receive window, bytes. */
   sndWnd: number;
 }
@@ -136,7 +149,19 @@ export interface TcpActivity {
 
 /** A {@link TcpActivity} to read into. */
 export function newActivity(): TcpActivity {
-  return { state: 'UNKNOWN', lastDataReceived: 0, lastDataSent: 0, lastAckReceived: 0, bytesReceived: 0, unacked: 0, notsent: 0, sndWnd: 0, probes: 0, retransmits: 0, rto: 0 };
+  return {
+    state: 'UNKNOWN',
+    lastDataReceived: 0,
+    lastDataSent: 0,
+    lastAckReceived: 0,
+    bytesReceived: 0,
+    unacked: 0,
+    notsent: 0,
+    sndWnd: 0,
+    probes: 0,
+    retransmits: 0,
+    rto: 0,
+  };
 }
 
 const I = Object.fromEntries(constants.infoFields.map((name, i) => [name, i])) as Record<string, number>;

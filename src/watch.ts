@@ -68,14 +68,7 @@ export function renderFrame(s: ConnectionStates, history: WatchHistory, interval
   const trend = (['TIME_WAIT', 'CLOSE_WAIT'] as const).map(
     (k) => `${k.padEnd(10)} ${sparkline(history[k].slice(-Math.min(HISTORY, width - 30)))} ${rate(history[k], history.at)}`,
   );
-  return [
-    `socktune watch: ${s.total} TCP sockets of ${scopeText(s)} (${s.source}), every ${intervalMs} ms`,
-    '',
-    body,
-    '',
-    'trend',
-    ...trend,
-  ].join('\n');
+  return [`socktune watch: ${s.total} TCP sockets of ${scopeText(s)} (${s.source}), every ${intervalMs} ms`, '', body, '', 'trend', ...trend].join('\n');
 }
 
 /** Shortest refresh: a dump of a busy namespace takes tens of milliseconds. */
@@ -147,8 +140,7 @@ export function watch(opts: WatchOptions): Promise<void> {
         else if (live) {
           const frame = renderFrame(s, history, opts.interval, output.columns ?? 80);
           output.write(`\u001b[H\u001b[2J${frame}\n\n${paint('q or Ctrl-C to quit', 'dim')}\n`);
-        }
-        else output.write(`${renderFrame(s, history, opts.interval)}\n\n`);
+        } else output.write(`${renderFrame(s, history, opts.interval)}\n\n`);
         if (opts.count !== undefined && ++frames >= opts.count) stop();
       } catch (err) {
         stop(err);
@@ -167,5 +159,3 @@ export function watch(opts: WatchOptions): Promise<void> {
     tick();
   });
 }
-
-

@@ -88,9 +88,22 @@ describe('seconds are rounded up, never down', () => {
 // What readOptions asks the kernel, in the table's order: one getsockopt per option, and SO_DOMAIN
 // first for IP_TOS (IPV6_TCLASS on an IPv6 socket). strace 6.1 prints IP_LOCAL_PORT_RANGE (51) by number.
 const readNames = [
-  'SO_KEEPALIVE', 'TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT',
-  'SO_LINGER', 'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT', 'SO_RCVBUF', 'SO_SNDBUF', 'SO_DOMAIN', 'IP_TOS',
-  'IP_BIND_ADDRESS_NO_PORT', expect.stringMatching(/^(IP_LOCAL_PORT_RANGE|0x33 \/\* IP_\?\?\? \*\/)$/), 'TCP_DEFER_ACCEPT',
+  'SO_KEEPALIVE',
+  'TCP_KEEPIDLE',
+  'TCP_KEEPINTVL',
+  'TCP_KEEPCNT',
+  'TCP_USER_TIMEOUT',
+  'SO_LINGER',
+  'TCP_NODELAY',
+  'SO_REUSEADDR',
+  'SO_REUSEPORT',
+  'SO_RCVBUF',
+  'SO_SNDBUF',
+  'SO_DOMAIN',
+  'IP_TOS',
+  'IP_BIND_ADDRESS_NO_PORT',
+  expect.stringMatching(/^(IP_LOCAL_PORT_RANGE|0x33 \/\* IP_\?\?\? \*\/)$/),
+  'TCP_DEFER_ACCEPT',
 ];
 
 describe.runIf(canUse('strace'))('what reaches the kernel (strace)', () => {

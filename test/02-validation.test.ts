@@ -104,16 +104,18 @@ describe.runIf(canUse('strace'))('bad input reaches no syscall (strace)', () => 
     const { calls, stdout } = await strace('validation.mjs', ['--edges']);
     const { fd } = JSON.parse(stdout);
     const sets = calls.filter((c) => c.startsWith('setsockopt(')).map((c) => c.replace(`(${fd}, `, '('));
-    expect(sets).toEqual(expect.arrayContaining([
-      'setsockopt(SOL_TCP, TCP_KEEPIDLE, [1], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_KEEPIDLE, [32767], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_KEEPINTVL, [1], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_KEEPINTVL, [32767], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_KEEPCNT, [1], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_KEEPCNT, [127], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_USER_TIMEOUT, [0], 4) = 0',
-      'setsockopt(SOL_TCP, TCP_USER_TIMEOUT, [2147483647], 4) = 0',
-    ]));
+    expect(sets).toEqual(
+      expect.arrayContaining([
+        'setsockopt(SOL_TCP, TCP_KEEPIDLE, [1], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_KEEPIDLE, [32767], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_KEEPINTVL, [1], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_KEEPINTVL, [32767], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_KEEPCNT, [1], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_KEEPCNT, [127], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_USER_TIMEOUT, [0], 4) = 0',
+        'setsockopt(SOL_TCP, TCP_USER_TIMEOUT, [2147483647], 4) = 0',
+      ]),
+    );
   });
 });
 
@@ -140,10 +142,25 @@ describe('options are own properties, each read once, before anything is encoded
     const reads: string[] = [];
     let n = 0;
     const keepAlive = {
-      get idle() { reads.push('idle'); return 3000 + 1000 * n++; },
-      get count() { reads.push('count'); return 4; },
+      get idle() {
+        reads.push('idle');
+        return 3000 + 1000 * n++;
+      },
+      get count() {
+        reads.push('count');
+        return 4;
+      },
     };
-    configure(client, { get keepAlive() { reads.push('keepAlive'); return keepAlive; }, get userTimeout() { reads.push('userTimeout'); return 6000; } });
+    configure(client, {
+      get keepAlive() {
+        reads.push('keepAlive');
+        return keepAlive;
+      },
+      get userTimeout() {
+        reads.push('userTimeout');
+        return 6000;
+      },
+    });
     expect(reads).toEqual(['keepAlive', 'userTimeout', 'idle', 'count']);
     expect(readOptions(client)).toMatchObject({ keepAlive: { idle: 3000, count: 4 }, userTimeout: 6000 });
   });
@@ -151,7 +168,15 @@ describe('options are own properties, each read once, before anything is encoded
   it('a getter that throws is ERR_INVALID_ARG_VALUE naming the option, with the thrown error as cause', async () => {
     const { client } = await pair();
     const thrown = new Error('from a getter');
-    const err = catchError(() => configure(client, { keepAlive: { get count(): number { throw thrown; } } }));
+    const err = catchError(() =>
+      configure(client, {
+        keepAlive: {
+          get count(): number {
+            throw thrown;
+          },
+        },
+      }),
+    );
     expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', cause: thrown });
     expect(err.message).toContain("'options.keepAlive.count'");
   });
@@ -198,11 +223,7 @@ describe.runIf(canUse('strace'))('hostile options reach the kernel only as what 
   it('Symbols, throwing getters and traps, revoked Proxies: coded errors and no syscall on the socket', async () => {
     const { calls, stdout } = await strace('hostile-options.mjs', ['rejected']);
     const { fd, otherFd, codes } = JSON.parse(stdout);
-    expect(codes).toEqual([
-      ...Array(6).fill('ERR_INVALID_ARG_TYPE'),
-      ...Array(8).fill('ERR_INVALID_ARG_VALUE'),
-      'ERR_INVALID_ARG_TYPE',
-    ]);
+    expect(codes).toEqual([...Array(6).fill('ERR_INVALID_ARG_TYPE'), ...Array(8).fill('ERR_INVALID_ARG_VALUE'), 'ERR_INVALID_ARG_TYPE']);
     // The only syscall is the one the last getter made on the other socket, for its own call.
     expect(calls).toEqual([`setsockopt(${otherFd}, SOL_SOCKET, SO_LINGER, {l_onoff=1, l_linger=0}, 8) = 0`]);
     expect(fd).not.toBe(otherFd);

@@ -36,7 +36,12 @@ describe('a destroyed socket whose fd was reused', () => {
     }
     expect(owner, 'fd number was not reused').toBeDefined();
     const before = readOptions(owner!);
-    for (const op of [() => configure(a.client, { userTimeout: 4242, linger: 0 }), () => readOptions(a.client), () => tcpInfo(a.client), () => sendQueue(a.client)]) {
+    for (const op of [
+      () => configure(a.client, { userTimeout: 4242, linger: 0 }),
+      () => readOptions(a.client),
+      () => tcpInfo(a.client),
+      () => sendQueue(a.client),
+    ]) {
       expect(op).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
     }
     expect(readOptions(owner!)).toEqual(before);
@@ -129,7 +134,11 @@ describe('hostile socket objects get coded errors from every call', () => {
   const thrown = new Error('from the object');
   const throwingHandle = () => {
     const s = track(new net.Socket());
-    Object.defineProperty(s, '_handle', { get: () => { throw thrown; } });
+    Object.defineProperty(s, '_handle', {
+      get: () => {
+        throw thrown;
+      },
+    });
     return s;
   };
   const revoked = () => {
@@ -147,8 +156,12 @@ describe('hostile socket objects get coded errors from every call', () => {
   ];
   const calls: Array<[string, (s: never) => unknown]> = [
     ['configure', (s) => configure(s, { noDelay: true })],
-    ['readOptions', readOptions], ['tcpInfo', tcpInfo], ['sendQueue', sendQueue],
-    ['receiveQueue', receiveQueue], ['socketCookie', socketCookie], ['tcpState', tcpState],
+    ['readOptions', readOptions],
+    ['tcpInfo', tcpInfo],
+    ['sendQueue', sendQueue],
+    ['receiveQueue', receiveQueue],
+    ['socketCookie', socketCookie],
+    ['tcpState', tcpState],
   ];
   it.each(cases)('%s', (_label, make, code) => {
     for (const [name, call] of calls) {
@@ -198,7 +211,10 @@ describe('hostile socket objects get coded errors from every call', () => {
     const { client } = await pair();
     const before = readOptions(client);
     for (const guard of [{}, null, 'guard', Symbol('g')]) {
-      expect(catchError(() => tune(client, presets.gracefulHeartbeat(presets.rstOnClose()), guard as never)), String(typeof guard)).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+      expect(
+        catchError(() => tune(client, presets.gracefulHeartbeat(presets.rstOnClose()), guard as never)),
+        String(typeof guard),
+      ).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     }
     expect(readOptions(client)).toEqual(before);
     expect(Object.hasOwn(client, 'end')).toBe(false);
@@ -217,9 +233,18 @@ describe('hostile socket objects get coded errors from every call', () => {
     for (const seal of [Object.freeze, Object.seal, Object.preventExtensions]) {
       const { client } = await pair();
       seal(client);
-      expect(catchError(() => tune(client, presets.rstOnClose())), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-      expect(catchError(() => resetClose(client)), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-      expect(catchError(() => new Guard(presets.gracefulHeartbeat()).track(client)), seal.name).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(
+        catchError(() => tune(client, presets.rstOnClose())),
+        seal.name,
+      ).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(
+        catchError(() => resetClose(client)),
+        seal.name,
+      ).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(
+        catchError(() => new Guard(presets.gracefulHeartbeat()).track(client)),
+        seal.name,
+      ).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     }
   });
 
@@ -236,8 +261,12 @@ describe.runIf(canUse('strace'))('refused sockets reach no syscall (strace)', ()
     const { calls, stdout } = await strace('handles.mjs');
     const report = JSON.parse(stdout);
     expect(report.errors).toEqual([
-      'ERR_SOCKET_CLOSED', 'ERR_SOCKTUNE_NOT_TCP', 'ERR_SOCKTUNE_NOT_TCP',
-      'ERR_SOCKTUNE_INVALID_HANDLE', 'ERR_SOCKTUNE_INVALID_HANDLE', 'ERR_SOCKET_CLOSED',
+      'ERR_SOCKET_CLOSED',
+      'ERR_SOCKTUNE_NOT_TCP',
+      'ERR_SOCKTUNE_NOT_TCP',
+      'ERR_SOCKTUNE_INVALID_HANDLE',
+      'ERR_SOCKTUNE_INVALID_HANDLE',
+      'ERR_SOCKET_CLOSED',
     ]);
     expect(calls).toEqual([]);
   });

@@ -10,9 +10,7 @@ afterEach(closeAll);
 describe('worker threads', () => {
   it('4 workers and the main thread configure their own sockets at the same time', async () => {
     const rounds = 50;
-    const workers = [1, 2, 3, 4].map(
-      (n) => new Worker(new URL('./fixtures/worker.mjs', import.meta.url), { workerData: { base: n * 100, rounds } }),
-    );
+    const workers = [1, 2, 3, 4].map((n) => new Worker(new URL('./fixtures/worker.mjs', import.meta.url), { workerData: { base: n * 100, rounds } }));
     const results = workers.map((w) => once(w, 'message'));
     const exited = workers.map((w) => once(w, 'exit'));
     const { client } = await pair();

@@ -20,7 +20,17 @@ describe('socktune doctor', () => {
     expect(report.findings.length).toBeGreaterThan(10);
     for (const f of report.findings) expect(f.setting).toMatch(/^net\.(ipv4|core)\.[a-z_]+$/);
     const rows = Object.fromEntries(report.selfCheck.rows.map((r: { name: string }) => [r.name, r]));
-    for (const name of ['SO_KEEPALIVE', 'TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT', 'SO_LINGER', 'TCP_NODELAY', 'SO_REUSEADDR', 'SO_REUSEPORT']) {
+    for (const name of [
+      'SO_KEEPALIVE',
+      'TCP_KEEPIDLE',
+      'TCP_KEEPINTVL',
+      'TCP_KEEPCNT',
+      'TCP_USER_TIMEOUT',
+      'SO_LINGER',
+      'TCP_NODELAY',
+      'SO_REUSEADDR',
+      'SO_REUSEPORT',
+    ]) {
       expect(rows[name]).toMatchObject({ supported: true, ok: true });
       expect(rows[name].read).toEqual(rows[name].wrote);
       expect(rows[name].read).not.toEqual(rows[name].before);
@@ -35,7 +45,7 @@ describe('socktune doctor', () => {
     expect(stdout).toMatch(/^summary: \d+ critical, \d+ warn, \d+ info, \d+ ok$/m);
   });
 
-  it('rejects unknown commands as a usage error (status 2, not doctor\'s 1)', async () => {
+  it("rejects unknown commands as a usage error (status 2, not doctor's 1)", async () => {
     await expect(run(process.execPath, [cli, 'doctr'])).rejects.toMatchObject({ code: 2 });
   });
 });
@@ -68,20 +78,25 @@ describe.runIf(canUse('ip'))('socktune doctor without the native addon', () => {
   it('says so in one line instead of on every self-check row; the audits still run (from /proc)', async () => {
     // A copy of the package without build/ and prebuilds/, as test/09-loader makes one.
     const { pkg } = packageCopy({});
-    const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor'])
-      .catch((err: { code: number; stdout: string }) => {
+    const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor']).catch(
+      (err: { code: number; stdout: string }) => {
         expect(err.code).toBe(1);
         return err;
-      });
+      },
+    );
     const mentions = stdout.split('\n').filter((l) => l.includes("socktune's native addon is not available"));
     expect(mentions).toHaveLength(1);
-    expect(mentions[0]).toMatch(/^Not run: socktune's native addon is not available on linux-\S+ \(\w+\), Node v[\d.]+: no prebuild fits and none was built from source\./);
+    expect(mentions[0]).toMatch(
+      /^Not run: socktune's native addon is not available on linux-\S+ \(\w+\), Node v[\d.]+: no prebuild fits and none was built from source\./,
+    );
     expect(stdout).not.toMatch(/^option \/ view/m);
     expect(stdout).toMatch(/^summary: \d+ critical, \d+ warn, \d+ info, \d+ ok$/m);
     expect(stdout).toMatch(/^connections: 0 CLOSE_WAIT, 0 TIME_WAIT sockets in this namespace \(proc\)$/m);
     expect(stdout).toMatch(/^Something needs attention: see the self-check \(socktune's native addon is not loaded\) above\.$/m);
     // --json keeps every row (each with the error) and says why once.
-    const json = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor', '--json']).catch((err: { stdout: string }) => err);
+    const json = await run('ip', ['netns', 'exec', ns.name, process.execPath, join(pkg, 'dist', 'cli.js'), 'doctor', '--json']).catch(
+      (err: { stdout: string }) => err,
+    );
     const check = JSON.parse(json.stdout).selfCheck;
     expect(check.noAddon).toBe(mentions[0].slice('Not run: '.length));
     expect(check.rows.every((r: { ok: boolean; error: string }) => !r.ok && r.error.startsWith('ERR_SOCKTUNE_NO_ADDON: '))).toBe(true);

@@ -18,12 +18,22 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/loader.mjs', import.meta.url));
 const prebuilt = (tuple: string, file: string) => join(root, 'prebuilds', tuple, file);
-const ready = existsSync(prebuilt('linux-x64', 'socktune.glibc.node')) && existsSync(prebuilt('linux-arm64', 'socktune.glibc.node'))
-  && existsSync(prebuilt('linux-x64', 'socktune.musl.node'));
+const ready =
+  existsSync(prebuilt('linux-x64', 'socktune.glibc.node')) &&
+  existsSync(prebuilt('linux-arm64', 'socktune.glibc.node')) &&
+  existsSync(prebuilt('linux-x64', 'socktune.musl.node'));
 if (!ready && !inCI) console.warn('skipping: needs the prebuilds (npm run build:prebuilds)');
 
-interface Attempt { value?: unknown; code?: string; message?: string; cause?: string }
-interface Report { addon: { path?: string; code?: string; message?: string }; results: Record<string, Attempt> }
+interface Attempt {
+  value?: unknown;
+  code?: string;
+  message?: string;
+  cause?: string;
+}
+interface Report {
+  addon: { path?: string; code?: string; message?: string };
+  results: Record<string, Attempt>;
+}
 
 /** A copy of the package with `prebuilds` ({ 'linux-x64/socktune.glibc.node': source }), no build/. */
 function install(prebuilds: Record<string, string>): string {
@@ -33,9 +43,7 @@ function install(prebuilds: Record<string, string>): string {
 async function report(pkg: string, env: Record<string, string> = {}, ns?: Netns): Promise<Report> {
   const argv = ['setpriv', ...NOBODY, nodeForNobody(), join(pkg, 'loader.mjs'), pkg];
   const opts = { env: { ...process.env, PREBUILDS_ONLY: '', ...env }, timeout: 60_000 };
-  const { stdout } = ns
-    ? await run('ip', ['netns', 'exec', ns.name, ...argv], opts)
-    : await run(argv[0], argv.slice(1), opts);
+  const { stdout } = ns ? await run('ip', ['netns', 'exec', ns.name, ...argv], opts) : await run(argv[0], argv.slice(1), opts);
   return JSON.parse(stdout) as Report;
 }
 
@@ -79,8 +87,13 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
     expect(settings.length).toBeGreaterThan(10);
     // Some settings exist only in the initial namespace (tcp_max_orphans): compare like with like.
     const index = new URL('../dist/index.js', import.meta.url).href;
-    const withAddon = JSON.parse(await ns.exec(process.execPath, ['--input-type=module', '-e',
-      `const { sysctlAudit } = await import(${JSON.stringify(index)}); console.log(JSON.stringify(sysctlAudit().findings.map((f) => f.setting)))`])) as string[];
+    const withAddon = JSON.parse(
+      await ns.exec(process.execPath, [
+        '--input-type=module',
+        '-e',
+        `const { sysctlAudit } = await import(${JSON.stringify(index)}); console.log(JSON.stringify(sysctlAudit().findings.map((f) => f.setting)))`,
+      ]),
+    ) as string[];
     expect(new Set(settings)).toEqual(new Set(withAddon));
   });
 
@@ -88,8 +101,9 @@ describe.runIf(canUse('setpriv', 'ip', 'ss') && (ready || inCI))('no addon fits:
     const cli = join(pkg, 'dist', 'cli.js');
     const stat = JSON.parse(await ns.exec('setpriv', [...NOBODY, nodeForNobody(), cli, 'stat', '--json']));
     expect(stat).toMatchObject({ scope: 'namespace', source: 'proc' });
-    const doctor = await run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, nodeForNobody(), cli, 'doctor', '--json'])
-      .catch((err: { stdout: string }) => ({ stdout: err.stdout }));
+    const doctor = await run('ip', ['netns', 'exec', ns.name, 'setpriv', ...NOBODY, nodeForNobody(), cli, 'doctor', '--json']).catch(
+      (err: { stdout: string }) => ({ stdout: err.stdout }),
+    );
     const json = JSON.parse(doctor.stdout) as { findings: unknown[]; selfCheck: { rows: Array<{ name: string; ok: boolean; error?: string }> } };
     expect(json.findings.length).toBeGreaterThan(10);
     expect(json.selfCheck.rows.length).toBeGreaterThan(9);
@@ -112,13 +126,17 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('a prebuild that fits by na
 });
 
 describe.runIf(canUse('setpriv') && (ready || inCI))('the C library: the file matches the process, not /etc/alpine-release', () => {
-  it("node-gyp-build told musl (as on Alpine) in a glibc process: socktune loads the glibc file and it works", async () => {
+  it('node-gyp-build told musl (as on Alpine) in a glibc process: socktune loads the glibc file and it works', async () => {
     const pkg = install({
       'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node'),
       'linux-x64/socktune.musl.node': prebuilt('linux-x64', 'socktune.musl.node'),
     });
-    const picked = execFileSync(process.execPath, ['-e', `console.log(require('node-gyp-build').resolve(${JSON.stringify(pkg)}))`],
-      { cwd: pkg, env: { ...process.env, LIBC: 'musl', PREBUILDS_ONLY: '' } }).toString().trim();
+    const picked = execFileSync(process.execPath, ['-e', `console.log(require('node-gyp-build').resolve(${JSON.stringify(pkg)}))`], {
+      cwd: pkg,
+      env: { ...process.env, LIBC: 'musl', PREBUILDS_ONLY: '' },
+    })
+      .toString()
+      .trim();
     expect(picked).toBe(join(pkg, 'prebuilds', 'linux-x64', 'socktune.musl.node'));
     // The control: that file cannot load into this (glibc) process.
     expect(() => execFileSync(process.execPath, ['-e', `require(${JSON.stringify(picked)})`], { stdio: 'pipe' })).toThrow();
@@ -165,7 +183,9 @@ describe.runIf(canUse('setpriv') && (ready || inCI))('socktune/register on a hos
   });
 
   it('a bad configuration is still fatal: exit code 9 naming the variable', async () => {
-    for (const env of [{ SOCKTUNE_POLICY: 'gracefulHartbeat' }, { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: 'yes' }] as Array<Record<string, string>>) {
+    for (const env of [{ SOCKTUNE_POLICY: 'gracefulHartbeat' }, { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_STRICT: 'yes' }] as Array<
+      Record<string, string>
+    >) {
       const r = await start(env);
       expect(r.code, JSON.stringify(env)).toBe(9);
       expect(r.stderr).toMatch(/^socktune\/register: bad configuration, not starting: SOCKTUNE_(POLICY|STRICT).*\(ERR_SOCKTUNE_CONFIG\)\n$/);
@@ -203,7 +223,7 @@ describe.runIf((ready || inCI) && process.arch === 'x64')("musl outside Alpine (
     expect(got.userTimeout).toEqual({ applied: 0, read: 0, value: 12345 });
   });
 
-  it('the same host on glibc (Bun\'s glibc build): glibc, and the glibc prebuild', async () => {
+  it("the same host on glibc (Bun's glibc build): glibc, and the glibc prebuild", async () => {
     const bun = runtime('bun');
     if (bun === undefined) return;
     const r = await runUnder(bun, [join(pkg, 'libc-host.mjs'), pkg], { env: { PREBUILDS_ONLY: '' } });
@@ -214,7 +234,10 @@ describe.runIf((ready || inCI) && process.arch === 'x64')("musl outside Alpine (
   it("only the other C library's prebuild: no addon, and the reason names the C library", async () => {
     const musl = runtime('bun-musl');
     if (musl === undefined) return;
-    const only = packageCopy({ prebuilds: { 'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node') }, files: { 'libc-host.mjs': libcHost } }).pkg;
+    const only = packageCopy({
+      prebuilds: { 'linux-x64/socktune.glibc.node': prebuilt('linux-x64', 'socktune.glibc.node') },
+      files: { 'libc-host.mjs': libcHost },
+    }).pkg;
     const r = await runUnder(musl, [join(only, 'libc-host.mjs'), only], { env: { PREBUILDS_ONLY: '' } });
     expect(r.code, r.stderr).toBe(0);
     const got = JSON.parse(r.stdout) as { addon: string | null; error: string };
@@ -240,10 +263,23 @@ describe.runIf((ready || inCI) && process.arch === 'x64')("musl outside Alpine (
     if (!existsSync(ngb)) symlinkSync('../node-gyp-build/bin.js', ngb);
     try {
       const r = await new Promise<{ code: number | null; output: string }>((resolve) => {
-        execFile('sh', ['-c', script], {
-          cwd: dir, timeout: 120_000,
-          env: { ...process.env, ...musl.env, PATH: `${bin}:${join(dir, 'node_modules', '.bin')}:/usr/bin:/bin`, PREBUILDS_ONLY: '', CC: join(bin, 'cc'), CXX: join(bin, 'c++') },
-        }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }));
+        execFile(
+          'sh',
+          ['-c', script],
+          {
+            cwd: dir,
+            timeout: 120_000,
+            env: {
+              ...process.env,
+              ...musl.env,
+              PATH: `${bin}:${join(dir, 'node_modules', '.bin')}:/usr/bin:/bin`,
+              PREBUILDS_ONLY: '',
+              CC: join(bin, 'cc'),
+              CXX: join(bin, 'c++'),
+            },
+          },
+          (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+        );
       });
       return { ...r, compilers: existsSync(log) ? readFileSync(log, 'utf8') : '' };
     } finally {

@@ -39,7 +39,9 @@ describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
     for (const [state, n] of Object.entries(ours.states)) expect([state, n]).toEqual([state, theirs[state] ?? 0]);
     expect(ours.total).toBe(Object.values(theirs).reduce((a, b) => a + b, 0));
     expect(ours.top.TIME_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.timeWait }]);
-    expect(ours.top.CLOSE_WAIT.peers).toEqual([{ key: '127.0.0.1', count: made.closeWait, owners: [{ pid: expect.any(Number), command: expect.any(String), sockets: made.closeWait }] }]);
+    expect(ours.top.CLOSE_WAIT.peers).toEqual([
+      { key: '127.0.0.1', count: made.closeWait, owners: [{ pid: expect.any(Number), command: expect.any(String), sockets: made.closeWait }] },
+    ]);
     // The command is the kernel's name of the fixture (/proc/PID/comm): 'node', or 'MainThread' from Node 24.
     const [owner] = ours.top.CLOSE_WAIT.peers[0].owners;
     expect(owner.command).toBe(readFileSync(`/proc/${owner.pid}/comm`, 'utf8').trim());
@@ -69,7 +71,7 @@ describe.runIf(canUse('ip', 'ss'))('namespace view matches ss exactly', () => {
 describe('process view', () => {
   afterAll(closeAll);
 
-  it('counts only this process\'s sockets, by inode', async () => {
+  it("counts only this process's sockets, by inode", async () => {
     const before = connectionStates({ process: true });
     const { client, peer } = await pair();
     const server2 = track(net.createServer().listen(0, '127.0.0.1'));
@@ -163,7 +165,12 @@ describe('process view', () => {
 
   it('reads each filter property once, from the object itself', () => {
     let reads = 0;
-    const filter = { get port() { reads++; return reads === 1 ? 1 : 70000; } };
+    const filter = {
+      get port() {
+        reads++;
+        return reads === 1 ? 1 : 70000;
+      },
+    };
     expect(() => connectionStates(filter)).not.toThrow();
     expect(reads).toBe(1);
     // An inherited property is not an option: read, it would be refused as a string port.

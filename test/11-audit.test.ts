@@ -15,10 +15,19 @@ const auditFixture = fileURLToPath(new URL('./fixtures/audit.mjs', import.meta.u
 const statesFixture = fileURLToPath(new URL('./fixtures/states.mjs', import.meta.url));
 
 const settings = [
-  'net.ipv4.tcp_tw_reuse', 'net.ipv4.tcp_tw_recycle', 'net.ipv4.tcp_timestamps', 'net.ipv4.tcp_fin_timeout',
-  'net.ipv4.tcp_max_tw_buckets', 'net.ipv4.ip_local_port_range', 'net.ipv4.tcp_keepalive_time',
-  'net.ipv4.tcp_keepalive_intvl', 'net.ipv4.tcp_keepalive_probes', 'net.ipv4.tcp_syncookies',
-  'net.ipv4.tcp_max_syn_backlog', 'net.core.somaxconn', 'net.ipv4.tcp_max_orphans',
+  'net.ipv4.tcp_tw_reuse',
+  'net.ipv4.tcp_tw_recycle',
+  'net.ipv4.tcp_timestamps',
+  'net.ipv4.tcp_fin_timeout',
+  'net.ipv4.tcp_max_tw_buckets',
+  'net.ipv4.ip_local_port_range',
+  'net.ipv4.tcp_keepalive_time',
+  'net.ipv4.tcp_keepalive_intvl',
+  'net.ipv4.tcp_keepalive_probes',
+  'net.ipv4.tcp_syncookies',
+  'net.ipv4.tcp_max_syn_backlog',
+  'net.core.somaxconn',
+  'net.ipv4.tcp_max_orphans',
 ];
 
 const bySetting = (a: SysctlAudit): Record<string, Finding> => Object.fromEntries(a.findings.map((f) => [f.setting, f]));
@@ -27,7 +36,9 @@ const bySetting = (a: SysctlAudit): Record<string, Finding> => Object.fromEntrie
 function sysctlN(name: string, ns?: Netns): string | undefined {
   try {
     const args = ['-n', name];
-    const out = ns ? execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', ...args], { encoding: 'utf8', stdio: 'pipe' }) : execFileSync('sysctl', args, { encoding: 'utf8', stdio: 'pipe' });
+    const out = ns
+      ? execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', ...args], { encoding: 'utf8', stdio: 'pipe' })
+      : execFileSync('sysctl', args, { encoding: 'utf8', stdio: 'pipe' });
     return out.trim().split(/\s+/).join(' ');
   } catch {
     return undefined; // "cannot stat /proc/sys/...": no such setting
@@ -103,9 +114,7 @@ describe('sockstat and netCounters on this machine', () => {
 
   it('sockstat() holds every line of /proc/net/sockstat{,6}, numbers for every field', () => {
     const s = sockstat();
-    const lines = ['/proc/net/sockstat', '/proc/net/sockstat6']
-      .filter(existsSync)
-      .flatMap((f) => readFileSync(f, 'latin1').trim().split('\n'));
+    const lines = ['/proc/net/sockstat', '/proc/net/sockstat6'].filter(existsSync).flatMap((f) => readFileSync(f, 'latin1').trim().split('\n'));
     expect(Object.keys(s).sort()).toEqual(lines.map((l) => l.split(':')[0]).sort());
     expect(Object.keys(s.TCP).sort()).toEqual(['alloc', 'inuse', 'mem', 'orphan', 'tw']);
     for (const fields of Object.values(s)) for (const n of Object.values(fields!)) expect(Number.isInteger(n)).toBe(true);
@@ -171,7 +180,7 @@ describe('sysctlAudit in this process', () => {
   });
 });
 
-describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the test\'s own, with real TIME_WAIT sockets', () => {
+describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))("in a namespace of the test's own, with real TIME_WAIT sockets", () => {
   const ns = new Netns('audit');
   let first: { sockstat: ReturnType<typeof sockstat>; counters: ReturnType<typeof netCounters> };
   let firstSs: number;
@@ -258,7 +267,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
     expect(f['net.core.somaxconn']).toMatchObject({ severity: 'info', value: '128', evidence: { nodeDefaultBacklog: 511, ListenOverflows: 0 } });
   });
 
-  it('reads the namespace\'s own settings, and skips the global tcp_max_orphans it cannot see', () => {
+  it("reads the namespace's own settings, and skips the global tcp_max_orphans it cannot see", () => {
     const f = bySetting(audit);
     for (const name of settings) expect([name, f[name]?.value]).toEqual([name, sysctlN(name, ns)]);
     expect(f['net.ipv4.tcp_max_orphans']).toBeUndefined();
@@ -271,27 +280,56 @@ describe.runIf(canUse('ip', 'ss', 'nstat', 'sysctl'))('in a namespace of the tes
 
 describe.runIf(canUse('ip'))('crafted settings, one fresh namespace each', () => {
   const cases: Array<[string, Record<string, string>, Record<string, [Finding['severity'], string?]>]> = [
-    ['the defaults of a new namespace', {}, {
-      'net.ipv4.tcp_tw_reuse': ['ok', '2'], 'net.ipv4.ip_local_port_range': ['ok', '32768 60999'],
-      'net.ipv4.tcp_syncookies': ['ok', '1'], 'net.ipv4.tcp_keepalive_time': ['warn', '7200'],
-      'net.ipv4.tcp_keepalive_intvl': ['info', '75'], 'net.ipv4.tcp_fin_timeout': ['ok', '60'],
-      'net.core.somaxconn': ['ok', '4096'], 'net.ipv4.tcp_timestamps': ['ok', '1'],
-    }],
-    ['tcp_tw_reuse on without timestamps', { 'net.ipv4.tcp_tw_reuse': '1', 'net.ipv4.tcp_timestamps': '0' }, {
-      'net.ipv4.tcp_tw_reuse': ['warn', '1'], 'net.ipv4.tcp_timestamps': ['warn', '0'],
-    }],
+    [
+      'the defaults of a new namespace',
+      {},
+      {
+        'net.ipv4.tcp_tw_reuse': ['ok', '2'],
+        'net.ipv4.ip_local_port_range': ['ok', '32768 60999'],
+        'net.ipv4.tcp_syncookies': ['ok', '1'],
+        'net.ipv4.tcp_keepalive_time': ['warn', '7200'],
+        'net.ipv4.tcp_keepalive_intvl': ['info', '75'],
+        'net.ipv4.tcp_fin_timeout': ['ok', '60'],
+        'net.core.somaxconn': ['ok', '4096'],
+        'net.ipv4.tcp_timestamps': ['ok', '1'],
+      },
+    ],
+    [
+      'tcp_tw_reuse on without timestamps',
+      { 'net.ipv4.tcp_tw_reuse': '1', 'net.ipv4.tcp_timestamps': '0' },
+      {
+        'net.ipv4.tcp_tw_reuse': ['warn', '1'],
+        'net.ipv4.tcp_timestamps': ['warn', '0'],
+      },
+    ],
     ['tcp_tw_reuse off with little TIME_WAIT', { 'net.ipv4.tcp_tw_reuse': '0' }, { 'net.ipv4.tcp_tw_reuse': ['info', '0'] }],
-    ['keepalive under every idle timeout, too few probes', {
-      'net.ipv4.tcp_keepalive_time': '120', 'net.ipv4.tcp_keepalive_intvl': '10', 'net.ipv4.tcp_keepalive_probes': '2',
-    }, {
-      'net.ipv4.tcp_keepalive_time': ['ok', '120'], 'net.ipv4.tcp_keepalive_intvl': ['ok', '10'], 'net.ipv4.tcp_keepalive_probes': ['info', '2'],
-    }],
-    ['syncookies off, long fin_timeout, narrow port range', {
-      'net.ipv4.tcp_syncookies': '0', 'net.ipv4.tcp_fin_timeout': '120', 'net.ipv4.ip_local_port_range': '50000 50999',
-    }, {
-      'net.ipv4.tcp_syncookies': ['warn', '0'], 'net.ipv4.tcp_fin_timeout': ['info', '120'], 'net.ipv4.ip_local_port_range': ['info', '50000 50999'],
-      'net.ipv4.tcp_max_syn_backlog': ['ok'],
-    }],
+    [
+      'keepalive under every idle timeout, too few probes',
+      {
+        'net.ipv4.tcp_keepalive_time': '120',
+        'net.ipv4.tcp_keepalive_intvl': '10',
+        'net.ipv4.tcp_keepalive_probes': '2',
+      },
+      {
+        'net.ipv4.tcp_keepalive_time': ['ok', '120'],
+        'net.ipv4.tcp_keepalive_intvl': ['ok', '10'],
+        'net.ipv4.tcp_keepalive_probes': ['info', '2'],
+      },
+    ],
+    [
+      'syncookies off, long fin_timeout, narrow port range',
+      {
+        'net.ipv4.tcp_syncookies': '0',
+        'net.ipv4.tcp_fin_timeout': '120',
+        'net.ipv4.ip_local_port_range': '50000 50999',
+      },
+      {
+        'net.ipv4.tcp_syncookies': ['warn', '0'],
+        'net.ipv4.tcp_fin_timeout': ['info', '120'],
+        'net.ipv4.ip_local_port_range': ['info', '50000 50999'],
+        'net.ipv4.tcp_max_syn_backlog': ['ok'],
+      },
+    ],
     ['syncookies for every SYN', { 'net.ipv4.tcp_syncookies': '2' }, { 'net.ipv4.tcp_syncookies': ['info', '2'] }],
   ];
 

@@ -17,11 +17,14 @@ function tmux(...args: string[]): string {
 
 /** The pane of `session` once it matches `pattern` (polled every 100 ms, for `timeoutMs`). */
 function screenUntil(session: string, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
-  return vi.waitFor(() => {
-    const screen = tmux('capture-pane', '-p', '-t', session);
-    expect(screen).toMatch(pattern);
-    return screen;
-  }, { timeout: timeoutMs, interval: 100 });
+  return vi.waitFor(
+    () => {
+      const screen = tmux('capture-pane', '-p', '-t', session);
+      expect(screen).toMatch(pattern);
+      return screen;
+    },
+    { timeout: timeoutMs, interval: 100 },
+  );
 }
 
 describe.runIf(canUse('tmux', 'ip'))('socktune watch in tmux', () => {

@@ -28,17 +28,23 @@ function samples(json: Array<{ name: string; values: Array<{ labels: Record<stri
 describe('createCollector in this process', () => {
   afterAll(closeAll);
 
-  it('registers its metrics and counts this process\'s sockets', async () => {
+  it("registers its metrics and counts this process's sockets", async () => {
     const registry = new Registry();
     const { metrics } = await createCollector({ registry });
     expect(metrics).toEqual([
-      'socktune_tcp_connections', 'socktune_sockstat', 'socktune_kernel_tcp_events_total',
-      'socktune_closes_total', 'socktune_close_bytes_at_risk_total', 'socktune_audit_findings', 'socktune_audit_finding',
+      'socktune_tcp_connections',
+      'socktune_sockstat',
+      'socktune_kernel_tcp_events_total',
+      'socktune_closes_total',
+      'socktune_close_bytes_at_risk_total',
+      'socktune_audit_findings',
+      'socktune_audit_finding',
     ]);
-    const before = samples(await registry.getMetricsAsJSON() as never);
+    const before = samples((await registry.getMetricsAsJSON()) as never);
     await pair();
-    const after = samples(await registry.getMetricsAsJSON() as never);
-    const est = (s: Sample[]) => s.find((x) => x.name === 'socktune_tcp_connections' && x.labels.scope === 'process' && x.labels.state === 'ESTABLISHED')!.value;
+    const after = samples((await registry.getMetricsAsJSON()) as never);
+    const est = (s: Sample[]) =>
+      s.find((x) => x.name === 'socktune_tcp_connections' && x.labels.scope === 'process' && x.labels.state === 'ESTABLISHED')!.value;
     expect(est(after) - est(before)).toBe(2);
     const text = await registry.metrics();
     expect(text).toMatch(/^# TYPE socktune_kernel_tcp_events_total counter$/m);
@@ -50,9 +56,16 @@ describe('createCollector in this process', () => {
     await createCollector({ registry, prefix: 'app_tcp_', process: false, audit: false, closes: false });
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name);
     expect(names).toEqual(['app_tcp_tcp_connections', 'app_tcp_sockstat', 'app_tcp_kernel_tcp_events_total']);
-    const scopes = new Set(samples(await registry.getMetricsAsJSON() as never).filter((s) => s.name === 'app_tcp_tcp_connections').map((s) => s.labels.scope));
+    const scopes = new Set(
+      samples((await registry.getMetricsAsJSON()) as never)
+        .filter((s) => s.name === 'app_tcp_tcp_connections')
+        .map((s) => s.labels.scope),
+    );
     expect([...scopes]).toEqual(['namespace']);
-    await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/already has socktune's metrics/) });
+    await expect(createCollector({ registry, prefix: 'app_tcp_' })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringMatching(/already has socktune's metrics/),
+    });
     expect((await registry.getMetricsAsJSON()).map((m) => m.name)).toEqual(names);
   });
 
@@ -75,7 +88,7 @@ describe('createCollector in this process', () => {
     reset.end();
     await once(reset, 'close');
     await once(guard, 'closed');
-    const all = samples(await registry.getMetricsAsJSON() as never);
+    const all = samples((await registry.getMetricsAsJSON()) as never);
     const value = (name: string, labels: Record<string, string>) =>
       all.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
     expect(value('socktune_guard_closed_total', { guard: 'api', reason: 'half-closed' })).toBe(1);
@@ -112,10 +125,18 @@ describe('the socktune:close subscriber (the channel is public)', () => {
       const json = await registry.getMetricsAsJSON();
       console.log(JSON.stringify(json.filter((m) => m.name.startsWith('socktune_close')).map((m) => [m.name, m.values.map((v) => [v.labels, v.value])])));
     `;
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('..', import.meta.url)) });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+    });
     expect(stderr).toBe('');
     expect(JSON.parse(stdout)).toEqual([
-      ['socktune_closes_total', [[{ reason: 'close', method: 'rst' }, 1], [{ reason: 'timeout', method: 'fin' }, 1]]],
+      [
+        'socktune_closes_total',
+        [
+          [{ reason: 'close', method: 'rst' }, 1],
+          [{ reason: 'timeout', method: 'fin' }, 1],
+        ],
+      ],
       ['socktune_close_bytes_at_risk_total', [[{ reason: 'timeout' }, 10]]],
     ]);
   });
@@ -129,7 +150,7 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('createCollector against sockets mad
   }, 60_000);
   afterAll(() => ns.destroy());
 
-  it('namespace counts equal ss; sockstat tw and kernel counters equal the kernel\'s', async () => {
+  it("namespace counts equal ss; sockstat tw and kernel counters equal the kernel's", async () => {
     const out = JSON.parse(await ns.exec(process.execPath, [fixture]));
     const theirs = ssCounts(await ns.exec('ss', ['-Htan']));
     const all = out.samples as Sample[];

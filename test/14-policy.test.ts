@@ -98,7 +98,12 @@ describe('tune', () => {
     const { client } = await pair();
     tune(client, policy);
     // 30 s + 10 × 1 s = 40 s is longer than the policy's 11 s + 5 × 4 s = 31 s; 1 s and 5 s are shorter.
-    for (const [delay, want] of [[30_000, expected], [1000, nodeKeepAlive(1000)], [30_000, expected], [5000, nodeKeepAlive(5000)]] as const) {
+    for (const [delay, want] of [
+      [30_000, expected],
+      [1000, nodeKeepAlive(1000)],
+      [30_000, expected],
+      [5000, nodeKeepAlive(5000)],
+    ] as const) {
       client.setKeepAlive(true, delay);
       expect(held(client), `setKeepAlive(true, ${delay})`).toEqual(want);
     }

@@ -144,7 +144,10 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('RST instead of FIN, seen from both 
     ['rstOnClose: socket.end()', { policy: 'always', close: 'end' }],
     ['rstOnClose: socket.destroy()', { policy: 'always', close: 'destroy' }],
     ["rstOnClose({ reset: 'timeout' }): 'timeout' then destroy()", { policy: 'timeout', close: 'timeout' }],
-    ["rstOnClose({ reset: 'timeout' }): 'timeout' then destroy(), the application's listener added before tune()", { policy: 'timeout', close: 'timeout', listenerFirst: true }],
+    [
+      "rstOnClose({ reset: 'timeout' }): 'timeout' then destroy(), the application's listener added before tune()",
+      { policy: 'timeout', close: 'timeout', listenerFirst: true },
+    ],
   ])('%s: peer ECONNRESET after all data, TcpOutRsts +1, no TIME_WAIT, no local error', async (_name, cmd) => {
     const r = await close(cmd);
     expect(r.peer.end).toBe('ECONNRESET');
@@ -278,7 +281,11 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
     const report = await resetClose(socket, { drainTimeout: 500 });
     await closed;
     const seen = await readerSaw(localPort);
-    console.log(JSON.stringify({ stoppedReader: { report, received: seen.received, queuedAtReset: seen.queuedAtReset, stateAtReset: seen.stateAtReset, peerEnd: seen.end } }));
+    console.log(
+      JSON.stringify({
+        stoppedReader: { report, received: seen.received, queuedAtReset: seen.queuedAtReset, stateAtReset: seen.stateAtReset, peerEnd: seen.end },
+      }),
+    );
     expect(report).toMatchObject({ method: 'rst', drained: false });
     expect(report.bytesAtRisk).toBeGreaterThan(0);
     // Linux keeps what it acknowledged readable after the RST: the reader, resuming only once
@@ -335,9 +342,11 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
         socket.end(Buffer.concat([head, payload]));
       });
     // 200 at a time, bounded in time by the test's own timeout.
-    await Promise.all(Array.from({ length: 200 }, async () => {
-      while (next < total) await one(next++);
-    }));
+    await Promise.all(
+      Array.from({ length: 200 }, async () => {
+        while (next < total) await one(next++);
+      }),
+    );
     const ms = Math.round(performance.now() - start);
     // The server's tally, once it has counted every close (or after 10 s: judged below).
     let counted: Record<string, any> = {};
@@ -345,7 +354,11 @@ describe.runIf(canUse('ip', 'ss'))('large writes, reset-closed (scenario 16) and
     const methods: Record<string, number> = {};
     for (const { socket, report } of reports) if (mine.has(socket)) methods[report.method] = (methods[report.method] ?? 0) + 1;
     const twRoot = await ssCount('time-wait', `dst ${veth.peerAddr} and ( ${ports.map((p) => `dport = :${p}`).join(' or ')} )`);
-    console.log(JSON.stringify({ resetCloses: { total, ms, server: counted, methods, timeWaitClosingSide: twRoot, timeWaitServerSide: await ssCount('time-wait', veth.ns) } }));
+    console.log(
+      JSON.stringify({
+        resetCloses: { total, ms, server: counted, methods, timeWaitClosingSide: twRoot, timeWaitServerSide: await ssCount('time-wait', veth.ns) },
+      }),
+    );
     expect(errors).toEqual([]);
     expect(counted).toMatchObject({ closed: total, matched: total, mismatched: 0, short: 0 });
     expect(methods).toEqual({ rst: total });

@@ -57,9 +57,22 @@ describe('tuneServer(server, presets.gracefulHeartbeat())', () => {
     const guard = tuneServer(server, presets.gracefulHeartbeat());
     expect(guard).toBeInstanceOf(Guard);
     const p = guard.policy;
-    expect(p).toMatchObject({ halfCloseTimeout: 30_000, finWaitTimeout: 30_000, scanInterval: 5000, idleTimeout: false, readerIdleTimeout: false, writerIdleTimeout: false, heartbeat: false });
+    expect(p).toMatchObject({
+      halfCloseTimeout: 30_000,
+      finWaitTimeout: 30_000,
+      scanInterval: 5000,
+      idleTimeout: false,
+      readerIdleTimeout: false,
+      writerIdleTimeout: false,
+      heartbeat: false,
+    });
     // A deadline is met within one scan after it passes: still a minute or less.
-    for (const deadline of [(p.halfCloseTimeout as number) + p.scanInterval, (p.finWaitTimeout as number) + p.scanInterval, p.userTimeout!, p.keepAlive ? keepAliveBudget(p.keepAlive) : 0]) {
+    for (const deadline of [
+      (p.halfCloseTimeout as number) + p.scanInterval,
+      (p.finWaitTimeout as number) + p.scanInterval,
+      p.userTimeout!,
+      p.keepAlive ? keepAliveBudget(p.keepAlive) : 0,
+    ]) {
       expect(deadline).toBeGreaterThan(0);
       expect(deadline).toBeLessThanOrEqual(60_000);
     }
@@ -112,7 +125,18 @@ describe('tuneServer(server, presets.gracefulHeartbeat())', () => {
     await expect.poll(() => reasons.length, { timeout: 2 * T + SCAN + SLACK }).toBe(2);
     expect(reasons).toEqual(['half-closed', 'idle']);
     const { closed, tracked, seen, states, scans } = guard.stats();
-    expect(closed).toEqual({ 'half-closed': 1, 'fin-wait': 0, idle: 1, heartbeat: 0, dead: 0, reset: 0, shutdown: 0, stale: 0, 'max-age': 0, 'too-many-pings': 0 });
+    expect(closed).toEqual({
+      'half-closed': 1,
+      'fin-wait': 0,
+      idle: 1,
+      heartbeat: 0,
+      dead: 0,
+      reset: 0,
+      shutdown: 0,
+      stale: 0,
+      'max-age': 0,
+      'too-many-pings': 0,
+    });
     expect({ tracked, seen, states }).toEqual({ tracked: 0, seen: 2, states: {} });
     expect(scans).toBeGreaterThan(0);
   });
@@ -348,8 +372,20 @@ describe.runIf(canUse('ss'))('closing goes through the policy', () => {
   });
 
   const cases: Array<[string, ReturnType<typeof presets.gracefulHeartbeat>, string, string, number]> = [
-    ['rstOnClose: RST, the peer reads ECONNRESET, no TIME_WAIT', presets.gracefulHeartbeat(presets.rstOnClose({ idleTimeout: T, scanInterval: SCAN })), 'ECONNRESET', 'rst', 0],
-    ['reset: false: FIN, the peer reads its end, TIME_WAIT here', presets.gracefulHeartbeat({ idleTimeout: T, scanInterval: SCAN, reset: false }), 'end', 'fin', 1],
+    [
+      'rstOnClose: RST, the peer reads ECONNRESET, no TIME_WAIT',
+      presets.gracefulHeartbeat(presets.rstOnClose({ idleTimeout: T, scanInterval: SCAN })),
+      'ECONNRESET',
+      'rst',
+      0,
+    ],
+    [
+      'reset: false: FIN, the peer reads its end, TIME_WAIT here',
+      presets.gracefulHeartbeat({ idleTimeout: T, scanInterval: SCAN, reset: false }),
+      'end',
+      'fin',
+      1,
+    ],
   ];
   it.each(cases)('an idle-timeout close under %s', async (_name, policy, seen, method, timeWait) => {
     const { server, accepted, port } = await serve();
@@ -483,7 +519,10 @@ describe.runIf(canUse('ss'))('guard.close({ timeout })', () => {
     await Promise.all([once(unused, 'connect'), once(partial, 'connect')]);
     partial.write('GET / HTTP/1.1\r\nHost: socktune.test\r\n');
     const seen = { unused: [] as string[], partial: [] as string[] };
-    for (const [name, s] of [['unused', unused], ['partial', partial]] as const) {
+    for (const [name, s] of [
+      ['unused', unused],
+      ['partial', partial],
+    ] as const) {
       s.on('end', () => seen[name].push('end'));
       s.on('error', (e: NodeJS.ErrnoException) => seen[name].push(e.code ?? 'error'));
     }
@@ -529,7 +568,9 @@ describe.runIf(canUse('ip', 'ss', 'prlimit'))('scenario 14: 1000 peers half-clos
     } catch {
       // checked below
     }
-    const hard = Number(execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'HARD'], { encoding: 'utf8' }).trim());
+    const hard = Number(
+      execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'HARD'], { encoding: 'utf8' }).trim(),
+    );
     expect(hard).toBeGreaterThan(PEERS + 200);
   });
   afterEach(async () => {
@@ -543,59 +584,72 @@ describe.runIf(canUse('ip', 'ss', 'prlimit'))('scenario 14: 1000 peers half-clos
     ['half-open', false],
     ['paused', false],
   ];
-  it.each(cases)('%s server, guard %s', async (mode, guarded) => {
-    ns = new Netns('guard').create();
-    const { child: server, ready } = await ns.start(serverFixture, [JSON.stringify({ mode, guard: guarded, halfCloseTimeout: T, scanInterval: 200 })]);
-    const { port, pid } = JSON.parse(ready) as { port: number; pid: number };
-    const baseline = { fds: fds(pid), ...(await sockstat(ns)) };
+  it.each(cases)(
+    '%s server, guard %s',
+    async (mode, guarded) => {
+      ns = new Netns('guard').create();
+      const { child: server, ready } = await ns.start(serverFixture, [JSON.stringify({ mode, guard: guarded, halfCloseTimeout: T, scanInterval: 200 })]);
+      const { port, pid } = JSON.parse(ready) as { port: number; pid: number };
+      const baseline = { fds: fds(pid), ...(await sockstat(ns)) };
 
-    const { child: peers, ready: up } = await ns.start(clientsFixture, [String(port), String(PEERS)]);
-    expect(JSON.parse(up)).toEqual({ connected: PEERS });
-    await expect.poll(() => ssCount('established', `sport = :${port}`, ns), { timeout: 5000 }).toBe(PEERS);
-    // ss counts connections still in the accept queue too: wait until the server has taken them all.
-    await expect.poll(async () => ((await ask(server, 'stats')) as { connections: number }).connections, { timeout: 5000 }).toBe(PEERS);
-    expect(await ask(server, 'stats')).toMatchObject({ connections: PEERS, ...(guarded ? { guard: { tracked: PEERS } } : {}) });
-    const loaded = { fds: fds(pid), ...(await sockstat(ns)) };
-    expect(loaded.fds - baseline.fds).toBe(PEERS);
+      const { child: peers, ready: up } = await ns.start(clientsFixture, [String(port), String(PEERS)]);
+      expect(JSON.parse(up)).toEqual({ connected: PEERS });
+      await expect.poll(() => ssCount('established', `sport = :${port}`, ns), { timeout: 5000 }).toBe(PEERS);
+      // ss counts connections still in the accept queue too: wait until the server has taken them all.
+      await expect.poll(async () => ((await ask(server, 'stats')) as { connections: number }).connections, { timeout: 5000 }).toBe(PEERS);
+      expect(await ask(server, 'stats')).toMatchObject({ connections: PEERS, ...(guarded ? { guard: { tracked: PEERS } } : {}) });
+      const loaded = { fds: fds(pid), ...(await sockstat(ns)) };
+      expect(loaded.fds - baseline.fds).toBe(PEERS);
 
-    const { startedAt, endedAt } = (await ask(peers, 'end')) as { startedAt: number; endedAt: number };
-    const deadline = endedAt + T + SLACK;
-    await expect.poll(() => ssCount('close-wait', `sport = :${port}`, ns), { timeout: 2000 }).toBe(PEERS);
+      const { startedAt, endedAt } = (await ask(peers, 'end')) as { startedAt: number; endedAt: number };
+      const deadline = endedAt + T + SLACK;
+      await expect.poll(() => ssCount('close-wait', `sport = :${port}`, ns), { timeout: 2000 }).toBe(PEERS);
 
-    if (!guarded) {
-      await sleep(Math.max(0, deadline - Date.now()));
-      const after = { closeWait: await ssCount('close-wait', `sport = :${port}`, ns), fds: fds(pid), ...(await sockstat(ns)) };
-      console.log(`scenario 14 control (${mode}): ${JSON.stringify({ baseline, after })}`);
-      expect(after.closeWait).toBe(PEERS);
-      expect(after.fds - baseline.fds).toBe(PEERS);
-      // The server's CLOSE_WAIT and the peers' FIN_WAIT2.
-      expect(after.inuse - baseline.inuse).toBe(2 * PEERS);
-      return;
-    }
+      if (!guarded) {
+        await sleep(Math.max(0, deadline - Date.now()));
+        const after = { closeWait: await ssCount('close-wait', `sport = :${port}`, ns), fds: fds(pid), ...(await sockstat(ns)) };
+        console.log(`scenario 14 control (${mode}): ${JSON.stringify({ baseline, after })}`);
+        expect(after.closeWait).toBe(PEERS);
+        expect(after.fds - baseline.fds).toBe(PEERS);
+        // The server's CLOSE_WAIT and the peers' FIN_WAIT2.
+        expect(after.inuse - baseline.inuse).toBe(2 * PEERS);
+        return;
+      }
 
-    // The deadline is the guard's: when it closed the last connection, on the server's clock
-    // (Date.now() there and in the peers, both the machine's wall clock), so the test's own polling
-    // of ss, /proc and sockstat, slow on a loaded machine, does not count. The kernel's witnesses
-    // must then all be back: the sockets gone from CLOSE_WAIT, the fds closed, sockstat at baseline.
-    const witnesses: Record<string, () => Promise<boolean> | boolean> = {
-      closeWait: async () => (await ssCount('close-wait', `sport = :${port}`, ns)) === 0,
-      fds: () => fds(pid) === baseline.fds,
-      sockstat: async () => (await sockstat(ns!)).inuse === baseline.inuse,
-    };
-    const back: Record<string, boolean> = {};
-    await until(async () => {
-      for (const [name, check] of Object.entries(witnesses)) if (!back[name] && (await check())) back[name] = true;
-      return Object.keys(back).length === 3;
-    }, deadline - Date.now() + 10_000, 100);
-    const stats = (await ask(server, 'stats')) as { guard: { tracked: number; closed: Record<string, number> }; closes: { first: number | null; last: number | null } };
-    // first: from the first FIN sent; last: from the last.
-    const closedAfter = { first: (stats.closes.first ?? NaN) - startedAt, last: (stats.closes.last ?? NaN) - endedAt };
-    console.log(`scenario 14 guarded (${mode}): closed after ms ${JSON.stringify(closedAfter)}; back ${JSON.stringify(back)}; baseline ${JSON.stringify(baseline)}; loaded ${JSON.stringify(loaded)}; closed ${JSON.stringify(stats.guard.closed)}`);
-    expect(back).toEqual({ closeWait: true, fds: true, sockstat: true });
-    // Not before the half-close timeout, and all within it plus the slack (a scan interval and a loaded machine).
-    expect(closedAfter.first).toBeGreaterThanOrEqual(T);
-    expect(closedAfter.last).toBeLessThan(T + SLACK);
-    expect(stats.guard.tracked).toBe(0);
-    expect(stats.guard.closed['half-closed']).toBe(PEERS);
-  }, 60_000);
+      // The deadline is the guard's: when it closed the last connection, on the server's clock
+      // (Date.now() there and in the peers, both the machine's wall clock), so the test's own polling
+      // of ss, /proc and sockstat, slow on a loaded machine, does not count. The kernel's witnesses
+      // must then all be back: the sockets gone from CLOSE_WAIT, the fds closed, sockstat at baseline.
+      const witnesses: Record<string, () => Promise<boolean> | boolean> = {
+        closeWait: async () => (await ssCount('close-wait', `sport = :${port}`, ns)) === 0,
+        fds: () => fds(pid) === baseline.fds,
+        sockstat: async () => (await sockstat(ns!)).inuse === baseline.inuse,
+      };
+      const back: Record<string, boolean> = {};
+      await until(
+        async () => {
+          for (const [name, check] of Object.entries(witnesses)) if (!back[name] && (await check())) back[name] = true;
+          return Object.keys(back).length === 3;
+        },
+        deadline - Date.now() + 10_000,
+        100,
+      );
+      const stats = (await ask(server, 'stats')) as {
+        guard: { tracked: number; closed: Record<string, number> };
+        closes: { first: number | null; last: number | null };
+      };
+      // first: from the first FIN sent; last: from the last.
+      const closedAfter = { first: (stats.closes.first ?? NaN) - startedAt, last: (stats.closes.last ?? NaN) - endedAt };
+      console.log(
+        `scenario 14 guarded (${mode}): closed after ms ${JSON.stringify(closedAfter)}; back ${JSON.stringify(back)}; baseline ${JSON.stringify(baseline)}; loaded ${JSON.stringify(loaded)}; closed ${JSON.stringify(stats.guard.closed)}`,
+      );
+      expect(back).toEqual({ closeWait: true, fds: true, sockstat: true });
+      // Not before the half-close timeout, and all within it plus the slack (a scan interval and a loaded machine).
+      expect(closedAfter.first).toBeGreaterThanOrEqual(T);
+      expect(closedAfter.last).toBeLessThan(T + SLACK);
+      expect(stats.guard.tracked).toBe(0);
+      expect(stats.guard.closed['half-closed']).toBe(PEERS);
+    },
+    60_000,
+  );
 });

@@ -15,7 +15,6 @@ import { ssCount } from './helpers/netns.js';
 import { pools } from './helpers/pools.js';
 import { freed, rawServer, request, tlsServer, type Got } from './helpers/http.js';
 
-
 const keepAlive = { idle: 7000, interval: 2000, count: 4 };
 const policy = presets.gracefulHeartbeat({ keepAlive });
 // What the kernel must hold: the policy's keepalive, and the user timeout of its budget (7 + 2·4 s).
@@ -109,7 +108,7 @@ describe('scenario 7: user setKeepAlive, then 10 releases and reuses', () => {
     }
   });
 
-  it('control: Node\'s agent, options set at connect: after the user\'s setKeepAlive the next release leaves 1 s / 1 s / 10 probes', async () => {
+  it("control: Node's agent, options set at connect: after the user's setKeepAlive the next release leaves 1 s / 1 s / 10 probes", async () => {
     const { port } = await rawServer();
     const agent = keep(new http.Agent({ keepAlive: true }));
     const first = await get(agent, port, (s) => s.once('connect', () => configure(s, { keepAlive, userTimeout: 15_000 })));
@@ -127,10 +126,22 @@ describe('scenario 7: user setKeepAlive, then 10 releases and reuses', () => {
 
 describe('idle eviction', () => {
   const cases = [
-    { name: 'Keep-Alive: timeout=2, margin 500 ms: evicted at 1.5 s, before the server\'s 2 s', header: 'Keep-Alive: timeout=2\r\n', overrides: { poolIdleMargin: 500 }, options: {}, within: [1450, 1950] },
-    { name: 'Keep-Alive: timeout=5, max=100 (timeout not first), default margin 2 s: evicted at 3 s', header: 'Keep-Alive: max=100, timeout=5\r\n', overrides: {}, options: {}, within: [2950, 3450] },
+    {
+      name: "Keep-Alive: timeout=2, margin 500 ms: evicted at 1.5 s, before the server's 2 s",
+      header: 'Keep-Alive: timeout=2\r\n',
+      overrides: { poolIdleMargin: 500 },
+      options: {},
+      within: [1450, 1950],
+    },
+    {
+      name: 'Keep-Alive: timeout=5, max=100 (timeout not first), default margin 2 s: evicted at 3 s',
+      header: 'Keep-Alive: max=100, timeout=5\r\n',
+      overrides: {},
+      options: {},
+      within: [2950, 3450],
+    },
     { name: 'no hint: evicted after poolIdleTimeout (1.5 s)', header: '', overrides: { poolIdleTimeout: 1500 }, options: {}, within: [1450, 1950] },
-    { name: 'no hint, agent timeout 1 s: the agent\'s timeout caps it', header: '', overrides: {}, options: { timeout: 1000 }, within: [950, 1450] },
+    { name: "no hint, agent timeout 1 s: the agent's timeout caps it", header: '', overrides: {}, options: { timeout: 1000 }, within: [950, 1450] },
   ];
 
   it.each(cases)('$name', async ({ header, overrides, options, within }) => {
@@ -157,7 +168,7 @@ describe('idle eviction', () => {
     expect(second.socket).not.toBe(first.socket);
   });
 
-  it('control: Node\'s agent keeps a hint-less idle socket past 2 s (until the server closes it)', async () => {
+  it("control: Node's agent keeps a hint-less idle socket past 2 s (until the server closes it)", async () => {
     const { port } = await rawServer();
     const agent = keep(new http.Agent({ keepAlive: true }));
     const got = await get(agent, port);

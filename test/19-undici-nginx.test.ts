@@ -10,7 +10,6 @@ import { createConnector, createDispatcher, presets, readOptions } from '../src/
 import { pools, undiciConnections } from './helpers/pools.js';
 import { rawServer, tlsServer } from './helpers/http.js';
 
-
 const keepAlive = { idle: 7000, interval: 2000, count: 4 };
 const policy = presets.gracefulHeartbeat({ keepAlive });
 const held = { keepAlive, userTimeout: 15_000 };
@@ -30,12 +29,15 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
     const { url } = await rawServer();
     const connector = createConnector(policy);
     let inCallback: unknown;
-    const dispatcher = keep(new Agent({
-      connect: (options, callback) => connector(options, (err, socket) => {
-        if (socket) inCallback = readOptions(socket as net.Socket);
-        callback(err as null, socket as net.Socket);
+    const dispatcher = keep(
+      new Agent({
+        connect: (options, callback) =>
+          connector(options, (err, socket) => {
+            if (socket) inCallback = readOptions(socket as net.Socket);
+            callback(err as null, socket as net.Socket);
+          }),
       }),
-    }));
+    );
     expect(await get(url, dispatcher)).toBe('ok');
     expect(inCallback).toMatchObject(held);
     expect(connected).toHaveLength(1);
@@ -62,21 +64,21 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
     expect(dispatcher.guard.stats().tracked).toBe(1);
   });
 
-  it('control: undici\'s own connector leaves 60 s / 1 s / 10 probes', async () => {
+  it("control: undici's own connector leaves 60 s / 1 s / 10 probes", async () => {
     const { url } = await rawServer();
     const dispatcher = keep(new Agent());
     await get(url, dispatcher);
     expect(readOptions(connected[0]).keepAlive).toEqual({ idle: 60_000, interval: 1000, count: 10 });
   });
 
-  it('TLS through undici\'s buildConnector: tuned on TCP connect, in place after the handshake', async () => {
+  it("TLS through undici's buildConnector: tuned on TCP connect, in place after the handshake", async () => {
     const { port } = await tlsServer();
     const dispatcher = keep(createDispatcher(policy, { connect: { rejectUnauthorized: false } }));
     expect(await get(`https://127.0.0.1:${port}/`, dispatcher)).toBe('ok');
     expect(readOptions(connected[0])).toMatchObject(held);
   });
 
-  it('fetch: undici\'s fetch and Node\'s global fetch both take the dispatcher', async () => {
+  it("fetch: undici's fetch and Node's global fetch both take the dispatcher", async () => {
     const { url } = await rawServer();
     const dispatcher = keep(createDispatcher(policy));
     expect(await (await undiciFetch(url, { dispatcher })).text()).toBe('ok');
@@ -97,7 +99,12 @@ describe('createConnector / createDispatcher: the policy on every socket', () =>
 describe('createDispatcher: idle eviction', () => {
   const cases = [
     { name: 'no hint: closed after poolIdleTimeout (1.5 s)', header: '', overrides: { poolIdleTimeout: 1500 }, within: [1450, 1950] },
-    { name: 'Keep-Alive: timeout=2, margin 500 ms: closed at 1.5 s, before the server\'s 2 s', header: 'Keep-Alive: timeout=2\r\n', overrides: { poolIdleMargin: 500 }, within: [1450, 1950] },
+    {
+      name: "Keep-Alive: timeout=2, margin 500 ms: closed at 1.5 s, before the server's 2 s",
+      header: 'Keep-Alive: timeout=2\r\n',
+      overrides: { poolIdleMargin: 500 },
+      within: [1450, 1950],
+    },
   ];
 
   it.each(cases)('$name', async ({ header, overrides, within }) => {
@@ -113,7 +120,7 @@ describe('createDispatcher: idle eviction', () => {
     expect(elapsed).toBeLessThan(within[1]);
   });
 
-  it('a hint not above the margin (timeout=2, default margin 2 s, undici\'s own threshold): the connection is not reused', async () => {
+  it("a hint not above the margin (timeout=2, default margin 2 s, undici's own threshold): the connection is not reused", async () => {
     const { url } = await rawServer('Keep-Alive: timeout=2\r\n');
     const dispatcher = keep(createDispatcher(policy));
     await get(url, dispatcher);

@@ -55,7 +55,8 @@ describe.runIf(canUse('strace'))('fuzz: the socket-options layer (configure, the
         // names on the live socket, and nothing inherited from a polluted prototype.
         accepted.push(c.id);
         // (IP_TOS asks the socket's family first: IPV6_TCLASS on an IPv6 socket.)
-        for (const call of calls!) expect(call, c.id).toMatch(new RegExp(`^(setsockopt\\(${fd}, |getsockopt\\(${fd}, SOL_SOCKET, SO_DOMAIN,${c.id.includes('tos') ? '' : 'x^'})`));
+        for (const call of calls!)
+          expect(call, c.id).toMatch(new RegExp(`^(setsockopt\\(${fd}, |getsockopt\\(${fd}, SOL_SOCKET, SO_DOMAIN,${c.id.includes('tos') ? '' : 'x^'})`));
         if (!c.id.includes('linger')) expect(calls!.join('\n'), c.id).not.toContain('SO_LINGER');
       } else {
         expect(calls, `${c.id} → ${c.outcome}`).toEqual([]);
@@ -69,16 +70,20 @@ describe.runIf(canUse('strace'))('fuzz: the socket-options layer (configure, the
 });
 
 describe('fuzz: the other layers (diagnostics, policies, integrations, pools, the collector)', () => {
-  it.each([[[]], [['--polluted']]])('coded errors only and nothing later %j', async (flags) => {
-    const { stdout } = await run(process.execPath, [fixture, 'others', ...flags], { maxBuffer: 64 << 20, timeout: 60_000 });
-    const report = JSON.parse(stdout) as Report;
-    expect(report.calls).toBeGreaterThan(1400);
-    expect(report.skipped).toBe(0);
-    expect(report.failures).toEqual([]);
-    expect(report.later).toEqual([]);
-    // The exported tables cannot be rewritten.
-    for (const table of ['middleboxIdleTimeouts', 'closeCodes', 'presets']) {
-      expect(report.cases.find((c) => c.id === `${table}#write`)?.outcome, table).toBe('frozen');
-    }
-  }, 90_000);
+  it.each([[[]], [['--polluted']]])(
+    'coded errors only and nothing later %j',
+    async (flags) => {
+      const { stdout } = await run(process.execPath, [fixture, 'others', ...flags], { maxBuffer: 64 << 20, timeout: 60_000 });
+      const report = JSON.parse(stdout) as Report;
+      expect(report.calls).toBeGreaterThan(1400);
+      expect(report.skipped).toBe(0);
+      expect(report.failures).toEqual([]);
+      expect(report.later).toEqual([]);
+      // The exported tables cannot be rewritten.
+      for (const table of ['middleboxIdleTimeouts', 'closeCodes', 'presets']) {
+        expect(report.cases.find((c) => c.id === `${table}#write`)?.outcome, table).toBe('frozen');
+      }
+    },
+    90_000,
+  );
 });

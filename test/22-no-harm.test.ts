@@ -50,10 +50,12 @@ describe('connections a policy cannot apply to pass through untouched', () => {
   it('a Unix-domain net.Server keeps its half-open connections as the application handles them', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'socktune-'));
     const socketPath = join(dir, 'net.sock');
-    const server = track(net.createServer({ allowHalfOpen: true }, (s) => {
-      track(s).resume();
-      s.on('end', () => s.end('bye'));
-    }));
+    const server = track(
+      net.createServer({ allowHalfOpen: true }, (s) => {
+        track(s).resume();
+        s.on('end', () => s.end('bye'));
+      }),
+    );
     const guard = tuneServer(server, presets.gracefulHeartbeat({ halfCloseTimeout: 100, scanInterval: 50 }));
     server.listen(socketPath);
     await once(server, 'listening');
@@ -105,7 +107,9 @@ describe('only real policies are accepted, read once', () => {
     const { client } = await pair();
     expect(catchError(() => tune(client, undefined as never))).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     // Not a policy: treated as overrides and validated like any, so its unknown fields are refused.
-    expect(catchError(() => tune(client, Object.freeze({ name: 'x', scanInterval: 5000, bogus: 1 }) as never))).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(catchError(() => tune(client, Object.freeze({ name: 'x', scanInterval: 5000, bogus: 1 }) as never))).toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
     expect(client.destroyed).toBe(false);
   });
 
@@ -149,8 +153,19 @@ describe('only real policies are accepted, read once', () => {
 
   it("what the caller's getter or Proxy throws while a policy is read is ERR_INVALID_ARG_VALUE with it as cause", () => {
     const thrown = new Error('from the caller');
-    const getter = { get idleTimeout(): number { throw thrown; } };
-    const proxy = new Proxy({}, { ownKeys() { throw thrown; } });
+    const getter = {
+      get idleTimeout(): number {
+        throw thrown;
+      },
+    };
+    const proxy = new Proxy(
+      {},
+      {
+        ownKeys() {
+          throw thrown;
+        },
+      },
+    );
     for (const value of [getter, proxy]) {
       const err = catchError(() => compose(value as never));
       expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
@@ -171,9 +186,26 @@ describe('only real policies are accepted, read once', () => {
   });
 
   it('every field given a Symbol, a null-prototype object, a BigInt or a function: a coded error from every preset and compose, never accepted', () => {
-    const fields = ['name', 'keepAlive', 'userTimeout', 'noDelay', 'idleTimeout', 'readerIdleTimeout', 'writerIdleTimeout', 'heartbeat',
-      'halfCloseTimeout', 'finWaitTimeout', 'scanInterval', 'reset', 'resetAccepted', 'drainTimeout', 'drainDeadline', 'onDrainTimeout',
-      'poolIdleTimeout', 'poolIdleMargin'];
+    const fields = [
+      'name',
+      'keepAlive',
+      'userTimeout',
+      'noDelay',
+      'idleTimeout',
+      'readerIdleTimeout',
+      'writerIdleTimeout',
+      'heartbeat',
+      'halfCloseTimeout',
+      'finWaitTimeout',
+      'scanInterval',
+      'reset',
+      'resetAccepted',
+      'drainTimeout',
+      'drainDeadline',
+      'onDrainTimeout',
+      'poolIdleTimeout',
+      'poolIdleMargin',
+    ];
     const values = [Symbol('x'), Object.create(null), 5n, () => 1, [], NaN];
     const codeless: string[] = [];
     for (const field of fields) {
@@ -196,16 +228,18 @@ describe('only real policies are accepted, read once', () => {
 
 describe("end() under rstOnClose keeps Writable's events", () => {
   async function exchange(resetOnBye: boolean): Promise<{ events: string[]; atFinish?: { destroyed: boolean; remoteAddress?: string } }> {
-    const server = track(net.createServer((s) => {
-      s.on('error', () => {});
-      // A few round trips first (the peer's kernel then delays its ACKs, so the drain waits). On
-      // 'bye' the peer resets, or stays open: a peer that closed first would get a FIN, not a reset
-      // (test/26-reset-no-harm.test.ts).
-      s.on('data', (d) => {
-        if (!String(d).includes('bye')) s.write('pong');
-        else if (resetOnBye) s.resetAndDestroy();
-      });
-    }));
+    const server = track(
+      net.createServer((s) => {
+        s.on('error', () => {});
+        // A few round trips first (the peer's kernel then delays its ACKs, so the drain waits). On
+        // 'bye' the peer resets, or stays open: a peer that closed first would get a FIN, not a reset
+        // (test/26-reset-no-harm.test.ts).
+        s.on('data', (d) => {
+          if (!String(d).includes('bye')) s.write('pong');
+          else if (resetOnBye) s.resetAndDestroy();
+        });
+      }),
+    );
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const c = track(net.connect((server.address() as net.AddressInfo).port, '127.0.0.1'));
@@ -278,11 +312,13 @@ describe("a peer's reset is not a dead peer", () => {
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const { port } = server.address() as net.AddressInfo;
-    const clients = await Promise.all(Array.from({ length: n }, async () => {
-      const c = track(net.connect(port, '127.0.0.1'));
-      await once(c, 'connect');
-      return c;
-    }));
+    const clients = await Promise.all(
+      Array.from({ length: n }, async () => {
+        const c = track(net.connect(port, '127.0.0.1'));
+        await once(c, 'connect');
+        return c;
+      }),
+    );
     while (accepted.length < n) await once(server, 'connection');
     return { guard, clients, accepted };
   }
@@ -294,7 +330,9 @@ describe("a peer's reset is not a dead peer", () => {
     for (const c of clients) c.resetAndDestroy();
     // The RSTs are in the kernel now; Node has not read them (the loop is ours until we yield).
     const until = performance.now() + 100;
-    while (performance.now() < until) { /* busy, as a loaded server is */ }
+    while (performance.now() < until) {
+      /* busy, as a loaded server is */
+    }
     const seen = guard.scanNow();
     expect(seen.states.CLOSE).toBe(200); // the kernel closed them all, before Node knew
     await expect.poll(() => guard.stats().tracked, { timeout: 2000, interval: 20 }).toBe(0);

@@ -58,8 +58,11 @@ describe.runIf(canUse('ip', 'ss', 'python3'))('the reset drain against a Python 
 
   /** Runs the writer fixture in a process of its own in this namespace; resolves with its line and exit code. */
   async function writer(action: string, port: number, size: number, drainTimeout: number, listen: boolean): Promise<{ line: WriterLine; code: number | null }> {
-    const { code, stdout, stderr } = await runCommand(process.execPath,
-      [fixture('drain-writer.mjs'), veth.peerAddr, String(port), action, String(size), String(drainTimeout), listen ? 'listen' : 'nolisten'], { timeout: 60_000 });
+    const { code, stdout, stderr } = await runCommand(
+      process.execPath,
+      [fixture('drain-writer.mjs'), veth.peerAddr, String(port), action, String(size), String(drainTimeout), listen ? 'listen' : 'nolisten'],
+      { timeout: 60_000 },
+    );
     const text = stdout.trim();
     if (!text) throw new Error(`drain-writer printed nothing (exit ${code}): ${stderr}`);
     return { line: JSON.parse(text.split('\n').pop()!), code: code ?? -1 };
@@ -74,19 +77,21 @@ describe.runIf(canUse('ip', 'ss', 'python3'))('the reset drain against a Python 
     closeChannel.subscribe(onClose);
     try {
       const policy = presets.rstOnClose({ drainTimeout: 300 });
-      const runs = await Promise.all(Array.from({ length: 30 }, async () => {
-        const payload = randomBytes(256 * KiB);
-        const socket = net.connect(ports.slow, veth.peerAddr);
-        const errors: string[] = [];
-        socket.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
-        tune(socket, policy);
-        await once(socket, 'connect');
-        const localPort = socket.localPort!;
-        const start = performance.now();
-        socket.end(payload);
-        await once(socket, 'close');
-        return { socket, payload, localPort, errors, took: performance.now() - start };
-      }));
+      const runs = await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const payload = randomBytes(256 * KiB);
+          const socket = net.connect(ports.slow, veth.peerAddr);
+          const errors: string[] = [];
+          socket.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+          tune(socket, policy);
+          await once(socket, 'connect');
+          const localPort = socket.localPort!;
+          const start = performance.now();
+          socket.end(payload);
+          await once(socket, 'close');
+          return { socket, payload, localPort, errors, took: performance.now() - start };
+        }),
+      );
       let complete = 0;
       for (const r of runs) {
         const saw = await readerSaw(r.localPort);
@@ -107,24 +112,28 @@ describe.runIf(canUse('ip', 'ss', 'python3'))('the reset drain against a Python 
   it.each([
     ['with an error listener', true],
     ['without one (the process is not crashed)', false],
-  ])('end(64 MiB) to a reader that stopped: given up drainTimeout after it stopped, and the socket says so — %s', async (_name, listen) => {
-    const drainTimeout = 1000;
-    const { line, code } = await writer('end', ports.stall, 64 * MiB, drainTimeout, listen);
-    const saw = await readerSaw(line.localPort);
-    console.log(JSON.stringify({ stalledReaderEnd64MiB: { listen, ...line, readerReceived: saw.received } }));
-    expect(code).toBe(0);
-    // The kernel queues fill within a few ms of end() and nothing moves after: the timeout then
-    // runs out. A loaded machine adds timer lateness, never seconds.
-    expect(line.elapsed).toBeGreaterThanOrEqual(drainTimeout - 100);
-    expect(line.elapsed).toBeLessThan(drainTimeout + 1500);
-    expect(line.report).toMatchObject({ method: 'rst', drained: false });
-    expect(line.report!.bytesAtRisk).toBeGreaterThan(60 * MiB);
-    expect(line).toMatchObject({ hadError: true, errored: 'ERR_SOCKTUNE_DRAIN_TIMEOUT', endCallback: 'ERR_SOCKTUNE_DRAIN_TIMEOUT' });
-    expect(line.errors).toEqual(listen ? ['ERR_SOCKTUNE_DRAIN_TIMEOUT'] : []);
-    // Nothing unaccounted for: the reader's bytes and the reported ones are all that was written.
-    expect(saw.end).toBe('reset');
-    expect(saw.received + line.report!.bytesAtRisk).toBe(64 * MiB);
-  }, 60_000);
+  ])(
+    'end(64 MiB) to a reader that stopped: given up drainTimeout after it stopped, and the socket says so — %s',
+    async (_name, listen) => {
+      const drainTimeout = 1000;
+      const { line, code } = await writer('end', ports.stall, 64 * MiB, drainTimeout, listen);
+      const saw = await readerSaw(line.localPort);
+      console.log(JSON.stringify({ stalledReaderEnd64MiB: { listen, ...line, readerReceived: saw.received } }));
+      expect(code).toBe(0);
+      // The kernel queues fill within a few ms of end() and nothing moves after: the timeout then
+      // runs out. A loaded machine adds timer lateness, never seconds.
+      expect(line.elapsed).toBeGreaterThanOrEqual(drainTimeout - 100);
+      expect(line.elapsed).toBeLessThan(drainTimeout + 1500);
+      expect(line.report).toMatchObject({ method: 'rst', drained: false });
+      expect(line.report!.bytesAtRisk).toBeGreaterThan(60 * MiB);
+      expect(line).toMatchObject({ hadError: true, errored: 'ERR_SOCKTUNE_DRAIN_TIMEOUT', endCallback: 'ERR_SOCKTUNE_DRAIN_TIMEOUT' });
+      expect(line.errors).toEqual(listen ? ['ERR_SOCKTUNE_DRAIN_TIMEOUT'] : []);
+      // Nothing unaccounted for: the reader's bytes and the reported ones are all that was written.
+      expect(saw.end).toBe('reset');
+      expect(saw.received + line.report!.bytesAtRisk).toBe(64 * MiB);
+    },
+    60_000,
+  );
 
   it('end() to a reader that stopped: what the reader got plus the bytes at risk is exactly what was written', async () => {
     const size = 2 * MiB;
@@ -152,7 +161,7 @@ describe.runIf(canUse('ip', 'ss', 'python3'))('the reset drain against a Python 
     }
   }, 30_000);
 
-  it('destroy() keeps Node\'s meaning: destroyed at once; the kernel queue still reaches the peer, then RST, no TIME_WAIT', async () => {
+  it("destroy() keeps Node's meaning: destroyed at once; the kernel queue still reaches the peer, then RST, no TIME_WAIT", async () => {
     const { line } = await writer('destroy', ports.slow, 256 * KiB, 5000, true);
     console.log(JSON.stringify({ destroyToSlowReader: line }));
     expect(line.destroyedAtOnce).toBe(true);

@@ -150,14 +150,19 @@ describe.runIf(canUse('ip', 'ss', 'nstat'))('connections a job leaves open end w
     return { timeWait: await ssCount('time-wait', peer.ns), resets: after.TcpOutRsts - before.TcpOutRsts, output: result.stdout };
   }
 
-  it.each(['exit', 'natural', 'fetch'])('%s: under rstOnClose no TIME_WAIT is left and every connection was reset; plain Node leaves one per connection', async (mode) => {
-    const plain = await job(mode, {});
-    const tuned = await job(mode, register('rstOnClose'));
-    console.log(`exit ${mode}: plain ${JSON.stringify({ timeWait: plain.timeWait, resets: plain.resets })}, rstOnClose ${JSON.stringify({ timeWait: tuned.timeWait, resets: tuned.resets })}`);
-    expect(plain.timeWait).toBeGreaterThanOrEqual(1);
-    expect(tuned.timeWait).toBe(0);
-    expect(tuned.resets).toBeGreaterThanOrEqual(1);
-  });
+  it.each(['exit', 'natural', 'fetch'])(
+    '%s: under rstOnClose no TIME_WAIT is left and every connection was reset; plain Node leaves one per connection',
+    async (mode) => {
+      const plain = await job(mode, {});
+      const tuned = await job(mode, register('rstOnClose'));
+      console.log(
+        `exit ${mode}: plain ${JSON.stringify({ timeWait: plain.timeWait, resets: plain.resets })}, rstOnClose ${JSON.stringify({ timeWait: tuned.timeWait, resets: tuned.resets })}`,
+      );
+      expect(plain.timeWait).toBeGreaterThanOrEqual(1);
+      expect(tuned.timeWait).toBe(0);
+      expect(tuned.resets).toBeGreaterThanOrEqual(1);
+    },
+  );
 
   it('agent.closeIdle() resets the idle pooled connections while the process runs', async () => {
     await peer.ns.exec('ss', ['-K', 'state', 'time-wait']).catch(() => '');

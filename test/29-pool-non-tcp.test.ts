@@ -11,7 +11,17 @@ import tls from 'node:tls';
 import { Duplex } from 'node:stream';
 import { once } from 'node:events';
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
-import { PolicyAgent, PolicyHttpsAgent, createAgent, createConnector, createDispatcher, createHttpsAgent, presets, readOptions, type Guard } from '../src/index.js';
+import {
+  PolicyAgent,
+  PolicyHttpsAgent,
+  createAgent,
+  createConnector,
+  createDispatcher,
+  createHttpsAgent,
+  presets,
+  readOptions,
+  type Guard,
+} from '../src/index.js';
 import { pools, undiciConnections } from './helpers/pools.js';
 import { freed, rawServer, request, unixServer } from './helpers/http.js';
 
@@ -56,7 +66,7 @@ describe('http.Agent pools: socketPath', () => {
     { name: 'createHttpsAgent, HTTPS', tls: true, client: https, make: () => createHttpsAgent(policy), control: () => new https.Agent({ keepAlive: true }) },
   ];
 
-  it.each(cases)('$name: 5 requests over 1 connection, as Node\'s agent; untuned, no guard close', async ({ tls: secure, client, make, control }) => {
+  it.each(cases)("$name: 5 requests over 1 connection, as Node's agent; untuned, no guard close", async ({ tls: secure, client, make, control }) => {
     const server = await unixServer({ tls: secure });
     const options = { socketPath: server.path, rejectUnauthorized: false };
     const node = await sequential(keep(control()), options, client, server.peers);
@@ -68,7 +78,7 @@ describe('http.Agent pools: socketPath', () => {
     expect(agent.staleDropped).toBe(0);
   });
 
-  it('no idle limit of the policy: a free Unix-domain socket keeps Node\'s timeout (none) while a TCP one of the same agent gets poolIdleTimeout', async () => {
+  it("no idle limit of the policy: a free Unix-domain socket keeps Node's timeout (none) while a TCP one of the same agent gets poolIdleTimeout", async () => {
     const unix = await unixServer();
     const tcp = await rawServer();
     const agent = keep(createAgent(policy));
@@ -149,21 +159,23 @@ class Tunnel extends Duplex {
   }
 }
 
-describe('http.Agent pools: a createConnection of the user\'s own', () => {
+describe("http.Agent pools: a createConnection of the user's own", () => {
   // How users supply one: a subclass's method (returned or called back), or an own property.
   const makers: Array<[string, (path: string) => http.Agent, (path: string) => http.Agent]> = [
     [
       'a subclass returns a Unix-domain net.Socket',
-      (path) => new (class extends PolicyAgent {
-        override createConnection(): net.Socket {
-          return net.connect(path);
-        }
-      })(policy),
-      (path) => new (class extends http.Agent {
-        override createConnection(): net.Socket {
-          return net.connect(path);
-        }
-      })({ keepAlive: true }),
+      (path) =>
+        new (class extends PolicyAgent {
+          override createConnection(): net.Socket {
+            return net.connect(path);
+          }
+        })(policy),
+      (path) =>
+        new (class extends http.Agent {
+          override createConnection(): net.Socket {
+            return net.connect(path);
+          }
+        })({ keepAlive: true }),
     ],
     [
       'an own createConnection calls back a stream that is not a net.Socket',
@@ -172,16 +184,18 @@ describe('http.Agent pools: a createConnection of the user\'s own', () => {
     ],
     [
       'a subclass returns a TLS socket over a user stream (no TCP handle under it)',
-      (path) => new (class extends PolicyHttpsAgent {
-        override createConnection(options: tls.ConnectionOptions): tls.TLSSocket {
-          return tls.connect({ ...options, socket: new Tunnel(net.connect(path)) });
-        }
-      })(policy),
-      (path) => new (class extends https.Agent {
-        override createConnection(options: tls.ConnectionOptions): tls.TLSSocket {
-          return tls.connect({ ...options, socket: new Tunnel(net.connect(path)) });
-        }
-      })({ keepAlive: true }),
+      (path) =>
+        new (class extends PolicyHttpsAgent {
+          override createConnection(options: tls.ConnectionOptions): tls.TLSSocket {
+            return tls.connect({ ...options, socket: new Tunnel(net.connect(path)) });
+          }
+        })(policy),
+      (path) =>
+        new (class extends https.Agent {
+          override createConnection(options: tls.ConnectionOptions): tls.TLSSocket {
+            return tls.connect({ ...options, socket: new Tunnel(net.connect(path)) });
+          }
+        })({ keepAlive: true }),
     ],
   ];
 
@@ -192,7 +206,7 @@ describe('http.Agent pools: a createConnection of the user\'s own', () => {
     };
   }
 
-  it.each(makers)('%s: 5 requests over 1 connection as with Node\'s agent; untuned, never dropped as stale', async (name, make, control) => {
+  it.each(makers)("%s: 5 requests over 1 connection as with Node's agent; untuned, never dropped as stale", async (name, make, control) => {
     const secure = name.includes('TLS');
     const client = secure ? https : http;
     const server = await unixServer({ tls: secure });
@@ -222,28 +236,46 @@ describe('undici pools: socketPath', () => {
   // One connection per origin (as in undici's own keep-alive tests): a request that arrives while
   // undici still counts the previous one as running would otherwise open a second connection.
   const cases: Array<[string, (path: string) => Dispatcher & { guard: Guard }, (path: string) => Dispatcher]> = [
-    ['createDispatcher({ socketPath })', (path) => createDispatcher(policy, { socketPath: path, connections: 1 }), (path) => new Agent({ socketPath: path, connections: 1 })],
-    ['createDispatcher({ connect: { socketPath } })', (path) => createDispatcher(policy, { connect: { socketPath: path }, connections: 1 }), (path) => new Agent({ connect: { socketPath: path }, connections: 1 })],
-    ['undici Agent with createConnector(policy, { socketPath })', (path) => {
-      const connector = createConnector(policy, { socketPath: path });
-      return Object.assign(new Agent({ connect: connector, connections: 1 }), { guard: connector.guard });
-    }, (path) => new Agent({ connect: { socketPath: path }, connections: 1 })],
-    ['createDispatcher with a connector function of the user\'s own (Unix-domain net.Socket)', (path) => createDispatcher(policy, {
-      connect: (_options, cb) => {
-        const socket = net.connect(path, () => cb(null, socket));
-        socket.once('error', (err) => cb(err, null));
+    [
+      'createDispatcher({ socketPath })',
+      (path) => createDispatcher(policy, { socketPath: path, connections: 1 }),
+      (path) => new Agent({ socketPath: path, connections: 1 }),
+    ],
+    [
+      'createDispatcher({ connect: { socketPath } })',
+      (path) => createDispatcher(policy, { connect: { socketPath: path }, connections: 1 }),
+      (path) => new Agent({ connect: { socketPath: path }, connections: 1 }),
+    ],
+    [
+      'undici Agent with createConnector(policy, { socketPath })',
+      (path) => {
+        const connector = createConnector(policy, { socketPath: path });
+        return Object.assign(new Agent({ connect: connector, connections: 1 }), { guard: connector.guard });
       },
-      connections: 1,
-    }), (path) => new Agent({
-      connect: (_options, cb) => {
-        const socket = net.connect(path, () => cb(null, socket));
-        socket.once('error', (err) => cb(err, null));
-      },
-      connections: 1,
-    })],
+      (path) => new Agent({ connect: { socketPath: path }, connections: 1 }),
+    ],
+    [
+      "createDispatcher with a connector function of the user's own (Unix-domain net.Socket)",
+      (path) =>
+        createDispatcher(policy, {
+          connect: (_options, cb) => {
+            const socket = net.connect(path, () => cb(null, socket));
+            socket.once('error', (err) => cb(err, null));
+          },
+          connections: 1,
+        }),
+      (path) =>
+        new Agent({
+          connect: (_options, cb) => {
+            const socket = net.connect(path, () => cb(null, socket));
+            socket.once('error', (err) => cb(err, null));
+          },
+          connections: 1,
+        }),
+    ],
   ];
 
-  it.each(cases)('%s: 5 requests over 1 connection, as undici\'s own; untuned', async (_name, make, control) => {
+  it.each(cases)("%s: 5 requests over 1 connection, as undici's own; untuned", async (_name, make, control) => {
     const server = await unixServer();
     expect(await five(keep(control(server.path)))).toEqual(Array(5).fill('ok'));
     const own = server.peers.length;
@@ -255,7 +287,7 @@ describe('undici pools: socketPath', () => {
     untouched(dispatcher.guard, 1);
   });
 
-  it('the pool is undici\'s own: its keepAliveTimeout is accepted and applies, not the policy\'s poolIdleTimeout', async () => {
+  it("the pool is undici's own: its keepAliveTimeout is accepted and applies, not the policy's poolIdleTimeout", async () => {
     // No Keep-Alive hint from the server: undici's keepAliveTimeout is what applies.
     const server = await unixServer({ keepAliveTimeout: 0 });
     const dispatcher = keep(createDispatcher(policy, { socketPath: server.path, keepAliveTimeout: 1000, connections: 1 }));

@@ -49,25 +49,41 @@ async function appServer(secure: boolean): Promise<{ port: number; peers: net.So
 
 /** The two drop-in pairs: agentkeepalive's class and socktune's factory with the same options. */
 const pairs = [
-  { kind: 'http', secure: false, client: http, theirs: (o: object) => new HttpAgent(o) as StatusAgent, ours: (o: object) => createAgent(policy, o) as StatusAgent },
-  { kind: 'https', secure: true, client: https, theirs: (o: object) => new HttpsAgent(o) as StatusAgent, ours: (o: object) => createHttpsAgent(policy, o) as StatusAgent },
+  {
+    kind: 'http',
+    secure: false,
+    client: http,
+    theirs: (o: object) => new HttpAgent(o) as StatusAgent,
+    ours: (o: object) => createAgent(policy, o) as StatusAgent,
+  },
+  {
+    kind: 'https',
+    secure: true,
+    client: https,
+    theirs: (o: object) => new HttpsAgent(o) as StatusAgent,
+    ours: (o: object) => createHttpsAgent(policy, o) as StatusAgent,
+  },
 ] as const;
 
 type Pair = (typeof pairs)[number];
 
 /** Runs `scenario` on agentkeepalive's agent, then on socktune's, against one server; returns both results. */
-async function both<T>(pair: Pair, options: object, scenario: (agent: StatusAgent, get: (path?: string, hooks?: Parameters<typeof request>[2]) => Promise<Got>, peers: net.Socket[]) => Promise<T>): Promise<{ theirs: T; ours: T }> {
+async function both<T>(
+  pair: Pair,
+  options: object,
+  scenario: (agent: StatusAgent, get: (path?: string, hooks?: Parameters<typeof request>[2]) => Promise<Got>, peers: net.Socket[]) => Promise<T>,
+): Promise<{ theirs: T; ours: T }> {
   const out: Partial<{ theirs: T; ours: T }> = {};
   const { port, peers } = await appServer(pair.secure);
   for (const side of ['theirs', 'ours'] as const) {
     for (const peer of peers.splice(0)) peer.destroy();
     const agent = keep(pair[side]({ ...options }));
-    const get = (path = '/', hooks: Parameters<typeof request>[2] = {}): Promise<Got> => request({ host: '127.0.0.1', port, path, agent, rejectUnauthorized: false }, pair.client, hooks);
+    const get = (path = '/', hooks: Parameters<typeof request>[2] = {}): Promise<Got> =>
+      request({ host: '127.0.0.1', port, path, agent, rejectUnauthorized: false }, pair.client, hooks);
     out[side] = await scenario(agent, get, peers);
   }
   return out as { theirs: T; ours: T };
 }
-
 
 describe('options', () => {
   it.each(pairs)('$kind: freeSocketTimeout, socketActiveTTL and the former names land in agent.options as in agentkeepalive', ({ theirs, ours }) => {
@@ -82,7 +98,7 @@ describe('options', () => {
   });
 
   const refused: Array<[string, object, string]> = [
-    ['a humanized string (agentkeepalive\'s \'5s\')', { freeSocketTimeout: '5s' }, 'ERR_INVALID_ARG_TYPE'],
+    ["a humanized string (agentkeepalive's '5s')", { freeSocketTimeout: '5s' }, 'ERR_INVALID_ARG_TYPE'],
     ['a numeric string', { socketActiveTTL: '500' }, 'ERR_INVALID_ARG_TYPE'],
     ['a fraction', { freeSocketTimeout: 1.5 }, 'ERR_OUT_OF_RANGE'],
     ['a negative value', { socketActiveTTL: -1 }, 'ERR_OUT_OF_RANGE'],
@@ -111,7 +127,7 @@ describe('freeSocketTimeout', () => {
     expect(r.ours).toEqual({ timeout: 300, reused: false, connections: 2, timeouts: 1 });
   });
 
-  it.each(pairs)('$kind: a socket\'s own freeSocketTimeout property (agentkeepalive\'s per-socket override) takes its place', async (pair) => {
+  it.each(pairs)("$kind: a socket's own freeSocketTimeout property (agentkeepalive's per-socket override) takes its place", async (pair) => {
     const r = await both(pair, { freeSocketTimeout: 5000 }, async (agent, get) => {
       const got = await get('/', { onSocket: (s) => Object.assign(s, { freeSocketTimeout: 700 }) });
       await freed(agent, got.socket);
@@ -121,7 +137,7 @@ describe('freeSocketTimeout', () => {
     expect(r.ours).toBe(700);
   });
 
-  it.each(pairs)('$kind: in use, the socket has the agent\'s timeout again', async (pair) => {
+  it.each(pairs)("$kind: in use, the socket has the agent's timeout again", async (pair) => {
     const r = await both(pair, { freeSocketTimeout: 300, timeout: 2000 }, async (agent, get) => {
       const first = await get();
       await freed(agent, first.socket);
@@ -171,33 +187,47 @@ describe('socketActiveTTL', () => {
 });
 
 describe('timeout on sockets in use', () => {
-  it.each(pairs)('$kind: nobody listens for \'timeout\': the request fails with ERR_SOCKET_TIMEOUT \'Socket timeout\' at `timeout` (200 ms)', async (pair) => {
+  it.each(pairs)("$kind: nobody listens for 'timeout': the request fails with ERR_SOCKET_TIMEOUT 'Socket timeout' at `timeout` (200 ms)", async (pair) => {
     const r = await both(pair, { timeout: 200 }, async (agent, get) => {
-      const err = await get('/hang').then(() => undefined, (e: NodeJS.ErrnoException & { timeout?: number }) => e);
+      const err = await get('/hang').then(
+        () => undefined,
+        (e: NodeJS.ErrnoException & { timeout?: number }) => e,
+      );
       await sleep(10);
       const status = agent.getCurrentStatus();
-      return { code: err?.code, message: err?.message, timeout: err?.timeout, timeouts: status.timeoutSocketCount, errors: status.errorSocketCount, closed: status.closeSocketCount };
+      return {
+        code: err?.code,
+        message: err?.message,
+        timeout: err?.timeout,
+        timeouts: status.timeoutSocketCount,
+        errors: status.errorSocketCount,
+        closed: status.closeSocketCount,
+      };
     });
     expect(r.ours).toEqual(r.theirs);
     expect(r.ours).toEqual({ code: 'ERR_SOCKET_TIMEOUT', message: 'Socket timeout', timeout: 200, timeouts: 1, errors: 1, closed: 1 });
   });
 
-  it.each(pairs)('$kind: the application listens for \'timeout\' and aborts: its handler decides, the request sees \'socket hang up\'', async (pair) => {
+  it.each(pairs)("$kind: the application listens for 'timeout' and aborts: its handler decides, the request sees 'socket hang up'", async (pair) => {
     const r = await both(pair, { timeout: 200 }, async (agent, get) => {
       let timedOut = 0;
       const err = await get('/hang', {
-        onRequest: (req) => req.on('timeout', () => {
-          timedOut++;
-          req.destroy();
-        }),
-      }).then(() => undefined, (e: NodeJS.ErrnoException) => e);
+        onRequest: (req) =>
+          req.on('timeout', () => {
+            timedOut++;
+            req.destroy();
+          }),
+      }).then(
+        () => undefined,
+        (e: NodeJS.ErrnoException) => e,
+      );
       return { timedOut, code: err?.code, message: err?.message, timeouts: agent.getCurrentStatus().timeoutSocketCount };
     });
     expect(r.ours).toEqual(r.theirs);
     expect(r.ours).toEqual({ timedOut: 1, code: 'ECONNRESET', message: 'socket hang up', timeouts: 1 });
   });
 
-  it('control: Node\'s http.Agent with the same timeout leaves such a request waiting (the intended difference)', async () => {
+  it("control: Node's http.Agent with the same timeout leaves such a request waiting (the intended difference)", async () => {
     const { port } = await appServer(false);
     const agent = keep(new http.Agent({ keepAlive: true, timeout: 200 }));
     let settled = false;
@@ -213,7 +243,7 @@ describe('timeout on sockets in use', () => {
 });
 
 describe('status API', () => {
-  it.each(pairs)('$kind: getCurrentStatus() has agentkeepalive\'s fields in its order, and the same values after the same requests', async (pair) => {
+  it.each(pairs)("$kind: getCurrentStatus() has agentkeepalive's fields in its order, and the same values after the same requests", async (pair) => {
     const r = await both(pair, { timeout: 5000, freeSocketTimeout: 5000 }, async (agent, get, peers) => {
       const initial = agent.getCurrentStatus();
       const first = await get();
@@ -233,7 +263,17 @@ describe('status API', () => {
       return { keys: Object.keys(initial), initial, pooled, afterClose, final: agent.getCurrentStatus(), name };
     });
     expect(r.ours).toEqual(r.theirs);
-    expect(r.ours.keys).toEqual(['createSocketCount', 'createSocketErrorCount', 'closeSocketCount', 'errorSocketCount', 'timeoutSocketCount', 'requestCount', 'freeSockets', 'sockets', 'requests']);
+    expect(r.ours.keys).toEqual([
+      'createSocketCount',
+      'createSocketErrorCount',
+      'closeSocketCount',
+      'errorSocketCount',
+      'timeoutSocketCount',
+      'requestCount',
+      'freeSockets',
+      'sockets',
+      'requests',
+    ]);
     expect(r.ours.final).toMatchObject({ createSocketCount: 3, closeSocketCount: 1, requestCount: 4 });
   });
 
@@ -249,7 +289,7 @@ describe('status API', () => {
     expect(r.ours).toEqual([false, false, true, false]);
   });
 
-  it('createSocketErrorCount: Node\'s createConnection calling back an error (patched, as agentkeepalive\'s tests do) is counted; the request fails with it', async () => {
+  it("createSocketErrorCount: Node's createConnection calling back an error (patched, as agentkeepalive's tests do) is counted; the request fails with it", async () => {
     const counts: number[] = [];
     const original = http.Agent.prototype.createConnection;
     http.Agent.prototype.createConnection = ((_o: unknown, cb?: (err: Error | null) => void) => {
@@ -258,7 +298,10 @@ describe('status API', () => {
     }) as never;
     try {
       for (const agent of [keep(new HttpAgent({})), keep(createAgent(policy))]) {
-        const err = await request({ host: '127.0.0.1', port: 9, agent }).then(() => undefined, (e: Error) => e);
+        const err = await request({ host: '127.0.0.1', port: 9, agent }).then(
+          () => undefined,
+          (e: Error) => e,
+        );
         expect(err?.message).toBe('mock createConnection error');
         counts.push((agent as StatusAgent).getCurrentStatus().createSocketErrorCount);
       }

@@ -25,9 +25,7 @@ import { canUse } from './helpers/env.js';
 import { closeAll, listen, track } from './helpers/sockets.js';
 import { tlsServer } from './helpers/http.js';
 import { Netns, ssCount } from './helpers/netns.js';
-import {
-  fixtures, keepAliveIdleSeen, runToEnd, ssSockets, startApp, straceOptions, type App, type SsSocket,
-} from './helpers/register.js';
+import { fixtures, keepAliveIdleSeen, runToEnd, ssSockets, startApp, straceOptions, type App, type SsSocket } from './helpers/register.js';
 
 const app = (name: string) => join(fixtures, name);
 const tmp = mkdtempSync(join(tmpdir(), 'socktune-register-test-'));
@@ -113,7 +111,7 @@ describe('what this Node publishes on the channels socktune/register builds on',
     if (connectPublishes()) expect(viaTls[0].socket).toBeInstanceOf(tls.TLSSocket);
   });
 
-  it('net.server.socket: after the server\'s \'connection\' listeners ran, connected', async () => {
+  it("net.server.socket: after the server's 'connection' listeners ran, connected", async () => {
     const order: string[] = [];
     const onMessage = (m: unknown) => order.push(`channel:${(m as { socket: net.Socket }).socket.connecting}`);
     dc.subscribe('net.server.socket', onMessage);
@@ -148,8 +146,18 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
   afterAll(() => ns.destroy());
 
   const ways: Array<{ how: string; script: string; env: Record<string, string>; nodeArgs: string[] }> = [
-    { how: 'NODE_OPTIONS=--import=socktune/register, ES module application', script: 'register-app.mjs', env: { NODE_OPTIONS: '--import=socktune/register' }, nodeArgs: [] },
-    { how: 'NODE_OPTIONS=--require=socktune/register, CommonJS application', script: 'register-app.cjs', env: { NODE_OPTIONS: '--require=socktune/register' }, nodeArgs: [] },
+    {
+      how: 'NODE_OPTIONS=--import=socktune/register, ES module application',
+      script: 'register-app.mjs',
+      env: { NODE_OPTIONS: '--import=socktune/register' },
+      nodeArgs: [],
+    },
+    {
+      how: 'NODE_OPTIONS=--require=socktune/register, CommonJS application',
+      script: 'register-app.cjs',
+      env: { NODE_OPTIONS: '--require=socktune/register' },
+      nodeArgs: [],
+    },
     { how: 'node --import socktune/register', script: 'register-app.mjs', env: {}, nodeArgs: ['--import', 'socktune/register'] },
     { how: 'node --require socktune/register', script: 'register-app.cjs', env: {}, nodeArgs: ['--require', 'socktune/register'] },
   ];
@@ -179,7 +187,19 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
       // The Unix-domain connection was passed through: it works, and it is counted as untuned.
       expect(unixEcho).toBe('ping');
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: Record<string, { untuned: number; seen: number }> };
-      expect(stats).toEqual({ opened: 8, accepted: 8, tuned: 14, untuned: 2, explicit: 0, unmatched: 0, refused: 0, retried: 0, stale: 0, sessions: 0, active: true });
+      expect(stats).toEqual({
+        opened: 8,
+        accepted: 8,
+        tuned: 14,
+        untuned: 2,
+        explicit: 0,
+        unmatched: 0,
+        refused: 0,
+        retried: 0,
+        stale: 0,
+        sessions: 0,
+        active: true,
+      });
       expect(Object.keys(guards)).toEqual(['default']);
       expect(guards.default).toMatchObject({ seen: 14, untuned: 2 });
     } finally {
@@ -187,7 +207,7 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
     }
   });
 
-  it('control: the same application without socktune/register has Node\'s settings, which the witnesses tell apart', async () => {
+  it("control: the same application without socktune/register has Node's settings, which the witnesses tell apart", async () => {
     const trace = join(tmp, 'strace-control.log');
     const a = await startApp(app('register-app.mjs'), { ns: ns.name, env: caEnv, strace: trace });
     try {
@@ -206,7 +226,10 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
   });
 
   it('the guard is reachable: createCollector() exports it unasked, and close() ends every connection it tracks', async () => {
-    const a = await startApp(app('register-app.mjs'), { ns: ns.name, env: { ...caEnv, NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' } });
+    const a = await startApp(app('register-app.mjs'), {
+      ns: ns.name,
+      env: { ...caEnv, NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' },
+    });
     try {
       const { metrics } = (await a.send('metrics')) as { metrics: string };
       expect(metrics).toMatch(/^socktune_guard_connections\{guard="default",state="tracked"\} 14$/m);
@@ -223,7 +246,11 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_POLICY=gracefulHeartbeat:
   it('policies compose and take JSON overrides: the user timeout follows the overridden keepalive', async () => {
     const trace = join(tmp, 'strace-json.log');
     const policy = JSON.stringify({ preset: 'gracefulHeartbeat+rstOnClose', keepAlive: { idle: 12_000, interval: 2000 } });
-    const a = await startApp(app('register-app.mjs'), { ns: ns.name, env: { ...caEnv, NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy }, strace: trace });
+    const a = await startApp(app('register-app.mjs'), {
+      ns: ns.name,
+      env: { ...caEnv, NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy },
+      strace: trace,
+    });
     try {
       const { locals } = a.ready as { locals: Record<string, number> };
       const sockets = await ssSockets(ns.name);
@@ -248,7 +275,10 @@ describe('a socket that connects again keeps its policy', () => {
     const server = await listen('127.0.0.1');
     server.on('connection', (s) => s.resume());
     const port = (server.address() as net.AddressInfo).port;
-    const a = await startApp(app('reconnect-app.mjs'), { env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' }, args: ['127.0.0.1', String(port), '3'] });
+    const a = await startApp(app('reconnect-app.mjs'), {
+      env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat' },
+      args: ['127.0.0.1', String(port), '3'],
+    });
     try {
       const policy = { keepAlive: { idle: 30_000, interval: 10_000, count: 3 }, userTimeout: 60_000, guarded: true };
       expect(a.ready.connections).toEqual([policy, policy, policy]);
@@ -268,17 +298,30 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
 
   it('the first matching rule decides; policy false and no match leave a connection alone', async () => {
     const file = join(tmp, 'rules.json');
-    writeFileSync(file, JSON.stringify({
-      rules: [
-        { name: 'postgres', direction: 'opened', port: 5432, host: ['db.internal', 'localhost'], policy: { preset: 'gracefulHeartbeat', keepAlive: { idle: 10_000, interval: 2000, count: 4 } } },
-        { name: 'https-out', direction: 'opened', port: 443, policy: 'rstOnClose' },
-        { name: 'elsewhere', direction: 'opened', port: 6000, host: '10.9.9.9', policy: 'gracefulHeartbeat' },
-        { name: 'public', direction: 'accepted', localPort: 443, policy: false },
-        { name: 'servers', direction: 'accepted', policy: 'gracefulHeartbeat' },
-      ],
-    }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        rules: [
+          {
+            name: 'postgres',
+            direction: 'opened',
+            port: 5432,
+            host: ['db.internal', 'localhost'],
+            policy: { preset: 'gracefulHeartbeat', keepAlive: { idle: 10_000, interval: 2000, count: 4 } },
+          },
+          { name: 'https-out', direction: 'opened', port: 443, policy: 'rstOnClose' },
+          { name: 'elsewhere', direction: 'opened', port: 6000, host: '10.9.9.9', policy: 'gracefulHeartbeat' },
+          { name: 'public', direction: 'accepted', localPort: 443, policy: false },
+          { name: 'servers', direction: 'accepted', policy: 'gracefulHeartbeat' },
+        ],
+      }),
+    );
     const trace = join(tmp, 'strace-rules.log');
-    const a = await startApp(app('register-rules-app.mjs'), { ns: ns.name, env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_CONFIG: file }, strace: trace });
+    const a = await startApp(app('register-rules-app.mjs'), {
+      ns: ns.name,
+      env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_CONFIG: file },
+      strace: trace,
+    });
     try {
       const { locals } = a.ready as { locals: Record<string, number> };
       const sockets = await ssSockets(ns.name);
@@ -304,7 +347,19 @@ describe.runIf(canUse('ip', 'ss', 'strace'))('SOCKTUNE_CONFIG: rules by directio
         expect(sets.get(s.fd!)?.TCP_USER_TIMEOUT, `${s.local} -> ${s.peer}`).toBeUndefined();
       }
       const { stats, guards } = (await a.send('stats')) as { stats: Record<string, number>; guards: string[] };
-      expect(stats).toEqual({ opened: 3, accepted: 3, tuned: 4, untuned: 0, explicit: 0, unmatched: 2, refused: 0, retried: 0, stale: 0, sessions: 0, active: true });
+      expect(stats).toEqual({
+        opened: 3,
+        accepted: 3,
+        tuned: 4,
+        untuned: 0,
+        explicit: 0,
+        unmatched: 2,
+        refused: 0,
+        retried: 0,
+        stale: 0,
+        sessions: 0,
+        active: true,
+      });
       expect(guards).toEqual(['postgres', 'https-out', 'elsewhere', 'servers']);
 
       // RST-on-close on the connection to 443: the server sees a reset and no TIME_WAIT is left
@@ -327,7 +382,11 @@ describe('bad configuration stops the process before the application runs', () =
   };
   const cases: Array<[string, Record<string, string>, RegExp]> = [
     ['nothing configured', {}, /neither SOCKTUNE_POLICY \(e\.g\. gracefulHeartbeat\) nor SOCKTUNE_CONFIG/],
-    ['an unknown preset', { SOCKTUNE_POLICY: 'gracefulHeartbeet' }, /SOCKTUNE_POLICY: unknown preset 'gracefulHeartbeet'; presets: gracefulHeartbeat, rstOnClose/],
+    [
+      'an unknown preset',
+      { SOCKTUNE_POLICY: 'gracefulHeartbeet' },
+      /SOCKTUNE_POLICY: unknown preset 'gracefulHeartbeet'; presets: gracefulHeartbeat, rstOnClose/,
+    ],
     ['an empty policy', { SOCKTUNE_POLICY: ' ' }, /SOCKTUNE_POLICY: is empty/],
     ['a preset twice', { SOCKTUNE_POLICY: 'gracefulHeartbeat+gracefulHeartbeat' }, /names preset 'gracefulHeartbeat' twice/],
     ['an empty name in a chain', { SOCKTUNE_POLICY: 'gracefulHeartbeat+' }, /has an empty preset name/],
@@ -335,7 +394,11 @@ describe('bad configuration stops the process before the application runs', () =
     ['a misspelt field', { SOCKTUNE_POLICY: '{"preset":"gracefulHeartbeat","keepalive":{"idle":5000}}' }, /has no field 'keepalive'/],
     ['a value out of range', { SOCKTUNE_POLICY: '{"preset":"gracefulHeartbeat","keepAlive":{"idle":1.5}}' }, /out of range/],
     ['a string where a number goes', { SOCKTUNE_POLICY: '{"keepAlive":{"idle":"30000","interval":1000,"count":3}}' }, /must be of type number/],
-    ['a heartbeat (it needs a ping function)', { SOCKTUNE_POLICY: '{"preset":"gracefulHeartbeat","heartbeat":{"interval":1000,"timeout":1000}}' }, /heartbeat\.ping/],
+    [
+      'a heartbeat (it needs a ping function)',
+      { SOCKTUNE_POLICY: '{"preset":"gracefulHeartbeat","heartbeat":{"interval":1000,"timeout":1000}}' },
+      /heartbeat\.ping/,
+    ],
     ['both variables', { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_CONFIG: '/dev/null' }, /are both set/],
     ['a missing file', { SOCKTUNE_CONFIG: '/nonexistent/socktune.json' }, /SOCKTUNE_CONFIG \(\/nonexistent\/socktune\.json\): cannot be read: ENOENT/],
     ['SOCKTUNE_TRACE not 1 or 0', { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_TRACE: 'yes' }, /SOCKTUNE_TRACE: must be 1 or 0/],
@@ -347,14 +410,22 @@ describe('bad configuration stops the process before the application runs', () =
     ['a port out of range', '{"rules":[{"port":70000,"policy":"gracefulHeartbeat"}]}', /rules\[0\]\.port: must be a port number 1\.\.65535; got 70000/],
     ['a bad direction', '{"rules":[{"direction":"outbound","policy":"gracefulHeartbeat"}]}', /rules\[0\]\.direction: must be "opened" or "accepted"/],
     ['a rule without a policy', '{"rules":[{"port":5432}]}', /rules\[0\]: has no "policy"/],
-    ['a rule that can never apply', '{"rules":[{"direction":"opened","policy":"rstOnClose"},{"direction":"opened","port":443,"policy":"gracefulHeartbeat"}]}', /rules\[1\] can never apply: rule 'rules\[0\]' before it/],
+    [
+      'a rule that can never apply',
+      '{"rules":[{"direction":"opened","policy":"rstOnClose"},{"direction":"opened","port":443,"policy":"gracefulHeartbeat"}]}',
+      /rules\[1\] can never apply: rule 'rules\[0\]' before it/,
+    ],
     ['a default after a catch-all', '{"rules":[{"policy":"rstOnClose"}],"policy":"gracefulHeartbeat"}', /the default "policy" can never apply/],
     ['a name used twice', '{"rules":[{"name":"a","port":1,"policy":"rstOnClose"},{"name":"a","port":2,"policy":"rstOnClose"}]}', /'a' is used twice/],
     ['a policy of the wrong type in a rule', '{"rules":[{"port":5432,"policy":30000}]}', /rules\[0\]\.policy: must be preset names/],
   ];
   const all: Array<[string, Record<string, string>, RegExp]> = [
     ...cases,
-    ...fileCases.map(([what, content, message], i): [string, Record<string, string>, RegExp] => [what, { SOCKTUNE_CONFIG: file(`bad-${i}.json`, content) }, message]),
+    ...fileCases.map(([what, content, message], i): [string, Record<string, string>, RegExp] => [
+      what,
+      { SOCKTUNE_CONFIG: file(`bad-${i}.json`, content) },
+      message,
+    ]),
   ];
 
   it.each(all)('%s', async (_what, env, message) => {
@@ -373,7 +444,9 @@ describe('bad configuration stops the process before the application runs', () =
     expect(bad.code).toBe(9);
     expect(bad.stderr).toMatch(/unknown preset 'rstOnclose'/);
     expect(bad.stdout).toBe('');
-    const good = await runToEnd(['--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_CONFIG: file('good.json', '{"rules":[{"direction":"accepted","policy":"gracefulHeartbeat"}],"policy":"rstOnClose","trace":true}') });
+    const good = await runToEnd(['--import', 'socktune/register', '-e', 'console.log("application ran")'], {
+      SOCKTUNE_CONFIG: file('good.json', '{"rules":[{"direction":"accepted","policy":"gracefulHeartbeat"}],"policy":"rstOnClose","trace":true}'),
+    });
     expect(good).toEqual({ code: 0, stdout: 'application ran\n', stderr: '' });
   });
 });
@@ -395,23 +468,37 @@ describe.runIf(canUse('ip'))('SOCKTUNE_TRACE=1: the line of code that created a 
   const enough = (closed: Array<Record<string, unknown>>) =>
     closed.filter((c) => c.closed === 'half-closed').length === 2 && closed.some((c) => c.closed === 'idle');
 
-  it('one stderr line per half-closed or idle close, naming the application\'s function and file:line, not Node\'s or socktune\'s', async () => {
-    const a = await startApp(app('register-leak.mjs'), { ns: ns.name, env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy, SOCKTUNE_TRACE: '1' } });
+  it("one stderr line per half-closed or idle close, naming the application's function and file:line, not Node's or socktune's", async () => {
+    const a = await startApp(app('register-leak.mjs'), {
+      ns: ns.name,
+      env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: policy, SOCKTUNE_TRACE: '1' },
+    });
     try {
       const { ports } = a.ready as { ports: Record<string, number> };
       const closed = await closes(a, enough);
-      const lines = a.stderr().split('\n').filter((l) => l.startsWith('socktune: closed '));
+      const lines = a
+        .stderr()
+        .split('\n')
+        .filter((l) => l.startsWith('socktune: closed '));
       const traced = closed.filter((c) => c.closed === 'half-closed' || c.closed === 'idle');
       expect(lines).toHaveLength(traced.length);
       const file = /\(file:\/\/\/\S+\/register-leak\.mjs:\d+:\d+\)/.source;
       // The client this process opened and paused: CLOSE_WAIT on the opened side.
       const opened = lines.filter((l) => l.includes(`-> 127.0.0.1:${ports.ending} `));
       expect(opened).toHaveLength(1);
-      expect(opened[0]).toMatch(new RegExp(`^socktune: closed half-closed connection 127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${ports.ending} \\(rule default, fin\\); origin: connect at openLeakyClient ${file} < main ${file}`));
+      expect(opened[0]).toMatch(
+        new RegExp(
+          `^socktune: closed half-closed connection 127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${ports.ending} \\(rule default, fin\\); origin: connect at openLeakyClient ${file} < main ${file}`,
+        ),
+      );
       // The half-open server's side: CLOSE_WAIT on the accepted side, created by server.listen() in listenForLeaks.
       const accepted = lines.filter((l) => l.includes(`127.0.0.1:${ports.halfOpen} <- `));
       expect(accepted).toHaveLength(1);
-      expect(accepted[0]).toMatch(new RegExp(`^socktune: closed half-closed connection 127\\.0\\.0\\.1:${ports.halfOpen} <- 127\\.0\\.0\\.1:\\d+ \\(rule default, fin\\); origin: listen at listenForLeaks ${file} < main ${file}`));
+      expect(accepted[0]).toMatch(
+        new RegExp(
+          `^socktune: closed half-closed connection 127\\.0\\.0\\.1:${ports.halfOpen} <- 127\\.0\\.0\\.1:\\d+ \\(rule default, fin\\); origin: listen at listenForLeaks ${file} < main ${file}`,
+        ),
+      );
       // The unused connection: idle, on whichever side the guard reached first.
       const idle = lines.filter((l) => l.startsWith('socktune: closed idle connection'));
       expect(idle.length).toBeGreaterThanOrEqual(1);

@@ -34,49 +34,54 @@ type Mode = 'close-reused' | 'close-all-but-first' | 'partial-reused';
 async function rawServer(mode: Mode): Promise<{ port: number; requests: string[]; connections: () => number }> {
   const requests: string[] = [];
   let connections = 0;
-  const server = track(net.createServer((socket) => {
-    const index = connections++;
-    let buffered = '';
-    let answered = 0;
-    socket.on('error', () => {});
-    socket.on('data', (d) => {
-      buffered += d.toString('latin1');
-      for (;;) {
-        const end = buffered.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const head = buffered.slice(0, end);
-        const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
-        const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head);
-        let bodyEnd = end + 4 + length;
-        if (chunked) {
-          const last = buffered.indexOf('\r\n0\r\n\r\n', end);
-          if (last < 0) return;
-          bodyEnd = last + 7;
+  const server = track(
+    net.createServer((socket) => {
+      const index = connections++;
+      let buffered = '';
+      let answered = 0;
+      socket.on('error', () => {});
+      socket.on('data', (d) => {
+        buffered += d.toString('latin1');
+        for (;;) {
+          const end = buffered.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const head = buffered.slice(0, end);
+          const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+          const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head);
+          let bodyEnd = end + 4 + length;
+          if (chunked) {
+            const last = buffered.indexOf('\r\n0\r\n\r\n', end);
+            if (last < 0) return;
+            bodyEnd = last + 7;
+          }
+          if (buffered.length < bodyEnd) return;
+          const line = head.split('\r\n')[0];
+          buffered = buffered.slice(bodyEnd);
+          const closeIt = mode === 'close-all-but-first' ? index > 0 || answered > 0 : answered > 0;
+          if (closeIt) {
+            if (mode === 'partial-reused') socket.write('HTTP/1.1 2');
+            socket.end();
+            return;
+          }
+          requests.push(line);
+          answered++;
+          const body = line.startsWith('HEAD ') ? '' : 'ok';
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n${body}`);
         }
-        if (buffered.length < bodyEnd) return;
-        const line = head.split('\r\n')[0];
-        buffered = buffered.slice(bodyEnd);
-        const closeIt = mode === 'close-all-but-first' ? index > 0 || answered > 0 : answered > 0;
-        if (closeIt) {
-          if (mode === 'partial-reused') socket.write('HTTP/1.1 2');
-          socket.end();
-          return;
-        }
-        requests.push(line);
-        answered++;
-        const body = line.startsWith('HEAD ') ? '' : 'ok';
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n${body}`);
-      }
-    });
-  }));
+      });
+    }),
+  );
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return { port: (server.address() as net.AddressInfo).port, requests, connections: () => connections };
 }
 
-
 /** A request through `agent`: 'ok' or the error's code or message. */
-function viaAgent(agent: http.Agent, port: number, init: { method?: string; headers?: Record<string, string>; body?: string; streamed?: boolean } = {}): Promise<string> {
+function viaAgent(
+  agent: http.Agent,
+  port: number,
+  init: { method?: string; headers?: Record<string, string>; body?: string; streamed?: boolean } = {},
+): Promise<string> {
   return new Promise((resolve) => {
     const req = http.request({ host: '127.0.0.1', port, path: '/', agent, method: init.method ?? 'GET', headers: init.headers }, (res) => {
       let body = '';
@@ -177,9 +182,18 @@ describe('createDispatcher', () => {
     return d;
   };
 
-  async function viaUndici(d: PolicyDispatcher, port: number, init: { method?: string; headers?: Record<string, string>; body?: unknown } = {}): Promise<string> {
+  async function viaUndici(
+    d: PolicyDispatcher,
+    port: number,
+    init: { method?: string; headers?: Record<string, string>; body?: unknown } = {},
+  ): Promise<string> {
     try {
-      const res = await undiciRequest(`http://127.0.0.1:${port}/`, { dispatcher: d, method: (init.method ?? 'GET') as 'GET', headers: init.headers, body: init.body as string });
+      const res = await undiciRequest(`http://127.0.0.1:${port}/`, {
+        dispatcher: d,
+        method: (init.method ?? 'GET') as 'GET',
+        headers: init.headers,
+        body: init.body as string,
+      });
       return await res.body.text();
     } catch (err) {
       return (err as { code?: string }).code ?? (err as Error).message;
@@ -215,7 +229,9 @@ describe('createDispatcher', () => {
     expect(d.retried).toBe(4);
     expect(await reused(d, port, () => viaUndici(d, port, { method: 'POST', body: 'x' }))).toBe('UND_ERR_SOCKET');
     expect(await reused(d, port, () => viaUndici(d, port, { method: 'PUT', body: Readable.from(['a', 'b']) }))).toBe('UND_ERR_SOCKET');
-    expect(await reused(d, port, () => viaFetch(d, port, { method: 'PUT', body: Readable.toWeb(Readable.from(['a'])) as unknown as BodyInit, duplex: 'half' }))).toBe('UND_ERR_SOCKET');
+    expect(
+      await reused(d, port, () => viaFetch(d, port, { method: 'PUT', body: Readable.toWeb(Readable.from(['a'])) as unknown as BodyInit, duplex: 'half' })),
+    ).toBe('UND_ERR_SOCKET');
     expect(await reused(d, port, () => viaUndici(d, port, { method: 'POST', body: 'x', headers: { 'idempotency-key': 'k2' } }))).toBe('ok');
     expect(d.retried).toBe(5);
   });
@@ -250,7 +266,10 @@ describe("Node's http.Agent under socktune/register", () => {
   const run = async (nodeArgs: string[], env: Record<string, string>) => {
     const r = await runToEnd([...nodeArgs, script], env);
     expect(r.code, r.stderr).toBe(0);
-    return JSON.parse(r.stdout) as Record<'stale' | 'race' | 'post', { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }> & { listeners: Record<string, number> };
+    return JSON.parse(r.stdout) as Record<
+      'stale' | 'race' | 'post',
+      { ok: boolean; error?: string; state?: string; sameSocket?: boolean; stats: { stale?: number; retried?: number } }
+    > & { listeners: Record<string, number> };
   };
 
   it('a pooled connection the server closed (CLOSE_WAIT) is not handed out, one closed under its request is retried, a POST is not', async () => {
@@ -265,7 +284,7 @@ describe("Node's http.Agent under socktune/register", () => {
     expect(r.post).toMatchObject({ ok: false, error: 'ECONNRESET', stats: { stale: 1, retried: 1 } });
   });
 
-  it(`control: without socktune the ${assignsAtOnce ? 'CLOSE_WAIT connection is handed out and its request fails' : "agent (Node 22+) reads the FIN first"}, and the request raced fails`, async () => {
+  it(`control: without socktune the ${assignsAtOnce ? 'CLOSE_WAIT connection is handed out and its request fails' : 'agent (Node 22+) reads the FIN first'}, and the request raced fails`, async () => {
     const r = await run([], {});
     expect(r.stale.state).toBe('CLOSE_WAIT');
     if (assignsAtOnce) expect(r.stale).toMatchObject({ ok: false, error: 'ECONNRESET' });

@@ -30,10 +30,13 @@ interface SsLine {
 
 /** `ss -Htanp` lines: state, peer address:port, and the pids of `users:((...,pid=N,...))`. */
 function ssLines(out: string): SsLine[] {
-  return out.split('\n').filter(Boolean).map((line) => {
-    const cols = line.trim().split(/\s+/);
-    return { state: cols[0], peer: cols[4], pids: [...line.matchAll(/pid=(\d+),/g)].map((m) => Number(m[1])) };
-  });
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const cols = line.trim().split(/\s+/);
+      return { state: cols[0], peer: cols[4], pids: [...line.matchAll(/pid=(\d+),/g)].map((m) => Number(m[1])) };
+    });
 }
 
 const stateName = (ss: string) => Object.keys(ssCounts(ss))[0];
@@ -86,7 +89,14 @@ describe.runIf(canUse('ip', 'ss'))('stat --pid and --netns, against ss -p and ip
 
   it('names the owners of each CLOSE_WAIT group as ss -p does; TIME_WAIT has none, and says so', async () => {
     const ours = JSON.parse((await socktune('stat', '--netns', ns.name, '--json', '--top', '100')).stdout);
-    const closeWait = ssLines(await ns.exec('ss', ['-Htanp', 'state', 'close-wait']).then((o) => o.split('\n').map((l) => `CLOSE-WAIT ${l}`).join('\n')));
+    const closeWait = ssLines(
+      await ns.exec('ss', ['-Htanp', 'state', 'close-wait']).then((o) =>
+        o
+          .split('\n')
+          .map((l) => `CLOSE-WAIT ${l}`)
+          .join('\n'),
+      ),
+    );
     // ss with a state filter prints no state column: the prefix above puts one back.
     expect(ours.top.CLOSE_WAIT.owned).toBe(true);
     expect(ours.top.CLOSE_WAIT.destinations.length).toBeGreaterThan(0);
@@ -112,7 +122,9 @@ describe.runIf(canUse('ip', 'ss'))('stat --pid and --netns, against ss -p and ip
     expect(gone.stderr).toBe('socktune stat: open /proc/4194304/fd ESRCH: no such process\n');
     const none = await socktune('stat', '--netns', `st-none-${process.pid}`);
     expect(none.code).toBe(3);
-    expect(none.stderr).toBe(`socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them (open ENOENT: no such file or directory)\n`);
+    expect(none.stderr).toBe(
+      `socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them (open ENOENT: no such file or directory)\n`,
+    );
   });
 });
 

@@ -18,7 +18,6 @@ import { join } from 'node:path';
 
 const run = promisify(execFile);
 
-
 describe('usage errors: exit status 2, the flag as typed, and the range allowed', () => {
   it.each([
     [['stat', '--port', '70000'], "socktune stat: --port must be an integer from 0 to 65535, got '70000'"],
@@ -72,12 +71,15 @@ describe('usage errors: exit status 2, the flag as typed, and the range allowed'
     expect(help.stdout).toMatch(/^ {2}-h, --help\s+show this help/m);
     expect((await socktune('doctor', '--help')).stdout).toMatch(/^ {2}-j, --json\s+print JSON/m);
     expect(help.stdout).not.toMatch(/--process/);
-    expect(await socktune('help', 'watch')).toMatchObject({ code: 0, stdout: expect.stringMatching(/--interval <ms>\s+milliseconds between refreshes, 50 to 2147483647/) });
+    expect(await socktune('help', 'watch')).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/--interval <ms>\s+milliseconds between refreshes, 50 to 2147483647/),
+    });
     expect(await socktune('--version')).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\d+\.\d+\.\d+\n$/) });
   });
 });
 
-describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s own', () => {
+describe.runIf(canUse('ip', 'unshare', 'mount'))("in a namespace of the test's own", () => {
   const ns = new Netns('cli');
   beforeAll(() => ns.create());
   afterAll(() => ns.destroy());
@@ -116,9 +118,15 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
   it('--netns: an unknown name says so, a user without root is told it needs root, a FIFO is refused at once', async () => {
     const unknown = await socktune('stat', '--netns', `st-none-${process.pid}`);
     expect(unknown).toMatchObject({ code: 3, stdout: '' });
-    expect(unknown.stderr).toMatch(new RegExp(`^socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them`));
+    expect(unknown.stderr).toMatch(
+      new RegExp(
+        `^socktune stat: no network namespace named 'st-none-${process.pid}': /run/netns/st-none-${process.pid} does not exist; \`ip netns list\` names them`,
+      ),
+    );
     const { pkg, node } = packageCopy({ addon: true });
-    const asNobody = await run('setpriv', [...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'stat', '--netns', ns.name]).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    const asNobody = await run('setpriv', [...NOBODY, node, join(pkg, 'dist', 'cli.js'), 'stat', '--netns', ns.name]).catch(
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
     expect(asNobody).toMatchObject({ code: 3, stdout: '' });
     expect(asNobody.stderr).toBe(`socktune stat: entering network namespace ${ns.name} needs root (CAP_SYS_ADMIN) (setns EPERM: operation not permitted)\n`);
     const dir = mkdtempSync(join(tmpdir(), 'socktune-fifo-'));
@@ -129,9 +137,13 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
       writeFileSync(plain, '');
       for (const path of [fifo, plain]) {
         // Before: open() of the FIFO waited for a writer forever; the timeout ends such a run.
-        const r = await run(process.execPath, [cli, 'stat', '--netns', path], { timeout: 10_000 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+        const r = await run(process.execPath, [cli, 'stat', '--netns', path], { timeout: 10_000 }).catch(
+          (e: { code: number; stdout: string; stderr: string }) => e,
+        );
         expect(r).toMatchObject({ code: 3, stdout: '' });
-        expect(r.stderr).toBe(`socktune stat: ${path} is not a network namespace file: give a name under /run/netns or a path such as /proc/PID/ns/net (setns EINVAL: invalid argument)\n`);
+        expect(r.stderr).toBe(
+          `socktune stat: ${path} is not a network namespace file: give a name under /run/netns or a path such as /proc/PID/ns/net (setns EINVAL: invalid argument)\n`,
+        );
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -142,7 +154,10 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
   it('watch --count N prints N frames and exits 0', async () => {
     const [cmd, args] = inNs('watch', '--json', '--count', '3', '--interval', '50');
     const { stdout } = await run(cmd, [...args]);
-    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(3);
     for (const l of lines) expect(l).toMatchObject({ scope: 'namespace', source: 'netlink', states: expect.any(Object) });
   });
@@ -163,7 +178,9 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
     expect(text.code).toBe(0);
     expect(text.stderr).toBe('');
     expect(text.stdout).toMatch(/^WARN {5}net\.ipv4\.tcp_fin_timeout = \(unreadable: EACCES\)$/m);
-    expect(text.stdout).toMatch(/^ {9}Could not be read \(EACCES: permission denied, open '\/proc\/sys\/net\/ipv4\/tcp_fin_timeout'\), so it was not audited\.$/m);
+    expect(text.stdout).toMatch(
+      /^ {9}Could not be read \(EACCES: permission denied, open '\/proc\/sys\/net\/ipv4\/tcp_fin_timeout'\), so it was not audited\.$/m,
+    );
     expect(text.stdout).toMatch(/^could not read \(the rest was audited\):\n {2}net\.ipv4\.tcp_fin_timeout: EACCES: permission denied/m);
     // Everything else is there, with its value.
     expect(text.stdout).toMatch(/^WARN {5}net\.ipv4\.tcp_keepalive_time = 7200$/m);
@@ -172,9 +189,17 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
     const json = await runWithUnreadable(masked, process.execPath, [cli, 'doctor', '--json'], ns.name);
     const report = JSON.parse(json.stdout);
     expect(report.unreadable).toEqual([
-      { what: 'net.ipv4.tcp_fin_timeout', path: '/proc/sys/net/ipv4/tcp_fin_timeout', code: 'EACCES', message: "EACCES: permission denied, open '/proc/sys/net/ipv4/tcp_fin_timeout'" },
+      {
+        what: 'net.ipv4.tcp_fin_timeout',
+        path: '/proc/sys/net/ipv4/tcp_fin_timeout',
+        code: 'EACCES',
+        message: "EACCES: permission denied, open '/proc/sys/net/ipv4/tcp_fin_timeout'",
+      },
     ]);
-    expect(report.findings.find((f: { setting: string }) => f.setting === 'net.ipv4.tcp_fin_timeout')).toMatchObject({ severity: 'warn', error: { code: 'EACCES' } });
+    expect(report.findings.find((f: { setting: string }) => f.setting === 'net.ipv4.tcp_fin_timeout')).toMatchObject({
+      severity: 'warn',
+      error: { code: 'EACCES' },
+    });
     expect(report.findings).toHaveLength(12);
     expect(report.ok).toBe(true);
     expect((await runWithUnreadable(masked, process.execPath, [cli, 'doctor', '--strict'], ns.name)).code).toBe(1);
@@ -184,7 +209,10 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
     const r = await runWithUnreadable(['/proc/net/sockstat', '/proc/net/netstat'], process.execPath, [cli, 'doctor', '--json'], ns.name);
     expect(r.code).toBe(0);
     const report = JSON.parse(r.stdout);
-    expect(report.unreadable.map((u: { what: string; code: string }) => [u.what, u.code])).toEqual([['sockstat', 'EACCES'], ['counters', 'EACCES']]);
+    expect(report.unreadable.map((u: { what: string; code: string }) => [u.what, u.code])).toEqual([
+      ['sockstat', 'EACCES'],
+      ['counters', 'EACCES'],
+    ]);
     expect(report.sockstat).toBeUndefined();
     expect(report.findings).toHaveLength(12);
     expect(report.findings.every((f: { error?: unknown }) => f.error === undefined)).toBe(true);
@@ -193,9 +221,14 @@ describe.runIf(canUse('ip', 'unshare', 'mount'))('in a namespace of the test\'s 
 
 describe.runIf(canUse('strace'))('stat loads only what it needs', () => {
   it('opens none of the policies, the guard, the integrations, undici or prom-client (strace witnesses every open)', async () => {
-    const { stderr } = await run('strace', ['-f', '-qq', '-e', 'trace=open,openat', '-e', 'signal=none', process.execPath, cli, 'stat', '--json'], { maxBuffer: 64 * 1024 * 1024 });
+    const { stderr } = await run('strace', ['-f', '-qq', '-e', 'trace=open,openat', '-e', 'signal=none', process.execPath, cli, 'stat', '--json'], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
     const opened = [...stderr.matchAll(/open(?:at)?\([^"]*"([^"]+)"/g)].map((m) => m[1]).filter((p) => p.includes('/dist/') || p.includes('node_modules'));
-    const dist = opened.filter((p) => p.includes('/dist/')).map((p) => p.slice(p.indexOf('/dist/') + 6)).sort();
+    const dist = opened
+      .filter((p) => p.includes('/dist/'))
+      .map((p) => p.slice(p.indexOf('/dist/') + 6))
+      .sort();
     expect(dist).toEqual(expect.arrayContaining(['cli.js', 'diagnose/states.js', 'binding.js']));
     for (const p of dist) expect([p, /^(policy|guard|integrations|demo)\/|^(options|handle|metrics|index)\.js$/.test(p)]).toEqual([p, false]);
     for (const p of opened) expect([p, /node_modules\/(undici|prom-client|commander)\//.test(p)]).toEqual([p, false]);

@@ -24,7 +24,26 @@ interface Dumps {
 
 /** Runs the fixture in `ns` under strace -f and returns who opened sock_diag sockets between the marks. */
 async function traced(ns: Netns, mode: string, n: number): Promise<Dumps> {
-  const { stdout, stderr } = await run('ip', ['netns', 'exec', ns.name, 'strace', '-f', '-qq', '-e', 'trace=socket,access,faccessat,faccessat2', '-e', 'signal=none', process.execPath, fixture, mode, String(n)], { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 });
+  const { stdout, stderr } = await run(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns.name,
+      'strace',
+      '-f',
+      '-qq',
+      '-e',
+      'trace=socket,access,faccessat,faccessat2',
+      '-e',
+      'signal=none',
+      process.execPath,
+      fixture,
+      mode,
+      String(n),
+    ],
+    { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 },
+  );
   const out = JSON.parse(stdout);
   const lines = stderr.split('\n');
   const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
@@ -95,7 +114,8 @@ describe('createCollector refuses bad options with a code, before registering an
     [{ guards: { api: { stats: () => ({}) } } }, 'ERR_INVALID_ARG_TYPE'],
   ])('%j: %s', async (options, code) => {
     const registry = new Registry();
-    const withRegistry = options !== null && typeof options === 'object' && !Array.isArray(options) && !('registry' in options) ? { registry, ...options } : options;
+    const withRegistry =
+      options !== null && typeof options === 'object' && !Array.isArray(options) && !('registry' in options) ? { registry, ...options } : options;
     await expect(createCollector(withRegistry as never)).rejects.toMatchObject({ code });
     expect(await registry.getMetricsAsJSON()).toEqual([]);
   });

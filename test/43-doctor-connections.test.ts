@@ -31,7 +31,6 @@ async function doctor(ns: Netns, ...args: string[]): Promise<{ code: number | nu
   return { code, stdout };
 }
 
-
 describe.runIf(canUse('ip', 'ss', 'sysctl'))('doctor with 120 CLOSE_WAIT held by 2 servers and 250 TIME_WAIT to one destination', () => {
   const ns = new Netns('docconn');
   const servers: Array<{ port: number; pid: number }> = [];
@@ -69,7 +68,10 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('doctor with 120 CLOSE_WAIT held by
     const tw = findings.filter((f) => f.check === 'TIME_WAIT');
     expect(tw).toHaveLength(1);
     expect(tw[0]).toMatchObject({
-      severity: 'critical', destination: `127.0.0.1:${burst.port}`, count: 250, portShare: 0.625,
+      severity: 'critical',
+      destination: `127.0.0.1:${burst.port}`,
+      count: 250,
+      portShare: 0.625,
       evidence: { portRange: { low: 40000, high: 40399, size: 400 }, tcpTwReuse: 0, reusable: false },
     });
     expect(tw[0].fix).toMatch(/rstOnClose/);
@@ -86,7 +88,9 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('doctor with 120 CLOSE_WAIT held by
     expect(code).toBe(1);
     expect(stdout).toMatch(/^connections: 120 CLOSE_WAIT, 250 TIME_WAIT sockets in this namespace \(netlink\)$/m);
     expect(stdout).toMatch(/^CRITICAL CLOSE_WAIT: 120 sockets$/m);
-    expect(stdout).toMatch(new RegExp(`^ {9}120 connections in CLOSE_WAIT \\(held by ${servers[0].pid} \\S+: 70, ${servers[1].pid} \\S+: 50\\): the peer closed its side`, 'm'));
+    expect(stdout).toMatch(
+      new RegExp(`^ {9}120 connections in CLOSE_WAIT \\(held by ${servers[0].pid} \\S+: 70, ${servers[1].pid} \\S+: 50\\): the peer closed its side`, 'm'),
+    );
     expect(stdout).toMatch(/^ {9}fix: An application leak, not a sysctl/m);
     expect(stdout).toMatch(new RegExp(`^CRITICAL TIME_WAIT to 127\\.0\\.0\\.1:${burst.port}: 250 sockets, 62\\.5% of the local port range$`, 'm'));
     expect(stdout).toMatch(/^connection summary: 2 critical, 0 warn, 0 info, 0 ok$/m);
@@ -126,7 +130,12 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('the thresholds below critical', ()
     try {
       const findings = JSON.parse((await doctor(ns, '--json')).stdout).connections.findings as Finding[];
       const tw = findings.find((f) => f.check === 'TIME_WAIT')!;
-      expect(tw).toMatchObject({ severity: 'info', destination: `127.0.0.1:${burst.port}`, count: 120, evidence: { tcpTwReuse: 2, loopback: true, reusable: true } });
+      expect(tw).toMatchObject({
+        severity: 'info',
+        destination: `127.0.0.1:${burst.port}`,
+        count: 120,
+        evidence: { tcpTwReuse: 2, loopback: true, reusable: true },
+      });
       expect(tw.meaning).toMatch(/tcp_tw_reuse=2 \(loopback\) lets connect\(\) reuse them/);
     } finally {
       ns.sysctl('net.ipv4.tcp_tw_reuse', '0');
@@ -143,7 +152,10 @@ describe.runIf(canUse('ip', 'sysctl'))('a namespace with no connections', () => 
     const { code, stdout } = await doctor(ns, '--json');
     expect(code).toBe(0);
     const c = JSON.parse(stdout).connections;
-    expect(c.findings.map((f: Finding) => [f.check, f.severity, f.count])).toEqual([['CLOSE_WAIT', 'ok', 0], ['TIME_WAIT', 'ok', 0]]);
+    expect(c.findings.map((f: Finding) => [f.check, f.severity, f.count])).toEqual([
+      ['CLOSE_WAIT', 'ok', 0],
+      ['TIME_WAIT', 'ok', 0],
+    ]);
     expect(c.summary).toEqual({ ok: 2, info: 0, warn: 0, critical: 0 });
   });
 });

@@ -60,9 +60,24 @@ describe('near misses name what was meant', () => {
   });
 
   it.each([
-    ['a policy field', { preset: 'gracefulHeartbeat', halfcloseTimeout: 5000 }, "rules[0].policy: has no field 'halfcloseTimeout'; fields: preset, ", "; did you mean 'halfCloseTimeout'?"],
-    ['a policy field in kebab-case', { preset: 'rstOnClose', 'drain-timeout': 100 }, "rules[0].policy: has no field 'drain-timeout'; fields: preset, ", "; did you mean 'drainTimeout'?"],
-    ['a keepalive field', { preset: 'gracefulHeartbeat', keepAlive: { idel: 5000 } }, "rules[0].policy.keepAlive: has no field 'idel'; fields: idle, interval, count", "; did you mean 'idle'?"],
+    [
+      'a policy field',
+      { preset: 'gracefulHeartbeat', halfcloseTimeout: 5000 },
+      "rules[0].policy: has no field 'halfcloseTimeout'; fields: preset, ",
+      "; did you mean 'halfCloseTimeout'?",
+    ],
+    [
+      'a policy field in kebab-case',
+      { preset: 'rstOnClose', 'drain-timeout': 100 },
+      "rules[0].policy: has no field 'drain-timeout'; fields: preset, ",
+      "; did you mean 'drainTimeout'?",
+    ],
+    [
+      'a keepalive field',
+      { preset: 'gracefulHeartbeat', keepAlive: { idel: 5000 } },
+      "rules[0].policy.keepAlive: has no field 'idel'; fields: idle, interval, count",
+      "; did you mean 'idle'?",
+    ],
   ])('in a rules file, %s', async (_what, policy, start, end) => {
     const path = file(`field-${start.length}-${end.length}.json`, JSON.stringify({ rules: [{ port: 5432, policy }] }));
     const r = await refused({ SOCKTUNE_CONFIG: path });
@@ -77,7 +92,9 @@ describe('near misses name what was meant', () => {
       `SOCKTUNE_CONFIG (${rule}) rules[0]: has no field 'locaPort'; rule fields: name, direction, port, host, localPort, localAddress, policy; did you mean 'localPort'?`,
     );
     const top = file('file-field.json', '{"rule":[],"policy":"rstOnClose"}');
-    expect((await refused({ SOCKTUNE_CONFIG: top })).line).toBe(`SOCKTUNE_CONFIG (${top}): has no field 'rule'; fields: policy, rules, trace, shutdown; did you mean 'rules'?`);
+    expect((await refused({ SOCKTUNE_CONFIG: top })).line).toBe(
+      `SOCKTUNE_CONFIG (${top}): has no field 'rule'; fields: policy, rules, trace, shutdown; did you mean 'rules'?`,
+    );
   });
 });
 
@@ -85,24 +102,34 @@ describe('the line reads as one sentence', () => {
   it('neither variable set: the module is named once', async () => {
     const r = await refused({});
     expect(r).toMatchObject({ code: 9, ran: false });
-    expect(r.line).toBe('neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register');
+    expect(r.line).toBe(
+      'neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register',
+    );
   });
 });
 
 describe('SOCKTUNE_CONFIG that is not a rules file is refused at once', () => {
   it.each([
-    ['a FIFO no one writes to', () => {
-      const fifo = join(tmp, 'fifo');
-      execFileSync('mkfifo', [fifo]);
-      return fifo;
-    }, 'is a FIFO, not a regular file: give the path of a JSON rules file'],
+    [
+      'a FIFO no one writes to',
+      () => {
+        const fifo = join(tmp, 'fifo');
+        execFileSync('mkfifo', [fifo]);
+        return fifo;
+      },
+      'is a FIFO, not a regular file: give the path of a JSON rules file',
+    ],
     ['a directory', () => tmp, 'is a directory, not a regular file: give the path of a JSON rules file'],
     ['/dev/zero (it never ends)', () => '/dev/zero', 'is a character device, not a regular file: give the path of a JSON rules file'],
-    ['a file over 16 MiB', () => {
-      const big = file('big.json', '');
-      truncateSync(big, 16 * 1024 * 1024 + 1);
-      return big;
-    }, 'is larger than 16 MiB (16777216 bytes), the most a rules file may hold'],
+    [
+      'a file over 16 MiB',
+      () => {
+        const big = file('big.json', '');
+        truncateSync(big, 16 * 1024 * 1024 + 1);
+        return big;
+      },
+      'is larger than 16 MiB (16777216 bytes), the most a rules file may hold',
+    ],
   ])('%s', async (_what, make, message) => {
     const path = make();
     // Before: the FIFO blocked in open() and /dev/zero was read until memory ran out; the timeout
@@ -127,8 +154,16 @@ describe('a JSON syntax error is placed, never quoted', () => {
 
   it.each([
     ['a file that is not JSON at all', `${secret}\n`, 'expected a value (an object, array, string, number, true, false or null) at line 1, column 1'],
-    ['a missing value on line 3', `{\n  "rules": [\n    {"port": 1, "policy": }\n  ]\n}\n`, 'expected a value (an object, array, string, number, true, false or null) at line 3, column 27'],
-    ['a trailing comma', '{"rules":[{"policy":"rstOnClose"},]}', 'expected a value (an object, array, string, number, true, false or null) at line 1, column 35'],
+    [
+      'a missing value on line 3',
+      `{\n  "rules": [\n    {"port": 1, "policy": }\n  ]\n}\n`,
+      'expected a value (an object, array, string, number, true, false or null) at line 3, column 27',
+    ],
+    [
+      'a trailing comma',
+      '{"rules":[{"policy":"rstOnClose"},]}',
+      'expected a value (an object, array, string, number, true, false or null) at line 1, column 35',
+    ],
     ['an unquoted name', `{"rules": [], ${secret}: 1}`, 'expected a property name in double quotes at line 1, column 15'],
     ['a string that never ends', `{"policy": "${secret}`, 'the text ends where it expects a closing quote at line 1, column 63'],
   ])('%s', async (_what, content, where) => {
@@ -155,7 +190,10 @@ describe('SOCKTUNE_TRACE is 1 or 0, nothing else', () => {
   });
 
   it.each(['1', '0'])('%j is accepted', async (value) => {
-    const r = await runToEnd(['--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'rstOnClose', SOCKTUNE_TRACE: value });
+    const r = await runToEnd(['--import', 'socktune/register', '-e', 'console.log("application ran")'], {
+      SOCKTUNE_POLICY: 'rstOnClose',
+      SOCKTUNE_TRACE: value,
+    });
     expect(r).toEqual({ code: 0, stdout: 'application ran\n', stderr: '' });
   });
 });
@@ -163,12 +201,26 @@ describe('SOCKTUNE_TRACE is 1 or 0, nothing else', () => {
 describe('50,000 rules', () => {
   // The load time is measured by `node scripts/bench/config.mjs`; a test never asserts speed.
   const N = 50_000;
-  const rules = () => Array.from({ length: N }, (_, i) => ({ name: `r${i}`, port: (i % 65_535) + 1, host: `h${i}.internal`, policy: i % 2 ? 'rstOnClose' : 'gracefulHeartbeat' }));
+  const rules = () =>
+    Array.from({ length: N }, (_, i) => ({
+      name: `r${i}`,
+      port: (i % 65_535) + 1,
+      host: `h${i}.internal`,
+      policy: i % 2 ? 'rstOnClose' : 'gracefulHeartbeat',
+    }));
 
   it('load, with the default policy after them', async () => {
     const path = file('many.json', JSON.stringify({ rules: rules(), policy: 'gracefulHeartbeat' }));
-    const r = await runToEnd(['--import', 'socktune/register', '--input-type=module', '-e',
-      'const { config } = await import("socktune/register"); console.log(config.rules.length, config.rules.at(-2).name, config.rules.at(-1).name)'], { SOCKTUNE_CONFIG: path });
+    const r = await runToEnd(
+      [
+        '--import',
+        'socktune/register',
+        '--input-type=module',
+        '-e',
+        'const { config } = await import("socktune/register"); console.log(config.rules.length, config.rules.at(-2).name, config.rules.at(-1).name)',
+      ],
+      { SOCKTUNE_CONFIG: path },
+    );
     expect(r).toEqual({ code: 0, stdout: `${N + 1} r${N - 1} default\n`, stderr: '' });
   });
 
@@ -186,9 +238,15 @@ describe('50,000 rules', () => {
 describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
   it.each([
     [{ SOCKTUNE_SHUTDOWN: 'SIGTREM' }, /^SOCKTUNE_SHUTDOWN signal: must be one of SIGTERM, SIGINT, SIGHUP, SIGUSR2; got 'SIGTREM'; did you mean 'SIGTERM'\?$/],
-    [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","delai":100}' }, /^SOCKTUNE_SHUTDOWN: has no field 'delai'; fields: signal, delay, timeout, spread, readinessPath; did you mean 'delay'\?$/],
+    [
+      { SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","delai":100}' },
+      /^SOCKTUNE_SHUTDOWN: has no field 'delai'; fields: signal, delay, timeout, spread, readinessPath; did you mean 'delay'\?$/,
+    ],
     [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","timeout":1.5}' }, /^SOCKTUNE_SHUTDOWN timeout: must be whole milliseconds from 0 to 2147483647; got 1.5$/],
-    [{ SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","readinessPath":"healthz"}' }, /^SOCKTUNE_SHUTDOWN readinessPath: must be a path starting with '\/'; got 'healthz'$/],
+    [
+      { SOCKTUNE_SHUTDOWN: '{"signal":"SIGTERM","readinessPath":"healthz"}' },
+      /^SOCKTUNE_SHUTDOWN readinessPath: must be a path starting with '\/'; got 'healthz'$/,
+    ],
   ])('%j is refused', async (env, message) => {
     const r = await refused({ SOCKTUNE_POLICY: 'gracefulHeartbeat', ...env });
     expect(r.code).toBe(9);
@@ -199,36 +257,40 @@ describe('SOCKTUNE_SHUTDOWN: a drain on a signal, or a clear refusal', () => {
   it('on SIGTERM the servers are drained (Connection: close, the readiness path answered 503, then no more accepting) and the process ends by the signal', async () => {
     const app = await startApp(fixture('drain-app.cjs'), {
       env: {
-        NODE_OPTIONS: '--require=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat',
+        NODE_OPTIONS: '--require=socktune/register',
+        SOCKTUNE_POLICY: 'gracefulHeartbeat',
         SOCKTUNE_SHUTDOWN: JSON.stringify({ signal: 'SIGTERM', delay: 300, timeout: 2000, readinessPath: '/health' }),
       },
     });
     const port = app.ready.port as number;
     const agent = new http.Agent({ keepAlive: true });
     try {
-    const get = (path: string) => new Promise<string>((resolve) => {
-      http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(`${res.statusCode} ${res.headers.connection}`));
-      }).on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-    });
-    expect(await get('/')).toBe('200 keep-alive');
-    const slow = get('/slow');
-    await sleep(50);
-    const exited = once(app.child, 'exit');
-    app.child.kill('SIGTERM');
-    await sleep(50);
-    // During the delay: answered, each response closing its connection; the readiness check 503.
-    expect(await get('/')).toBe('200 close');
-    expect(await get('/health')).toBe('503 close');
-    expect(await slow).toBe('200 close');
-    await sleep(400);
-    // After the delay: no longer accepting.
-    expect(await get('/')).toBe('ECONNREFUSED');
-    // The drain ended with the last connection; the signal then ended the process, as it would have.
-    const [code, signal] = (await exited) as [number | null, string | null];
-    expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
-    expect(app.stderr()).toBe('');
+      const get = (path: string) =>
+        new Promise<string>((resolve) => {
+          http
+            .get({ host: '127.0.0.1', port, path, agent }, (res) => {
+              res.resume();
+              res.on('end', () => resolve(`${res.statusCode} ${res.headers.connection}`));
+            })
+            .on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+        });
+      expect(await get('/')).toBe('200 keep-alive');
+      const slow = get('/slow');
+      await sleep(50);
+      const exited = once(app.child, 'exit');
+      app.child.kill('SIGTERM');
+      await sleep(50);
+      // During the delay: answered, each response closing its connection; the readiness check 503.
+      expect(await get('/')).toBe('200 close');
+      expect(await get('/health')).toBe('503 close');
+      expect(await slow).toBe('200 close');
+      await sleep(400);
+      // After the delay: no longer accepting.
+      expect(await get('/')).toBe('ECONNREFUSED');
+      // The drain ended with the last connection; the signal then ended the process, as it would have.
+      const [code, signal] = (await exited) as [number | null, string | null];
+      expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(app.stderr()).toBe('');
     } finally {
       agent.destroy();
       app.child.kill('SIGKILL');

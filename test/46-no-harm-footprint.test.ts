@@ -26,7 +26,7 @@ afterEach(closeAll);
 
 describe('socktune/register loads no module the application did not', () => {
   const script = (body: string) => ['--input-type=module', '-e', body];
-  const loaded = "process.moduleLoadList.filter((m) => /^NativeModule (http|https|http2|tls|dgram|_http_\\w+|_tls_\\w+)$/.test(m))";
+  const loaded = 'process.moduleLoadList.filter((m) => /^NativeModule (http|https|http2|tls|dgram|_http_\\w+|_tls_\\w+)$/.test(m))';
 
   it('a process that opens a TCP connection under register has loaded no http, https, http2, tls or dgram; the connection has the policy', async () => {
     const body = `
@@ -65,13 +65,32 @@ describe.runIf(canUse('strace'))('socktune/register with @opentelemetry/api inst
       server.close();`;
     const run = (otel: string) => {
       const trace = join(tmpdir(), `socktune-46-otel-${process.pid}-${otel}.strace`);
-      const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat,open,statx,newfstatat,stat,readlink', '-o', trace, process.execPath, '--import', 'socktune/register', '--input-type=module', '-e', body], {
-        cwd: consumerProject(),
-        env: cleanEnv({ SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_OTEL: otel }),
-        encoding: 'utf8',
-        timeout: 30_000,
-      });
-      const files = readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes('@opentelemetry'));
+      const r = spawnSync(
+        'strace',
+        [
+          '-f',
+          '-qq',
+          '-e',
+          'trace=openat,open,statx,newfstatat,stat,readlink',
+          '-o',
+          trace,
+          process.execPath,
+          '--import',
+          'socktune/register',
+          '--input-type=module',
+          '-e',
+          body,
+        ],
+        {
+          cwd: consumerProject(),
+          env: cleanEnv({ SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_OTEL: otel }),
+          encoding: 'utf8',
+          timeout: 30_000,
+        },
+      );
+      const files = readFileSync(trace, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('@opentelemetry'));
       rmSync(trace, { force: true });
       return { code: r.status, stderr: r.stderr, http: r.stdout.trim(), otelFiles: files.length };
     };
@@ -112,13 +131,15 @@ describe('policies add no listener and reset only what timed out', () => {
     await once(plain, 'listening');
     track(plain as unknown as net.Server);
     const tuned = await server(5000);
-    const counts = await Promise.all([plain, tuned].map(async (s) => {
-      const accepted = once(s, 'connection');
-      const client = track(net.connect((s.address() as net.AddressInfo).port, '127.0.0.1'));
-      const [socket] = (await accepted) as [net.Socket];
-      await once(client, 'connect');
-      return ['timeout', 'error', 'end', 'close'].map((e) => socket.listenerCount(e));
-    }));
+    const counts = await Promise.all(
+      [plain, tuned].map(async (s) => {
+        const accepted = once(s, 'connection');
+        const client = track(net.connect((s.address() as net.AddressInfo).port, '127.0.0.1'));
+        const [socket] = (await accepted) as [net.Socket];
+        await once(client, 'connect');
+        return ['timeout', 'error', 'end', 'close'].map((e) => socket.listenerCount(e));
+      }),
+    );
     expect(counts[1]).toEqual(counts[0]);
   });
 
@@ -186,7 +207,11 @@ describe('import never throws; what needs no socket works everywhere', () => {
   // knows only that name (the other is a bad option there). Node 26 also guards the network
   // (--allow-net), which the probe's own server needs.
   const flagsKnown = process.allowedNodeEnvironmentFlags;
-  const permission = [flagsKnown.has('--permission') ? '--permission' : '--experimental-permission', '--allow-fs-read=*', ...(flagsKnown.has('--allow-net') ? ['--allow-net'] : [])];
+  const permission = [
+    flagsKnown.has('--permission') ? '--permission' : '--experimental-permission',
+    '--allow-fs-read=*',
+    ...(flagsKnown.has('--allow-net') ? ['--allow-net'] : []),
+  ];
 
   it("under Node's permission model (no process.binding): import works, connection counts work, configure() throws ERR_SOCKTUNE_UNSUPPORTED", async () => {
     for (const flags of [permission, [...permission, '--allow-addons']]) {
@@ -202,12 +227,16 @@ describe('import never throws; what needs no socket works everywhere', () => {
   });
 
   it('socktune/register under the permission model fails open: one line says why, the application runs', async () => {
-    const r = await runToEnd([...permission, '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
+    const r = await runToEnd([...permission, '--allow-addons', '--import', 'socktune/register', '-e', 'console.log("application ran")'], {
+      SOCKTUNE_POLICY: 'gracefulHeartbeat',
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('application ran\n');
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('socktune/register:'));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^socktune\/register: not active, the process runs without it: socktune cannot reach Node's TCP handles in this process \(process\.binding\('tcp_wrap'\): ERR_ACCESS_DENIED/);
+    expect(lines[0]).toMatch(
+      /^socktune\/register: not active, the process runs without it: socktune cannot reach Node's TCP handles in this process \(process\.binding\('tcp_wrap'\): ERR_ACCESS_DENIED/,
+    );
   });
 
   it("under Node's permission model, `socktune stat --json` counts connections (it needs no fd)", async () => {

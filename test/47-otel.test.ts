@@ -63,10 +63,21 @@ describe('socktune reports through the global MeterProvider, with no code', () =
   it('under socktune/register, within 100 ms of the application setting its provider; SOCKTUNE_OTEL=0 (the control) reports nothing', async () => {
     const on = await runApp('global', { register: true });
     expect(on.errors).toEqual([]);
-    expect(on.names).toEqual(expect.arrayContaining(['socktune.connection.count', 'socktune.guard.tracked', 'socktune.guard.closes', 'socktune.pool.retries', 'socktune.audit.findings']));
+    expect(on.names).toEqual(
+      expect.arrayContaining([
+        'socktune.connection.count',
+        'socktune.guard.tracked',
+        'socktune.guard.closes',
+        'socktune.pool.retries',
+        'socktune.audit.findings',
+      ]),
+    );
     for (const name of on.names) expect(every).toContain(name);
     // This process's own connection (both ends) and listener, in OpenTelemetry's spelling.
-    const own = (state: string) => on.points.find((p) => p.name === 'socktune.connection.count' && p.attributes['socktune.scope'] === 'process' && p.attributes['network.connection.state'] === state);
+    const own = (state: string) =>
+      on.points.find(
+        (p) => p.name === 'socktune.connection.count' && p.attributes['socktune.scope'] === 'process' && p.attributes['network.connection.state'] === state,
+      );
     expect(own('established')).toMatchObject({ unit: '{connection}', value: 2, attributes: { 'network.transport': 'tcp' } });
     expect(own('listen')!.value).toBe(1);
     // register's guard tracks both ends of it.
@@ -126,7 +137,9 @@ describe('without @opentelemetry/api', () => {
     symlinkSync(join(repoRoot, 'node_modules', 'node-gyp-build'), join(dir, 'node_modules', 'node-gyp-build'), 'dir');
     const api = join(repoRoot, 'node_modules', '@opentelemetry', 'api', 'build', 'src', 'index.js');
     const sdk = join(repoRoot, 'node_modules', '@opentelemetry', 'sdk-metrics', 'build', 'src', 'index.js');
-    writeFileSync(join(dir, 'app.mjs'), `
+    writeFileSync(
+      join(dir, 'app.mjs'),
+      `
       const { metrics } = await import(${JSON.stringify(api)});
       const { MeterProvider } = await import(${JSON.stringify(sdk)});
       if (process.argv[2] === 'provider') metrics.setGlobalMeterProvider(new MeterProvider());
@@ -134,11 +147,13 @@ describe('without @opentelemetry/api', () => {
       if (process.argv[2] === 'create') {
         const { createInstruments } = await import('socktune');
         await createInstruments().catch((e) => console.log(e.code));
-      }`);
+      }`,
+    );
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  const inDir = (args: string[], env: Record<string, string>) => runToEnd(['--import', join(dir, 'node_modules', 'socktune', 'dist', 'register', 'index.js'), ...args], { SOCKTUNE_POLICY: 'gracefulHeartbeat', ...env });
+  const inDir = (args: string[], env: Record<string, string>) =>
+    runToEnd(['--import', join(dir, 'node_modules', 'socktune', 'dist', 'register', 'index.js'), ...args], { SOCKTUNE_POLICY: 'gracefulHeartbeat', ...env });
 
   it('register runs as before, silently, when no provider is set', async () => {
     const run = await inDir([join(dir, 'app.mjs'), 'none'], {});
@@ -170,7 +185,10 @@ describe('createInstruments in this process', () => {
     await expect(createInstruments()).rejects.toMatchObject({ code: 'ERR_SOCKTUNE_NO_METER_PROVIDER' });
     const provider = new MeterProvider();
     const made = await createInstruments({ meterProvider: provider });
-    await expect(createInstruments({ meterProvider: provider })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/already has socktune's instruments/) });
+    await expect(createInstruments({ meterProvider: provider })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringMatching(/already has socktune's instruments/),
+    });
     made.close();
     (await createInstruments({ meterProvider: provider })).close();
   });
@@ -204,11 +222,29 @@ describe('createInstruments in this process', () => {
   });
 
   it('spells every kernel state as the semantic conventions do', () => {
-    expect(Object.values(otelStates).sort()).toEqual(expect.arrayContaining(['closed', 'close_wait', 'closing', 'established', 'fin_wait_1', 'fin_wait_2', 'last_ack', 'listen', 'syn_received', 'syn_sent', 'time_wait']));
+    expect(Object.values(otelStates).sort()).toEqual(
+      expect.arrayContaining([
+        'closed',
+        'close_wait',
+        'closing',
+        'established',
+        'fin_wait_1',
+        'fin_wait_2',
+        'last_ack',
+        'listen',
+        'syn_received',
+        'syn_sent',
+        'time_wait',
+      ]),
+    );
     const table = metrics.find((m) => m.name === 'tcp_connections')!;
-    expect(otelSamples(table, [[{ scope: 'namespace', state: 'SYN_RECV' }, 2], [{ scope: 'namespace', state: 'NEW_SYN_RECV' }, 3], [{ scope: 'namespace', state: 'UNKNOWN' }, 1]])).toEqual([
-      [{ 'network.transport': 'tcp', 'socktune.scope': 'namespace', 'network.connection.state': 'syn_received' }, 5],
-    ]);
+    expect(
+      otelSamples(table, [
+        [{ scope: 'namespace', state: 'SYN_RECV' }, 2],
+        [{ scope: 'namespace', state: 'NEW_SYN_RECV' }, 3],
+        [{ scope: 'namespace', state: 'UNKNOWN' }, 1],
+      ]),
+    ).toEqual([[{ 'network.transport': 'tcp', 'socktune.scope': 'namespace', 'network.connection.state': 'syn_received' }, 5]]);
   });
 });
 
@@ -231,7 +267,9 @@ describe.runIf(canUse('ip', 'ss'))('both exports against sockets made in a names
       const expected = otelSamples(metric, prom).map(([attributes, value]) => ({ attributes, value }));
       const fields = metric.otel.attributes;
       const got = out.points
-        .filter((p) => p.name === metric.otel.name && !(metric.name === 'sockstat' && ['orphan', 'alloc', 'mem'].includes(p.attributes['socktune.sockstat.field'])))
+        .filter(
+          (p) => p.name === metric.otel.name && !(metric.name === 'sockstat' && ['orphan', 'alloc', 'mem'].includes(p.attributes['socktune.sockstat.field'])),
+        )
         .map((p) => ({ attributes: p.attributes, value: p.value }));
       expect(got, metric.otel.name).toEqual(expect.arrayContaining(expected));
       expect(got.length, metric.otel.name).toBe(expected.length);
@@ -240,7 +278,9 @@ describe.runIf(canUse('ip', 'ss'))('both exports against sockets made in a names
     }
     expect(compared).toBeGreaterThan(40);
     const count = (scope: string, spelled: string) =>
-      out.points.find((x) => x.name === 'socktune.connection.count' && x.attributes['socktune.scope'] === scope && x.attributes['network.connection.state'] === spelled)!.value;
+      out.points.find(
+        (x) => x.name === 'socktune.connection.count' && x.attributes['socktune.scope'] === scope && x.attributes['network.connection.state'] === spelled,
+      )!.value;
     for (const [kernel, spelled] of Object.entries(otelStates)) {
       if (kernel === 'NEW_SYN_RECV' || kernel === 'SYN_RECV') continue;
       expect([spelled, count('namespace', spelled)]).toEqual([spelled, ss[kernel] ?? 0]);

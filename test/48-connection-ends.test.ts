@@ -24,7 +24,11 @@ describe.runIf(canUse('ip', 'tcpdump'))('connection ends against tcpdump', () =>
     // end() and destroy() both end in socktune's RST here: one attribution for 50 connections.
     expect(rows).toHaveLength(75);
     expect(results.flatMap((r) => r.wrong.slice(0, 3))).toEqual([]);
-    expect(results.map((r) => [r.case.initiator, r.case.cause, r.closes, r.right])).toEqual([['peer-fin', 'peer', 25, 25], ['local-rst', 'application', 50, 50], ['local-rst', 'application', 0, 0]]);
+    expect(results.map((r) => [r.case.initiator, r.case.cause, r.closes, r.right])).toEqual([
+      ['peer-fin', 'peer', 25, 25],
+      ['local-rst', 'application', 50, 50],
+      ['local-rst', 'application', 0, 0],
+    ]);
   }, 120_000);
 
   it('under SOCKTUNE_TRACE each end carries where the connection was made', async () => {

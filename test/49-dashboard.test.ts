@@ -53,7 +53,10 @@ describe('the Grafana dashboards', () => {
     const run = await runToEnd(['--import', 'socktune/register', fixture], { SOCKTUNE_POLICY: 'gracefulHeartbeat' });
     expect(run.code, run.stderr).toBe(0);
     const { prom, otel } = JSON.parse(run.stdout) as { prom: string; otel: string };
-    for (const [file, text] of [['socktune-prometheus.json', prom], ['socktune-otel.json', otel]] as const) {
+    for (const [file, text] of [
+      ['socktune-prometheus.json', prom],
+      ['socktune-otel.json', otel],
+    ] as const) {
       const series = exported(text);
       const dashboard = JSON.parse(readFileSync(join(repoRoot, 'dashboards', file), 'utf8')) as Dashboard;
       const queries = dashboard.panels.flatMap((p) => p.targets.map((t) => ({ where: `${file}: ${p.title}`, ...t })));
@@ -86,6 +89,9 @@ describe('the Grafana dashboards', () => {
     expect(series.get('socktune_tcp_connections')).toEqual(new Set(['scope', 'state']));
     expect(series.has('socktune_tcp_connection')).toBe(false);
     expect(uses('rate(socktune_x_total{guard=~"a"}[5m])').labels).toEqual(['guard']);
-    expect(uses('sum by (socktune_scope) (socktune_connection_count{socktune_guard="a"})')).toEqual({ metrics: ['socktune_connection_count'], labels: ['socktune_guard', 'socktune_scope'] });
+    expect(uses('sum by (socktune_scope) (socktune_connection_count{socktune_guard="a"})')).toEqual({
+      metrics: ['socktune_connection_count'],
+      labels: ['socktune_guard', 'socktune_scope'],
+    });
   });
 });

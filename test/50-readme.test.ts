@@ -261,7 +261,7 @@ readme$assert.match(await res.text(), /chunk 9\\n$/);
 await dispatcher.close();`,
   },
   http2: {
-    does: 'tunes an HTTP/2 server and a client session to it: a request is answered, both sockets hold the policy, the server\'s guard tracks its session',
+    does: "tunes an HTTP/2 server and a client session to it: a request is answered, both sockets hold the policy, the server's guard tracks its session",
     prelude: `
 const { default: readme$http2 } = await import('node:http2');
 const server = readme$http2.createServer();
@@ -353,14 +353,19 @@ const at = (b: { file: string; line: number }) => `${b.file}:${b.line}`;
 
 describe('the manual', () => {
   it('is the README, CONTRIBUTING.md and the guides; the README stays short (at most 300 lines)', () => {
-    expect(pages.map((p) => p.file)).toEqual(expect.arrayContaining(['README.md', 'CONTRIBUTING.md', 'docs/guides/pools.md', 'docs/guides/deploys.md', 'docs/platforms.md', 'docs/performance.md']));
+    expect(pages.map((p) => p.file)).toEqual(
+      expect.arrayContaining(['README.md', 'CONTRIBUTING.md', 'docs/guides/pools.md', 'docs/guides/deploys.md', 'docs/platforms.md', 'docs/performance.md']),
+    );
     expect(pages.find((p) => p.file === 'README.md')!.text.split('\n').length).toBeLessThanOrEqual(300);
   });
 
   it('names every js block, and every name is a case of this test', () => {
     expect(js.filter((b) => b.name === undefined).map(at)).toEqual([]);
     const names = js.map((b) => b.name);
-    expect(names.filter((n, i) => names.indexOf(n) !== i), 'a name used twice').toEqual([]);
+    expect(
+      names.filter((n, i) => names.indexOf(n) !== i),
+      'a name used twice',
+    ).toEqual([]);
     expect([...names].sort()).toEqual(Object.keys(CASES).sort());
   });
 
@@ -371,7 +376,12 @@ describe('the manual', () => {
 });
 
 /** GitHub's heading anchors: lower case, punctuation other than '-' and '_' dropped, spaces to '-'. */
-const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+const anchor = (heading: string) =>
+  heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, '')
+    .replace(/ /g, '-');
 const headings = (text: string) => new Set([...text.replace(/^\s*```[\s\S]*?^\s*```\s*$/gm, '').matchAll(/^#+ (.*)$/gm)].map((m) => anchor(m[1])));
 
 describe('the manual and the API reference', () => {
@@ -386,7 +396,8 @@ describe('the manual and the API reference', () => {
         const target = path === '' ? file : normalize(join(dirname(file), path));
         if (target.startsWith('docs/api/')) toApi++;
         if (!existsSync(join(repoRoot, target))) broken.push(`${file}: ${link} (no file ${target})`);
-        else if (hash !== undefined && target.endsWith('.md') && !headings(readFileSync(join(repoRoot, target), 'utf8')).has(hash)) broken.push(`${file}: ${link} (no heading #${hash} in ${target})`);
+        else if (hash !== undefined && target.endsWith('.md') && !headings(readFileSync(join(repoRoot, target), 'utf8')).has(hash))
+          broken.push(`${file}: ${link} (no heading #${hash} in ${target})`);
       }
     }
     expect(broken).toEqual([]);
@@ -394,12 +405,15 @@ describe('the manual and the API reference', () => {
   });
 
   it('has a reference page for every export of socktune and socktune/register (npm run docs)', async () => {
-    const page = (dir: string, name: string) => ['functions', 'variables', 'classes'].some((kind) => existsSync(join(repoRoot, 'docs', 'api', dir, kind, `${name}.md`)));
+    const page = (dir: string, name: string) =>
+      ['functions', 'variables', 'classes'].some((kind) => existsSync(join(repoRoot, 'docs', 'api', dir, kind, `${name}.md`)));
     const main = Object.keys(await import('../dist/index.js'));
     expect(main.length).toBeGreaterThan(30);
     expect(main.filter((name) => !page('socktune', name))).toEqual([]);
     // Loading socktune/register starts it, so its exports are read from its declarations.
-    const register = [...readFileSync(join(repoRoot, 'dist', 'register', 'index.d.ts'), 'utf8').matchAll(/^export declare (?:const|function|class) (\w+)/gm)].map((m) => m[1]);
+    const register = [
+      ...readFileSync(join(repoRoot, 'dist', 'register', 'index.d.ts'), 'utf8').matchAll(/^export declare (?:const|function|class) (\w+)/gm),
+    ].map((m) => m[1]);
     expect(register).toContain('guardOf');
     expect(register.filter((name) => !page('socktune/register', name))).toEqual([]);
     expect(main, 'readArgument is internal').not.toContain('readArgument');
@@ -422,17 +436,34 @@ describe('every js block of the manual type-checks', () => {
       writeFileSync(join(dir, `${block.name}.mjs`), [...header, block.code, 'export {};', ''].join('\n'));
       offsets.set(`${block.name}.mjs`, { block, header: header.length });
     }
-    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
-      compilerOptions: { allowJs: true, checkJs: true, strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2023', lib: ['es2023'], types: ['node'], skipLibCheck: true },
-      include: ['*.mjs'],
-    }));
+    writeFileSync(
+      join(dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          allowJs: true,
+          checkJs: true,
+          strict: true,
+          noEmit: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2023',
+          lib: ['es2023'],
+          types: ['node'],
+          skipLibCheck: true,
+        },
+        include: ['*.mjs'],
+      }),
+    );
     const run = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsc'), ['-p', dir, '--pretty', 'false'], { encoding: 'utf8' });
     // Errors placed in the Markdown: "pools.mjs(3,7): error TS..." becomes "docs/guides/pools.md:NN: error TS...".
-    const errors = (run.stdout + run.stderr).split('\n').filter(Boolean).map((line) => {
-      const m = /^(?:.*\/)?([\w-]+\.mjs)\((\d+),\d+\): (.*)$/.exec(line);
-      const where = m === null ? undefined : offsets.get(m[1]);
-      return where === undefined ? line : `${where.block.file}:${where.block.line + Number(m![2]) - where.header}: ${m![3]}`;
-    });
+    const errors = (run.stdout + run.stderr)
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const m = /^(?:.*\/)?([\w-]+\.mjs)\((\d+),\d+\): (.*)$/.exec(line);
+        const where = m === null ? undefined : offsets.get(m[1]);
+        return where === undefined ? line : `${where.block.file}:${where.block.line + Number(m![2]) - where.header}: ${m![3]}`;
+      });
     expect(errors).toEqual([]);
     expect(run.status).toBe(0);
   }, 120_000);
@@ -447,14 +478,21 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
   beforeAll(async () => {
     ns.create();
     mkdirSync(etc, { recursive: true });
-    writeFileSync(join(etc, 'hosts'), ['127.0.0.1 localhost', '::1 localhost', ...Object.entries(hosts).map(([name, ip]) => `${ip} ${name}.internal`)].join('\n') + '\n');
+    writeFileSync(
+      join(etc, 'hosts'),
+      ['127.0.0.1 localhost', '::1 localhost', ...Object.entries(hosts).map(([name, ip]) => `${ip} ${name}.internal`)].join('\n') + '\n',
+    );
     await ns.start(join(fixtures, 'readme-servers.mjs'), [JSON.stringify(hosts)]);
 
-    const redis = spawn('ip', ['netns', 'exec', ns.name, 'redis-server', '--bind', hosts.cache, '--port', '6379', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const redis = spawn('ip', ['netns', 'exec', ns.name, 'redis-server', '--bind', hosts.cache, '--port', '6379', '--save', '', '--appendonly', 'no'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     servers.push(redis);
     const readyRedis = printed(redis, 'Ready to accept connections', 30_000, 'redis-server did not start');
     // PostgreSQL as nobody, in a directory it owns.
-    const postgres = startPostgres({ dir, netns: ns.name, address: hosts.db, port: 5432, clients: '127.0.0.0/8', within: 30_000 }).then((pg) => servers.push(pg));
+    const postgres = startPostgres({ dir, netns: ns.name, address: hosts.db, port: 5432, clients: '127.0.0.0/8', within: 30_000 }).then((pg) =>
+      servers.push(pg),
+    );
     await Promise.all([readyRedis, postgres]);
   }, 90_000);
 
@@ -470,7 +508,15 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
     const c = CASES[block.name ?? ''];
     if (!c) continue;
     it(`${block.name} (${at(block)}): ${c.does}`, async () => {
-      const source = [imports, c.prelude ?? '', "import { existsSync as readme$exists } from 'node:fs';", "readme$exists('/socktune-mark-begin');", block.code, c.epilogue ?? '', "console.error('readme: done');"].join('\n');
+      const source = [
+        imports,
+        c.prelude ?? '',
+        "import { existsSync as readme$exists } from 'node:fs';",
+        "readme$exists('/socktune-mark-begin');",
+        block.code,
+        c.epilogue ?? '',
+        "console.error('readme: done');",
+      ].join('\n');
       const inNs = ['ip', 'netns', 'exec', ns.name];
       let before = inNs;
       if (c.refuse !== undefined) {
@@ -485,7 +531,20 @@ describe.runIf(canUse('ip', 'strace', 'redis-server', 'setpriv'))('every js bloc
         const begin = lines.findIndex((l) => l.includes('/socktune-mark-begin'));
         expect(begin).toBeGreaterThan(-1);
         const setsBefore = lines.slice(0, begin).filter((l) => /setsockopt\(/.test(l)).length;
-        before = [...inNs, 'strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=setsockopt', '-e', 'signal=none', '-e', `inject=setsockopt:error=EPERM:when=${setsBefore + c.refuse}`];
+        before = [
+          ...inNs,
+          'strace',
+          '-f',
+          '-qq',
+          '-o',
+          '/dev/null',
+          '-e',
+          'trace=setsockopt',
+          '-e',
+          'signal=none',
+          '-e',
+          `inject=setsockopt:error=EPERM:when=${setsBefore + c.refuse}`,
+        ];
       }
       const run: Run = await runModule(`readme-${block.name}`, source, { before, env: c.env });
       const why = `${at(block)} (${block.name}) exited ${run.code ?? run.signal}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.slice(-4000)}`;

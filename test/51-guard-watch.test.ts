@@ -35,10 +35,12 @@ describe('paused connections are still closed on the kernel events', () => {
 
   it('a paused connection the peer half-closed is closed at halfCloseTimeout; one the peer reset, at the next scan', async () => {
     const guard = new Guard(presets.gracefulHeartbeat({ halfCloseTimeout: 300, scanInterval: 80 }));
-    const server = track(net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
-      s.on('error', () => {});
-      guard.track(s);
-    }));
+    const server = track(
+      net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
+        s.on('error', () => {});
+        guard.track(s);
+      }),
+    );
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const clients: net.Socket[] = [];
@@ -54,7 +56,8 @@ describe('paused connections are still closed on the kernel events', () => {
     const started = performance.now();
     for (const c of clients.slice(0, 20)) c.end();
     for (const c of clients.slice(20, 30)) c.resetAndDestroy();
-    while ((guard.stats().closed['half-closed'] < 20 || guard.stats().closed.reset < 10) && performance.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+    while ((guard.stats().closed['half-closed'] < 20 || guard.stats().closed.reset < 10) && performance.now() - started < 5000)
+      await new Promise((r) => setTimeout(r, 20));
     const took = performance.now() - started;
     expect(guard.stats().closed).toMatchObject({ 'half-closed': 20, reset: 10 });
     expect(guard.size).toBe(10);

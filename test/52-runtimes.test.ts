@@ -19,7 +19,11 @@ const prebuilds = ['linux-x64/socktune.glibc.node', 'linux-x64/socktune.musl.nod
 const x64 = process.platform === 'linux' && process.arch === 'x64';
 
 type Result = { value?: unknown; code?: string; message?: string };
-interface Probe { runtime: string; addon: string; results: Record<string, Result> }
+interface Probe {
+  runtime: string;
+  addon: string;
+  results: Record<string, Result>;
+}
 
 async function probeUnder(rt: Runtime, env: Record<string, string> = {}): Promise<Probe> {
   const r = await runUnder(rt, [probe, root], { env: { PREBUILDS_ONLY: '', ...env }, timeout: 90_000 });
@@ -37,7 +41,8 @@ function expectBunWorks(p: Probe): void {
   expect(r.tcpInfo).toEqual({ value: 'ESTABLISHED' });
   expect(r.sendQueue).toEqual({ value: { unacked: 0, unsent: 0 } });
   // A handle Bun did not make is never read, and the socket whose fd a spoof pointed at is untouched.
-  for (const spoof of ['prototypeCopy', 'proxy', 'fdGetter', 'plainFd']) expect(r[`spoof:${spoof}`], spoof).toMatchObject({ code: 'ERR_SOCKTUNE_INVALID_HANDLE' });
+  for (const spoof of ['prototypeCopy', 'proxy', 'fdGetter', 'plainFd'])
+    expect(r[`spoof:${spoof}`], spoof).toMatchObject({ code: 'ERR_SOCKTUNE_INVALID_HANDLE' });
   expect(r['spoof:otherUntouched']).toEqual({ value: true });
   // Bun's Unix-domain sockets share the TCP handle class: told apart by the kernel (or, while connecting, by the path).
   for (const name of ['unix:configureWhileConnecting', 'unix:configure', 'unix:server']) expect(r[name], name).toMatchObject({ code: 'ERR_SOCKTUNE_NOT_TCP' });
@@ -53,7 +58,7 @@ function expectBunWorks(p: Probe): void {
   expect(r.connectionStates).toEqual({ value: 'number' });
 }
 
-describe.runIf(x64)("Bun (its glibc build from npm)", () => {
+describe.runIf(x64)('Bun (its glibc build from npm)', () => {
   it('options, views, fd safety, policies, net servers, agents, undici and TLS work; its HTTP server is refused by name', async () => {
     const bun = runtime('bun');
     if (bun === undefined) return;
@@ -87,7 +92,9 @@ describe.runIf(x64)('socktune/register under Bun: --preload', () => {
     project = mkdtempSync(join(tmpdir(), 'socktune-bun-register-'));
     mkdirSync(join(project, 'node_modules'));
     symlinkSync(root, join(project, 'node_modules', 'socktune'));
-    writeFileSync(join(project, 'app.mjs'), `
+    writeFileSync(
+      join(project, 'app.mjs'),
+      `
       import net from 'node:net';
       import http from 'node:http';
       import { once } from 'node:events';
@@ -107,14 +114,18 @@ describe.runIf(x64)('socktune/register under Bun: --preload', () => {
         res.resume(); res.on('end', () => resolve(options));
       }));
       console.log(JSON.stringify({ stats: stats(), client: readOptions(client).keepAlive, accepted: readOptions(accepted).keepAlive, agent: got }));
-      process.exit(0);`);
+      process.exit(0);`,
+    );
   });
   afterAll(() => rmSync(project, { recursive: true, force: true }));
 
-  it('every net connection opened or accepted, and the agents\' connections, get the policy', async () => {
+  it("every net connection opened or accepted, and the agents' connections, get the policy", async () => {
     const bun = runtime('bun');
     if (bun === undefined) return;
-    const r = await runUnder(bun, ['--preload', 'socktune/register', 'app.mjs'], { cwd: project, env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_KEEPALIVE: '3000/2000/4' } });
+    const r = await runUnder(bun, ['--preload', 'socktune/register', 'app.mjs'], {
+      cwd: project,
+      env: { SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_KEEPALIVE: '3000/2000/4' },
+    });
     expect(r.code, r.stderr).toBe(0);
     const got = JSON.parse(r.stdout) as { stats: Record<string, unknown>; client: unknown; accepted: unknown; agent: unknown };
     // The client, the agent's connection, the net server's accepted one; Bun's HTTP server's side has no socket to count.
@@ -130,7 +141,7 @@ describe.runIf(x64)('socktune/register under Bun: --preload', () => {
 });
 
 describe.runIf(x64)('Deno (from npm)', () => {
-  it("import works; every socket call is ERR_SOCKTUNE_UNSUPPORTED naming Deno; what needs no socket works", async () => {
+  it('import works; every socket call is ERR_SOCKTUNE_UNSUPPORTED naming Deno; what needs no socket works', async () => {
     const deno = runtime('deno');
     if (deno === undefined) return;
     const r = await runUnder(deno, ['run', '-A', loader, root], { env: { PREBUILDS_ONLY: '', DENO_NO_UPDATE_CHECK: '1' } });

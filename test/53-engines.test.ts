@@ -23,18 +23,30 @@ afterAll(() => rmSync(project, { recursive: true, force: true }));
 
 function run(node: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(node, args, { cwd: project, timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '', SOCKTUNE_POLICY: 'gracefulHeartbeat' } }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      node,
+      args,
+      { cwd: project, timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '', SOCKTUNE_POLICY: 'gracefulHeartbeat' } },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
 const probes = (spec: string) => ({
-  import: ['--input-type=module', '-e', `import(${JSON.stringify(spec)}).then(() => console.log(JSON.stringify({ loaded: true })), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`],
-  require: ['-e', `try { require(${JSON.stringify(spec)}); console.log(JSON.stringify({ loaded: true })) } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`],
+  import: [
+    '--input-type=module',
+    '-e',
+    `import(${JSON.stringify(spec)}).then(() => console.log(JSON.stringify({ loaded: true })), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`,
+  ],
+  require: [
+    '-e',
+    `try { require(${JSON.stringify(spec)}); console.log(JSON.stringify({ loaded: true })) } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`,
+  ],
 });
 
-it('the range in the check is package.json\'s engines.node', () => {
+it("the range in the check is package.json's engines.node", () => {
   const { supportedNode } = createRequire(import.meta.url)('../dist/engines.cjs') as { supportedNode: string };
   expect(supportedNode).toBe(engines);
 });
@@ -58,11 +70,15 @@ describe.each(['18.20.8', '20.18.3'])('Node %s (below the range)', (version) => 
 
 describe(`this Node (${process.version}, in the range)`, () => {
   it("require('socktune') is the ES module: the same functions import gives", async () => {
-    const r = await run(process.execPath, ['--input-type=module', '-e', `
+    const r = await run(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `
       import { createRequire } from 'node:module';
       const required = createRequire(process.cwd() + '/x.js')('socktune');
       const imported = await import('socktune');
-      console.log(JSON.stringify({ same: required.configure === imported.configure && required.presets === imported.presets, keys: Object.keys(required).length === Object.keys(imported).length }));`]);
+      console.log(JSON.stringify({ same: required.configure === imported.configure && required.presets === imported.presets, keys: Object.keys(required).length === Object.keys(imported).length }));`,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ same: true, keys: true });
   });

@@ -38,7 +38,13 @@ interface Report {
 }
 
 async function perAccepted(mode: string, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = process.env) {
-  const { report, counts, calls } = await traceServer('listener-app.mjs', [mode, String(COUNT)], ['setsockopt'], async (ready) => connections((JSON.parse(ready) as { port: number }).port, COUNT + 1), { nodeArgs, env });
+  const { report, counts, calls } = await traceServer(
+    'listener-app.mjs',
+    [mode, String(COUNT)],
+    ['setsockopt'],
+    async (ready) => connections((JSON.parse(ready) as { port: number }).port, COUNT + 1),
+    { nodeArgs, env },
+  );
   return { report: JSON.parse(report) as Report, perConnection: (counts.setsockopt ?? 0) / COUNT, calls };
 }
 
@@ -105,7 +111,11 @@ describe('the listener stage in process', () => {
     await once(server, 'listening');
     // Two connections complete their handshake while this thread is blocked: they wait in the
     // kernel's accept queue, made before tuneServer put anything on the listener.
-    const early = spawn(process.execPath, ['-e', `const n=require('net');for(let i=0;i<2;i++)n.connect(${port(server)},'127.0.0.1').on('connect',()=>console.log('up'));setInterval(()=>{},1e3)`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const early = spawn(
+      process.execPath,
+      ['-e', `const n=require('net');for(let i=0;i<2;i++)n.connect(${port(server)},'127.0.0.1').on('connect',()=>console.log('up'));setInterval(()=>{},1e3)`],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     try {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 800);
       const keepAlive = { idle: 11_000, interval: 1000, count: 5 };
@@ -124,22 +134,27 @@ describe('the listener stage in process', () => {
 });
 
 describe('listen(): the listening socket made natively', () => {
-  it.runIf(canUse('strace'))('strace: socket, SO_REUSEADDR, SO_REUSEPORT, TCP_DEFER_ACCEPT and the inheritable options before bind; Node listens with the backlog', async () => {
-    const { calls, stdout } = await traceSyscalls('listen-trace.mjs', [], ['socket', 'setsockopt', 'bind', 'listen']);
-    const { fd, read } = JSON.parse(stdout);
-    const onFd = calls.filter((c) => c.startsWith(`socket(`) ? c.endsWith(`= ${fd}`) : c.includes(`(${fd}, `)).map((c) => c.replace(/\s*= .*$/, '').replace(/\{sa_family=.*\}, \d+\)/, '{...})'));
-    expect(onFd).toEqual([
-      `socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_TCP)`,
-      `setsockopt(${fd}, SOL_TCP, TCP_KEEPIDLE, [9], 4)`,
-      `setsockopt(${fd}, SOL_SOCKET, SO_KEEPALIVE, [1], 4)`,
-      `setsockopt(${fd}, SOL_SOCKET, SO_REUSEPORT, [1], 4)`,
-      `setsockopt(${fd}, SOL_TCP, TCP_DEFER_ACCEPT, [2], 4)`,
-      `setsockopt(${fd}, SOL_SOCKET, SO_REUSEADDR, [1], 4)`,
-      `bind(${fd}, {...})`,
-      `listen(${fd}, 77)`,
-    ]);
-    expect(read).toMatchObject({ reusePort: true, reuseAddress: true, deferAccept: 3000 });
-  });
+  it.runIf(canUse('strace'))(
+    'strace: socket, SO_REUSEADDR, SO_REUSEPORT, TCP_DEFER_ACCEPT and the inheritable options before bind; Node listens with the backlog',
+    async () => {
+      const { calls, stdout } = await traceSyscalls('listen-trace.mjs', [], ['socket', 'setsockopt', 'bind', 'listen']);
+      const { fd, read } = JSON.parse(stdout);
+      const onFd = calls
+        .filter((c) => (c.startsWith(`socket(`) ? c.endsWith(`= ${fd}`) : c.includes(`(${fd}, `)))
+        .map((c) => c.replace(/\s*= .*$/, '').replace(/\{sa_family=.*\}, \d+\)/, '{...})'));
+      expect(onFd).toEqual([
+        `socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_TCP)`,
+        `setsockopt(${fd}, SOL_TCP, TCP_KEEPIDLE, [9], 4)`,
+        `setsockopt(${fd}, SOL_SOCKET, SO_KEEPALIVE, [1], 4)`,
+        `setsockopt(${fd}, SOL_SOCKET, SO_REUSEPORT, [1], 4)`,
+        `setsockopt(${fd}, SOL_TCP, TCP_DEFER_ACCEPT, [2], 4)`,
+        `setsockopt(${fd}, SOL_SOCKET, SO_REUSEADDR, [1], 4)`,
+        `bind(${fd}, {...})`,
+        `listen(${fd}, 77)`,
+      ]);
+      expect(read).toMatchObject({ reusePort: true, reuseAddress: true, deferAccept: 3000 });
+    },
+  );
 
   it('what Node reports as for its own listen(): "listening", address(), connections; EADDRINUSE shaped as Node\'s', async () => {
     const server = track(net.createServer((s) => s.end('hi')));
@@ -215,13 +230,16 @@ describe('listen(): the listening socket made natively', () => {
 });
 
 describe.runIf(canUse('ip'))('reusePort on Node 20: two processes share one port', () => {
-  it('control: Node\'s own listen({ reusePort }) in a second process on the port fails with EADDRINUSE on Node < 22.12', async () => {
+  it("control: Node's own listen({ reusePort }) in a second process on the port fails with EADDRINUSE on Node < 22.12", async () => {
     const major = Number(process.versions.node.split('.')[0]);
     const minor = Number(process.versions.node.split('.')[1]);
     const ns = new Netns('rpctl').create();
     try {
       const first = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['node', '127.0.0.1', '0', 'a'])).ready) as { port: number };
-      const second = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['node', '127.0.0.1', String(first.port), 'b'])).ready) as { port?: number; error?: { code: string } };
+      const second = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['node', '127.0.0.1', String(first.port), 'b'])).ready) as {
+        port?: number;
+        error?: { code: string };
+      };
       // Node 22.12 and 23.1 added listen({ reusePort }): there the second process listens too.
       if (major < 22 || (major === 22 && minor < 12)) expect(second.error?.code).toBe('EADDRINUSE');
       else expect(second).toEqual({ port: first.port });
@@ -234,7 +252,10 @@ describe.runIf(canUse('ip'))('reusePort on Node 20: two processes share one port
     const ns = new Netns('rpsplit').create();
     try {
       const a = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['socktune', '127.0.0.1', '0', 'a'])).ready) as { port: number };
-      const b = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['socktune', '127.0.0.1', String(a.port), 'b'])).ready) as { port?: number; error?: unknown };
+      const b = JSON.parse((await ns.start(fixture('reuseport-server.mjs'), ['socktune', '127.0.0.1', String(a.port), 'b'])).ready) as {
+        port?: number;
+        error?: unknown;
+      };
       expect(b).toEqual({ port: a.port });
       const out = await ns.exec(process.execPath, [fixture('reuseport-client.mjs'), '127.0.0.1', String(a.port), '10000', '32'], { timeout: 120_000 });
       const tally = JSON.parse(out) as Record<string, number>;

@@ -62,7 +62,9 @@ describe.runIf(canUse('strace'))('what reaches the kernel (strace): socket, opti
   it('no source address: no bind and no IP_BIND_ADDRESS_NO_PORT; the options before connect', async () => {
     const { calls, stdout } = await traceSyscalls('prebind-trace.mjs', ['free'], syscalls);
     const { fd, read } = JSON.parse(stdout);
-    const onFd = calls.filter((c) => c.includes(`(${fd}, `) || c.endsWith(`= ${fd}`)).map((c) => c.split('(')[0] + (c.includes('setsockopt') ? ` ${c.split(', ')[2]}` : ''));
+    const onFd = calls
+      .filter((c) => c.includes(`(${fd}, `) || c.endsWith(`= ${fd}`))
+      .map((c) => c.split('(')[0] + (c.includes('setsockopt') ? ` ${c.split(', ')[2]}` : ''));
     expect(onFd).toEqual(['socket', 'setsockopt SO_REUSEPORT', 'setsockopt SO_RCVBUF', 'setsockopt IP_TOS', 'connect']);
     expect(read).toMatchObject({ bindAddressNoPort: false, tos: 16 });
   });
@@ -101,14 +103,24 @@ describe('a socket of the stage behaves as one Node made', () => {
     await new Promise<void>((r) => server.close(() => r()));
     const theirs = await new Promise<NodeJS.ErrnoException>((r) => track(net.connect(free, '127.0.0.1')).once('error', r));
     const ours = await new Promise<NodeJS.ErrnoException>((r) => track(connect({ host: '127.0.0.1', port: free, prebind: { tos: 8 } })).once('error', r));
-    const shape = (e: NodeJS.ErrnoException & { address?: string; port?: number }) => ({ code: e.code, errno: e.errno, syscall: e.syscall, address: e.address, port: e.port, message: e.message });
+    const shape = (e: NodeJS.ErrnoException & { address?: string; port?: number }) => ({
+      code: e.code,
+      errno: e.errno,
+      syscall: e.syscall,
+      address: e.address,
+      port: e.port,
+      message: e.message,
+    });
     expect(shape(ours)).toEqual(shape(theirs));
   });
 
   it('happy eyeballs: when the first address is refused, the next attempt (a new handle) goes through the stage too', async () => {
     const server = await listen('127.0.0.1');
     const lookup: ConnectOptions['lookup'] = (_host, _opts, cb) =>
-      (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: '::1', family: 6 }, { address: '127.0.0.1', family: 4 }]);
+      (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [
+        { address: '::1', family: 6 },
+        { address: '127.0.0.1', family: 4 },
+      ]);
     const socket = track(connect({ host: 'both.test', port: port(server), lookup, autoSelectFamily: true, prebind: { tos: 8 } }));
     await connected(socket);
     expect(socket.autoSelectFamilyAttemptedAddresses).toEqual([`::1:${port(server)}`, `127.0.0.1:${port(server)}`]);
@@ -149,7 +161,7 @@ describe('a socket of the stage behaves as one Node made', () => {
     expect(readOptions(socket)).toMatchObject({ keepAlive, userTimeout: 15_000, bindAddressNoPort: true });
   });
 
-  it('bindAddressNoPort: false keeps Node\'s bind that reserves a port; a localPort is bound as given', async () => {
+  it("bindAddressNoPort: false keeps Node's bind that reserves a port; a localPort is bound as given", async () => {
     const server = await listen();
     const off = track(connect({ host: '127.0.0.1', port: port(server), localAddress: '127.0.0.1', prebind: { bindAddressNoPort: false, tos: 4 } }));
     await connected(off);
@@ -200,10 +212,11 @@ describe('the stage in pools and process-wide', () => {
     const connector = createConnector(presets.gracefulHeartbeat());
     const dispatcher = new Agent({
       localAddress: '127.0.0.1',
-      connect: (options, cb) => connector(options, (err, socket) => {
-        seen = socket as net.Socket;
-        cb(err as never, socket as never);
-      }),
+      connect: (options, cb) =>
+        connector(options, (err, socket) => {
+          seen = socket as net.Socket;
+          cb(err as never, socket as never);
+        }),
     });
     const res = await undiciRequest(`http://127.0.0.1:${p}/`, { dispatcher });
     await res.body.dump();
@@ -242,8 +255,12 @@ describe('validation: before anything is opened, by name', () => {
     const server = await listen();
     const socket = track(net.connect(port(server), '127.0.0.1'));
     await connected(socket);
-    expect(() => configure(socket, { bindAddressNoPort: true })).toThrow(expect.objectContaining({ code: codes.STAGE, message: expect.stringMatching(/IP_BIND_ADDRESS_NO_PORT takes effect only before bind.*prebind/) }));
-    expect(() => configure(socket, { localPortRange: { min: 40_000, max: 40_999 } })).toThrow(expect.objectContaining({ code: codes.STAGE, message: expect.stringMatching(/IP_LOCAL_PORT_RANGE takes effect only before connect/) }));
+    expect(() => configure(socket, { bindAddressNoPort: true })).toThrow(
+      expect.objectContaining({ code: codes.STAGE, message: expect.stringMatching(/IP_BIND_ADDRESS_NO_PORT takes effect only before bind.*prebind/) }),
+    );
+    expect(() => configure(socket, { localPortRange: { min: 40_000, max: 40_999 } })).toThrow(
+      expect.objectContaining({ code: codes.STAGE, message: expect.stringMatching(/IP_LOCAL_PORT_RANGE takes effect only before connect/) }),
+    );
     // The others are set on a live socket as well.
     configure(socket, { tos: 4, receiveBuffer: 32_768 });
     expect(readOptions(socket)).toMatchObject({ tos: 4, receiveBuffer: 65_536 });

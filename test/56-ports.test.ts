@@ -90,13 +90,20 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('IP_LOCAL_PORT_RANGE: each process 
     const slices = ['40000-40499', '40500-40999'];
     const results = await Promise.all(
       slices.map(async (slice) => {
-        const out = await pair.cli.exec(process.execPath, [fixture('port-churn.mjs'), pair.cliAddr, pair.srvAddr, JSON.stringify(ports), '10000', slice, '32'], { timeout: 120_000 });
+        const out = await pair.cli.exec(
+          process.execPath,
+          [fixture('port-churn.mjs'), pair.cliAddr, pair.srvAddr, JSON.stringify(ports), '10000', slice, '32'],
+          { timeout: 120_000 },
+        );
         return JSON.parse(out) as { done: number; errors: Record<string, number>; outside: number };
       }),
     );
     for (const r of results) expect(r).toMatchObject({ done: 10_000, errors: {}, outside: 0 });
     // The kernel's view: every TIME_WAIT this side holds is inside the range, and both slices are used.
-    const local = (await pair.cli.exec('ss', ['-Htan', 'state', 'time-wait'])).split('\n').filter(Boolean).map((l) => Number(l.trim().split(/\s+/)[2].split(':').pop()));
+    const local = (await pair.cli.exec('ss', ['-Htan', 'state', 'time-wait']))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => Number(l.trim().split(/\s+/)[2].split(':').pop()));
     expect(local.length).toBeGreaterThan(100);
     expect(local.every((p) => p >= RANGE.min && p <= RANGE.max)).toBe(true);
     expect(local.some((p) => p < 40_500) && local.some((p) => p >= 40_500)).toBe(true);
@@ -107,7 +114,17 @@ describe.runIf(canUse('ip', 'ss', 'sysctl'))('IP_LOCAL_PORT_RANGE: each process 
       import { connect } from ${JSON.stringify(fileURLToPath(new URL('../dist/index.js', import.meta.url)))};
       try { connect({ host: '127.0.0.1', port: 9, prebind: { localPortRange: { min: 40000, max: 40999 } } }); console.log('{}'); }
       catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
-    const { stdout } = await run('setarch', [process.arch === 'arm64' ? 'aarch64' : 'x86_64', '--uname-2.6', process.execPath, '--input-type=module', '-e', script]);
-    expect(JSON.parse(stdout)).toMatchObject({ code: 'ERR_SOCKTUNE_UNSUPPORTED', message: expect.stringMatching(/^IP_LOCAL_PORT_RANGE needs Linux 6\.3 or later; this kernel is 2\.6\./) });
+    const { stdout } = await run('setarch', [
+      process.arch === 'arm64' ? 'aarch64' : 'x86_64',
+      '--uname-2.6',
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      script,
+    ]);
+    expect(JSON.parse(stdout)).toMatchObject({
+      code: 'ERR_SOCKTUNE_UNSUPPORTED',
+      message: expect.stringMatching(/^IP_LOCAL_PORT_RANGE needs Linux 6\.3 or later; this kernel is 2\.6\./),
+    });
   });
 });

@@ -102,7 +102,8 @@ describe.runIf(canUse('ip', 'ss'))('HTTP/2 sessions the application keeps after 
       s.on('stream', (stream, headers) => {
         stream.on('error', () => {});
         stream.respond({ ':status': 200 });
-        if (headers[':path'] === '/stream') stream.write('first chunk\n'); // and never ends: the application keeps it
+        if (headers[':path'] === '/stream')
+          stream.write('first chunk\n'); // and never ends: the application keeps it
         else stream.end('ok');
       });
       const seen: Array<{ session: http2.ServerHttp2Session; w: Watched }> = [];
@@ -117,7 +118,10 @@ describe.runIf(canUse('ip', 'ss'))('HTTP/2 sessions the application keeps after 
       for (const { s } of [tuned, plain]) {
         s.listen(0, peer.hostAddr);
         await once(s, 'listening');
-        const app = await startApp(join(fixtures, 'h2-node.mjs'), { ns: peer.ns.name, args: ['client', `http://${peer.hostAddr}:${(s.address() as net.AddressInfo).port}`] });
+        const app = await startApp(join(fixtures, 'h2-node.mjs'), {
+          ns: peer.ns.name,
+          args: ['client', `http://${peer.hostAddr}:${(s.address() as net.AddressInfo).port}`],
+        });
         apps.push(app);
         clients.push(app);
       }

@@ -140,7 +140,10 @@ describe.runIf(canUse('ip'))('the PING heartbeat on HTTP/2 sessions (peer frozen
       for (const { s } of [tuned, plain]) {
         s.listen(0, peer.hostAddr);
         await once(s, 'listening');
-        const app = await startApp(join(fixtures, 'h2-node.mjs'), { ns: peer.ns.name, args: ['client', `http://${peer.hostAddr}:${(s.address() as net.AddressInfo).port}`] });
+        const app = await startApp(join(fixtures, 'h2-node.mjs'), {
+          ns: peer.ns.name,
+          args: ['client', `http://${peer.hostAddr}:${(s.address() as net.AddressInfo).port}`],
+        });
         apps.push(app);
         clients.push(app);
       }
@@ -277,7 +280,16 @@ describe.runIf(canUse('ip'))('the PING heartbeat on HTTP/2 sessions (peer frozen
       opened = performance.now();
       await until(() => firstPing.length === list.length, keepAlive.idle + slack);
       const spread = Math.max(...firstPing) - Math.min(...firstPing);
-      console.log(JSON.stringify({ jitter: { sessions: list.length, idle: keepAlive.idle, pingJitter: 0.5, firstPingMs: { min: Math.round(Math.min(...firstPing)), max: Math.round(Math.max(...firstPing)) } } }));
+      console.log(
+        JSON.stringify({
+          jitter: {
+            sessions: list.length,
+            idle: keepAlive.idle,
+            pingJitter: 0.5,
+            firstPingMs: { min: Math.round(Math.min(...firstPing)), max: Math.round(Math.max(...firstPing)) },
+          },
+        }),
+      );
       expect(firstPing).toHaveLength(list.length);
       expect(Math.max(...firstPing)).toBeLessThanOrEqual(keepAlive.idle + 2 * tick + slack / 2);
       expect(Math.min(...firstPing)).toBeGreaterThanOrEqual(keepAlive.idle / 2 - 2 * tick);

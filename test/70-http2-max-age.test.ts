@@ -77,7 +77,9 @@ function client(url: string): Client {
   const session = http2.connect(url);
   const c: Client = { session, goaways: [], closedAt: 0 };
   session.on('error', () => {});
-  session.on('goaway', (code: number, lastStreamID: number, data?: Buffer) => c.goaways.push({ code, lastStreamID, data: data?.toString() ?? '', at: performance.now() }));
+  session.on('goaway', (code: number, lastStreamID: number, data?: Buffer) =>
+    c.goaways.push({ code, lastStreamID, data: data?.toString() ?? '', at: performance.now() }),
+  );
   session.on('close', () => (c.closedAt = performance.now()));
   open.push(() => session.destroy());
   return c;
@@ -163,7 +165,11 @@ describe('maximum age (gRFC A9)', () => {
     const start = performance.now();
     await until(() => clients.every((c) => c.goaways.length > 0), maxAge * 1.1 + slack);
     const ages = clients.map((c) => c.goaways[0].at - start);
-    console.log(JSON.stringify({ maxAgeJitter: { maxAge, jitter: 0.1, sessions: ages.length, goawayMs: { min: Math.round(Math.min(...ages)), max: Math.round(Math.max(...ages)) } } }));
+    console.log(
+      JSON.stringify({
+        maxAgeJitter: { maxAge, jitter: 0.1, sessions: ages.length, goawayMs: { min: Math.round(Math.min(...ages)), max: Math.round(Math.max(...ages)) } },
+      }),
+    );
     expect(Math.min(...clients.map((c) => c.goaways[0].at - opened))).toBeGreaterThanOrEqual(maxAge * 0.9 - loopClock);
     expect(Math.max(...ages)).toBeLessThanOrEqual(maxAge * 1.1 + slack / 2);
     expect(Math.max(...ages) - Math.min(...ages)).toBeGreaterThan(maxAge * 0.02);
@@ -173,7 +179,10 @@ describe('maximum age (gRFC A9)', () => {
     const age = 300;
     const rotating = await server({ http2: { maxAge: age, maxAgeJitter: 0, maxAgeGrace: 5000 } });
     const steady = await server({});
-    for (const [{ url, guard, sessions, streams }, rotations] of [[rotating, 5], [steady, 0]] as const) {
+    for (const [{ url, guard, sessions, streams }, rotations] of [
+      [rotating, 5],
+      [steady, 0],
+    ] as const) {
       let current = client(url);
       const next = (): Client => {
         if (current.goaways.length > 0 || current.session.closed) current = client(url);
@@ -198,13 +207,29 @@ describe('maximum age (gRFC A9)', () => {
       }
       await Promise.all(inFlight);
       await sleep(100);
-      console.log(JSON.stringify({ rotationsUnderLoad: { maxAge: rotations ? age : false, sessions: sessions.length, answered: outcome.ok, refusedBeforeSent: outcome.refused, failed: outcome.failed, rotated: guard.stats().closed['max-age'] } }));
+      console.log(
+        JSON.stringify({
+          rotationsUnderLoad: {
+            maxAge: rotations ? age : false,
+            sessions: sessions.length,
+            answered: outcome.ok,
+            refusedBeforeSent: outcome.refused,
+            failed: outcome.failed,
+            rotated: guard.stats().closed['max-age'],
+          },
+        }),
+      );
       // Nothing the server received was refused or cut: each stream it got was answered, and is one the client counted.
       expect(streams).toEqual({ received: outcome.ok, answered: outcome.ok });
       expect(outcome.failed).toBe(0);
       expect(outcome.ok).toBeGreaterThan(100);
       if (rotations) expect(guard.stats().closed['max-age']).toBeGreaterThanOrEqual(rotations - 1);
-      else expect({ rotated: guard.stats().closed['max-age'], refused: outcome.refused, sessions: sessions.length }).toEqual({ rotated: 0, refused: 0, sessions: 1 });
+      else
+        expect({ rotated: guard.stats().closed['max-age'], refused: outcome.refused, sessions: sessions.length }).toEqual({
+          rotated: 0,
+          refused: 0,
+          sessions: 1,
+        });
     }
   }, 20_000);
 });

@@ -46,7 +46,11 @@ describe.runIf(canUse('ip'))('a socktune server enforces the minimum time betwee
   });
 
   async function grpcServer(env: Record<string, string>, options?: object): Promise<{ app: App; target: string }> {
-    const app = await startApp(join(fixtures, 'h2-grpc.mjs'), { ns: peer.ns.name, env, args: ['server', peer.peerAddr, '0', ...(options ? [JSON.stringify(options)] : [])] });
+    const app = await startApp(join(fixtures, 'h2-grpc.mjs'), {
+      ns: peer.ns.name,
+      env,
+      args: ['server', peer.peerAddr, '0', ...(options ? [JSON.stringify(options)] : [])],
+    });
     apps.push(app);
     return { app, target: `${peer.peerAddr}:${app.ready.port as number}` };
   }
@@ -74,7 +78,17 @@ describe.runIf(canUse('ip'))('a socktune server enforces the minimum time betwee
     await sleep(4 * (200 + 400 + 800) + 2000);
     const seen = await stats(client);
     const closed = ((await limited.app.send('stats')) as { closed: Record<string, number> }).closed;
-    console.log(JSON.stringify({ tooManyPings: { clientKeepaliveMs: 200, minPingInterval, goaways: seen.goaways.length, sessions: seen.sessions, serverClosed: closed['too-many-pings'] } }));
+    console.log(
+      JSON.stringify({
+        tooManyPings: {
+          clientKeepaliveMs: 200,
+          minPingInterval,
+          goaways: seen.goaways.length,
+          sessions: seen.sessions,
+          serverClosed: closed['too-many-pings'],
+        },
+      }),
+    );
     for (const g of seen.goaways) expect(g).toMatchObject({ code: NGHTTP2_ENHANCE_YOUR_CALM, data: 'too_many_pings' });
     expect(closed['too-many-pings']).toBe(seen.goaways.length);
     // grpc-js doubled its keepalive time on each (a new session each time): at 1600 ms the server
@@ -96,13 +110,21 @@ describe.runIf(canUse('ip'))('a socktune server enforces the minimum time betwee
   }, 20_000);
 
   it('a socktune client (grpc-js under socktune/register, PING after 250 ms idle) against a socktune server allowing 900 ms: too_many_pings twice, then its PINGs to that server come 1 s apart and are accepted', async () => {
-    const limited = await grpcServer({ NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', http2: { minPingInterval: 900 } }) });
-    const env = { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', keepAlive: { idle: 250, interval: 1000, count: 2 } }) };
+    const limited = await grpcServer({
+      NODE_OPTIONS: '--import=socktune/register',
+      SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', http2: { minPingInterval: 900 } }),
+    });
+    const env = {
+      NODE_OPTIONS: '--import=socktune/register',
+      SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', keepAlive: { idle: 250, interval: 1000, count: 2 } }),
+    };
     const client = await grpcClient(limited.target, {}, env);
     // 250 → 500 → 1000 ms: each session is told after its fourth PING.
     await sleep(4 * (250 + 500) + 1000 + 5 * 1000);
     const seen = await stats(client);
-    console.log(JSON.stringify({ socktuneClientBackoff: { idle: 250, minPingInterval: 900, goaways: seen.goaways.map((g) => g.data), sessions: seen.sessions } }));
+    console.log(
+      JSON.stringify({ socktuneClientBackoff: { idle: 250, minPingInterval: 900, goaways: seen.goaways.map((g) => g.data), sessions: seen.sessions } }),
+    );
     expect(seen.goaways).toEqual([
       expect.objectContaining({ code: NGHTTP2_ENHANCE_YOUR_CALM, data: 'too_many_pings' }),
       expect.objectContaining({ code: NGHTTP2_ENHANCE_YOUR_CALM, data: 'too_many_pings' }),
@@ -112,7 +134,10 @@ describe.runIf(canUse('ip'))('a socktune server enforces the minimum time betwee
 
   it('a socktune client (grpc-js under socktune/register, PING after 1 s idle) against a grpc-js server (keepalive_permit_without_calls 0, the 5-minute default minimum): no GOAWAY, one session', async () => {
     const server = await grpcServer({}, { 'grpc.keepalive_permit_without_calls': 0 });
-    const env = { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', keepAlive: { idle: 1000, interval: 1000, count: 2 } }) };
+    const env = {
+      NODE_OPTIONS: '--import=socktune/register',
+      SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', keepAlive: { idle: 1000, interval: 1000, count: 2 } }),
+    };
     const client = await grpcClient(server.target, {}, env);
     await sleep(8000);
     const seen = await stats(client);
@@ -128,7 +153,10 @@ describe('socktune on both sides: the server limit and the client backoff (node:
   });
 
   /** A node:http2 server under a policy with the PING limit; records when each session received each PING. */
-  async function limitedServer(minPingInterval: number, stream?: (s: http2.ServerHttp2Stream) => void): Promise<{ url: string; guard: Guard; pings: number[][] }> {
+  async function limitedServer(
+    minPingInterval: number,
+    stream?: (s: http2.ServerHttp2Stream) => void,
+  ): Promise<{ url: string; guard: Guard; pings: number[][] }> {
     const server = http2.createServer();
     const guard = tuneServer(server, presets.gracefulHeartbeat({ http2: { minPingInterval, maxPingStrikes: 2 } }));
     const pings: number[][] = [];
@@ -175,7 +203,16 @@ describe('socktune on both sides: the server limit and the client backoff (node:
     }
     const intervals = pings.map((times) => times.slice(1).map((t, k) => Math.round(t - times[k])));
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    console.log(JSON.stringify({ backoff: { minPingInterval, sessions: outcomes.length, goaways: outcomes.map((o) => o.goaway?.data ?? null), medianPingIntervalMs: intervals.map(median) } }));
+    console.log(
+      JSON.stringify({
+        backoff: {
+          minPingInterval,
+          sessions: outcomes.length,
+          goaways: outcomes.map((o) => o.goaway?.data ?? null),
+          medianPingIntervalMs: intervals.map(median),
+        },
+      }),
+    );
     expect(outcomes.map((o) => o.goaway)).toEqual([
       { code: NGHTTP2_ENHANCE_YOUR_CALM, data: 'too_many_pings' },
       { code: NGHTTP2_ENHANCE_YOUR_CALM, data: 'too_many_pings' },

@@ -15,9 +15,7 @@ import { compose, guardOf, keepAliveBudget, presets, readOptions, tune, tuneServ
 import { canUse } from './helpers/env.js';
 import { catchError } from './helpers/errors.js';
 import { certificate } from './helpers/http.js';
-import {
-  expectRecipePolicy, fixtures, listenerFds, recipeBudget, recipeEnv, recipeKeepAlive, ssSockets, startApp, type App,
-} from './helpers/register.js';
+import { expectRecipePolicy, fixtures, listenerFds, recipeBudget, recipeEnv, recipeKeepAlive, ssSockets, startApp, type App } from './helpers/register.js';
 
 const keepAlive = { idle: 2000, interval: 1000, count: 3 };
 const policy = presets.gracefulHeartbeat({ keepAlive });
@@ -29,7 +27,9 @@ afterEach(() => {
 });
 
 /** A node:http2 server (plain or TLS) on loopback answering "ok", closed after the test. */
-async function h2Server(secure = false): Promise<{ server: http2.Http2Server | http2.Http2SecureServer; url: string; sessions: Array<{ session: http2.ServerHttp2Session; socket: net.Socket }> }> {
+async function h2Server(
+  secure = false,
+): Promise<{ server: http2.Http2Server | http2.Http2SecureServer; url: string; sessions: Array<{ session: http2.ServerHttp2Session; socket: net.Socket }> }> {
   const server = secure ? http2.createSecureServer(certificate()) : http2.createServer();
   const sessions: Array<{ session: http2.ServerHttp2Session; socket: net.Socket }> = [];
   server.on('session', (session: http2.ServerHttp2Session) => {
@@ -43,7 +43,12 @@ async function h2Server(secure = false): Promise<{ server: http2.Http2Server | h
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  opened.push({ close: () => { for (const { session } of sessions) session.destroy(); server.close(); } });
+  opened.push({
+    close: () => {
+      for (const { session } of sessions) session.destroy();
+      server.close();
+    },
+  });
   const { port } = server.address() as net.AddressInfo;
   return { server, url: `${secure ? 'https' : 'http'}://127.0.0.1:${port}`, sessions };
 }
@@ -151,12 +156,20 @@ describe('policy JSON (socktune/register) sets every HTTP/2 field, checked like 
     const { loadConfig } = await import('../src/register/config.js');
     const load = (p: object) => loadConfig({ SOCKTUNE_POLICY: JSON.stringify(p) }).rules[0].policy;
     const http2Fields = { ping: true, pingJitter: 0.2, minPingInterval: 300_000, maxPingStrikes: 2, maxAge: 60_000, maxAgeJitter: 0.1, maxAgeGrace: 10_000 };
-    expect(load({ preset: 'gracefulHeartbeat', keepAlive: recipeKeepAlive, http2: http2Fields })).toMatchObject({ http2: http2Fields, userTimeout: recipeBudget });
+    expect(load({ preset: 'gracefulHeartbeat', keepAlive: recipeKeepAlive, http2: http2Fields })).toMatchObject({
+      http2: http2Fields,
+      userTimeout: recipeBudget,
+    });
     // Unset fields keep the preset's: the PING heartbeat is the graceful heartbeat's.
     expect(load({ preset: 'gracefulHeartbeat', http2: { maxAge: 1000 } })).toMatchObject({ http2: { ping: true, maxAge: 1000, maxAgeJitter: 0.1 } });
     expect(load({ preset: 'rstOnClose', http2: { maxAge: 1000 } })).toMatchObject({ http2: { ping: false, maxAge: 1000 } });
     const fail = (p: object) => catchError(() => load(p));
-    expect(fail({ preset: 'gracefulHeartbeat', http2: { maxAgee: 1 } })).toMatchObject({ code: 'ERR_SOCKTUNE_CONFIG', message: expect.stringContaining("has no field 'maxAgee'; fields: ping, pingJitter, minPingInterval, maxPingStrikes, maxAge, maxAgeJitter, maxAgeGrace; did you mean 'maxAge'?") });
+    expect(fail({ preset: 'gracefulHeartbeat', http2: { maxAgee: 1 } })).toMatchObject({
+      code: 'ERR_SOCKTUNE_CONFIG',
+      message: expect.stringContaining(
+        "has no field 'maxAgee'; fields: ping, pingJitter, minPingInterval, maxPingStrikes, maxAge, maxAgeJitter, maxAgeGrace; did you mean 'maxAge'?",
+      ),
+    });
     expect(fail({ preset: 'gracefulHeartbeat', htt2: {} })).toMatchObject({ message: expect.stringContaining("did you mean 'http2'?") });
     expect(fail({ preset: 'gracefulHeartbeat', http2: { pingJitter: 0.6 } })).toMatchObject({ message: expect.stringContaining('policy.http2.pingJitter') });
     expect(fail({ preset: 'gracefulHeartbeat', http2: { maxAge: 1.5 } })).toMatchObject({ message: expect.stringContaining('policy.http2.maxAge') });
@@ -171,10 +184,14 @@ describe('policy JSON (socktune/register) sets every HTTP/2 field, checked like 
     expect(p.http2).toMatchObject({ ping: true, maxAge: 5000, maxAgeGrace: 1000 });
     expect(Object.isFrozen(p.http2)).toBe(true);
     expect(catchError(() => presets.gracefulHeartbeat({ http2: { minPingIntervall: 1 } as never }))).toMatchObject({
-      code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining("did you mean 'minPingInterval'?"),
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringContaining("did you mean 'minPingInterval'?"),
     });
     for (const bad of [NaN, -0.1, 0.51, '0.1', Infinity]) {
-      expect(catchError(() => presets.gracefulHeartbeat({ http2: { pingJitter: bad as number } })), String(bad)).toMatchObject({ code: expect.stringMatching(/ERR_OUT_OF_RANGE|ERR_INVALID_ARG_TYPE/) });
+      expect(
+        catchError(() => presets.gracefulHeartbeat({ http2: { pingJitter: bad as number } })),
+        String(bad),
+      ).toMatchObject({ code: expect.stringMatching(/ERR_OUT_OF_RANGE|ERR_INVALID_ARG_TYPE/) });
     }
   });
 });

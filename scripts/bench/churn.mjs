@@ -49,7 +49,10 @@ function syscallProfile(ns, ports, count) {
     const traced = (arm, n) => {
       const out = join(dir, `${arm}-${n}.txt`);
       const args = JSON.stringify({ arm, count: n, ports });
-      const r = spawnSync('ip', ['netns', 'exec', ns, 'strace', '-f', '-c', '-o', out, process.execPath, peer, 'strace-client', args], { encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync('ip', ['netns', 'exec', ns, 'strace', '-f', '-c', '-o', out, process.execPath, peer, 'strace-client', args], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
       if (r.status !== 0) throw new Error(`strace of ${arm} failed: ${r.stderr}`);
       return straceCounts(readFileSync(out, 'utf8'));
     };
@@ -166,8 +169,20 @@ export function churnRows(d) {
   return [
     [`churn: ${a.destroy.label}`, rate(a.destroy), extra(a.destroy) + sys('destroy'), '', ''],
     [`churn: ${a.resetAndDestroy.label}`, rate(a.resetAndDestroy), extra(a.resetAndDestroy) + sys('resetAndDestroy'), '', ''],
-    [`churn: ${a.policyEnd.label}`, rate(a.policyEnd), `${p.ratio.toFixed(2)}× resetAndDestroy; ${extra(a.policyEnd)}${sys('policyEnd')}`, `≥ ${p.goal}×`, p.met ? 'yes' : 'no'],
-    [`churn: ${a.resetClose.label}`, rate(a.resetClose), `${d.resetCloseVsResetAndDestroy.toFixed(2)}× resetAndDestroy; ${extra(a.resetClose)}${sys('resetClose')}`, '', ''],
+    [
+      `churn: ${a.policyEnd.label}`,
+      rate(a.policyEnd),
+      `${p.ratio.toFixed(2)}× resetAndDestroy; ${extra(a.policyEnd)}${sys('policyEnd')}`,
+      `≥ ${p.goal}×`,
+      p.met ? 'yes' : 'no',
+    ],
+    [
+      `churn: ${a.resetClose.label}`,
+      rate(a.resetClose),
+      `${d.resetCloseVsResetAndDestroy.toFixed(2)}× resetAndDestroy; ${extra(a.resetClose)}${sys('resetClose')}`,
+      '',
+      '',
+    ],
   ];
 }
 
@@ -182,7 +197,10 @@ export function churnNotes(d) {
   if (d.syscalls.available) {
     lines.push(`  syscalls per connection (${d.syscalls.method}, ${d.syscalls.connections} connections):`);
     for (const [arm, s] of Object.entries(d.syscalls.arms)) {
-      const list = Object.entries(s.perSyscall).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+      const list = Object.entries(s.perSyscall)
+        .sort((x, y) => y[1] - x[1])
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
       lines.push(`    ${LABELS[arm].padEnd(28)} ${String(s.total).padStart(6)}: ${list}`);
     }
   } else lines.push(`  syscall profile: not run (${d.syscalls.error})`);

@@ -69,7 +69,9 @@ export function deadPeerRows(d) {
   if (!d.available) return [['dead peer: gracefulHeartbeat 2/1/3 s', `not run: ${d.error}`, '', 'budget + 1 s', 'n/a']];
   const { nodeDefault: nd, setKeepAlive: ska, gracefulHeartbeat: hb } = d.arms;
   const noticed = (a) => (a.noticed === a.connections ? '' : `, ${a.connections - a.noticed} of ${a.connections} not within ${d.method.capMs / 1000} s`);
-  const states = Object.entries(nd.statesAtCap).map(([s, n]) => `${n} ${s}`).join(', ');
+  const states = Object.entries(nd.statesAtCap)
+    .map(([s, n]) => `${n} ${s}`)
+    .join(', ');
   const speedup = ska.sinceLastPacketMs && hb.sinceLastPacketMs ? ska.sinceLastPacketMs.median / hb.sinceLastPacketMs.median : null;
   return [
     [`dead peer: ${nd.label}`, nd.noticed ? range(nd.sinceLastPacketMs) : `not within ${d.method.capMs / 1000} s`, nd.noticed ? '' : `still ${states}`, '', ''],
@@ -92,9 +94,12 @@ export function deadPeerNotes(d) {
     `dead peer: ${m.where}; ${m.connectionsPerArm} idle connections per arm; seconds from the last packet received to 'close' (min / median / max); the peer vanished ${m.lastPacketBeforeVanishMs} ms after the last packet of the last connection.`,
     '  from the vanishing:',
   ];
-  for (const a of Object.values(d.arms)) lines.push(`    ${a.label.padEnd(48)} ${a.noticedMs ? range(a.noticedMs) : 'not noticed'}  [${a.timings}; errors ${JSON.stringify(a.errors)}]`);
+  for (const a of Object.values(d.arms))
+    lines.push(`    ${a.label.padEnd(48)} ${a.noticedMs ? range(a.noticedMs) : 'not noticed'}  [${a.timings}; errors ${JSON.stringify(a.errors)}]`);
   const p = d.production;
-  lines.push(`  production defaults of presets.gracefulHeartbeat(): keepalive ${p.keepAlive.idle / 1000}/${p.keepAlive.interval / 1000}/${p.keepAlive.count} s, userTimeout ${p.userTimeout / 1000} s → ${p.budgetMs / 1000} s budget (not measured here).`);
+  lines.push(
+    `  production defaults of presets.gracefulHeartbeat(): keepalive ${p.keepAlive.idle / 1000}/${p.keepAlive.interval / 1000}/${p.keepAlive.count} s, userTimeout ${p.userTimeout / 1000} s → ${p.budgetMs / 1000} s budget (not measured here).`,
+  );
   return lines;
 }
 

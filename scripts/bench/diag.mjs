@@ -68,7 +68,10 @@ function countSs(text) {
 
 /** Counts from the awk summary (`TIME-WAIT 50000`; the header line counts as `State 1`). */
 function countAwk(text) {
-  const rows = text.split('\n').filter(Boolean).map((l) => l.split(' '));
+  const rows = text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' '));
   const body = rows.filter(([k]) => k !== 'State');
   return { timeWait: Number(body.find(([k]) => k === 'TIME-WAIT')?.[1] ?? 0), total: body.reduce((t, [, n]) => t + Number(n), 0) };
 }
@@ -307,7 +310,15 @@ function judge(p, c) {
   const ssSpeedup = ss.ns / cs.ns;
   const procSpeedup = proc.ns / cs.ns;
   const processRatio = stat.ns / ssAwk.ns;
-  const phaseInfo = (x) => ({ namespace: x.namespace, generated: x.generated, timeWait: x.timeWait, counts: x.counts, countsAgree: agree(x), measureMs: x.measureMs, finishedBeforeExpiry: x.finishedBeforeExpiry });
+  const phaseInfo = (x) => ({
+    namespace: x.namespace,
+    generated: x.generated,
+    timeWait: x.timeWait,
+    counts: x.counts,
+    countsAgree: agree(x),
+    measureMs: x.measureMs,
+    finishedBeforeExpiry: x.finishedBeforeExpiry,
+  });
   return {
     method: {
       sockets: `${SOCKETS} TIME_WAIT over 127.0.0.1-4 × 10 server ports in a namespace of the bench's own, a fresh one per phase`,
@@ -361,7 +372,13 @@ export function diagRows(d) {
   return [
     [`floor: sock_diag count, C, one walk (${n} TIME_WAIT)`, ms(d.floor.ns), '', '', ''],
     ['  same, one dump per family (as ss)', ms(d.floorPerFamily.ns), `${times(d.floorPerFamily.ratio)} floor`, '', ''],
-    ['connectionStates() (netlink)', ms(d.connectionStates.ns), `${times(d.connectionStates.ratio)} floor`, `≤ ${d.connectionStates.goal}×`, yes(d.connectionStates.met)],
+    [
+      'connectionStates() (netlink)',
+      ms(d.connectionStates.ns),
+      `${times(d.connectionStates.ratio)} floor`,
+      `≤ ${d.connectionStates.goal}×`,
+      yes(d.connectionStates.met),
+    ],
     ['connectionReport() (counts + top 5, native)', ms(d.connectionReport.ns), `${times(d.connectionReport.ratio)} floor`, '', ''],
     ['ss -tan, spawned, output drained', ms(d.ss.ns), `socktune ${times(d.ss.speedup)} faster`, `≥ ${d.ss.goal}×`, yes(d.ss.met)],
     ["connectionStates({ source: 'proc' })", ms(d.proc.ns), `netlink ${times(d.proc.speedup)} faster`, `≥ ${d.proc.goal}×`, yes(d.proc.met)],
@@ -380,7 +397,9 @@ export function diagNotes(d) {
   const lines = [];
   for (const [name, x] of Object.entries(d.phases)) {
     const g = x.generated;
-    const read = Object.entries(x.counts).map(([k, v]) => `${k} ${v.timeWait}`).join(', ');
+    const read = Object.entries(x.counts)
+      .map(([k, v]) => `${k} ${v.timeWait}`)
+      .join(', ');
     lines.push(
       `diagnostics (${name}): namespace ${x.namespace}, ${g.closed} connections closed client-first over ${g.destinations} destinations (${g.addresses.length} addresses × ${g.ports} ports, ${g.threads} threads) in ${(g.ms / 1000).toFixed(1)} s` +
         `${g.failed ? ` (${g.failed} failed: ${g.error})` : ''}; ss -Htan state time-wait: ${x.timeWait.before} before, ${x.timeWait.after} after measuring`,

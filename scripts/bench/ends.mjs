@@ -57,7 +57,12 @@ async function client(host, port, count, concurrency, mode, interval) {
   if (mode === 'full') {
     const { metrics } = await import('@opentelemetry/api');
     const { MeterProvider, PeriodicExportingMetricReader, AggregationTemporality } = await import('@opentelemetry/sdk-metrics');
-    const exporter = { export: (_m, done) => done({ code: 0 }), forceFlush: async () => {}, shutdown: async () => {}, selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE };
+    const exporter = {
+      export: (_m, done) => done({ code: 0 }),
+      forceFlush: async () => {},
+      shutdown: async () => {},
+      selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
+    };
     reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: interval });
     metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
     await new Promise((r) => setTimeout(r, 200)); // socktune finds the provider within 100 ms
@@ -114,17 +119,20 @@ async function client(host, port, count, concurrency, mode, interval) {
     await new Promise((r) => setTimeout(r, 20));
   }
   const idle = process.cpuUsage(idle0);
-  process.stdout.write(JSON.stringify({
-    nsPerConnection: ((cpu.user + cpu.system) * 1000) / count,
-    rate: (count / wall) * 1000,
-    msPerCollection: (idle.user + idle.system) / 1000 / COLLECTIONS,
-    failed,
-  }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      nsPerConnection: ((cpu.user + cpu.system) * 1000) / count,
+      rate: (count / wall) * 1000,
+      msPerCollection: (idle.user + idle.system) / 1000 / COLLECTIONS,
+      failed,
+    }) + '\n',
+  );
   process.exit(0);
 }
 
 /** `taskset -c CPU` where there is one and a second CPU: the process and its peer on cores of their own. */
-const pin = (cpu) => (spawnSync('taskset', ['-c', '0', 'true']).status === 0 && (os.availableParallelism?.() ?? os.cpus().length) > 1 ? ['taskset', '-c', String(cpu)] : []);
+const pin = (cpu) =>
+  spawnSync('taskset', ['-c', '0', 'true']).status === 0 && (os.availableParallelism?.() ?? os.cpus().length) > 1 ? ['taskset', '-c', String(cpu)] : [];
 
 function runChild(netns, args, env) {
   return new Promise((resolve, reject) => {
@@ -142,13 +150,21 @@ function lab() {
   if (process.getuid?.() !== 0 || !ip('-V')) return undefined;
   const tag = `stbe${process.pid % 100000}`;
   const [c, p] = [`${tag}c`, `${tag}p`];
-  const ok = ip('netns', 'add', c) && ip('netns', 'add', p) && ip('link', 'add', `${tag}a`, 'netns', c, 'type', 'veth', 'peer', 'name', `${tag}b`, 'netns', p) &&
-    ip('-n', c, 'addr', 'add', '10.213.251.1/24', 'dev', `${tag}a`) && ip('-n', p, 'addr', 'add', '10.213.251.2/24', 'dev', `${tag}b`) &&
-    ip('-n', c, 'link', 'set', `${tag}a`, 'up') && ip('-n', p, 'link', 'set', `${tag}b`, 'up') && ip('-n', c, 'link', 'set', 'lo', 'up') && ip('-n', p, 'link', 'set', 'lo', 'up') &&
+  const ok =
+    ip('netns', 'add', c) &&
+    ip('netns', 'add', p) &&
+    ip('link', 'add', `${tag}a`, 'netns', c, 'type', 'veth', 'peer', 'name', `${tag}b`, 'netns', p) &&
+    ip('-n', c, 'addr', 'add', '10.213.251.1/24', 'dev', `${tag}a`) &&
+    ip('-n', p, 'addr', 'add', '10.213.251.2/24', 'dev', `${tag}b`) &&
+    ip('-n', c, 'link', 'set', `${tag}a`, 'up') &&
+    ip('-n', p, 'link', 'set', `${tag}b`, 'up') &&
+    ip('-n', c, 'link', 'set', 'lo', 'up') &&
+    ip('-n', p, 'link', 'set', 'lo', 'up') &&
     // The peer closes first and would hold 60 s of TIME_WAIT per client port: at 10,000/s the
     // client's ports come round within seconds and would meet them. The peer keeps none (a lab
     // setting of the peer's namespace; the measured process's is untouched), the client has the full range.
-    ip('netns', 'exec', p, 'sysctl', '-qw', 'net.ipv4.tcp_max_tw_buckets=0') && ip('netns', 'exec', c, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535');
+    ip('netns', 'exec', p, 'sysctl', '-qw', 'net.ipv4.tcp_max_tw_buckets=0') &&
+    ip('netns', 'exec', c, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535');
   const destroy = () => {
     ip('netns', 'del', c);
     ip('netns', 'del', p);
@@ -227,19 +243,63 @@ export async function endsBench({ rate = 10_000, count = 40_000, concurrency = 6
   const us = (x) => `${(x / 1000).toFixed(2)} µs`;
   const pct = (x) => `${x.toFixed(2)}%`;
   const rows = [
-    [`register, a connection opened and closed (peer's FIN first), no attribution or metrics`, `${us(json.nsPerConnection.base)}/conn`, `CPU; ${Math.round(json.achievedRate.base).toLocaleString('en')} conns/s`, '', ''],
-    [`  + every connection's end attributed (separate processes)`, `${us(json.nsPerConnection.ends)}/conn`, `rounds differ by ${us(json.addedNsPerConnectionRange.ends[0])} to ${us(json.addedNsPerConnectionRange.ends[1])}: noise`, '', ''],
-    [`  + every connection's end attributed (one process, batches interleaved)`, `${us(json.interleaved.onNs)}/conn`, `+${us(perConn.ends)}/conn vs ${us(json.interleaved.offNs)} = ${pct(overhead.ends)} at ${rate.toLocaleString('en')}/s`, '', ''],
-    [`  + OpenTelemetry: the SDK's periodic reader collecting socktune's instruments`, `${us(json.nsPerConnection.full)}/conn`, `${perCollection.toFixed(2)} ms CPU per collection = ${pct(collect)} every ${interval / 1000} s`, '', ''],
-    [`  overhead of metrics and attribution at ${rate.toLocaleString('en')} conns/s`, pct(overhead.full), 'of one core', `≤ ${GOAL.overheadPercent}%`, overhead.full <= GOAL.overheadPercent ? 'yes' : 'no'],
+    [
+      `register, a connection opened and closed (peer's FIN first), no attribution or metrics`,
+      `${us(json.nsPerConnection.base)}/conn`,
+      `CPU; ${Math.round(json.achievedRate.base).toLocaleString('en')} conns/s`,
+      '',
+      '',
+    ],
+    [
+      `  + every connection's end attributed (separate processes)`,
+      `${us(json.nsPerConnection.ends)}/conn`,
+      `rounds differ by ${us(json.addedNsPerConnectionRange.ends[0])} to ${us(json.addedNsPerConnectionRange.ends[1])}: noise`,
+      '',
+      '',
+    ],
+    [
+      `  + every connection's end attributed (one process, batches interleaved)`,
+      `${us(json.interleaved.onNs)}/conn`,
+      `+${us(perConn.ends)}/conn vs ${us(json.interleaved.offNs)} = ${pct(overhead.ends)} at ${rate.toLocaleString('en')}/s`,
+      '',
+      '',
+    ],
+    [
+      `  + OpenTelemetry: the SDK's periodic reader collecting socktune's instruments`,
+      `${us(json.nsPerConnection.full)}/conn`,
+      `${perCollection.toFixed(2)} ms CPU per collection = ${pct(collect)} every ${interval / 1000} s`,
+      '',
+      '',
+    ],
+    [
+      `  overhead of metrics and attribution at ${rate.toLocaleString('en')} conns/s`,
+      pct(overhead.full),
+      'of one core',
+      `≤ ${GOAL.overheadPercent}%`,
+      overhead.full <= GOAL.overheadPercent ? 'yes' : 'no',
+    ],
   ];
-  if (!quiet) printRows(rows, [`load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.availableParallelism?.() ?? os.cpus().length} CPUs; ${runs} rounds of ${count.toLocaleString('en')} connections each`]);
+  if (!quiet)
+    printRows(rows, [
+      `load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')} on ${os.availableParallelism?.() ?? os.cpus().length} CPUs; ${runs} rounds of ${count.toLocaleString('en')} connections each`,
+    ]);
   return { json, rows };
 }
 
-if (process.argv[2] === '--client') await client(process.argv[3], Number(process.argv[4]), Number(process.argv[5]), Number(process.argv[6]), process.argv[7], Number(process.argv[8]));
+if (process.argv[2] === '--client')
+  await client(process.argv[3], Number(process.argv[4]), Number(process.argv[5]), Number(process.argv[6]), process.argv[7], Number(process.argv[8]));
 else if (process.argv[1] === self) {
   const json = process.argv.includes('--json');
-  const r = await endsBench({ rate: intFlag('rate', 10_000), count: intFlag('count', 40_000), concurrency: intFlag('concurrency', 64), runs: intFlag('runs', 5), interval: intFlag('interval', 15_000), quiet: json });
+  const r = await endsBench({
+    rate: intFlag('rate', 10_000),
+    count: intFlag('count', 40_000),
+    concurrency: intFlag('concurrency', 64),
+    runs: intFlag('runs', 5),
+    interval: intFlag('interval', 15_000),
+    quiet: json,
+  });
   if (json) console.log(JSON.stringify(r.json, null, 2));
 }

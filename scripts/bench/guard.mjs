@@ -64,7 +64,10 @@ async function serverChild(argv) {
   if (argv.includes('--idle-keep')) server.keepAliveTimeout = 0;
   let accepted = 0;
   server.on('connection', () => accepted++);
-  const guard = arm === 'guarded' ? tuneServer(server, presets.gracefulHeartbeat(process.env.SOCKTUNE_BENCH_SCAN ? { scanInterval: Number(process.env.SOCKTUNE_BENCH_SCAN) } : undefined)) : undefined;
+  const guard =
+    arm === 'guarded'
+      ? tuneServer(server, presets.gracefulHeartbeat(process.env.SOCKTUNE_BENCH_SCAN ? { scanInterval: Number(process.env.SOCKTUNE_BENCH_SCAN) } : undefined))
+      : undefined;
   server.listen({ port: 0, host: '127.0.0.1', backlog: 65_535 });
   await once(server, 'listening');
   const connections = () => new Promise((resolve) => server.getConnections((err, n) => resolve(err ? -1 : n)));
@@ -184,7 +187,22 @@ function startChild(ns, children, args) {
 
 /** Runs wrk in the namespace; requests/s, latency percentiles (ms) and socket errors. */
 function wrk(ns, children, { connections, threads, durationS, port }) {
-  const args = ['netns', 'exec', ns, 'sh', '-c', RAISE_FDS, 'wrk', `-t${threads}`, `-c${connections}`, `-d${durationS}s`, '--timeout', WRK_TIMEOUT, '--latency', `http://127.0.0.1:${port}/`];
+  const args = [
+    'netns',
+    'exec',
+    ns,
+    'sh',
+    '-c',
+    RAISE_FDS,
+    'wrk',
+    `-t${threads}`,
+    `-c${connections}`,
+    `-d${durationS}s`,
+    '--timeout',
+    WRK_TIMEOUT,
+    '--latency',
+    `http://127.0.0.1:${port}/`,
+  ];
   return new Promise((resolve, reject) => {
     const c = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(c);
@@ -251,7 +269,16 @@ export async function guardBench(options = {}) {
     created = true;
     sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     // 10,000 connects at once: a deep accept queue, and a port range wide enough for one destination.
-    sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.core.somaxconn=65535', 'net.ipv4.tcp_max_syn_backlog=65535', 'net.ipv4.ip_local_port_range=1024 65000']);
+    sh('ip', [
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-qw',
+      'net.core.somaxconn=65535',
+      'net.ipv4.tcp_max_syn_backlog=65535',
+      'net.ipv4.ip_local_port_range=1024 65000',
+    ]);
     const fdLimit = childFdLimit(ns);
 
     const throughput = [];
@@ -297,7 +324,8 @@ export async function guardBench(options = {}) {
           const before = await server.ask('mem');
           clients = await startChild(ns, children, [self, '--clients', '--port', String(server.ready.port), '--count', String(n)]);
           const after = await server.ask('mem');
-          if (clients.ready.connected !== n || after.connections !== n) throw new Error(`memory: ${clients.ready.connected} of ${n} connected, server holds ${after.connections}`);
+          if (clients.ready.connected !== n || after.connections !== n)
+            throw new Error(`memory: ${clients.ready.connected} of ${n} connected, server holds ${after.connections}`);
           per[arm].push({ heap: (after.heap - before.heap) / n, rss: (after.rss - before.rss) / n, tracked: after.tracked, before, after });
           log(`guard: memory, ${n} idle connections, round ${round + 1}, ${arm}: ${((after.heap - before.heap) / n).toFixed(0)} B/connection heap`);
         } finally {
@@ -312,7 +340,14 @@ export async function guardBench(options = {}) {
           const heap = { bare: median(per.bare.map((r) => r.heap)), guarded: median(per.guarded.map((r) => r.heap)) };
           const rss = { bare: median(per.bare.map((r) => r.rss)), guarded: median(per.guarded.map((r) => r.rss)) };
           const extra = { heap: heap.guarded - heap.bare, rss: rss.guarded - rss.bare };
-          return { connections: n, perConnection: { heap, rss }, extra, runs: per, goal: GOALS.bytesPerConnection, met: extra.heap <= GOALS.bytesPerConnection };
+          return {
+            connections: n,
+            perConnection: { heap, rss },
+            extra,
+            runs: per,
+            goal: GOALS.bytesPerConnection,
+            met: extra.heap <= GOALS.bytesPerConnection,
+          };
         })();
 
     const json = {
@@ -367,7 +402,13 @@ export function guardRows(d) {
     rows.push([`guard: memory, ${c} idle connections`, `not run: ${m.error}`, '', `≤ ${m.goal} B`, 'n/a']);
   } else {
     const b = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(0)} B/conn`;
-    rows.push([`guard: heap+external per conn (${c} idle), guarded − bare`, b(m.extra.heap), `${m.perConnection.heap.bare.toFixed(0)} B bare`, `≤ ${m.goal} B`, yes(m.met)]);
+    rows.push([
+      `guard: heap+external per conn (${c} idle), guarded − bare`,
+      b(m.extra.heap),
+      `${m.perConnection.heap.bare.toFixed(0)} B bare`,
+      `≤ ${m.goal} B`,
+      yes(m.met),
+    ]);
     rows.push([`guard: RSS per conn (${c} idle), guarded − bare`, b(m.extra.rss), `${m.perConnection.rss.bare.toFixed(0)} B bare`, '', '']);
   }
   return rows;

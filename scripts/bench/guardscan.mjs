@@ -37,12 +37,14 @@ async function pairs(n, paused) {
   const { port } = server.address();
   const clients = [];
   for (let i = 0; i < n; i += 500) {
-    const batch = await Promise.all(Array.from({ length: Math.min(500, n - i) }, async () => {
-      const c = net.connect(port, '127.0.0.1');
-      c.on('error', () => {});
-      await once(c, 'connect');
-      return c;
-    }));
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(500, n - i) }, async () => {
+        const c = net.connect(port, '127.0.0.1');
+        c.on('error', () => {});
+        await once(c, 'connect');
+        return c;
+      }),
+    );
     clients.push(...batch);
   }
   while (accepted.length < n) await once(server, 'connection');
@@ -113,18 +115,48 @@ export async function guardScanBench({ connections = 4000, quiet = false } = {})
     model: {
       connections: MODEL,
       scanMs: { deadlines: (ns('deadlines') * MODEL) / 1e6, activity: (ns('activity') * MODEL) / 1e6 },
-      cpuPercentAt5s: { deadlines: (ns('deadlines') * MODEL) / 5e9 * 100, activity: (ns('activity') * MODEL) / 5e9 * 100 },
+      cpuPercentAt5s: { deadlines: ((ns('deadlines') * MODEL) / 5e9) * 100, activity: ((ns('activity') * MODEL) / 5e9) * 100 },
     },
     goals: GOALS,
   };
   const f = (x) => `${x.toFixed(1)} ns`;
   const rows = [
     [`floor: TCP_INFO getsockopt per connection (the old scan)`, f(ns('tcpInfo')), '', '', ''],
-    [`guard scan, ${connections.toLocaleString('en')} conns, deadlines (gracefulHeartbeat())`, `${f(ns('deadlines'))}/conn`, `${(ns('tcpInfo') / ns('deadlines')).toFixed(1)}× cheaper than the floor`, `≤ ${GOALS.nsPerConnection} ns`, ns('deadlines') <= GOALS.nsPerConnection ? 'yes' : 'no'],
-    [`guard scan, ${connections.toLocaleString('en')} conns, + idle and heartbeat`, `${f(ns('activity'))}/conn`, `${(ns('tcpInfo') / ns('activity')).toFixed(1)}× cheaper than the floor`, `≤ ${GOALS.nsPerConnection} ns`, ns('activity') <= GOALS.nsPerConnection ? 'yes' : 'no'],
-    [`guard scan, ${connections.toLocaleString('en')} paused conns (the kernel's events, no read each)`, `${f(ns('paused'))}/conn`, `${(ns('tcpInfo') / ns('paused')).toFixed(1)}× cheaper than the floor`, `≤ ${GOALS.nsPerConnection} ns`, ns('paused') <= GOALS.nsPerConnection ? 'yes' : 'no'],
-    [`guard: heap+external per tracked connection`, `${bytesPerConnection.toFixed(0)} B/conn`, '', `≤ ${GOALS.bytesPerConnection} B`, bytesPerConnection <= GOALS.bytesPerConnection ? 'yes' : 'no'],
-    [`  model: ${MODEL.toLocaleString('en')} conns, one scan (deadlines / + activity)`, `${json.model.scanMs.deadlines.toFixed(1)} / ${json.model.scanMs.activity.toFixed(1)} ms`, `${json.model.cpuPercentAt5s.deadlines.toFixed(2)}% / ${json.model.cpuPercentAt5s.activity.toFixed(2)}% of a core at scanInterval 5 s`, '', ''],
+    [
+      `guard scan, ${connections.toLocaleString('en')} conns, deadlines (gracefulHeartbeat())`,
+      `${f(ns('deadlines'))}/conn`,
+      `${(ns('tcpInfo') / ns('deadlines')).toFixed(1)}× cheaper than the floor`,
+      `≤ ${GOALS.nsPerConnection} ns`,
+      ns('deadlines') <= GOALS.nsPerConnection ? 'yes' : 'no',
+    ],
+    [
+      `guard scan, ${connections.toLocaleString('en')} conns, + idle and heartbeat`,
+      `${f(ns('activity'))}/conn`,
+      `${(ns('tcpInfo') / ns('activity')).toFixed(1)}× cheaper than the floor`,
+      `≤ ${GOALS.nsPerConnection} ns`,
+      ns('activity') <= GOALS.nsPerConnection ? 'yes' : 'no',
+    ],
+    [
+      `guard scan, ${connections.toLocaleString('en')} paused conns (the kernel's events, no read each)`,
+      `${f(ns('paused'))}/conn`,
+      `${(ns('tcpInfo') / ns('paused')).toFixed(1)}× cheaper than the floor`,
+      `≤ ${GOALS.nsPerConnection} ns`,
+      ns('paused') <= GOALS.nsPerConnection ? 'yes' : 'no',
+    ],
+    [
+      `guard: heap+external per tracked connection`,
+      `${bytesPerConnection.toFixed(0)} B/conn`,
+      '',
+      `≤ ${GOALS.bytesPerConnection} B`,
+      bytesPerConnection <= GOALS.bytesPerConnection ? 'yes' : 'no',
+    ],
+    [
+      `  model: ${MODEL.toLocaleString('en')} conns, one scan (deadlines / + activity)`,
+      `${json.model.scanMs.deadlines.toFixed(1)} / ${json.model.scanMs.activity.toFixed(1)} ms`,
+      `${json.model.cpuPercentAt5s.deadlines.toFixed(2)}% / ${json.model.cpuPercentAt5s.activity.toFixed(2)}% of a core at scanInterval 5 s`,
+      '',
+      '',
+    ],
   ];
   if (!quiet) printRows(rows);
   return { json, rows };

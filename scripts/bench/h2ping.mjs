@@ -38,18 +38,20 @@ if (process.argv.includes('--peer')) {
   // connections died under the keepalive arms (ETIMEDOUT), which is the bench's doing, not the arm's.
   const addresses = process.argv[process.argv.indexOf('--peer') + 1].split(',');
   let pings = 0;
-  const ports = await Promise.all(addresses.map((host) => {
-    const server = http2.createServer();
-    server.on('session', (session) => {
-      session.on('ping', () => pings++);
-      session.on('error', () => {});
-    });
-    server.on('stream', (stream) => {
-      stream.respond({ ':status': 200 });
-      stream.end('ok');
-    });
-    return new Promise((resolve) => server.listen({ port: 0, host, backlog: 65_535 }, () => resolve(server.address().port)));
-  }));
+  const ports = await Promise.all(
+    addresses.map((host) => {
+      const server = http2.createServer();
+      server.on('session', (session) => {
+        session.on('ping', () => pings++);
+        session.on('error', () => {});
+      });
+      server.on('stream', (stream) => {
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      });
+      return new Promise((resolve) => server.listen({ port: 0, host, backlog: 65_535 }, () => resolve(server.address().port)));
+    }),
+  );
   process.stdout.write(`${JSON.stringify({ ports })}\n`);
   createInterface({ input: process.stdin }).on('line', (line) => {
     if (line.trim() === 'pings') process.stdout.write(`${JSON.stringify({ pings, cpu: process.cpuUsage() })}\n`);
@@ -68,26 +70,33 @@ function startPeer(addresses) {
 async function openSessions(host, port, n, onOpen = () => {}) {
   const sessions = [];
   for (let i = 0; i < n; i += CONNECT_CONCURRENCY) {
-    const batch = await Promise.all(Array.from({ length: Math.min(CONNECT_CONCURRENCY, n - i) }, async () => {
-      const session = http2.connect(`http://${host}:${port}`);
-      session.on('error', () => {});
-      const req = session.request({ ':path': '/' });
-      req.resume();
-      await once(req, 'end');
-      onOpen(session);
-      return session;
-    }));
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(CONNECT_CONCURRENCY, n - i) }, async () => {
+        const session = http2.connect(`http://${host}:${port}`);
+        session.on('error', () => {});
+        const req = session.request({ ':path': '/' });
+        req.resume();
+        await once(req, 'end');
+        onOpen(session);
+        return session;
+      }),
+    );
     sessions.push(...batch);
   }
   return sessions;
 }
 
 async function closeSessions(sessions) {
-  await Promise.all(sessions.map((s) => new Promise((resolve) => {
-    if (s.destroyed) return resolve();
-    s.once('close', resolve);
-    s.destroy();
-  })));
+  await Promise.all(
+    sessions.map(
+      (s) =>
+        new Promise((resolve) => {
+          if (s.destroyed) return resolve();
+          s.once('close', resolve);
+          s.destroy();
+        }),
+    ),
+  );
 }
 
 const cpuMs = (u) => (u.user + u.system) / 1000;
@@ -168,8 +177,19 @@ export async function h2PingBench({ sessions: n = 10_000, idle = 1000, rounds = 
     sessions: n,
     idle,
     rounds,
-    method: 'CPU of the process holding the client sessions (process.cpuUsage, user + system) over rounds × idle, less the baseline (the same sessions, nothing running), per session per idle time; the peer is a node:http2 server in another process',
-    arms: Object.fromEntries(Object.entries(results).map(([name, r]) => [name, { ...r, usPerSessionPerInterval: name === 'idle' ? 0 : perSession(name), pingsPerSessionPerInterval: r.pings / intervals(name), usPerPing: r.pings === 0 ? null : overBaseline(name) / r.pings }])),
+    method:
+      'CPU of the process holding the client sessions (process.cpuUsage, user + system) over rounds × idle, less the baseline (the same sessions, nothing running), per session per idle time; the peer is a node:http2 server in another process',
+    arms: Object.fromEntries(
+      Object.entries(results).map(([name, r]) => [
+        name,
+        {
+          ...r,
+          usPerSessionPerInterval: name === 'idle' ? 0 : perSession(name),
+          pingsPerSessionPerInterval: r.pings / intervals(name),
+          usPerPing: r.pings === 0 ? null : overBaseline(name) / r.pings,
+        },
+      ]),
+    ),
   };
   const us = (x) => `${x.toFixed(2)} µs`;
   const rows = Object.entries(json.arms)
@@ -182,7 +202,9 @@ export async function h2PingBench({ sessions: n = 10_000, idle = 1000, rounds = 
       '',
     ]);
   const idleCpu = ((results.idle.cpuMs / results.idle.wallMs) * 100).toFixed(1);
-  const ended = Object.entries(results).map(([name, r]) => `${name} ${r.ended}`).join(', ');
+  const ended = Object.entries(results)
+    .map(([name, r]) => `${name} ${r.ended}`)
+    .join(', ');
   const notes = [
     `h2 PING: idle = interval = ${idle} ms, ${rounds} intervals per arm; baseline (${n.toLocaleString('en')} idle sessions, nothing running) ${idleCpu}% of a core; the peer process's CPU is in the JSON (peerCpuMs).`,
     `  sessions that ended during a run (should be 0): ${ended}`,

@@ -80,12 +80,14 @@ async function child(arm, total) {
     });
   const run = async (n) => {
     let started = 0;
-    await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-      while (started < n) {
-        started++;
-        await one();
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (started < n) {
+          started++;
+          await one();
+        }
+      }),
+    );
   };
   await run(WARMUP);
   const t0 = performance.now();
@@ -169,7 +171,13 @@ export function prebindRows(d) {
   for (const [name, node, stage, what, goal] of PAIRS) {
     if (!shown.has(node)) rows.push([`prebind: Node's way, ${node}`, us(d.cpuMicros[node]), cps(d.rate[node]), '', '']);
     shown.add(node);
-    rows.push([`prebind: the stage, ${stage}: ${what}`, us(d.cpuMicros[stage]), `${d.ratio[name].toFixed(3)}× ${node}`, goal ? `≤ ${d.goals.stageVsNode}×` : '(kernel work)', goal ? (d.met[name] ? 'yes' : 'no') : '']);
+    rows.push([
+      `prebind: the stage, ${stage}: ${what}`,
+      us(d.cpuMicros[stage]),
+      `${d.ratio[name].toFixed(3)}× ${node}`,
+      goal ? `≤ ${d.goals.stageVsNode}×` : '(kernel work)',
+      goal ? (d.met[name] ? 'yes' : 'no') : '',
+    ]);
   }
   return rows;
 }

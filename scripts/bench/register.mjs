@@ -75,12 +75,14 @@ async function child(total, byHand) {
     });
   const run = async (n) => {
     let started = 0;
-    await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-      while (started < n) {
-        started++;
-        await one();
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (started < n) {
+          started++;
+          await one();
+        }
+      }),
+    );
   };
   await run(WARMUP);
   const t0 = performance.now();
@@ -181,8 +183,20 @@ export function registerRows(d) {
   return [
     ['register: CPU per short connection, no socktune', us(d.cpuMicros.bare), cps(d.rate.bare), '', ''],
     ['register: by hand, tuneServer + tune (gracefulHeartbeat)', us(d.cpuMicros.tune), `${plus(d.cost.tune)} vs bare`, '', ''],
-    ['register: --import socktune/register (gracefulHeartbeat)', us(d.cpuMicros.register), `${d.ratio.registerVsTune.toFixed(3)}× tune`, `≤ ${d.goals.registerVsTune}× tune`, yes(d.met.register)],
-    ['register: + SOCKTUNE_TRACE=1', us(d.cpuMicros.trace), `${d.ratio.traceVsRegister.toFixed(3)}× register (${plus(d.cost.trace)})`, `≤ ${d.goals.traceVsRegister}× register`, yes(d.met.trace)],
+    [
+      'register: --import socktune/register (gracefulHeartbeat)',
+      us(d.cpuMicros.register),
+      `${d.ratio.registerVsTune.toFixed(3)}× tune`,
+      `≤ ${d.goals.registerVsTune}× tune`,
+      yes(d.met.register),
+    ],
+    [
+      'register: + SOCKTUNE_TRACE=1',
+      us(d.cpuMicros.trace),
+      `${d.ratio.traceVsRegister.toFixed(3)}× register (${plus(d.cost.trace)})`,
+      `≤ ${d.goals.traceVsRegister}× register`,
+      yes(d.met.trace),
+    ],
   ];
 }
 

@@ -120,7 +120,10 @@ async function requester(arm, port, inFlight) {
         req.once('error', fail);
       });
     // The retry wraps a reused socket's emit (once per socket): a witness that it was armed.
-    const hooked = () => Object.values(agent.freeSockets).flat().some((socket) => socket.emit !== Object.getPrototypeOf(socket).emit);
+    const hooked = () =>
+      Object.values(agent.freeSockets)
+        .flat()
+        .some((socket) => socket.emit !== Object.getPrototypeOf(socket).emit);
     return { one, counts, retried: () => agent.retried ?? 0, hooked };
   }
   if (arm.client === 'request') {
@@ -262,11 +265,15 @@ export async function retryBench(options = {}) {
     const units = [];
     for (const [, off, on] of PAIRS) if (o.arms.includes(off) && o.arms.includes(on)) units.push([off, on]);
     for (const name of o.arms) if (!units.some((u) => u.includes(name))) units.push([name]);
-    const size = new Map(units.map((u) => {
-      const rate = Math.min(...u.map((name) => ready[name].warmRate));
-      return [u, Math.min(BATCH_REQUESTS.max, Math.max(BATCH_REQUESTS.min, Math.round((rate * o.batchMs) / 1000)))];
-    }));
-    log(`retry: ${o.rounds} rounds × ${o.arms.length} arms, batches of about ${o.batchMs} ms (${units.map((u) => `${u.join('/')} ${size.get(u)}`).join(', ')} requests), ${o.inFlight} in flight ...`);
+    const size = new Map(
+      units.map((u) => {
+        const rate = Math.min(...u.map((name) => ready[name].warmRate));
+        return [u, Math.min(BATCH_REQUESTS.max, Math.max(BATCH_REQUESTS.min, Math.round((rate * o.batchMs) / 1000)))];
+      }),
+    );
+    log(
+      `retry: ${o.rounds} rounds × ${o.arms.length} arms, batches of about ${o.batchMs} ms (${units.map((u) => `${u.join('/')} ${size.get(u)}`).join(', ')} requests), ${o.inFlight} in flight ...`,
+    );
     for (let round = 0; round < o.rounds; round++) {
       const k = round % units.length;
       const rotated = [...units.slice(k), ...units.slice(0, k)];
@@ -278,7 +285,9 @@ export async function retryBench(options = {}) {
           const after = await server.ask('stats');
           const batch = { round, arm: name, ...r, connections: after.connections - before.connections, served: after.requests - before.requests };
           batches.push(batch);
-          log(`retry: round ${round + 1}, ${name}: ${Math.round(batch.rate)} req/s, ${batch.cpuMicros.toFixed(1)} µs CPU/req, ${batch.connections} new connections`);
+          log(
+            `retry: round ${round + 1}, ${name}: ${Math.round(batch.rate)} req/s, ${batch.cpuMicros.toFixed(1)} µs CPU/req, ${batch.connections} new connections`,
+          );
         }
       }
     }
@@ -345,7 +354,8 @@ function summarize(batches, ready, o) {
       server: 'http.Server in a child process, res.end("ok"), keepAliveTimeout 60 s, 127.0.0.1',
       load: `keep-alive GET /, ${o.inFlight} in flight per client (one process per arm, warmed up with ${WARMUP} requests), batches of about ${o.batchMs} ms`,
       order: `${o.rounds} rounds; each pair ABBA or BAAB (alternating), other arms once; one batch at a time; the order of pairs rotated each round`,
-      statistic: 'per arm: median (p25–p75) over rounds of requests/s and client CPU (user + system) per request; per pair: median (p25–p75, min–max) of per-round ratios with-retry / without',
+      statistic:
+        'per arm: median (p25–p75) over rounds of requests/s and client CPU (user + system) per request; per pair: median (p25–p75, min–max) of per-round ratios with-retry / without',
     },
     arms,
     pairs,
@@ -391,7 +401,9 @@ export function retryNotes(d) {
     const reused = ARMS[name].client === 'http' ? `${(a.reusedShare * 100).toFixed(2)}% on a reused socket, ` : '';
     const interceptor = a.interceptor === undefined ? '' : `, ${a.interceptor ? 'an interceptor' : 'no interceptor'} in front of the dispatcher`;
     const hooked = a.socketsHooked === undefined ? '' : `, pooled sockets' emit ${a.socketsHooked ? "wrapped (the retry's)" : "Node's own"}`;
-    lines.push(`  ${name}: ${a.requests} requests (${a.served} served), ${reused}${a.newConnections} new connections, retried ${a.retried}${interceptor}${hooked}; req/s by round ${Math.round(a.requestsPerSecond.min)}–${Math.round(a.requestsPerSecond.max)}`);
+    lines.push(
+      `  ${name}: ${a.requests} requests (${a.served} served), ${reused}${a.newConnections} new connections, retried ${a.retried}${interceptor}${hooked}; req/s by round ${Math.round(a.requestsPerSecond.min)}–${Math.round(a.requestsPerSecond.max)}`,
+    );
   }
   return lines;
 }

@@ -67,19 +67,25 @@ async function stallChild() {
   const windows = { idle: [], sequential: [], concurrent: [] };
   for (let r = 0; r < ROUNDS; r++) {
     windows.idle.push(await recorded(() => sleep(WINDOW_MS)));
-    windows.sequential.push(await recorded(async () => {
-      let scrapes = 0;
-      for (const end = performance.now() + WINDOW_MS; until(end); scrapes++) await registry.metrics();
-      return { scrapes };
-    }));
-    windows.concurrent.push(await recorded(async () => {
-      let scrapes = 0;
-      const end = performance.now() + WINDOW_MS;
-      await Promise.all(Array.from({ length: 8 }, async () => {
-        for (; until(end); scrapes++) await registry.metrics();
-      }));
-      return { scrapes };
-    }));
+    windows.sequential.push(
+      await recorded(async () => {
+        let scrapes = 0;
+        for (const end = performance.now() + WINDOW_MS; until(end); scrapes++) await registry.metrics();
+        return { scrapes };
+      }),
+    );
+    windows.concurrent.push(
+      await recorded(async () => {
+        let scrapes = 0;
+        const end = performance.now() + WINDOW_MS;
+        await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            for (; until(end); scrapes++) await registry.metrics();
+          }),
+        );
+        return { scrapes };
+      }),
+    );
   }
   const summary = (list) => ({
     windowMaxMs: median(list.map((w) => w.maxMs)),
@@ -163,21 +169,20 @@ async function clientChild() {
   const scraper = async () => {
     while (performance.now() < end) {
       await new Promise((resolve) => {
-        http.get({ port: metricsPort, host: '127.0.0.1', path: '/metrics', agent }, (res) => {
-          res.resume();
-          res.on('end', resolve);
-        }).on('error', () => {
-          errors++;
-          resolve();
-        });
+        http
+          .get({ port: metricsPort, host: '127.0.0.1', path: '/metrics', agent }, (res) => {
+            res.resume();
+            res.on('end', resolve);
+          })
+          .on('error', () => {
+            errors++;
+            resolve();
+          });
       });
       scrapes++;
     }
   };
-  await Promise.all([
-    ...Array.from({ length: CHURN.connections }, churner),
-    ...Array.from({ length: scrapers }, scraper),
-  ]);
+  await Promise.all([...Array.from({ length: CHURN.connections }, churner), ...Array.from({ length: scrapers }, scraper)]);
   agent.destroy();
   process.stdout.write(`${JSON.stringify({ connects, scrapes, errors })}\n`);
 }
@@ -198,7 +203,27 @@ function run(cmd, args, track) {
 async function churnRound(ns, server, ports, scrapers, track) {
   const lines = createInterface({ input: server.stdout })[Symbol.asyncIterator]();
   server.stdin.write('start\n');
-  const client = await run('ip', ['netns', 'exec', ns, process.execPath, self, '--child', 'client', '--echo', String(ports.echo), '--metrics', String(ports.metrics), '--scrapers', String(scrapers), '--seconds', String(CHURN.seconds)], track);
+  const client = await run(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      self,
+      '--child',
+      'client',
+      '--echo',
+      String(ports.echo),
+      '--metrics',
+      String(ports.metrics),
+      '--scrapers',
+      String(scrapers),
+      '--seconds',
+      String(CHURN.seconds),
+    ],
+    track,
+  );
   server.stdin.write('stop\n');
   const { value } = await lines.next();
   return { ...JSON.parse(value), ...client };
@@ -236,7 +261,16 @@ export async function scrapeBench({ quiet = false } = {}) {
         server.kill('SIGKILL');
       }
     });
-    const json = { available: true, goals: GOALS, windowMs: WINDOW_MS, rounds: ROUNDS, priority: realtime.length ? 'SCHED_FIFO 10 (chrt -f 10)' : 'normal', stall, churn, met: stall.sequential.windowMaxMs <= GOALS.stallMs };
+    const json = {
+      available: true,
+      goals: GOALS,
+      windowMs: WINDOW_MS,
+      rounds: ROUNDS,
+      priority: realtime.length ? 'SCHED_FIFO 10 (chrt -f 10)' : 'normal',
+      stall,
+      churn,
+      met: stall.sequential.windowMaxMs <= GOALS.stallMs,
+    };
     return { rows: scrapeRows(json), json, notes: scrapeNotes(json) };
   } catch (err) {
     const json = { available: false, error: String(err?.message ?? err).split('\n')[0], goals: GOALS };
@@ -264,7 +298,13 @@ export function scrapeRows(j) {
     stall('  8 concurrent scrapers', s.concurrent, true),
     stall("  same process, no scrape (this machine's own noise)", s.idle, false),
     ['  the same scrape done synchronously (4 dumps)', ms(s.synchronous.maxMs), `median ${ms(s.synchronous.medianMs)}`, '', ''],
-    [`collector: ${c.scrapers} scrapers + ${c.connections.toLocaleString('en')} churning connections`, `p99 ${ms(c.scraped.p99Ms)}`, `max ${ms(c.scraped.maxMs)}; ${c.scraped.scrapes} scrapes, ${c.scraped.connects} connects in ${c.seconds} s`, '', ''],
+    [
+      `collector: ${c.scrapers} scrapers + ${c.connections.toLocaleString('en')} churning connections`,
+      `p99 ${ms(c.scraped.p99Ms)}`,
+      `max ${ms(c.scraped.maxMs)}; ${c.scraped.scrapes} scrapes, ${c.scraped.connects} connects in ${c.seconds} s`,
+      '',
+      '',
+    ],
     ['  same churn, no scraper', `p99 ${ms(c.quiet.p99Ms)}`, `max ${ms(c.quiet.maxMs)}; ${c.quiet.connects} connects`, '', ''],
   ];
 }

@@ -39,14 +39,26 @@ export function generator() {
  * and tcp_tw_reuse=0 so that no connect() recycles a TIME_WAIT pair and shrinks the count.
  */
 export function prepareNamespace(ns, count) {
-  const r = spawnSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw',
-    `net.ipv4.tcp_max_tw_buckets=${Math.max(count * 2, 131072)}`, 'net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=0'], { encoding: 'utf8' });
+  const r = spawnSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-qw',
+      `net.ipv4.tcp_max_tw_buckets=${Math.max(count * 2, 131072)}`,
+      'net.ipv4.ip_local_port_range=10000 65000',
+      'net.ipv4.tcp_tw_reuse=0',
+    ],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`sysctl in ${ns} failed: ${r.stderr}`);
 }
 
 function parse(stdout, threads, addresses, ports) {
   const [closed, failed, errno, ms] = stdout.trim().split(/\s+/).map(Number);
-  const error = errno ? (os.constants.errno && Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0]) ?? `errno ${errno}` : undefined;
+  const error = errno ? ((os.constants.errno && Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0]) ?? `errno ${errno}`) : undefined;
   return { closed, failed, error, ms, threads, destinations: addresses.length * ports, addresses, ports };
 }
 

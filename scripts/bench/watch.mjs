@@ -60,7 +60,9 @@ async function measured(n, spaced) {
     await once(server, 'listening');
     servers.push(server);
   }
-  const peer = spawn(peerBinary(), [String(n), '127.0.0.1', ...servers.map((s) => String(s.address().port)), String(spaced)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const peer = spawn(peerBinary(), [String(n), '127.0.0.1', ...servers.map((s) => String(s.address().port)), String(spaced)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: peer.stdout });
   const queue = [];
   let wake;
@@ -107,7 +109,10 @@ async function measured(n, spaced) {
   peer.stdin.write('go\n');
   const deadline = process.hrtime.bigint() + 60_000_000_000n;
   while (seen < n && process.hrtime.bigint() < deadline) drainWatchEvents();
-  const sent = new Map([['s', []], ['b', []]]);
+  const sent = new Map([
+    ['s', []],
+    ['b', []],
+  ]);
   let missing = 0;
   for (;;) {
     const l = await line();
@@ -160,14 +165,32 @@ async function main() {
   const hard = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim());
   const want = n + 1000;
   const raise = Number.isFinite(hard) && hard < want ? spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${want}:${want}`]).status === 0 : true;
-  if (!raise) throw new Error(`${n} connections need ${want} file descriptors a process; RLIMIT_NOFILE's hard limit is ${hard} and cannot be raised here (no CAP_SYS_RESOURCE): use --connections ${hard - 1000} or less`);
+  if (!raise)
+    throw new Error(
+      `${n} connections need ${want} file descriptors a process; RLIMIT_NOFILE's hard limit is ${hard} and cannot be raised here (no CAP_SYS_RESOURCE): use --connections ${hard - 1000} or less`,
+    );
   const files = String(Math.max(want, Number.isFinite(hard) ? hard : want));
   spawnSync('ip', ['netns', 'del', NS]);
   sh('ip', 'netns', 'add', NS);
   try {
     sh('ip', '-n', NS, 'link', 'set', 'lo', 'up');
-    sh('ip', 'netns', 'exec', NS, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535', 'net.core.somaxconn=65535', 'net.ipv4.tcp_max_syn_backlog=65535');
-    const child = spawn('ip', ['netns', 'exec', NS, 'prlimit', `--nofile=${files}:${files}`, process.execPath, self, '--child', '--connections', String(n), '--spaced', String(spaced)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    sh(
+      'ip',
+      'netns',
+      'exec',
+      NS,
+      'sysctl',
+      '-q',
+      '-w',
+      'net.ipv4.ip_local_port_range=1024 65535',
+      'net.core.somaxconn=65535',
+      'net.ipv4.tcp_max_syn_backlog=65535',
+    );
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', NS, 'prlimit', `--nofile=${files}:${files}`, process.execPath, self, '--child', '--connections', String(n), '--spaced', String(spaced)],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const [code] = await once(child, 'exit');
@@ -180,10 +203,28 @@ async function main() {
     const f = (x, d = 2) => x.toFixed(d);
     printRows(
       [
-        [`FIN seen, one a ms (${r.spaced.count})`, `p50 ${f(r.spaced.p50Ms, 3)} / p99 ${f(r.spaced.p99Ms, 3)} / max ${f(r.spaced.maxMs, 3)} ms`, '', `p99 ≤ ${GOALS.p99Ms} ms`, String(r.spaced.p99Ms <= GOALS.p99Ms)],
-        [`FIN seen, at once (${r.burst.count})`, `p50 ${f(r.burst.p50Ms)} / p99 ${f(r.burst.p99Ms)} / max ${f(r.burst.maxMs)} ms`, '', `p99 ≤ ${GOALS.p99Ms} ms`, String(r.burst.p99Ms <= GOALS.p99Ms)],
+        [
+          `FIN seen, one a ms (${r.spaced.count})`,
+          `p50 ${f(r.spaced.p50Ms, 3)} / p99 ${f(r.spaced.p99Ms, 3)} / max ${f(r.spaced.maxMs, 3)} ms`,
+          '',
+          `p99 ≤ ${GOALS.p99Ms} ms`,
+          String(r.spaced.p99Ms <= GOALS.p99Ms),
+        ],
+        [
+          `FIN seen, at once (${r.burst.count})`,
+          `p50 ${f(r.burst.p50Ms)} / p99 ${f(r.burst.p99Ms)} / max ${f(r.burst.maxMs)} ms`,
+          '',
+          `p99 ≤ ${GOALS.p99Ms} ms`,
+          String(r.burst.p99Ms <= GOALS.p99Ms),
+        ],
         ['one epoll_wait with none', `${f(r.idle.drainNsPerCall, 0)} ns`, '', '', ''],
-        ['idle, at the guard rate', `${r.idle.percentOfCoreAtGuardRate.toExponential(2)} % of a core`, '', `≤ ${GOALS.idlePercent} %`, String(r.idle.percentOfCoreAtGuardRate <= GOALS.idlePercent)],
+        [
+          'idle, at the guard rate',
+          `${r.idle.percentOfCoreAtGuardRate.toExponential(2)} % of a core`,
+          '',
+          `≤ ${GOALS.idlePercent} %`,
+          String(r.idle.percentOfCoreAtGuardRate <= GOALS.idlePercent),
+        ],
         ['the process, 10 s idle', `${f(r.idle.processPercentOver10s, 3)} % of a core`, '', '', ''],
         ['joining the set', `${f(r.addNsPerSocket, 0)} ns a socket`, '', '', ''],
       ],

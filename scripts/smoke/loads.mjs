@@ -22,22 +22,42 @@ function finish() {
   process.exit(failures ? 1 : 0);
 }
 // Emulated Nodes start slowly: the bound is for a hang, not for speed.
-const timer = setTimeout(() => { check('smoke test finished within 120 s', false); finish(); }, 120_000);
+const timer = setTimeout(() => {
+  check('smoke test finished within 120 s', false);
+  finish();
+}, 120_000);
 
 const require = createRequire(join(process.cwd(), 'package.json'));
 const pkgDir = realpathSync(dirname(require.resolve('socktune/package.json')));
 const prebuildsDir = join(pkgDir, 'prebuilds') + sep;
 const resolved = createRequire(join(pkgDir, 'package.json'))('node-gyp-build').resolve(pkgDir);
-check(`node-gyp-build resolves the shipped prebuild on ${process.platform}-${process.arch}`, resolved.startsWith(prebuildsDir), resolved.slice(pkgDir.length + 1));
+check(
+  `node-gyp-build resolves the shipped prebuild on ${process.platform}-${process.arch}`,
+  resolved.startsWith(prebuildsDir),
+  resolved.slice(pkgDir.length + 1),
+);
 
 const socktune = await import(pathToFileURL(join(pkgDir, 'dist', 'index.js')).href);
 const { addon } = await import(pathToFileURL(join(pkgDir, 'dist', 'binding.js')).href);
-check('socktune loaded an addon from prebuilds/', addon.path?.startsWith(prebuildsDir) === true, addon.path ? addon.path.slice(pkgDir.length + 1) : addon.error?.message);
+check(
+  'socktune loaded an addon from prebuilds/',
+  addon.path?.startsWith(prebuildsDir) === true,
+  addon.path ? addon.path.slice(pkgDir.length + 1) : addon.error?.message,
+);
 if (existsSync('/proc/self/maps')) {
-  const mapped = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\n')
-    .map((l) => l.slice(l.indexOf('/'))).filter((p) => p.endsWith('.node') && p.startsWith(pkgDir + sep)))];
-  check('the addon mapped into the process is that prebuild', mapped.length === 1 && mapped[0] === addon.path,
-    mapped.map((p) => p.slice(pkgDir.length + 1)).join(', ') || 'no socktune .node mapped');
+  const mapped = [
+    ...new Set(
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .map((l) => l.slice(l.indexOf('/')))
+        .filter((p) => p.endsWith('.node') && p.startsWith(pkgDir + sep)),
+    ),
+  ];
+  check(
+    'the addon mapped into the process is that prebuild',
+    mapped.length === 1 && mapped[0] === addon.path,
+    mapped.map((p) => p.slice(pkgDir.length + 1)).join(', ') || 'no socktune .node mapped',
+  );
 }
 
 const server = net.createServer((s) => s.on('error', () => {}));

@@ -22,19 +22,25 @@ function finish() {
   writeFileSync(out, lines.map((l) => `${l}\n`).join(''));
   process.exit(failures ? 1 : 0);
 }
-const timer = setTimeout(() => { check('smoke test finished within 120 s', false); finish(); }, 120_000);
+const timer = setTimeout(() => {
+  check('smoke test finished within 120 s', false);
+  finish();
+}, 120_000);
 
 const require = createRequire(join(process.cwd(), 'package.json'));
 const pkgDir = realpathSync(dirname(require.resolve('socktune/package.json')));
 const prebuildsDir = join(pkgDir, 'prebuilds') + sep;
 const resolved = createRequire(join(pkgDir, 'package.json'))('node-gyp-build').resolve(pkgDir);
-check(`node-gyp-build resolves the shipped prebuild on ${process.platform}-${process.arch}`,
-  resolved === join(pkgDir, 'prebuilds', 'win32-x64', 'socktune.node'), resolved.slice(pkgDir.length + 1));
+check(
+  `node-gyp-build resolves the shipped prebuild on ${process.platform}-${process.arch}`,
+  resolved === join(pkgDir, 'prebuilds', 'win32-x64', 'socktune.node'),
+  resolved.slice(pkgDir.length + 1),
+);
 
 const socktune = await import(pathToFileURL(join(pkgDir, 'dist', 'index.js')).href);
 const { addon, constants } = await import(pathToFileURL(join(pkgDir, 'dist', 'binding.js')).href);
 check('socktune loaded the win32 addon', addon.path === resolved, addon.path ?? addon.error?.message);
-check("the addon says it is the win32 core", constants.platform.name === 'win32', constants.platform.name);
+check('the addon says it is the win32 core', constants.platform.name === 'win32', constants.platform.name);
 // Windows 10 1709+ has the keepalive timings and TCP_MAXRT; wine (8.0) implements SO_KEEPALIVE,
 // SO_LINGER, TCP_NODELAY, SO_RCVBUF and SO_SNDBUF and answers WSAENOPROTOOPT to the keepalive
 // timings and TCP_MAXRT, which socktune's probe then reports unsupported by name. IP_TOS (which
@@ -44,9 +50,11 @@ const wine = process.argv.includes('--wine');
 const { optionNames } = await import(pathToFileURL(join(pkgDir, 'dist', 'tables.js')).href);
 const timings = ['TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT', 'TCP_USER_TIMEOUT'];
 const have = ['SO_KEEPALIVE', 'SO_LINGER', 'TCP_NODELAY', 'SO_RCVBUF', 'SO_SNDBUF', ...(wine ? [] : timings)];
-check(`the addon names all ${optionNames.length} options of the table, supported here: ${have.join(' ')}`,
+check(
+  `the addon names all ${optionNames.length} options of the table, supported here: ${have.join(' ')}`,
   constants.options.length === optionNames.length && constants.options.every((o, i) => o.name === optionNames[i] && o.supported === have.includes(o.name)),
-  constants.options.map((o) => `${o.name || '?'}:${o.supported}`).join(' '));
+  constants.options.map((o) => `${o.name || '?'}:${o.supported}`).join(' '),
+);
 
 function expectCode(name, code, fn) {
   try {
@@ -66,7 +74,10 @@ function expectValue(name, want, fn) {
 }
 
 let accepted;
-const server = net.createServer((s) => { accepted ??= s; s.on('error', () => {}); });
+const server = net.createServer((s) => {
+  accepted ??= s;
+  s.on('error', () => {});
+});
 await new Promise((res, rej) => server.once('error', rej).listen(0, '127.0.0.1', res));
 const client = net.connect(server.address().port, '127.0.0.1');
 try {
@@ -81,16 +92,20 @@ try {
       const o = socktune.readOptions(client);
       return { keepAlive: o.keepAlive, noDelay: o.noDelay };
     });
-    expectCode('configure(socket, { keepAlive: { idle } }): TCP_KEEPIDLE refused by name', U, () => socktune.configure(client, { keepAlive: { idle: 2000, interval: 1000, count: 3 } }));
+    expectCode('configure(socket, { keepAlive: { idle } }): TCP_KEEPIDLE refused by name', U, () =>
+      socktune.configure(client, { keepAlive: { idle: 2000, interval: 1000, count: 3 } }),
+    );
     expectCode('configure(socket, { userTimeout }): TCP_USER_TIMEOUT (TCP_MAXRT) refused by name', U, () => socktune.configure(client, { userTimeout: 9000 }));
   } else {
-    expectValue('configure(socket, keepAlive 2000/1000/3, userTimeout 9000, noDelay): readOptions gives them back',
+    expectValue(
+      'configure(socket, keepAlive 2000/1000/3, userTimeout 9000, noDelay): readOptions gives them back',
       { keepAlive: { idle: 2000, interval: 1000, count: 3 }, userTimeout: 9000, noDelay: true },
       () => {
         socktune.configure(client, { keepAlive: { idle: 2000, interval: 1000, count: 3 }, userTimeout: 9000, noDelay: true });
         const o = socktune.readOptions(client);
         return { keepAlive: o.keepAlive, userTimeout: o.userTimeout, noDelay: o.noDelay };
-      });
+      },
+    );
     expectValue('userTimeout 1500 is held as 2 s (TCP_MAXRT counts seconds; rounded up)', 2000, () => {
       socktune.configure(client, { userTimeout: 1500 });
       return socktune.readOptions(client).userTimeout;
@@ -125,7 +140,9 @@ try {
   });
   expectCode('configure(server, { reusePort }) (no SO_REUSEPORT on Windows)', U, () => socktune.configure(server, { reusePort: true }));
   expectCode('configure(server, { reuseAddress }) (SO_REUSEADDR steals ports on Windows)', U, () => socktune.configure(server, { reuseAddress: true }));
-  expectCode('configure validates before anything: { keepAlive: { idle: 1.5 } }', 'ERR_OUT_OF_RANGE', () => socktune.configure(client, { keepAlive: { idle: 1.5 } }));
+  expectCode('configure validates before anything: { keepAlive: { idle: 1.5 } }', 'ERR_OUT_OF_RANGE', () =>
+    socktune.configure(client, { keepAlive: { idle: 1.5 } }),
+  );
   expectCode('tcpInfo(socket)', U, () => socktune.tcpInfo(client));
   expectCode('sendQueue(socket)', U, () => socktune.sendQueue(client));
   expectCode('presets.gracefulHeartbeat() (its deadlines read TCP_INFO)', U, () => socktune.presets.gracefulHeartbeat());
@@ -138,7 +155,9 @@ try {
   expectCode('configure(socket, { tos }) (Windows takes IP_TOS and ignores it)', U, () => socktune.configure(client, { tos: 0x10 }));
   // The stages make sockets natively and hand them to Node by descriptor, which Node on Windows
   // does not take: refused by name before anything is opened.
-  expectCode("connect({ prebind }) (the pre-connect stage)", U, () => socktune.connect({ host: '127.0.0.1', port: server.address().port, prebind: { noDelay: true } }));
+  expectCode('connect({ prebind }) (the pre-connect stage)', U, () =>
+    socktune.connect({ host: '127.0.0.1', port: server.address().port, prebind: { noDelay: true } }),
+  );
   expectCode('listen(server, options) (the listener stage)', U, () => socktune.listen(net.createServer(), { port: 0, host: '127.0.0.1' }));
   // A second connection to the same server: `accepted` stays the first one's.
   const plain = socktune.connect({ host: '127.0.0.1', port: server.address().port });
@@ -148,9 +167,11 @@ try {
   const spoof = new net.Socket();
   Object.defineProperty(spoof, '_handle', { value: Object.create(Object.getPrototypeOf(client._handle)) });
   Object.defineProperty(spoof, 'connecting', { value: false });
-  expectCode('a socket whose _handle is made from Node\'s prototype', 'ERR_SOCKTUNE_INVALID_HANDLE', () => socktune.configure(spoof, { noDelay: true }));
+  expectCode("a socket whose _handle is made from Node's prototype", 'ERR_SOCKTUNE_INVALID_HANDLE', () => socktune.configure(spoof, { noDelay: true }));
   client.write('ping');
-  const echoed = await new Promise((res) => { accepted.once('data', (d) => res(String(d))); });
+  const echoed = await new Promise((res) => {
+    accepted.once('data', (d) => res(String(d)));
+  });
   check('the sockets still carry data after all of it', echoed === 'ping' && !client.destroyed, echoed);
   const closed = client._handle;
   client.destroy();

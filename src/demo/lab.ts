@@ -127,9 +127,10 @@ export class Lab {
   start(ns: string | undefined, mode: string, args: unknown, timeoutMs: number, script = peerScript): Child {
     // The prefix rides along in argv so the processes of one run can be found (and were all ended).
     const argv = [script, mode, JSON.stringify(args), this.prefix];
-    const child = ns === undefined
-      ? spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'pipe'] })
-      : spawn('ip', ['netns', 'exec', ns, process.execPath, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child =
+      ns === undefined
+        ? spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'pipe'] })
+        : spawn('ip', ['netns', 'exec', ns, process.execPath, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.#children.add(child);
     const queue: unknown[] = [];
     const waiting: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];

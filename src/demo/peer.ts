@@ -272,7 +272,7 @@ async function hold(a: HoldArgs): Promise<void> {
     (arms[h.arm] ??= []).push({
       noticedMs: noticed === null ? null : noticed - vanishedAt,
       sinceLastPacketMs: noticed === null ? null : noticed - h.lastReceived,
-      error: noticed === null ? null : h.error ?? null,
+      error: noticed === null ? null : (h.error ?? null),
       state,
     });
   }
@@ -351,7 +351,11 @@ async function hangup(a: HangupArgs): Promise<void> {
     }),
   );
   server.close();
-  await print({ port, policy: { name: policy.name, poolIdleTimeout: policy.poolIdleTimeout }, arms: Object.fromEntries(arms.map((arm) => [arm.name, arm.result])) });
+  await print({
+    port,
+    policy: { name: policy.name, poolIdleTimeout: policy.poolIdleTimeout },
+    arms: Object.fromEntries(arms.map((arm) => [arm.name, arm.result])),
+  });
   process.exit(0);
 }
 

@@ -65,7 +65,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     if (!namespaces) log(`demo: ${why}; running on loopback only`);
     // The dead-peer wait is mostly sleeping: it runs while the other scenarios do their work.
     log('demo: vanished peer: connecting, then the peer vanishes (nftables drop) ...');
-    const dead = namespaces ? deadPeer(lab, { capMs: options.capMs }) : Promise.resolve<NotRun>({ ran: false, why: `${why}; a silent vanish needs nftables inside a namespace` });
+    const dead = namespaces
+      ? deadPeer(lab, { capMs: options.capMs })
+      : Promise.resolve<NotRun>({ ran: false, why: `${why}; a silent vanish needs nftables inside a namespace` });
     log('demo: port exhaustion: plain close, then rstOnClose ...');
     const ports = await portExhaustion(lab, { namespaces, why });
     log('demo: idle-timeout race: Node agent and socktune agent ...');
@@ -101,7 +103,9 @@ function seconds(ms: number): string {
 
 function deadPeerResult(arm: DeadPeerArm, capMs: number): string {
   if (arm.noticedMs === null) {
-    const states = Object.entries(arm.statesAtCap).map(([s, n]) => (arm.connections > 1 ? `${n} ${s}` : s)).join(', ');
+    const states = Object.entries(arm.statesAtCap)
+      .map(([s, n]) => (arm.connections > 1 ? `${n} ${s}` : s))
+      .join(', ');
     return `not within ${seconds(capMs).replace('.0 s', ' s')} (still ${states || 'open'})`;
   }
   const t = arm.noticedMs;
@@ -113,7 +117,9 @@ function deadPeerResult(arm: DeadPeerArm, capMs: number): string {
 
 function hangUpResult(arm: HangUpsArm): string {
   if (!arm.available) return arm.why ?? 'not available';
-  const detail = Object.entries(arm.errors).map(([m, n]) => `${n} ${m}`).join(', ');
+  const detail = Object.entries(arm.errors)
+    .map(([m, n]) => `${n} ${m}`)
+    .join(', ');
   const stale = arm.staleDropped ? `, ${arm.staleDropped} stale pooled sockets dropped` : '';
   return `${arm.failed} of ${arm.trials} failed${detail ? ` (${detail})` : ''}; pooled socket reused ${arm.reused}×${stale}`;
 }
@@ -174,7 +180,9 @@ export function renderDemo(r: DemoReport): string {
         `The socktune agent evicts idle pooled sockets after poolIdleTimeout ${hu.poolIdleTimeoutMs} ms when the server gives no hint.`,
     );
   }
-  notes.push(`Every number above was measured in this run (${seconds(r.elapsedMs)}); namespaces created and removed: ${r.namespaces.length ? r.namespaces.join(', ') : 'none'}.`);
+  notes.push(
+    `Every number above was measured in this run (${seconds(r.elapsedMs)}); namespaces created and removed: ${r.namespaces.length ? r.namespaces.join(', ') : 'none'}.`,
+  );
   const head = `socktune ${r.socktune} demo: Node ${r.node}, ${r.kernel}, ${r.mode === 'namespaces' ? 'network namespaces' : 'loopback only'}`;
   return [head, '', table(['failure', 'client', 'socktune', 'measured'], rows), '', ...notes].join('\n');
 }

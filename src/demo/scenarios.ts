@@ -145,7 +145,12 @@ export async function portExhaustion(lab: Lab, o: PortExhaustionOptions): Promis
   const concurrency = o.concurrency ?? 50;
   const subnet = o.subnet ?? 200;
   const labels = { plainClose: 'plain close: socket.end() (FIN)', rstOnClose: 'tune(socket, presets.rstOnClose()); socket.end()' };
-  const server = lab.start(o.namespaces ? lab.namespace('srv') : undefined, 'serve', { host: o.namespaces ? '0.0.0.0' : '127.0.0.1', count: 2 * serverPorts }, CHILD_MS);
+  const server = lab.start(
+    o.namespaces ? lab.namespace('srv') : undefined,
+    'serve',
+    { host: o.namespaces ? '0.0.0.0' : '127.0.0.1', count: 2 * serverPorts },
+    CHILD_MS,
+  );
   try {
     const { ports } = await server.next<{ ports: number[] }>();
     const arms = {} as PortExhaustionReport['arms'];
@@ -180,7 +185,9 @@ export async function portExhaustion(lab: Lab, o: PortExhaustionOptions): Promis
       concurrency,
       serverPorts,
       eaddrnotavailMeasured: o.namespaces,
-      ...(o.namespaces ? {} : { eaddrnotavailWhy: `narrowing ip_local_port_range and tcp_tw_reuse needs a namespace of the demo's own: ${o.why ?? 'not root'}` }),
+      ...(o.namespaces
+        ? {}
+        : { eaddrnotavailWhy: `narrowing ip_local_port_range and tcp_tw_reuse needs a namespace of the demo's own: ${o.why ?? 'not root'}` }),
       arms,
     };
   } catch (err) {

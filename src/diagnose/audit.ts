@@ -7,8 +7,18 @@
 import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from '../errors.js';
 import { connectionStates, type ConnectionStates } from './states.js';
 import {
-  kernelVersion, netCounters, netCountersAsync, readSysctl, readSysctlAsync, sockstat, sockstatAsync, sysctlPath,
-  type KernelVersion, type NetCounters, type Sockstat, type TcpExtCounters,
+  kernelVersion,
+  netCounters,
+  netCountersAsync,
+  readSysctl,
+  readSysctlAsync,
+  sockstat,
+  sockstatAsync,
+  sysctlPath,
+  type KernelVersion,
+  type NetCounters,
+  type Sockstat,
+  type TcpExtCounters,
 } from './proc.js';
 
 /** How much a finding matters: `ok` nothing to do, `info` worth knowing, `warn` likely to cause failures, `critical` breaks connections now. */
@@ -134,7 +144,10 @@ interface Context {
 type Check = (c: Context) => Omit<Finding, 'value'> | undefined;
 
 const absent = (setting: string): Omit<Finding, 'value'> => ({
-  setting, severity: 'info', evidence: { present: false }, meaning: 'This kernel or network namespace has no such setting.',
+  setting,
+  severity: 'info',
+  evidence: { present: false },
+  meaning: 'This kernel or network namespace has no such setting.',
 });
 
 const checks: Check[] = [
@@ -153,17 +166,46 @@ const checks: Check[] = [
     if (v === 0) {
       const was = atLeast(c.kernel, 4, 18) ? ' The default is 2 (loopback only).' : '';
       return pressure
-        ? { setting, severity: 'warn', evidence, meaning: `Off. ${waitOut}, and TIME_WAIT holds ${c.timeWait} of ${size} local ports (${percent(used)}): connect() may fail with EADDRNOTAVAIL. With 1, a port is reused ${delayMs} ms after its TIME_WAIT began. ${scope}`, fix: fix(setting, 1) }
+        ? {
+            setting,
+            severity: 'warn',
+            evidence,
+            meaning: `Off. ${waitOut}, and TIME_WAIT holds ${c.timeWait} of ${size} local ports (${percent(used)}): connect() may fail with EADDRNOTAVAIL. With 1, a port is reused ${delayMs} ms after its TIME_WAIT began. ${scope}`,
+            fix: fix(setting, 1),
+          }
         : { setting, severity: 'info', evidence, meaning: `Off. ${waitOut}.${was} ${scope}` };
     }
     if ((v === 1 || v === 2) && timestamps === 0) {
-      return { setting, severity: 'warn', evidence, meaning: `Set to ${v}, but tcp_timestamps=0: reuse needs timestamps, so it never happens.`, fix: fix('net.ipv4.tcp_timestamps', 1) };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `Set to ${v}, but tcp_timestamps=0: reuse needs timestamps, so it never happens.`,
+        fix: fix('net.ipv4.tcp_timestamps', 1),
+      };
     }
-    if (v === 1) return { setting, severity: 'ok', evidence, meaning: `On: an outgoing connection may reuse a local port ${delayMs} ms after its TIME_WAIT began, when timestamps prove it safe. ${scope}` };
+    if (v === 1)
+      return {
+        setting,
+        severity: 'ok',
+        evidence,
+        meaning: `On: an outgoing connection may reuse a local port ${delayMs} ms after its TIME_WAIT began, when timestamps prove it safe. ${scope}`,
+      };
     if (v === 2) {
       return pressure
-        ? { setting, severity: 'warn', evidence, meaning: `Loopback only: connections to other hosts wait out TIME_WAIT (${TIME_WAIT_SECONDS} s) before reusing a local port, and TIME_WAIT holds ${c.timeWait} of ${size} local ports (${percent(used)}). Unless those are loopback connections, connect() may fail with EADDRNOTAVAIL; 1 reuses ports to every host. ${scope}`, fix: fix(setting, 1) }
-        : { setting, severity: 'ok', evidence, meaning: `Loopback only (the default since Linux 4.18): connections to other hosts wait out TIME_WAIT (${TIME_WAIT_SECONDS} s) before reusing a local port. ${scope}` };
+        ? {
+            setting,
+            severity: 'warn',
+            evidence,
+            meaning: `Loopback only: connections to other hosts wait out TIME_WAIT (${TIME_WAIT_SECONDS} s) before reusing a local port, and TIME_WAIT holds ${c.timeWait} of ${size} local ports (${percent(used)}). Unless those are loopback connections, connect() may fail with EADDRNOTAVAIL; 1 reuses ports to every host. ${scope}`,
+            fix: fix(setting, 1),
+          }
+        : {
+            setting,
+            severity: 'ok',
+            evidence,
+            meaning: `Loopback only (the default since Linux 4.18): connections to other hosts wait out TIME_WAIT (${TIME_WAIT_SECONDS} s) before reusing a local port. ${scope}`,
+          };
     }
     return { setting, severity: 'info', evidence, meaning: `Unknown value ${v}: 0 off, 1 on, 2 loopback only.` };
   },
@@ -173,10 +215,23 @@ const checks: Check[] = [
     const v = c.num(setting);
     const evidence = { present: v !== undefined, removedIn: '4.12' };
     if (v === undefined) {
-      return { setting, severity: 'ok', evidence, meaning: 'Absent, as in every kernel since 4.12. It dropped SYNs from clients behind NAT; a line setting it in /etc/sysctl.conf or /etc/sysctl.d now only makes `sysctl -p` fail: delete it.' };
+      return {
+        setting,
+        severity: 'ok',
+        evidence,
+        meaning:
+          'Absent, as in every kernel since 4.12. It dropped SYNs from clients behind NAT; a line setting it in /etc/sysctl.conf or /etc/sysctl.d now only makes `sysctl -p` fail: delete it.',
+      };
     }
     if (v !== 0) {
-      return { setting, severity: 'critical', evidence, meaning: 'On: SYNs whose timestamp is older than the last one seen from the same IP are dropped, so clients behind one NAT fail to connect at random. Removed from Linux 4.12 for this reason.', fix: fix(setting, 0) };
+      return {
+        setting,
+        severity: 'critical',
+        evidence,
+        meaning:
+          'On: SYNs whose timestamp is older than the last one seen from the same IP are dropped, so clients behind one NAT fail to connect at random. Removed from Linux 4.12 for this reason.',
+        fix: fix(setting, 0),
+      };
     }
     return { setting, severity: 'ok', evidence, meaning: 'Off, as it must stay (removed in Linux 4.12: it broke clients behind NAT).' };
   },
@@ -189,8 +244,20 @@ const checks: Check[] = [
     const evidence = { tcpTwReuse: reuse };
     if (v === 0) {
       return reuse === 1 || reuse === 2
-        ? { setting, severity: 'warn', evidence, meaning: `Off: tcp_tw_reuse=${reuse} cannot reuse TIME_WAIT ports without timestamps, and PAWS (protection against wrapped sequence numbers) is off.`, fix: fix(setting, 1) }
-        : { setting, severity: 'info', evidence, meaning: 'Off: no PAWS protection, coarser RTT estimates, and TIME_WAIT reuse impossible.', fix: fix(setting, 1) };
+        ? {
+            setting,
+            severity: 'warn',
+            evidence,
+            meaning: `Off: tcp_tw_reuse=${reuse} cannot reuse TIME_WAIT ports without timestamps, and PAWS (protection against wrapped sequence numbers) is off.`,
+            fix: fix(setting, 1),
+          }
+        : {
+            setting,
+            severity: 'info',
+            evidence,
+            meaning: 'Off: no PAWS protection, coarser RTT estimates, and TIME_WAIT reuse impossible.',
+            fix: fix(setting, 1),
+          };
     }
     const offsets = v === 2 ? 'without random offsets' : atLeast(c.kernel, 4, 10) ? 'with a random offset per connection' : 'with the uptime as clock';
     return { setting, severity: 'ok', evidence, meaning: `On, ${offsets}; needed by tcp_tw_reuse and PAWS.` };
@@ -203,7 +270,13 @@ const checks: Check[] = [
     const evidence = { seconds: v, finWait2: c.states.FIN_WAIT2, orphans: c.sockstat.TCP?.orphan, timeWaitSeconds: TIME_WAIT_SECONDS };
     const meaning = `A connection its process has closed waits up to ${v} s in FIN_WAIT2 for the peer's FIN. It is not the TIME_WAIT length, fixed at ${TIME_WAIT_SECONDS} s (TCP_TIMEWAIT_LEN): lowering it does not shorten TIME_WAIT.`;
     return v > TIME_WAIT_SECONDS
-      ? { setting, severity: 'info', evidence, meaning: `${meaning} Above ${TIME_WAIT_SECONDS} s, orphaned FIN_WAIT2 sockets to vanished peers linger longer.`, fix: fix(setting, TIME_WAIT_SECONDS) }
+      ? {
+          setting,
+          severity: 'info',
+          evidence,
+          meaning: `${meaning} Above ${TIME_WAIT_SECONDS} s, orphaned FIN_WAIT2 sockets to vanished peers linger longer.`,
+          fix: fix(setting, TIME_WAIT_SECONDS),
+        }
       : { setting, severity: 'ok', evidence, meaning };
   },
 
@@ -216,10 +289,22 @@ const checks: Check[] = [
     const evidence = { max: v, timeWait: tw, TCPTimeWaitOverflow: overflow };
     const raise = fix(setting, Math.max(v * 2, 262144));
     if (overflow > 0) {
-      return { setting, severity: 'warn', evidence, meaning: `"time wait bucket table overflow" ${overflow} times: at ${v} TIME_WAIT sockets the kernel closes further connections without TIME_WAIT, so late segments of an old connection can reach a new one on the same ports. Raise the limit, or close less (pooled keep-alive connections).`, fix: raise };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `"time wait bucket table overflow" ${overflow} times: at ${v} TIME_WAIT sockets the kernel closes further connections without TIME_WAIT, so late segments of an old connection can reach a new one on the same ports. Raise the limit, or close less (pooled keep-alive connections).`,
+        fix: raise,
+      };
     }
     if (tw >= v * limitShareWarn) {
-      return { setting, severity: 'warn', evidence, meaning: `${tw} TIME_WAIT sockets, ${percent(share(tw, v))} of the limit of ${v}; beyond it connections close without TIME_WAIT ("time wait bucket table overflow").`, fix: raise };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `${tw} TIME_WAIT sockets, ${percent(share(tw, v))} of the limit of ${v}; beyond it connections close without TIME_WAIT ("time wait bucket table overflow").`,
+        fix: raise,
+      };
     }
     return { setting, severity: 'ok', evidence, meaning: `At most ${v} TIME_WAIT sockets; ${tw} now. Beyond the limit connections close without TIME_WAIT.` };
   },
@@ -237,11 +322,23 @@ const checks: Check[] = [
     if (used >= portShareWarn) {
       // connect() tries ports of one parity first (Linux 4.6+); past half the range it searches
       // the other half port by port, then fails with EADDRNOTAVAIL.
-      return { setting, severity: 'warn', evidence, meaning: `${c.timeWait} TIME_WAIT sockets against ${size} local ports (${percent(used)}; all destinations and inbound connections counted, so an upper bound for one destination). ${rate} Beyond it connect() fails with EADDRNOTAVAIL. Reuse connections (keep-alive), enable tcp_tw_reuse, or widen the range.`, fix: widen };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `${c.timeWait} TIME_WAIT sockets against ${size} local ports (${percent(used)}; all destinations and inbound connections counted, so an upper bound for one destination). ${rate} Beyond it connect() fails with EADDRNOTAVAIL. Reuse connections (keep-alive), enable tcp_tw_reuse, or widen the range.`,
+        fix: widen,
+      };
     }
     const def = defaultPortRange.high - defaultPortRange.low + 1;
     if (size < def) {
-      return { setting, severity: 'info', evidence, meaning: `${size} ports, fewer than the default ${defaultPortRange.low}-${defaultPortRange.high} (${def}). ${rate}`, fix: widen };
+      return {
+        setting,
+        severity: 'info',
+        evidence,
+        meaning: `${size} ports, fewer than the default ${defaultPortRange.low}-${defaultPortRange.high} (${def}). ${rate}`,
+        fix: widen,
+      };
     }
     return { setting, severity: 'ok', evidence, meaning: `${size} ports, ${c.timeWait} in TIME_WAIT (${percent(used)}). ${rate}` };
   },
@@ -254,17 +351,31 @@ const checks: Check[] = [
     const probes = c.num('net.ipv4.tcp_keepalive_probes');
     const idleTimeouts = middleboxIdleTimeouts.map((m) => ({ ...m, keptAlive: v < m.seconds }));
     const evidence = {
-      seconds: v, intervalSeconds: interval, probes,
+      seconds: v,
+      intervalSeconds: interval,
+      probes,
       deadPeerAfterSeconds: interval !== undefined && probes !== undefined ? v + interval * probes : undefined,
       idleTimeouts,
     };
-    const scope = 'It applies only to sockets with SO_KEEPALIVE on that set no idle time of their own; socktune sets keepalive per socket with configure(socket, { keepAlive: { idle, interval, count } }).';
+    const scope =
+      'It applies only to sockets with SO_KEEPALIVE on that set no idle time of their own; socktune sets keepalive per socket with configure(socket, { keepAlive: { idle, interval, count } }).';
     const lost = idleTimeouts.filter((m) => !m.keptAlive);
     if (lost.length > 0) {
       const names = lost.map((m) => `${m.name} (${m.seconds} s)`).join(', ');
-      return { setting, severity: 'warn', evidence, meaning: `The first keepalive probe goes out after ${v} s idle; ${names} forget an idle flow sooner, silently, and the connection fails on its next packet. A vanished peer is noticed after ${evidence.deadPeerAfterSeconds ?? '?'} s. ${scope}`, fix: fix(setting, 120) };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `The first keepalive probe goes out after ${v} s idle; ${names} forget an idle flow sooner, silently, and the connection fails on its next packet. A vanished peer is noticed after ${evidence.deadPeerAfterSeconds ?? '?'} s. ${scope}`,
+        fix: fix(setting, 120),
+      };
     }
-    return { setting, severity: 'ok', evidence, meaning: `The first keepalive probe goes out after ${v} s idle, before the common middlebox idle timeouts (${middleboxIdleTimeouts[0].seconds} s and up). ${scope}` };
+    return {
+      setting,
+      severity: 'ok',
+      evidence,
+      meaning: `The first keepalive probe goes out after ${v} s idle, before the common middlebox idle timeouts (${middleboxIdleTimeouts[0].seconds} s and up). ${scope}`,
+    };
   },
 
   function keepaliveInterval(c) {
@@ -285,7 +396,13 @@ const checks: Check[] = [
     if (v === undefined) return absent(setting);
     const evidence = { probes: v, intervalSeconds: c.num('net.ipv4.tcp_keepalive_intvl') };
     return v < 3
-      ? { setting, severity: 'info', evidence, meaning: `${v} unanswered probe${v === 1 ? '' : 's'} drop the connection: one or two lost packets kill a healthy one.`, fix: fix(setting, 3) }
+      ? {
+          setting,
+          severity: 'info',
+          evidence,
+          meaning: `${v} unanswered probe${v === 1 ? '' : 's'} drop the connection: one or two lost packets kill a healthy one.`,
+          fix: fix(setting, 3),
+        }
       : { setting, severity: 'ok', evidence, meaning: `${v} unanswered probes drop the connection with ETIMEDOUT.` };
   },
 
@@ -294,11 +411,37 @@ const checks: Check[] = [
     const v = c.num(setting);
     if (v === undefined) return absent(setting);
     const sent = c.ext.SyncookiesSent ?? 0;
-    const evidence = { SyncookiesSent: sent, SyncookiesRecv: c.ext.SyncookiesRecv, SyncookiesFailed: c.ext.SyncookiesFailed, TCPReqQFullDoCookies: c.ext.TCPReqQFullDoCookies, TCPReqQFullDrop: c.ext.TCPReqQFullDrop };
-    if (v === 0) return { setting, severity: 'warn', evidence, meaning: 'Off: when a listener\'s SYN queue is full (a burst or a SYN flood), new SYNs are dropped and clients retry after 1 s, 3 s, 7 s...', fix: fix(setting, 1) };
-    if (v === 2) return { setting, severity: 'info', evidence, meaning: 'Every SYN is answered with a cookie (meant for testing): without timestamps, connections lose window scaling and SACK.', fix: fix(setting, 1) };
-    if (sent > 0) return { setting, severity: 'info', evidence, meaning: `On. A SYN queue overflowed: ${sent} cookies sent (a burst beyond the listen backlog, or a flood).` };
-    return { setting, severity: 'ok', evidence, meaning: 'On: cookies answer SYNs only when a listener\'s SYN queue is full.' };
+    const evidence = {
+      SyncookiesSent: sent,
+      SyncookiesRecv: c.ext.SyncookiesRecv,
+      SyncookiesFailed: c.ext.SyncookiesFailed,
+      TCPReqQFullDoCookies: c.ext.TCPReqQFullDoCookies,
+      TCPReqQFullDrop: c.ext.TCPReqQFullDrop,
+    };
+    if (v === 0)
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: "Off: when a listener's SYN queue is full (a burst or a SYN flood), new SYNs are dropped and clients retry after 1 s, 3 s, 7 s...",
+        fix: fix(setting, 1),
+      };
+    if (v === 2)
+      return {
+        setting,
+        severity: 'info',
+        evidence,
+        meaning: 'Every SYN is answered with a cookie (meant for testing): without timestamps, connections lose window scaling and SACK.',
+        fix: fix(setting, 1),
+      };
+    if (sent > 0)
+      return {
+        setting,
+        severity: 'info',
+        evidence,
+        meaning: `On. A SYN queue overflowed: ${sent} cookies sent (a burst beyond the listen backlog, or a flood).`,
+      };
+    return { setting, severity: 'ok', evidence, meaning: "On: cookies answer SYNs only when a listener's SYN queue is full." };
   },
 
   function maxSynBacklog(c) {
@@ -310,7 +453,13 @@ const checks: Check[] = [
     const evidence = { value: v, tcpSyncookies: cookies, TCPReqQFullDrop: drops, ListenDrops: c.ext.ListenDrops };
     const meaning = `Matters only while tcp_syncookies=0: then SYNs from peers not seen before are dropped once a listener has ${v - (v >> 2)} (3/4 of ${v}) pending handshakes. Each SYN queue is also capped by the listen backlog.`;
     if (cookies === 0 && drops > 0) {
-      return { setting, severity: 'warn', evidence, meaning: `${drops} SYNs dropped because a SYN queue was full. ${meaning}`, fix: fix('net.ipv4.tcp_syncookies', 1) };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `${drops} SYNs dropped because a SYN queue was full. ${meaning}`,
+        fix: fix('net.ipv4.tcp_syncookies', 1),
+      };
     }
     return { setting, severity: 'ok', evidence, meaning };
   },
@@ -324,13 +473,24 @@ const checks: Check[] = [
     const evidence = { value: v, kernelDefault, nodeDefaultBacklog: NODE_DEFAULT_BACKLOG, ListenOverflows: overflows, ListenDrops: c.ext.ListenDrops };
     const cap = `Caps every listen() backlog (the accept queue) at ${v}`;
     if (overflows > 0 && v < 4096) {
-      return { setting, severity: 'warn', evidence, meaning: `${cap}, and accept queues overflowed ${overflows} times: those handshakes were dropped and the clients retried after 1 s or more.`, fix: fix(setting, 4096) };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `${cap}, and accept queues overflowed ${overflows} times: those handshakes were dropped and the clients retried after 1 s or more.`,
+        fix: fix(setting, 4096),
+      };
     }
     if (v < NODE_DEFAULT_BACKLOG) {
       return { setting, severity: 'info', evidence, meaning: `${cap}, below Node's default backlog of ${NODE_DEFAULT_BACKLOG}.`, fix: fix(setting, 4096) };
     }
     if (overflows > 0) {
-      return { setting, severity: 'info', evidence, meaning: `${cap}. Accept queues overflowed ${overflows} times: a process accepted too slowly (a blocked event loop) or listened with a small backlog (server.listen({ backlog })).` };
+      return {
+        setting,
+        severity: 'info',
+        evidence,
+        meaning: `${cap}. Accept queues overflowed ${overflows} times: a process accepted too slowly (a blocked event loop) or listened with a small backlog (server.listen({ backlog })).`,
+      };
     }
     return { setting, severity: 'ok', evidence, meaning: `${cap}; Node asks for ${NODE_DEFAULT_BACKLOG}.` };
   },
@@ -345,7 +505,12 @@ const checks: Check[] = [
     const evidence = { max: v, orphans, TCPAbortOnMemory: aborts };
     const meaning = `Connections closed by their process but not finished (FIN_WAIT1/2, LAST_ACK, CLOSING); beyond ${v} the kernel resets them ("too many orphaned sockets").`;
     if (aborts > 0 || orphans >= v * limitShareWarn) {
-      return { setting, severity: 'warn', evidence, meaning: `${orphans} orphans now, ${aborts} connections reset for lack of orphan slots or TCP memory. ${meaning}` };
+      return {
+        setting,
+        severity: 'warn',
+        evidence,
+        meaning: `${orphans} orphans now, ${aborts} connections reset for lack of orphan slots or TCP memory. ${meaning}`,
+      };
     }
     return { setting, severity: 'ok', evidence, meaning: `${orphans} now. ${meaning}` };
   },
@@ -441,11 +606,21 @@ function linuxOnly(): void {
 
 /** Every sysctl a check reads, read up front (so the async audit can read them all off the loop). */
 const auditedSettings = [
-  'net.ipv4.tcp_tw_reuse', 'net.ipv4.tcp_tw_reuse_delay', 'net.ipv4.tcp_tw_recycle', 'net.ipv4.tcp_timestamps',
-  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_max_tw_buckets', 'net.ipv4.ip_local_port_range',
-  'net.ipv4.ip_local_reserved_ports', 'net.ipv4.tcp_keepalive_time', 'net.ipv4.tcp_keepalive_intvl',
-  'net.ipv4.tcp_keepalive_probes', 'net.ipv4.tcp_syncookies', 'net.ipv4.tcp_max_syn_backlog',
-  'net.core.somaxconn', 'net.ipv4.tcp_max_orphans',
+  'net.ipv4.tcp_tw_reuse',
+  'net.ipv4.tcp_tw_reuse_delay',
+  'net.ipv4.tcp_tw_recycle',
+  'net.ipv4.tcp_timestamps',
+  'net.ipv4.tcp_fin_timeout',
+  'net.ipv4.tcp_max_tw_buckets',
+  'net.ipv4.ip_local_port_range',
+  'net.ipv4.ip_local_reserved_ports',
+  'net.ipv4.tcp_keepalive_time',
+  'net.ipv4.tcp_keepalive_intvl',
+  'net.ipv4.tcp_keepalive_probes',
+  'net.ipv4.tcp_syncookies',
+  'net.ipv4.tcp_max_syn_backlog',
+  'net.core.somaxconn',
+  'net.ipv4.tcp_max_orphans',
 ];
 
 /** What the audit read: each source on its own, so one that cannot be read is reported and the rest audited. */
@@ -495,7 +670,13 @@ class Readings {
 }
 
 /** The findings from what was read. */
-function judge(read: Readings, counted: ConnectionStates | undefined, given: boolean, stat: Sockstat | undefined, counters: NetCounters | undefined): SysctlAudit {
+function judge(
+  read: Readings,
+  counted: ConnectionStates | undefined,
+  given: boolean,
+  stat: Sockstat | undefined,
+  counters: NetCounters | undefined,
+): SysctlAudit {
   const unreadable = read.unreadable;
   const failedSettings = read.failed;
   const get = (setting: string) => read.values.get(setting);
@@ -510,9 +691,7 @@ function judge(read: Readings, counted: ConnectionStates | undefined, given: boo
     timeWait,
     sockstat: stat ?? ({} as Sockstat),
     ext: counters?.TcpExt ?? {},
-    ports: range && range.length === 2 && range.every(Number.isInteger)
-      ? { low: range[0], high: range[1], size: range[1] - range[0] + 1 }
-      : undefined,
+    ports: range && range.length === 2 && range.every(Number.isInteger) ? { low: range[0], high: range[1], size: range[1] - range[0] + 1 } : undefined,
   };
   const findings: Finding[] = [];
   for (const check of checks) {
@@ -521,12 +700,23 @@ function judge(read: Readings, counted: ConnectionStates | undefined, given: boo
     const failed = failedSettings.get(f.setting);
     if (failed) {
       findings.push({
-        setting: f.setting, severity: 'warn', value: undefined, evidence: { path: failed.path, code: failed.code },
-        meaning: `Could not be read (${failed.message}), so it was not audited.`, error: { code: failed.code, message: failed.message },
+        setting: f.setting,
+        severity: 'warn',
+        value: undefined,
+        evidence: { path: failed.path, code: failed.code },
+        meaning: `Could not be read (${failed.message}), so it was not audited.`,
+        error: { code: failed.code, message: failed.message },
       });
       continue;
     }
-    findings.push({ setting: f.setting, severity: f.severity, value: get(f.setting), evidence: f.evidence, meaning: f.meaning, ...(f.fix ? { fix: f.fix } : {}) });
+    findings.push({
+      setting: f.setting,
+      severity: f.severity,
+      value: get(f.setting),
+      evidence: f.evidence,
+      meaning: f.meaning,
+      ...(f.fix ? { fix: f.fix } : {}),
+    });
   }
   const summary = { ok: 0, info: 0, warn: 0, critical: 0 };
   for (const f of findings) summary[f.severity]++;

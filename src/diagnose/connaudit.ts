@@ -95,14 +95,16 @@ function closeWait(report: ConnectionReport): ConnectionFinding {
   const severity: Severity = count === 0 ? 'ok' : count >= t.critical ? 'critical' : count >= t.warn ? 'warn' : 'info';
   const base = { check: 'CLOSE_WAIT' as const, severity, count, holders, ...(unreadable ? { unreadable } : {}) };
   if (count === 0) return { ...base, evidence, meaning: 'No connection in CLOSE_WAIT.' };
-  const who = [
-    holders.map((h) => `${h.pid} ${h.command}: ${h.sockets}`).join(', '),
-    unreadable ? `${unreadable} unreadable (run as root to see owners)` : '',
-  ].filter(Boolean).join('; ') || 'no process (their owners ended, or passed them on)';
+  const who =
+    [holders.map((h) => `${h.pid} ${h.command}: ${h.sockets}`).join(', '), unreadable ? `${unreadable} unreadable (run as root to see owners)` : '']
+      .filter(Boolean)
+      .join('; ') || 'no process (their owners ended, or passed them on)';
   const side = [
     sides.accepted ? `${sides.accepted} accepted by a listener here (a server that never ends half-closed connections)` : '',
     sides.opened ? `${sides.opened} opened here (a client or pool that keeps connections the server closed)` : '',
-  ].filter(Boolean).join(', ');
+  ]
+    .filter(Boolean)
+    .join(', ');
   const meaning =
     `${count} connection${count === 1 ? '' : 's'} in CLOSE_WAIT (held by ${who}): the peer closed its side and the application never closed its own. ` +
     'No kernel timer ends CLOSE_WAIT: each keeps a file descriptor and its buffers until the process closes it or exits' +
@@ -110,7 +112,7 @@ function closeWait(report: ConnectionReport): ConnectionFinding {
     (severity === 'info' ? ' A few can be caught between the FIN and the close; a count that grows (socktune watch) is a leak.' : '');
   const fix =
     "An application leak, not a sysctl: close the connection on 'end' (or leave allowHalfOpen off). " +
-    "The connection guard closes what the application leaves half-closed after halfCloseTimeout (tuneServer(server, presets.gracefulHeartbeat({ halfCloseTimeout })), or createAgent for a pool); " +
+    'The connection guard closes what the application leaves half-closed after halfCloseTimeout (tuneServer(server, presets.gracefulHeartbeat({ halfCloseTimeout })), or createAgent for a pool); ' +
     'for every connection of a process without changing its code: SOCKTUNE_POLICY=gracefulHeartbeat node --import socktune/register app.js. ' +
     'socktune stat --state close-wait shows the ports and peers.';
   return { ...base, evidence, meaning, fix };
@@ -126,14 +128,28 @@ function timeWait(report: ConnectionReport, r: Reuse): ConnectionFinding[] {
   const t = connectionThresholds.timeWaitPortShare;
   const destinations = report.top.TIME_WAIT?.destinations ?? [];
   if (destinations.length === 0) {
-    return [{ check: 'TIME_WAIT', severity: 'ok', count: 0, evidence: { timeWait: report.states.TIME_WAIT, thresholds: t }, meaning: 'No TIME_WAIT socket of a connection opened here.' }];
+    return [
+      {
+        check: 'TIME_WAIT',
+        severity: 'ok',
+        count: 0,
+        evidence: { timeWait: report.states.TIME_WAIT, thresholds: t },
+        meaning: 'No TIME_WAIT socket of a connection opened here.',
+      },
+    ];
   }
   if (r.ports === undefined) {
     const [d] = destinations;
-    return [{
-      check: 'TIME_WAIT', severity: 'info', destination: d.key, count: d.count, evidence: { thresholds: t },
-      meaning: `${d.count} TIME_WAIT sockets to ${d.key}; net.ipv4.ip_local_port_range could not be read, so their share of the local ports is not known.`,
-    }];
+    return [
+      {
+        check: 'TIME_WAIT',
+        severity: 'info',
+        destination: d.key,
+        count: d.count,
+        evidence: { thresholds: t },
+        meaning: `${d.count} TIME_WAIT sockets to ${d.key}; net.ipv4.ip_local_port_range could not be read, so their share of the local ports is not known.`,
+      },
+    ];
   }
   const { low, high, size } = r.ports;
   const perSecond = Math.floor(size / TIME_WAIT_SECONDS);
@@ -146,7 +162,16 @@ function timeWait(report: ConnectionReport, r: Reuse): ConnectionFinding[] {
     // tcp_tw_reuse lets connect() take a port in TIME_WAIT to the same destination once its
     // timestamps prove it safe (1: every destination; 2: loopback only), so the share does not run out.
     const reusable = r.timestamps !== 0 && (r.twReuse === 1 || (r.twReuse === 2 && loopback));
-    const evidence = { timeWait: d.count, portRange: { low, high, size }, portShare, tcpTwReuse: r.twReuse, tcpTimestamps: r.timestamps, loopback, reusable, thresholds: t };
+    const evidence = {
+      timeWait: d.count,
+      portRange: { low, high, size },
+      portShare,
+      tcpTwReuse: r.twReuse,
+      tcpTimestamps: r.timestamps,
+      loopback,
+      reusable,
+      thresholds: t,
+    };
     const held = `${d.count} TIME_WAIT sockets to ${d.key} hold ${percent(portShare)} of the ${size} local ports of net.ipv4.ip_local_port_range (${low}-${high})`;
     const why =
       `A new connection to ${d.key} needs a local port that is not in TIME_WAIT with it: past half the range connect() searches port by port and slows, ` +
@@ -158,7 +183,12 @@ function timeWait(report: ConnectionReport, r: Reuse): ConnectionFinding[] {
     if (reusable) {
       severity = 'info';
       out.push({
-        check: 'TIME_WAIT', severity, destination: d.key, count: d.count, portShare, evidence,
+        check: 'TIME_WAIT',
+        severity,
+        destination: d.key,
+        count: d.count,
+        portShare,
+        evidence,
         meaning: `${held}. tcp_tw_reuse=${r.twReuse}${r.twReuse === 2 ? ' (loopback)' : ''} lets connect() reuse them about 1 s after their TIME_WAIT began, when the peer sends TCP timestamps (most do), so they do not run out unless more than ${size} connections a second go to it.`,
       });
       continue;
@@ -166,12 +196,19 @@ function timeWait(report: ConnectionReport, r: Reuse): ConnectionFinding[] {
     const ways = [
       'close with RST on this side, the side that closes first (tune(socket, presets.rstOnClose()): no TIME_WAIT, what was written is drained first)',
       'reuse connections (a pool: createAgent(policy, { keepAlive: true }))',
-      ...(r.twReuse === 0 || (r.twReuse === 2 && !loopback) ? ['let connect() reuse TIME_WAIT ports (sysctl -w net.ipv4.tcp_tw_reuse=1; it needs TCP timestamps)'] : []),
+      ...(r.twReuse === 0 || (r.twReuse === 2 && !loopback)
+        ? ['let connect() reuse TIME_WAIT ports (sysctl -w net.ipv4.tcp_tw_reuse=1; it needs TCP timestamps)']
+        : []),
       ...(size < 65535 - 10240 + 1 ? ['widen the range (sysctl -w net.ipv4.ip_local_port_range="10240 65535")'] : []),
     ];
     const fix = ways.join('; or ');
     out.push({
-      check: 'TIME_WAIT', severity, destination: d.key, count: d.count, portShare, evidence,
+      check: 'TIME_WAIT',
+      severity,
+      destination: d.key,
+      count: d.count,
+      portShare,
+      evidence,
       meaning: `${held}. ${why}`,
       fix: `${fix[0].toUpperCase()}${fix.slice(1)}.`,
     });
@@ -206,9 +243,10 @@ export function connectionAudit(): ConnectionAudit {
   const num = (text: string | undefined) => (text === undefined || text.trim() === '' || !Number.isFinite(Number(text)) ? undefined : Number(text));
   const range = read('net.ipv4.ip_local_port_range')?.trim().split(/\s+/).map(Number);
   const reuse: Reuse = {
-    ports: range && range.length === 2 && range.every(Number.isInteger) && range[1] >= range[0]
-      ? { low: range[0], high: range[1], size: range[1] - range[0] + 1 }
-      : undefined,
+    ports:
+      range && range.length === 2 && range.every(Number.isInteger) && range[1] >= range[0]
+        ? { low: range[0], high: range[1], size: range[1] - range[0] + 1 }
+        : undefined,
     twReuse: num(read('net.ipv4.tcp_tw_reuse')),
     timestamps: num(read('net.ipv4.tcp_timestamps')),
   };

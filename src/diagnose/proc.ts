@@ -100,7 +100,10 @@ function parsePairs(text: string, into: Record<string, Record<string, number>>):
   for (const line of text.split('\n')) {
     const colon = line.indexOf(':');
     if (colon < 0) continue;
-    const words = line.slice(colon + 1).trim().split(/\s+/);
+    const words = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/);
     const fields: Record<string, number> = {};
     for (let i = 0; i + 1 < words.length; i += 2) fields[words[i]] = Number(words[i + 1]);
     into[line.slice(0, colon)] = fields;
@@ -207,8 +210,14 @@ function parseTable(text: string, into: Record<string, Record<string, number>>):
     const body = lines[i + 1];
     const colon = head.indexOf(':');
     if (colon < 0 || body.slice(0, colon + 1) !== head.slice(0, colon + 1)) continue;
-    const names = head.slice(colon + 1).trim().split(/\s+/);
-    const values = body.slice(colon + 1).trim().split(/\s+/);
+    const names = head
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/);
+    const values = body
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/);
     const group: Record<string, number> = (into[head.slice(0, colon)] ??= {});
     names.forEach((name, k) => {
       if (name && values[k] !== undefined) group[name] = Number(values[k]);

@@ -53,7 +53,10 @@ interface Probe {
   set: (value: never) => SocketOptions;
 }
 
-const other = <T>(a: T, b: T) => (current: unknown) => (current === a ? b : a);
+const other =
+  <T>(a: T, b: T) =>
+  (current: unknown) =>
+    current === a ? b : a;
 
 const probes: Probe[] = [
   { name: 'SO_KEEPALIVE', pick: (o) => o.keepAlive !== false, next: (c) => !c, set: (v: boolean) => ({ keepAlive: v }) },

@@ -425,7 +425,14 @@ export function connectionReport(filter?: ConnectionFilter, limit?: number): Con
     if (out) {
       const fromRows = topFromRows(out[0]);
       listening = fromRows.listening;
-      report = { ...result(countsFrom((n) => slots[layout.diagCounts + n]), t, 'netlink'), top: rows > 0 ? fromRows.top : {} };
+      report = {
+        ...result(
+          countsFrom((n) => slots[layout.diagCounts + n]),
+          t,
+          'netlink',
+        ),
+        top: rows > 0 ? fromRows.top : {},
+      };
       kept = decode(out[1]);
     } else {
       const list = procConnections(f, t);
@@ -435,7 +442,12 @@ export function connectionReport(filter?: ConnectionFilter, limit?: number): Con
     }
     for (const [state, top] of Object.entries(report.top)) {
       top.owned = owned.has(state);
-      if (top.owned) attachOwners(top, kept.filter((c) => c.state === state), listening);
+      if (top.owned)
+        attachOwners(
+          top,
+          kept.filter((c) => c.state === state),
+          listening,
+        );
     }
     return report;
   });
@@ -444,7 +456,15 @@ export function connectionReport(filter?: ConnectionFilter, limit?: number): Con
 /** The local ports of every listening socket of the target's namespace, from /proc (whatever the filter says). */
 function procListening(f: Normalized, t: Target): Set<number> {
   const all: Normalized = {
-    ...f, pid: undefined, self: false, mask: 1 << stateNumber.get('LISTEN')!, localPort: -1, remotePort: -1, port: -1, local: undefined, remote: undefined,
+    ...f,
+    pid: undefined,
+    self: false,
+    mask: 1 << stateNumber.get('LISTEN')!,
+    localPort: -1,
+    remotePort: -1,
+    port: -1,
+    local: undefined,
+    remote: undefined,
   };
   return new Set(procConnections(all, { ...t, inodes: undefined }).map((c) => c.localPort));
 }

@@ -97,7 +97,12 @@ function order(c: Connection, port: number): string {
  * each of `states` (default TIME_WAIT and CLOSE_WAIT); `listening` holds the namespace's listening
  * local ports, which tell the sides apart.
  */
-export function topOf(connections: Connection[], limit = 5, states = ['TIME_WAIT', 'CLOSE_WAIT'], listening: ReadonlySet<number> = new Set()): Record<string, TopOfState> {
+export function topOf(
+  connections: Connection[],
+  limit = 5,
+  states = ['TIME_WAIT', 'CLOSE_WAIT'],
+  listening: ReadonlySet<number> = new Set(),
+): Record<string, TopOfState> {
   const out: Record<string, TopOfState> = {};
   for (const state of states) {
     const peers = new Counts();

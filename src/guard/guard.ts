@@ -256,7 +256,22 @@ class Slots {
   move(from: number, to: number): void {
     this.sockets[to] = this.sockets[from];
     this.sockets[from] = undefined;
-    for (const a of [this.rx, this.tx, this.rxAt, this.txAt, this.since, this.pingAt, this.pingBytes, this.state, this.phase, this.lifted, this.openAt, this.sent, this.gen]) a[to] = a[from];
+    for (const a of [
+      this.rx,
+      this.tx,
+      this.rxAt,
+      this.txAt,
+      this.since,
+      this.pingAt,
+      this.pingBytes,
+      this.state,
+      this.phase,
+      this.lifted,
+      this.openAt,
+      this.sent,
+      this.gen,
+    ])
+      a[to] = a[from];
     // Its watch key names the old slot: it joins again under the new one at its next visit.
     this.watch[to] = WATCH_NONE;
     this.gen[to]++;
@@ -351,8 +366,8 @@ export class Guard extends EventEmitter<GuardEvents> {
     const t = this.#slots;
     t.sockets[slot] = socket;
     const now = performance.now();
-    t.rx[slot] = this.#watchActivity ? (socket.bytesRead & MASK) : 0;
-    t.tx[slot] = this.#watchActivity ? (bytesDispatched(socket) & MASK) : 0;
+    t.rx[slot] = this.#watchActivity ? socket.bytesRead & MASK : 0;
+    t.tx[slot] = this.#watchActivity ? bytesDispatched(socket) & MASK : 0;
     t.rxAt[slot] = now;
     t.txAt[slot] = now;
     t.since[slot] = 0;
@@ -413,8 +428,13 @@ export class Guard extends EventEmitter<GuardEvents> {
       if (n > 0) states[STATES[i]] = n;
     });
     return {
-      tracked: this.#tracked, seen: this.#seen, closed: { ...this.#closed }, states, scans: this.#scans,
-      untuned: this.#untuned, kernelReads: this.#kernelReads,
+      tracked: this.#tracked,
+      seen: this.#seen,
+      closed: { ...this.#closed },
+      states,
+      scans: this.#scans,
+      untuned: this.#untuned,
+      kernelReads: this.#kernelReads,
     };
   }
 
@@ -444,7 +464,12 @@ export class Guard extends EventEmitter<GuardEvents> {
   async close(options: ShutdownOptions = {}): Promise<ShutdownReport> {
     const settings = shutdownSettings(options);
     this.#closing = true;
-    const report = await drain([...this.#servers], settings, () => this.#live(), (socket) => this.#shutdown(socket));
+    const report = await drain(
+      [...this.#servers],
+      settings,
+      () => this.#live(),
+      (socket) => this.#shutdown(socket),
+    );
     this.#stop();
     return report;
   }

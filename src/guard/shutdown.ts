@@ -91,7 +91,8 @@ export function shutdownSettings(options: unknown): ShutdownSettings {
   }
   const timeout = duration(o, 'timeout', 10_000);
   const path = o.readinessPath;
-  if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) throw invalidArgType('options.readinessPath', "a path starting with '/'", path);
+  if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/')))
+    throw invalidArgType('options.readinessPath', "a path starting with '/'", path);
   return { delay: duration(o, 'delay', 0), timeout, spread: duration(o, 'spread', Math.min(1000, Math.floor(timeout / 4))), readinessPath: path };
 }
 
@@ -137,7 +138,9 @@ export async function drain(
   close: (socket: net.Socket) => Promise<void>,
 ): Promise<ShutdownReport> {
   const start = performance.now();
-  const http = servers.map((s) => ({ server: s, connections: serverConnections(s) })).filter((x): x is { server: net.Server; connections: ServerConnections } => x.connections !== undefined);
+  const http = servers
+    .map((s) => ({ server: s, connections: serverConnections(s) }))
+    .filter((x): x is { server: net.Server; connections: ServerConnections } => x.connections !== undefined);
   const onRequest = whileDraining(settings.readinessPath);
   for (const { server, connections } of http) {
     server.prependListener('request', onRequest);

@@ -81,7 +81,11 @@ function learnBackoff(peer: string): void {
  */
 function hasClass(value: unknown, names: readonly string[]): boolean {
   if (typeof value !== 'object' || value === null || types.isProxy(value)) return false;
-  for (let proto = Object.getPrototypeOf(value) as object | null; proto !== null && !types.isProxy(proto); proto = Object.getPrototypeOf(proto) as object | null) {
+  for (
+    let proto = Object.getPrototypeOf(value) as object | null;
+    proto !== null && !types.isProxy(proto);
+    proto = Object.getPrototypeOf(proto) as object | null
+  ) {
     const ctor: unknown = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value;
     if (typeof ctor === 'function' && names.includes(Object.getOwnPropertyDescriptor(ctor, 'name')?.value as string)) return true;
     if (ctor === Object) return false;
@@ -200,8 +204,13 @@ class SessionWatch {
   /** Whether this watch has anything to do on a session of its policy. */
   static needed(policy: Policy): boolean {
     const h = policy.http2;
-    return (h.ping && typeof policy.keepAlive === 'object') || h.minPingInterval !== false || h.maxAge !== false ||
-      policy.idleTimeout !== false || policy.halfCloseTimeout !== false;
+    return (
+      (h.ping && typeof policy.keepAlive === 'object') ||
+      h.minPingInterval !== false ||
+      h.maxAge !== false ||
+      policy.idleTimeout !== false ||
+      policy.halfCloseTimeout !== false
+    );
   }
 
   /** Starts following `session` (connected) over `socket`. */
@@ -209,8 +218,23 @@ class SessionWatch {
     const now = performance.now();
     const accepted = session.type === h2().NGHTTP2_SESSION_SERVER;
     const r: Tracked = {
-      session, socket, accepted, bytes: socket.bytesRead, acked: false, quietSince: now, idleWait: 0, probes: 0, probeAt: 0,
-      streams: 0, idleSince: now, goawayAt: 0, pingAt: -Infinity, pingWritten: socket.bytesWritten, strikes: 0, closing: false, watch: this,
+      session,
+      socket,
+      accepted,
+      bytes: socket.bytesRead,
+      acked: false,
+      quietSince: now,
+      idleWait: 0,
+      probes: 0,
+      probeAt: 0,
+      streams: 0,
+      idleSince: now,
+      goawayAt: 0,
+      pingAt: -Infinity,
+      pingWritten: socket.bytesWritten,
+      strikes: 0,
+      closing: false,
+      watch: this,
     };
     listen(r);
     this.adopt(r);
@@ -460,7 +484,8 @@ class SessionWatch {
       if (reason === 'max-age' && grace !== false) {
         r.timer = setTimeout(() => {
           close();
-          if (!session.destroyed) session.destroy(closeError('max-age', `closed by socktune: streams still open ${grace} ms after the session's max-age GOAWAY (reason max-age)`));
+          if (!session.destroyed)
+            session.destroy(closeError('max-age', `closed by socktune: streams still open ${grace} ms after the session's max-age GOAWAY (reason max-age)`));
         }, grace);
         r.timer.unref();
       }

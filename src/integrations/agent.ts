@@ -158,7 +158,6 @@ function onFreeTimeout(this: Duplex): void {
   owners.get(this)?.count('timeoutSocketCount');
 }
 
-
 /**
  * A request whose socket went idle for the agent's (or its own) timeout: counted, and when the
  * application does not listen for `'timeout'`, failed with ERR_SOCKET_TIMEOUT (agentkeepalive's
@@ -314,10 +313,16 @@ class Pool {
 
   /** Before Node picks a free socket for a request: see {@link sweepFreeSockets}. */
   sweep(options: unknown, legacy: unknown[]): void {
-    sweepFreeSockets(this.agent, options, legacy, (socket) => (this.tuned.has(socket) ? 'tcp' : 'other'), (socket) => {
-      this.stale++;
-      void this.guard.drop(socket, 'stale');
-    });
+    sweepFreeSockets(
+      this.agent,
+      options,
+      legacy,
+      (socket) => (this.tuned.has(socket) ? 'tcp' : 'other'),
+      (socket) => {
+        this.stale++;
+        void this.guard.drop(socket, 'stale');
+      },
+    );
   }
 }
 
@@ -327,20 +332,80 @@ class Pool {
  */
 const agentOptionNames = Object.freeze([
   // http.Agent, https.Agent
-  'keepAlive', 'keepAliveMsecs', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'scheduling', 'timeout', 'maxCachedSessions',
-  'defaultPort', 'protocol', 'proxyEnv',
+  'keepAlive',
+  'keepAliveMsecs',
+  'maxSockets',
+  'maxTotalSockets',
+  'maxFreeSockets',
+  'scheduling',
+  'timeout',
+  'maxCachedSessions',
+  'defaultPort',
+  'protocol',
+  'proxyEnv',
   // net.connect (Node's agent passes its options to every connection)
-  'host', 'hostname', 'port', 'path', 'socketPath', 'localAddress', 'localPort', 'family', 'hints', 'lookup', 'noDelay',
-  'keepAliveInitialDelay', 'autoSelectFamily', 'autoSelectFamilyAttemptTimeout', 'allowHalfOpen', 'signal', 'fd',
-  'readable', 'writable', 'onread', 'blockList', 'highWaterMark',
+  'host',
+  'hostname',
+  'port',
+  'path',
+  'socketPath',
+  'localAddress',
+  'localPort',
+  'family',
+  'hints',
+  'lookup',
+  'noDelay',
+  'keepAliveInitialDelay',
+  'autoSelectFamily',
+  'autoSelectFamilyAttemptTimeout',
+  'allowHalfOpen',
+  'signal',
+  'fd',
+  'readable',
+  'writable',
+  'onread',
+  'blockList',
+  'highWaterMark',
   // tls.connect and secure contexts
-  'ca', 'cert', 'key', 'pfx', 'passphrase', 'ciphers', 'ecdhCurve', 'honorCipherOrder', 'minVersion', 'maxVersion',
-  'secureOptions', 'secureProtocol', 'sessionIdContext', 'servername', 'session', 'rejectUnauthorized',
-  'checkServerIdentity', 'ALPNProtocols', 'crl', 'dhparam', 'sigalgs', 'privateKeyEngine', 'privateKeyIdentifier',
-  'clientCertEngine', 'enableTrace', 'minDHSize', 'secureContext', 'pskCallback', 'requestOCSP', 'ticketKeys',
-  'sessionTimeout', 'allowPartialTrustChain', 'requestCert', 'socket',
+  'ca',
+  'cert',
+  'key',
+  'pfx',
+  'passphrase',
+  'ciphers',
+  'ecdhCurve',
+  'honorCipherOrder',
+  'minVersion',
+  'maxVersion',
+  'secureOptions',
+  'secureProtocol',
+  'sessionIdContext',
+  'servername',
+  'session',
+  'rejectUnauthorized',
+  'checkServerIdentity',
+  'ALPNProtocols',
+  'crl',
+  'dhparam',
+  'sigalgs',
+  'privateKeyEngine',
+  'privateKeyIdentifier',
+  'clientCertEngine',
+  'enableTrace',
+  'minDHSize',
+  'secureContext',
+  'pskCallback',
+  'requestOCSP',
+  'ticketKeys',
+  'sessionTimeout',
+  'allowPartialTrustChain',
+  'requestCert',
+  'socket',
   // agentkeepalive
-  'freeSocketTimeout', 'socketActiveTTL', 'freeSocketKeepAliveTimeout', 'keepAliveTimeout',
+  'freeSocketTimeout',
+  'socketActiveTTL',
+  'freeSocketKeepAliveTimeout',
+  'keepAliveTimeout',
 ]);
 
 /** Fields of http.Agent options that a policy does not have: a first argument with them is agent options given first. */
@@ -387,7 +452,11 @@ function agentOptions(options: unknown): PolicyHttpsAgentOptions {
       continue;
     }
     if (o.freeSocketTimeout !== undefined && o.freeSocketTimeout !== o[alias]) {
-      throw invalidArgValue(`agentOptions.${alias}`, o[alias], `is agentkeepalive's former name of freeSocketTimeout, which is ${String(o.freeSocketTimeout)}; give one`);
+      throw invalidArgValue(
+        `agentOptions.${alias}`,
+        o[alias],
+        `is agentkeepalive's former name of freeSocketTimeout, which is ${String(o.freeSocketTimeout)}; give one`,
+      );
     }
     o.freeSocketTimeout = o[alias];
     delete o[alias];

@@ -126,7 +126,14 @@ export function armRetry(
   if (r[kOptions] === undefined || r[kRetried] === true || r.method === 'CONNECT') return;
   const s = socket as SocketInternals;
   s[kArmed] = {
-    req: r, agent: agent as AgentInternals, mode, bytesRead: s.bytesRead, chunks: [], bytes: 0, overflow: false, onRetry,
+    req: r,
+    agent: agent as AgentInternals,
+    mode,
+    bytesRead: s.bytesRead,
+    chunks: [],
+    bytes: 0,
+    overflow: false,
+    onRetry,
   };
   if (s[kWrite] === undefined) {
     s[kWrite] = s.write;
@@ -143,12 +150,13 @@ function recordingWrite(this: SocketInternals, data: unknown, encoding?: unknown
   const armed = this[kArmed];
   if (armed !== undefined && this._httpMessage === armed.req && !armed.overflow) {
     const chunk = data as string | Uint8Array;
-    const length = typeof chunk === 'string' ? Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding as BufferEncoding : 'utf8') : chunk.byteLength;
+    const length =
+      typeof chunk === 'string' ? Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8') : chunk.byteLength;
     if (armed.bytes + length > RECORD_MAX) {
       armed.overflow = true;
       armed.chunks.length = 0;
     } else {
-      armed.chunks.push({ data: chunk, encoding: typeof encoding === 'string' ? encoding as BufferEncoding : undefined });
+      armed.chunks.push({ data: chunk, encoding: typeof encoding === 'string' ? (encoding as BufferEncoding) : undefined });
       armed.bytes += length;
     }
   }

@@ -34,7 +34,8 @@ import { assertNotFdless, builtin, listenerHandle, setOnAccept } from '../handle
  */
 export function tuneServer(server: net.Server, policy: Policy | PolicyOverrides): Guard {
   assertNotFdless(server);
-  if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
+  if (!readArgument('server', server, () => server instanceof net.Server))
+    throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   const p = toPolicy(policy);
   const guard = new Guard(p);
   const event = 'setSecureContext' in server ? 'secureConnection' : 'connection';

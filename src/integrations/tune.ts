@@ -32,7 +32,6 @@ function hasAny(o: object): boolean {
   return false;
 }
 
-
 const kNodeKeepAlive = Symbol('socktune.nodeKeepAlive');
 const kGuard = Symbol('socktune.tune.guard');
 const protoSetKeepAlive = net.Socket.prototype.setKeepAlive;
@@ -165,9 +164,8 @@ function tuneWith(socket: net.Socket, policy: Policy | PolicyOverrides, guard: G
   // A policy without kernel options (rstOnClose) only needs the socket checked; an accepted
   // connection that inherited the policy's options from its listener (Linux copies them to every
   // connection it accepts) needs no system call either.
-  const result: ConfigureResult = hasAny(kernel) && !inherited
-    ? configurePolicy(socket, kernel, keep)
-    : 'handle' in lookupHandle(socket) ? 'applied' : 'deferred';
+  const result: ConfigureResult =
+    hasAny(kernel) && !inherited ? configurePolicy(socket, kernel, keep) : 'handle' in lookupHandle(socket) ? 'applied' : 'deferred';
   installClose(socket, p);
   const self = socket as net.Socket & Tuned;
   if (decides) self[kPolicyDecides] = true;

@@ -208,7 +208,8 @@ class RetryState {
     let refusal: string | undefined;
     if (opts.upgrade || opts.method === 'CONNECT') refusal = 'upgrade';
     // The headers are searched only when the method does not decide it (fetch gives every request several).
-    else if (mode !== 'any' && !IDEMPOTENT.has(opts.method) && opts.idempotent !== true && header(opts.headers, 'idempotency-key') == null) refusal = 'not-idempotent';
+    else if (mode !== 'any' && !IDEMPOTENT.has(opts.method) && opts.idempotent !== true && header(opts.headers, 'idempotency-key') == null)
+      refusal = 'not-idempotent';
     let replay: Replay | undefined;
     let given = opts;
     if (refusal === undefined && bodyKind(opts.body) === 'stream') {
@@ -229,7 +230,16 @@ class RetryState {
   }
 
   begin(abort: (reason?: unknown) => void): Attempt {
-    const a: Attempt = { method: this.opts.method, socket: undefined, reused: false, h2: false, responseStarted: false, bytesReadAtSend: -1, done: false, abort };
+    const a: Attempt = {
+      method: this.opts.method,
+      socket: undefined,
+      reused: false,
+      h2: false,
+      responseStarted: false,
+      bytesReadAtSend: -1,
+      done: false,
+      abort,
+    };
     this.attempt = a;
     return a;
   }
@@ -325,7 +335,12 @@ class Handler {
   readonly #controller: StableController;
   #started = false;
 
-  constructor(opts: DispatchOptions, private readonly dispatch: Dispatch, private readonly handler: AnyHandler, private readonly cfg: RetryConfig) {
+  constructor(
+    opts: DispatchOptions,
+    private readonly dispatch: Dispatch,
+    private readonly handler: AnyHandler,
+    private readonly cfg: RetryConfig,
+  ) {
     this.state = new RetryState(opts, cfg.mode);
     this.#controller = new StableController(this.state);
   }
@@ -383,7 +398,12 @@ class LegacyHandler {
   readonly #abort: (reason?: unknown) => void;
   #started = false;
 
-  constructor(opts: DispatchOptions, private readonly dispatch: Dispatch, private readonly handler: AnyHandler, private readonly cfg: RetryConfig) {
+  constructor(
+    opts: DispatchOptions,
+    private readonly dispatch: Dispatch,
+    private readonly handler: AnyHandler,
+    private readonly cfg: RetryConfig,
+  ) {
     this.state = new RetryState(opts, cfg.mode);
     const state = this.state;
     // The abort the downstream keeps: aborts whichever attempt runs, remembered across the gap.
@@ -456,9 +476,10 @@ export function retryInterceptor(cfg: RetryConfig): (dispatch: Dispatch) => Disp
   subscribe();
   return (dispatch) =>
     function socktuneRetry(opts: object, handler: object): unknown {
-      const h = typeof (handler as AnyHandler).onRequestStart === 'function'
-        ? new Handler(opts as DispatchOptions, dispatch, handler as AnyHandler, cfg)
-        : new LegacyHandler(opts as DispatchOptions, dispatch, handler as AnyHandler, cfg);
+      const h =
+        typeof (handler as AnyHandler).onRequestStart === 'function'
+          ? new Handler(opts as DispatchOptions, dispatch, handler as AnyHandler, cfg)
+          : new LegacyHandler(opts as DispatchOptions, dispatch, handler as AnyHandler, cfg);
       return dispatch(h.state.opts, h);
     };
 }

@@ -174,8 +174,18 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
   const p = toPolicy(policy);
   if (typeof agentOptions !== 'object' || agentOptions === null) throw invalidArgType('agentOptions', 'of type object', agentOptions);
   const {
-    connect, connectTimeout, maxCachedSessions, allowH2, autoSelectFamily, autoSelectFamilyAttemptTimeout,
-    socketPath, tls, keepAliveTimeout, keepAliveTimeoutThreshold, keepAliveMaxTimeout, ...rest
+    connect,
+    connectTimeout,
+    maxCachedSessions,
+    allowH2,
+    autoSelectFamily,
+    autoSelectFamilyAttemptTimeout,
+    socketPath,
+    tls,
+    keepAliveTimeout,
+    keepAliveTimeoutThreshold,
+    keepAliveMaxTimeout,
+    ...rest
   } = readArgument('agentOptions', agentOptions, () => ({ ...agentOptions })) as Agent.Options & { tls?: object; keepAliveMaxTimeout?: number };
   const { Agent: UndiciAgent, errors } = loadUndici('createDispatcher()');
   // As undici's Agent checks it, before anything is built.
@@ -185,20 +195,33 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
   const connectOptions = typeof connect === 'object' && connect !== null ? (connect as buildConnector.BuildOptions) : undefined;
   const unix = socketPath != null || connectOptions?.socketPath != null;
   if (!unix && (keepAliveTimeout !== undefined || keepAliveTimeoutThreshold !== undefined)) {
-    throw invalidArgValue('agentOptions', { keepAliveTimeout, keepAliveTimeoutThreshold }, 'cannot set the pool timeouts; set policy.poolIdleTimeout and policy.poolIdleMargin');
+    throw invalidArgValue(
+      'agentOptions',
+      { keepAliveTimeout, keepAliveTimeoutThreshold },
+      'cannot set the pool timeouts; set policy.poolIdleTimeout and policy.poolIdleMargin',
+    );
   }
   // undici hands these to its own buildConnector only when `connect` is not a function.
-  const connector = createConnector(p, typeof connect === 'function' ? (connect as unknown as Connector) : {
-    ...(tls as object | undefined),
-    maxCachedSessions,
-    allowH2,
-    socketPath,
-    timeout: connectTimeout,
-    ...(typeof autoSelectFamily === 'boolean' ? { autoSelectFamily, autoSelectFamilyAttemptTimeout } : undefined),
-    ...connectOptions,
-  } as buildConnector.BuildOptions);
+  const connector = createConnector(
+    p,
+    typeof connect === 'function'
+      ? (connect as unknown as Connector)
+      : ({
+          ...(tls as object | undefined),
+          maxCachedSessions,
+          allowH2,
+          socketPath,
+          timeout: connectTimeout,
+          ...(typeof autoSelectFamily === 'boolean' ? { autoSelectFamily, autoSelectFamilyAttemptTimeout } : undefined),
+          ...connectOptions,
+        } as buildConnector.BuildOptions),
+  );
   // Over TCP the pool timeouts are the policy's; a poolIdleTimeout the user gave caps a hint too.
-  let pool: { keepAliveTimeout?: number; keepAliveTimeoutThreshold?: number; keepAliveMaxTimeout?: number } = { keepAliveTimeout, keepAliveTimeoutThreshold, keepAliveMaxTimeout };
+  let pool: { keepAliveTimeout?: number; keepAliveTimeoutThreshold?: number; keepAliveMaxTimeout?: number } = {
+    keepAliveTimeout,
+    keepAliveTimeoutThreshold,
+    keepAliveMaxTimeout,
+  };
   if (!unix) {
     const cap = isExplicit(p, 'poolIdleTimeout') ? Math.min(keepAliveMaxTimeout ?? Infinity, p.poolIdleTimeout) : keepAliveMaxTimeout;
     pool = { keepAliveTimeout: p.poolIdleTimeout, keepAliveTimeoutThreshold: p.poolIdleMargin, keepAliveMaxTimeout: cap };
@@ -241,7 +264,9 @@ export function createDispatcher(policy: Policy | PolicyOverrides, agentOptions:
   // again, parsing each response's headers into an object and copying them back into Buffers: on a
   // request that does not fail that cost more than the retry itself. The interceptor speaks both
   // APIs; a compose() of the user's on top of this dispatcher still puts it innermost.
-  const dispatch = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ })(UndiciAgent.prototype.dispatch.bind(agent) as (opts: object, handler: object) => unknown);
+  const dispatch = retryInterceptor({ mode: p.poolRetry, fresh, onRetry: () => retried++ })(
+    UndiciAgent.prototype.dispatch.bind(agent) as (opts: object, handler: object) => unknown,
+  );
   Object.defineProperty(agent, 'dispatch', { value: dispatch, enumerable: false, writable: true, configurable: true });
   return agent as PolicyDispatcher;
 }

@@ -97,7 +97,17 @@ export function collectionContext(o: ContextOptions): CollectionContext {
       const out: Array<[string, PoolCounters]> = Object.entries(pools);
       // socktune/register's own: Node's agents and the global fetch.
       if (registerStats().active && !Object.hasOwn(pools, 'register')) {
-        out.unshift(['register', { get retried() { return registerStats().retried; }, get staleDropped() { return registerStats().stale; } }]);
+        out.unshift([
+          'register',
+          {
+            get retried() {
+              return registerStats().retried;
+            },
+            get staleDropped() {
+              return registerStats().stale;
+            },
+          },
+        ]);
       }
       return out;
     },
@@ -109,8 +119,17 @@ export function collectionContext(o: ContextOptions): CollectionContext {
 
 /** Every close reason, checked against CloseReason by the compiler: a label value is one of these. */
 const closeReasons: Record<CloseReason, true> = {
-  close: true, timeout: true, idle: true, heartbeat: true, 'half-closed': true, 'fin-wait': true, dead: true, shutdown: true, stale: true,
-  'max-age': true, 'too-many-pings': true,
+  close: true,
+  timeout: true,
+  idle: true,
+  heartbeat: true,
+  'half-closed': true,
+  'fin-wait': true,
+  dead: true,
+  shutdown: true,
+  stale: true,
+  'max-age': true,
+  'too-many-pings': true,
 };
 const closeMethods: Record<CloseReport['method'], true> = { rst: true, fin: true, none: true };
 
@@ -338,7 +357,7 @@ export const metrics: readonly Metric[] = [
   {
     name: 'pool_retries_total',
     kind: 'counter',
-    help: 'Requests sent once more on a new connection because their pooled connection was closed under them, by pool (register: Node\'s agents and the global fetch under socktune/register)',
+    help: "Requests sent once more on a new connection because their pooled connection was closed under them, by pool (register: Node's agents and the global fetch under socktune/register)",
     labels: ['pool'],
     otel: { name: 'socktune.pool.retries', unit: '{request}', attributes: { pool: 'socktune.pool' } },
     enabled: (c) => c.pools().length > 0,

@@ -16,8 +16,20 @@ import { codes, readArgument, socktuneError } from '../errors.js';
 import type { Policy, ResetScope } from './presets.js';
 import { assertExtensible, idleBetweenRequests, isAccepted, resetAndClosing, responseEndsByClose, stopReading, tlsParent } from '../handle.js';
 import {
-  clearReset, closeChannel, destroyWith, drainThenClose, drainTimeoutError, failSocket, isResetting, lingerIfAcknowledged, markResetting,
-  resetNow, resetWith, type CloseReason, type CloseReport, type Drain,
+  clearReset,
+  closeChannel,
+  destroyWith,
+  drainThenClose,
+  drainTimeoutError,
+  failSocket,
+  isResetting,
+  lingerIfAcknowledged,
+  markResetting,
+  resetNow,
+  resetWith,
+  type CloseReason,
+  type CloseReport,
+  type Drain,
 } from './reset.js';
 
 const kPolicy = Symbol('socktune.policy');
@@ -266,8 +278,13 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
   const next = self[kNextDestroy] ?? proto._destroy;
   const policy = self[kPolicy];
   if (
-    policy === undefined || policy.reset === false || isResetting(this) || this.pending || this.connecting ||
-    resetAndClosing(this) || !wantsReset(this, policy, 'close')
+    policy === undefined ||
+    policy.reset === false ||
+    isResetting(this) ||
+    this.pending ||
+    this.connecting ||
+    resetAndClosing(this) ||
+    !wantsReset(this, policy, 'close')
   ) {
     return next.call(this, err, cb);
   }
@@ -284,16 +301,21 @@ function destroyHook(this: net.Socket, err: Error | null, cb: DestroyCallback): 
   }
   // Destroyed for Node from here on, while the connection drains: nothing more is read.
   stopReading(this);
-  void drainThenClose(this, drainOf(policy), () => true, (report) => {
-    if (report.method === 'rst' && !report.drained) {
-      const error = drainTimeoutError(report);
-      publish(this, 'close', report, error);
-      failSocket(this, error, (e) => next.call(this, e, cb));
-      return;
-    }
-    publish(this, 'close', report);
-    next.call(this, null, cb);
-  });
+  void drainThenClose(
+    this,
+    drainOf(policy),
+    () => true,
+    (report) => {
+      if (report.method === 'rst' && !report.drained) {
+        const error = drainTimeoutError(report);
+        publish(this, 'close', report, error);
+        failSocket(this, error, (e) => next.call(this, e, cb));
+        return;
+      }
+      publish(this, 'close', report);
+      next.call(this, null, cb);
+    },
+  );
 }
 
 /** Installs the `_destroy` shadow once; a `_destroy` someone else put on the socket runs after it. */

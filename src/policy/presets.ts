@@ -286,7 +286,11 @@ function checkHttp2(policy: Policy): void {
   if (h.maxAgeGrace !== false) checkInteger('policy.http2.maxAgeGrace', h.maxAgeGrace, { min: 0, max: 2 ** 31 - 1 });
   // One budget across layers: the PING heartbeat runs on the keepalive timings, and has none without them.
   if (h.ping && (typeof policy.keepAlive !== 'object' || policy.keepAlive === null)) {
-    throw invalidArgValue('policy.http2.ping', h.ping, 'needs keepAlive { idle, interval, count } (the PING heartbeat runs on the keepalive budget); set http2: { ping: false } with keepAlive off');
+    throw invalidArgValue(
+      'policy.http2.ping',
+      h.ping,
+      'needs keepAlive { idle, interval, count } (the PING heartbeat runs on the keepalive budget); set http2: { ping: false } with keepAlive off',
+    );
   }
 }
 
@@ -537,8 +541,12 @@ export const presets = Object.freeze({ gracefulHeartbeat, rstOnClose } as const)
  */
 export function needsTracking(policy: Policy): boolean {
   return (
-    policy.idleTimeout !== false || policy.readerIdleTimeout !== false || policy.writerIdleTimeout !== false ||
-    policy.heartbeat !== false || policy.halfCloseTimeout !== false || policy.finWaitTimeout !== false ||
+    policy.idleTimeout !== false ||
+    policy.readerIdleTimeout !== false ||
+    policy.writerIdleTimeout !== false ||
+    policy.heartbeat !== false ||
+    policy.halfCloseTimeout !== false ||
+    policy.finWaitTimeout !== false ||
     (policy.userTimeout ?? 0) > 0
   );
 }

@@ -50,7 +50,8 @@ export interface CloseReport {
 }
 
 /** Why socktune closed a connection (`'close'`: the application's own `end()`/`destroy()`). */
-export type CloseReason = 'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale' | 'max-age' | 'too-many-pings';
+export type CloseReason =
+  'close' | 'timeout' | 'idle' | 'heartbeat' | 'half-closed' | 'fin-wait' | 'dead' | 'shutdown' | 'stale' | 'max-age' | 'too-many-pings';
 
 /** A message of {@link closeChannel}: one close socktune performed. */
 export interface CloseMessage {
@@ -194,11 +195,13 @@ export function drainTimeoutError(report: CloseReport): Error & { code: string; 
 
 /** Validates reset options into the drain settings. */
 export function drainOptions(options: unknown, name = 'options'): Drain {
-  if (typeof options !== 'object' || options === null || readArgument(name, options, () => Array.isArray(options))) throw invalidArgType(name, 'of type object', options);
+  if (typeof options !== 'object' || options === null || readArgument(name, options, () => Array.isArray(options)))
+    throw invalidArgType(name, 'of type object', options);
   const { drainTimeout, drainDeadline, onDrainTimeout } = readArgument(name, options, () => ownOptions(options, name));
   const drain: Drain = {
     drainTimeout: drainTimeout === undefined ? 5000 : checkInteger(`${name}.drainTimeout`, drainTimeout, { min: 0, max: 2 ** 31 - 1 }),
-    drainDeadline: drainDeadline === undefined || drainDeadline === false ? false : checkInteger(`${name}.drainDeadline`, drainDeadline, { min: 0, max: 2 ** 31 - 1 }),
+    drainDeadline:
+      drainDeadline === undefined || drainDeadline === false ? false : checkInteger(`${name}.drainDeadline`, drainDeadline, { min: 0, max: 2 ** 31 - 1 }),
     onDrainTimeout: (onDrainTimeout ?? 'reset') as DrainTimeoutAction,
   };
   if (drain.onDrainTimeout !== 'reset' && drain.onDrainTimeout !== 'fin') {

@@ -87,11 +87,13 @@ function shutdownFrom(where: string, spec: unknown): ShutdownConfig {
   for (const key of ['delay', 'timeout', 'spread'] as const) {
     const v = o[key];
     if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) fail(`${where} ${key}`, `must be whole milliseconds from 0 to 2147483647; got ${show(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1)
+      fail(`${where} ${key}`, `must be whole milliseconds from 0 to 2147483647; got ${show(v)}`);
     out[key] = v;
   }
   if (o.readinessPath !== undefined) {
-    if (typeof o.readinessPath !== 'string' || !o.readinessPath.startsWith('/')) fail(`${where} readinessPath`, `must be a path starting with '/'; got ${show(o.readinessPath)}`);
+    if (typeof o.readinessPath !== 'string' || !o.readinessPath.startsWith('/'))
+      fail(`${where} readinessPath`, `must be a path starting with '/'; got ${show(o.readinessPath)}`);
     out.readinessPath = o.readinessPath;
   }
   return Object.freeze(out);
@@ -177,7 +179,8 @@ export function parsePolicy(where: string, spec: unknown): Policy {
     const ka = rest.keepAlive;
     if (typeof ka === 'object' && ka !== null && !Array.isArray(ka)) {
       for (const key of Object.keys(ka)) {
-        if (!keepAliveFields.includes(key)) fail(`${where}.keepAlive`, `has no field ${show(key)}; fields: ${keepAliveFields.join(', ')}${hint(key, keepAliveFields)}`);
+        if (!keepAliveFields.includes(key))
+          fail(`${where}.keepAlive`, `has no field ${show(key)}; fields: ${keepAliveFields.join(', ')}${hint(key, keepAliveFields)}`);
       }
     }
     const h2 = rest.http2;
@@ -398,7 +401,9 @@ function fromFile(path: string, traceEnv: boolean | undefined, shutdownEnv: Shut
   });
   const shutdown = shutdownEnv ?? (d.shutdown === undefined ? undefined : shutdownFrom(`${where} shutdown`, d.shutdown));
   return Object.freeze({
-    source: `SOCKTUNE_CONFIG=${file}`, rules: Object.freeze(rules), trace: traceEnv ?? (d.trace as boolean | undefined) ?? false,
+    source: `SOCKTUNE_CONFIG=${file}`,
+    rules: Object.freeze(rules),
+    trace: traceEnv ?? (d.trace as boolean | undefined) ?? false,
     ...(shutdown === undefined ? {} : { shutdown }),
   });
 }
@@ -432,7 +437,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): RegisterConfig
   }
   if (policy === undefined) {
     // No `where: ` prefix: the line socktune/register writes already names the module, and the message names both variables.
-    throw socktuneError(CONFIG_ERROR, 'neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register');
+    throw socktuneError(
+      CONFIG_ERROR,
+      'neither SOCKTUNE_POLICY (e.g. gracefulHeartbeat) nor SOCKTUNE_CONFIG (a rules file) is set; set one, or stop loading socktune/register',
+    );
   }
   const rules = Object.freeze([Object.freeze({ name: 'default', policy: policyFromEnv(policy) })]);
   return Object.freeze({ source: 'SOCKTUNE_POLICY', rules, trace: trace ?? false, ...(shutdown === undefined ? {} : { shutdown }) });

@@ -23,7 +23,15 @@
 import net from 'node:net';
 import { closingView, tcpState } from '../views.js';
 import { isTcpSocket, peerEnded, resetAndClosing } from '../handle.js';
-import { closeChannel, isResetting, type CloseMessage, type ConnectionEnd, type ConnectionEndMessage, type ConnectionInitiator, type TypedChannel } from '../policy/reset.js';
+import {
+  closeChannel,
+  isResetting,
+  type CloseMessage,
+  type ConnectionEnd,
+  type ConnectionEndMessage,
+  type ConnectionInitiator,
+  type TypedChannel,
+} from '../policy/reset.js';
 import { kernelError } from '../errors.js';
 import { originOf } from '../guard/origin.js';
 import type { Direction } from './config.js';

@@ -78,7 +78,9 @@ function start(): { config: RegisterConfig; guards: Readonly<Record<string, Guar
       process.stderr.write(`socktune/register: cannot work here, stopping (SOCKTUNE_STRICT=1): ${unavailable.message} (${unavailable.code})\n`);
       process.exit(CONFIG_EXIT_CODE);
     }
-    process.stderr.write(`socktune/register: not active, the process runs without it: ${firstSentence(unavailable.message)} (${unavailable.code}; SOCKTUNE_STRICT=1 stops instead)\n`);
+    process.stderr.write(
+      `socktune/register: not active, the process runs without it: ${firstSentence(unavailable.message)} (${unavailable.code}; SOCKTUNE_STRICT=1 stops instead)\n`,
+    );
     registerInactive(unavailable);
     return { config, guards: Object.freeze({}) };
   }

@@ -453,14 +453,15 @@ function onRequestStart(message: unknown): void {
     `${describeServer(server)} is behind a proxy (its requests carry forwarding headers) and closes idle keep-alive connections after ${keepAlive} ms; ` +
       'a proxy that keeps them longer ' +
       `(AWS ALB and nginx upstream keepalive: ${COMMON_UPSTREAM_IDLE} ms by default) can send a request on one as it closes (502). ` +
-      'Give the policy upstreamIdleTimeout (the proxy\'s idle timeout), or upstreamIdleTimeout: false when nothing is in front.',
+      "Give the policy upstreamIdleTimeout (the proxy's idle timeout), or upstreamIdleTimeout: false when nothing is in front.",
     { code: 'SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM' },
   );
 }
 
 function describeServer(server: net.Server): string {
   const address = server.address();
-  if (typeof address === 'object' && address !== null) return `the HTTP server on ${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
+  if (typeof address === 'object' && address !== null)
+    return `the HTTP server on ${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
   return 'an HTTP server';
 }
 
@@ -553,10 +554,16 @@ function patchAgentPrototype(agentPrototype: http.Agent): void {
   proto.addRequest = function addRequestUnderRegister(this: http.Agent, req, options, ...legacy) {
     if (active !== undefined && !isPolicyAgent(this)) {
       noteRequestOptions(req, options);
-      sweepFreeSockets(this, options, legacy, (socket) => (guardOf(socket) === undefined ? 'other' : 'tcp'), (socket) => {
-        if (active !== undefined) active.stats.stale++;
-        void guardOf(socket)?.drop(socket, 'stale');
-      });
+      sweepFreeSockets(
+        this,
+        options,
+        legacy,
+        (socket) => (guardOf(socket) === undefined ? 'other' : 'tcp'),
+        (socket) => {
+          if (active !== undefined) active.stats.stale++;
+          void guardOf(socket)?.drop(socket, 'stale');
+        },
+      );
     }
     return addRequest.call(this, req, options, ...legacy);
   };

@@ -53,7 +53,7 @@ export function connect(options: ConnectOptions, connectListener?: () => void): 
   const { prebind: given, policy: policyGiven, ...netOptions } = copy;
   // As net.connect decides: a truthy `path` is a Unix-domain socket (an agent passes `path: null`).
   if ((netOptions as { path?: unknown }).path) {
-    throw socktuneError(codes.NOT_TCP, "connect() opens TCP connections; got options.path (a Unix-domain socket): use net.connect", 'TypeError');
+    throw socktuneError(codes.NOT_TCP, 'connect() opens TCP connections; got options.path (a Unix-domain socket): use net.connect', 'TypeError');
   }
   if (connectListener !== undefined && typeof connectListener !== 'function') throw invalidArgType('connectListener', 'of type function', connectListener);
   const policy = policyGiven === undefined ? undefined : toPolicy(policyGiven, 'options.policy');
@@ -82,9 +82,31 @@ let pinnedDefault: EncodedOptions | undefined;
 
 /** What net.Socket's constructor and connect() read from their options (Node 20 to 26). */
 const nodeOptions = [
-  'fd', 'handle', 'allowHalfOpen', 'readable', 'writable', 'signal', 'onread', 'noDelay', 'keepAlive', 'keepAliveInitialDelay',
-  'highWaterMark', 'pauseOnCreate', 'manualStart', 'blockList', 'path', 'host', 'port', 'localAddress', 'localPort', 'family',
-  'hints', 'lookup', 'timeout', 'autoSelectFamily', 'autoSelectFamilyAttemptTimeout',
+  'fd',
+  'handle',
+  'allowHalfOpen',
+  'readable',
+  'writable',
+  'signal',
+  'onread',
+  'noDelay',
+  'keepAlive',
+  'keepAliveInitialDelay',
+  'highWaterMark',
+  'pauseOnCreate',
+  'manualStart',
+  'blockList',
+  'path',
+  'host',
+  'port',
+  'localAddress',
+  'localPort',
+  'family',
+  'hints',
+  'lookup',
+  'timeout',
+  'autoSelectFamily',
+  'autoSelectFamilyAttemptTimeout',
 ];
 
 /** `net.createConnection`'s name for {@link connect}. */

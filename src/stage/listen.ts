@@ -54,7 +54,8 @@ const listenKeys = ['port', 'host', 'backlog', 'ipv6Only', 'prebind'];
  * @throws {TypeError | RangeError} for invalid options, before anything is opened
  */
 export function listen(server: net.Server, options: ListenOptions, callback?: () => void): net.Server {
-  if (!readArgument('server', server, () => server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
+  if (!readArgument('server', server, () => server instanceof net.Server))
+    throw invalidArgType('server', 'an instance of net.Server (http, https and tls servers are)', server);
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
   if (callback !== undefined && typeof callback !== 'function') throw invalidArgType('callback', 'of type function', callback);
   const o = readArgument('options', options, () => {
@@ -76,7 +77,10 @@ export function listen(server: net.Server, options: ListenOptions, callback?: ()
   // Validated first, then refused by name where the stage cannot make its socket (Windows).
   assertStagesAvailable('listen()');
   if (process.env.NODE_UNIQUE_ID !== undefined) {
-    throw socktuneError(codes.UNSUPPORTED, "listen() cannot hand a socket to a cluster worker's server (the primary would get the fd); use reusePort across processes instead of cluster");
+    throw socktuneError(
+      codes.UNSUPPORTED,
+      "listen() cannot hand a socket to a cluster worker's server (the primary would get the fd); use reusePort across processes instead of cluster",
+    );
   }
   if (server.listening) throw socktuneError('ERR_SERVER_ALREADY_LISTEN', 'Listen method has been called more than once without closing.');
   if (callback !== undefined) server.once('listening', callback);
@@ -127,7 +131,17 @@ function scopeOf(host: string): number {
  * listen() does, and returns undefined. With `quietFamily`, a host without IPv6 returns undefined
  * without an error (the caller tries IPv4).
  */
-function tryCreate(server: net.Server, ip: 4 | 6, encoded: EncodedOptions, bytes: Uint8Array, port: number, v6only: number, address: string, quietFamily: boolean, scope = 0): number | undefined {
+function tryCreate(
+  server: net.Server,
+  ip: 4 | 6,
+  encoded: EncodedOptions,
+  bytes: Uint8Array,
+  port: number,
+  v6only: number,
+  address: string,
+  quietFamily: boolean,
+  scope = 0,
+): number | undefined {
   try {
     return createSocket(ip, encoded, { bytes, port, scope }, v6only);
   } catch (err) {

@@ -18,9 +18,7 @@ import type net from 'node:net';
 import type { Policy } from '../policy/presets.js';
 import { addressError } from '../errors.js';
 import { Stage, applyEncodedTo, createSocket, encodeFor, isSupported, without, type EncodedOptions, type SocketOptions } from '../options.js';
-import {
-  STAGE_DESTROYED, bindPending, handleFd, interceptConnects, openSocket, tryingSeveral, type ConnectTarget,
-} from '../handle.js';
+import { STAGE_DESTROYED, bindPending, handleFd, interceptConnects, openSocket, tryingSeveral, type ConnectTarget } from '../handle.js';
 
 /** The options of a socket at the stage, or how they are chosen at its connect (by the destination). */
 export type StageChoice = EncodedOptions | ((socket: net.Socket, target: ConnectTarget) => EncodedOptions | undefined);
@@ -75,7 +73,7 @@ export function isPrebound(socket: net.Socket): boolean {
 
 function connectAtStage(socket: net.Socket, handle: object, target: ConnectTarget): number {
   const choice = staged.get(socket);
-  let options = typeof choice === 'function' ? choice(socket, target) : choice ?? everyOpened?.(socket, target);
+  let options = typeof choice === 'function' ? choice(socket, target) : (choice ?? everyOpened?.(socket, target));
   // Without a bind to make, IP_BIND_ADDRESS_NO_PORT has nothing to do; with nothing else to set,
   // Node makes its socket itself.
   if (options !== undefined && target.bind === undefined) options = withoutBind(options);

@@ -64,10 +64,13 @@ export function linesByKey<T>(child: ChildProcess, keyOf: (line: T) => number | 
     seen.set(keyOf(parsed), parsed);
   });
   return (key, within = 20_000) =>
-    vi.waitFor(() => {
-      expect(seen.has(key), `a line for ${key}`).toBe(true);
-      return seen.get(key)!;
-    }, { timeout: within, interval: 20 });
+    vi.waitFor(
+      () => {
+        expect(seen.has(key), `a line for ${key}`).toBe(true);
+        return seen.get(key)!;
+      },
+      { timeout: within, interval: 20 },
+    );
 }
 
 /** Resolves once `child` has printed `text` on stdout or stderr (a server that is ready says so); fails with `message` and the output after `within` ms. */

@@ -127,7 +127,10 @@ export class DelayLink {
     if (ready !== 'ready') throw new Error(`delay-link said ${JSON.stringify(ready)} instead of ready`);
 
     const { mtu } = this.options;
-    for (const [end, rootDev] of [[this.client, this.rootDevs[0]], [this.server, this.rootDevs[1]]] as const) {
+    for (const [end, rootDev] of [
+      [this.client, this.rootDevs[0]],
+      [this.server, this.rootDevs[1]],
+    ] as const) {
       execFileSync('ip', ['link', 'set', 'dev', rootDev, 'netns', end.name, 'name', this.dev]);
       // No IPv6 link-local address: nothing crosses the link that a test did not send.
       execFileSync('ip', ['-n', end.name, 'link', 'set', 'dev', this.dev, 'addrgenmode', 'none', 'mtu', String(mtu)]);

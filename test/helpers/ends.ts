@@ -92,16 +92,29 @@ class LineReader {
 }
 
 /** Runs every case `n` times (each in its own batch, `concurrency` at once) and judges each connection. */
-export async function runMatrix(tag: string, subnet: number, n: number, concurrency: number, env: Record<string, string> = {}, cases: readonly Case[] = matrix): Promise<{ results: CaseResult[]; rows: Attributed[] }> {
+export async function runMatrix(
+  tag: string,
+  subnet: number,
+  n: number,
+  concurrency: number,
+  env: Record<string, string> = {},
+  cases: readonly Case[] = matrix,
+): Promise<{ results: CaseResult[]; rows: Attributed[] }> {
   const peer = new VethPeer(tag, subnet).create();
   const children: ChildProcess[] = [];
   const pcap = `/tmp/socktune-ends-${process.pid}-${subnet}.pcap`;
   try {
-    const p = spawn('ip', ['netns', 'exec', peer.ns.name, process.execPath, fixture('ends-peer.mjs'), peer.peerAddr, '7000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const p = spawn('ip', ['netns', 'exec', peer.ns.name, process.execPath, fixture('ends-peer.mjs'), peer.peerAddr, '7000'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     children.push(p);
     const peerLines = new LineReader(p);
     await peerLines.until((l) => l.ready === true, 30_000);
-    const dump = spawn('tcpdump', ['-i', peer.hostIf, '-nn', '-U', '--immediate-mode', '-s', '96', '-B', '16384', '-w', pcap, 'tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const dump = spawn(
+      'tcpdump',
+      ['-i', peer.hostIf, '-nn', '-U', '--immediate-mode', '-s', '96', '-B', '16384', '-w', pcap, 'tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     children.push(dump);
     let dumpLog = '';
     dump.stderr!.setEncoding('utf8').on('data', (d: string) => (dumpLog += d));
@@ -134,7 +147,13 @@ export async function runMatrix(tag: string, subnet: number, n: number, concurre
     const wire = firstCloses(peer.hostAddr);
     // Each case is the only one with its direction, initiator and cause: n rows each, and every
     // row's first FIN or RST on the wire is the one its initiator names.
-    const wireOf: Record<string, string> = { 'peer-fin': 'peer FIN', 'peer-rst': 'peer RST', 'local-end': 'local FIN', 'local-destroy': 'local FIN', 'local-rst': 'local RST' };
+    const wireOf: Record<string, string> = {
+      'peer-fin': 'peer FIN',
+      'peer-rst': 'peer RST',
+      'local-end': 'local FIN',
+      'local-destroy': 'local FIN',
+      'local-rst': 'local RST',
+    };
     const results: CaseResult[] = cases.map((c) => ({ case: c, closes: 0, right: 0, wrong: [] }));
     const unmatched: CaseResult = { case: cases[0], closes: 0, right: 0, wrong: [] };
     // A port pair is used again once its connection is gone: the i-th row of a pair is its i-th connection.
@@ -175,7 +194,8 @@ export async function runMatrix(tag: string, subnet: number, n: number, concurre
           pair.opening = false;
         } else if (!pair.opening && pair.connections.length > 0) {
           const last = pair.connections.length - 1;
-          if (pair.connections[last] === undefined && /[FR]/.test(flags)) pair.connections[last] = `${fromUs ? 'local' : 'peer'} ${flags.includes('R') ? 'RST' : 'FIN'}`;
+          if (pair.connections[last] === undefined && /[FR]/.test(flags))
+            pair.connections[last] = `${fromUs ? 'local' : 'peer'} ${flags.includes('R') ? 'RST' : 'FIN'}`;
         }
       }
       return new Map([...pairs].map(([key, p]) => [key, p.connections]));

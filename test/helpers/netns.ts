@@ -73,9 +73,17 @@ export class Netns {
 /** Counts `ss -Htan` lines by state, with ss's names turned into the kernel's (TIME-WAIT → TIME_WAIT). */
 export function ssCounts(output: string): Record<string, number> {
   const names: Record<string, string> = {
-    ESTAB: 'ESTABLISHED', 'SYN-SENT': 'SYN_SENT', 'SYN-RECV': 'SYN_RECV', 'FIN-WAIT-1': 'FIN_WAIT1',
-    'FIN-WAIT-2': 'FIN_WAIT2', 'TIME-WAIT': 'TIME_WAIT', UNCONN: 'CLOSE', 'CLOSE-WAIT': 'CLOSE_WAIT',
-    'LAST-ACK': 'LAST_ACK', LISTEN: 'LISTEN', CLOSING: 'CLOSING',
+    ESTAB: 'ESTABLISHED',
+    'SYN-SENT': 'SYN_SENT',
+    'SYN-RECV': 'SYN_RECV',
+    'FIN-WAIT-1': 'FIN_WAIT1',
+    'FIN-WAIT-2': 'FIN_WAIT2',
+    'TIME-WAIT': 'TIME_WAIT',
+    UNCONN: 'CLOSE',
+    'CLOSE-WAIT': 'CLOSE_WAIT',
+    'LAST-ACK': 'LAST_ACK',
+    LISTEN: 'LISTEN',
+    CLOSING: 'CLOSING',
   };
   const counts: Record<string, number> = {};
   for (const line of output.split('\n')) {

@@ -21,20 +21,23 @@ export interface Nginx {
 export async function startNginx(options: { port: number; http: string[]; netns?: string; events?: string; main?: string[] }): Promise<Nginx> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'socktune-nginx-'));
   const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(conf, [
-    'master_process off;',
-    'daemon off;',
-    `pid ${dir}/nginx.pid;`,
-    `error_log ${dir}/error.log warn;`,
-    ...(options.main ?? []),
-    `events { ${options.events ?? 'worker_connections 256;'} }`,
-    'http {',
-    '  access_log off;',
-    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
-    ...options.http.map((l) => `  ${l}`),
-    '}',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      'master_process off;',
+      'daemon off;',
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log warn;`,
+      ...(options.main ?? []),
+      `events { ${options.events ?? 'worker_connections 256;'} }`,
+      'http {',
+      '  access_log off;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
+      ...options.http.map((l) => `  ${l}`),
+      '}',
+      '',
+    ].join('\n'),
+  );
   const inNs = (cmd: string[]): string[] => (options.netns ? ['ip', 'netns', 'exec', options.netns, ...cmd] : cmd);
   const [bin, ...args] = inNs(['nginx', '-e', `${dir}/error.log`, '-p', dir, '-c', conf]);
   const nginx = spawn(bin, args, { stdio: 'ignore' });

@@ -20,18 +20,49 @@ export function postgresBin(): string {
  * local socket in `dir`) and starts its server in `netns` on `address`:`port`; resolves with the
  * server process (the postmaster itself: setpriv execs it) once it accepts connections, within `within` ms.
  */
-export async function startPostgres(options: { dir: string; netns: string; address: string; port: number; clients: string; within: number }): Promise<ChildProcess> {
+export async function startPostgres(options: {
+  dir: string;
+  netns: string;
+  address: string;
+  port: number;
+  clients: string;
+  within: number;
+}): Promise<ChildProcess> {
   const { dir, netns, address, port, clients, within } = options;
   const bin = postgresBin();
   const id = (flag: string) => Number(execFileSync('id', [flag, 'nobody'], { encoding: 'utf8' }).trim());
   // The data directory belongs to the server's user; /tmp itself is world-traversable.
   chownSync(dir, id('-u'), id('-g'));
   const asNobody = ['setpriv', `--reuid=${id('-u')}`, `--regid=${id('-g')}`, '--clear-groups'];
-  execFileSync(asNobody[0], [...asNobody.slice(1), join(bin, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'],
-    { stdio: 'ignore', timeout: 60_000 });
+  execFileSync(
+    asNobody[0],
+    [...asNobody.slice(1), join(bin, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'],
+    { stdio: 'ignore', timeout: 60_000 },
+  );
   appendFileSync(join(dir, 'data', 'pg_hba.conf'), `host all all ${clients} trust\n`);
-  const server = spawn('ip', ['netns', 'exec', netns, ...asNobody, join(bin, 'postgres'), '-D', join(dir, 'data'), '-k', dir,
-    '-c', `listen_addresses=${address}`, '-c', `port=${port}`, '-c', 'fsync=off', '-c', 'logging_collector=off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const server = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      netns,
+      ...asNobody,
+      join(bin, 'postgres'),
+      '-D',
+      join(dir, 'data'),
+      '-k',
+      dir,
+      '-c',
+      `listen_addresses=${address}`,
+      '-c',
+      `port=${port}`,
+      '-c',
+      'fsync=off',
+      '-c',
+      'logging_collector=off',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   try {
     await printed(server, 'ready to accept connections', within, 'postgres did not start');
   } catch (err) {

@@ -55,7 +55,19 @@ export function manual(): Array<{ file: string; text: string }> {
 }
 
 /** The packages the manual's examples import besides socktune, and the type declarations the type check needs. */
-const peers = ['ws', 'undici', 'prom-client', 'ioredis', 'pg', '@opentelemetry/api', '@opentelemetry/sdk-metrics', '@opentelemetry/exporter-prometheus', '@types/node', '@types/ws', '@types/pg'];
+const peers = [
+  'ws',
+  'undici',
+  'prom-client',
+  'ioredis',
+  'pg',
+  '@opentelemetry/api',
+  '@opentelemetry/sdk-metrics',
+  '@opentelemetry/exporter-prometheus',
+  '@types/node',
+  '@types/ws',
+  '@types/pg',
+];
 
 /** The consumer project, with the examples' peer packages linked into its node_modules. */
 export function readmeProject(): string {

@@ -180,7 +180,12 @@ export async function startApp(script: string, opts: AppOptions): Promise<App> {
 }
 
 /** Runs `node [nodeArgs] script` to its end (in namespace `ns`, if given) and returns its exit code and output. */
-export function runToEnd(nodeArgs: string[], env: Record<string, string>, timeout = 30_000, ns?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runToEnd(
+  nodeArgs: string[],
+  env: Record<string, string>,
+  timeout = 30_000,
+  ns?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const [command, ...args] = ns === undefined ? [process.execPath, ...nodeArgs] : ['ip', 'netns', 'exec', ns, process.execPath, ...nodeArgs];
     const child = spawn(command, args, { cwd: consumerProject(), env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -229,7 +234,8 @@ const port = (endpoint: string) => Number(endpoint.slice(endpoint.lastIndexOf(':
 
 function ssOnce(ns: string | undefined, filter: string[]): SsSocket[] {
   const ss = ['ss', '-Htnpoi', 'state', 'established', ...filter];
-  const out = ns === undefined ? execFileSync(ss[0], ss.slice(1), { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, ...ss], { encoding: 'utf8' });
+  const out =
+    ns === undefined ? execFileSync(ss[0], ss.slice(1), { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, ...ss], { encoding: 'utf8' });
   const sockets: SsSocket[] = [];
   for (const line of out.split('\n')) {
     if (line.trim() === '') continue;
@@ -343,7 +349,8 @@ export interface Arm {
  */
 export function listenerFds(pid: number, ns?: string): Map<number, number> {
   const args = ['-Htlnp'];
-  const stdout = ns === undefined ? execFileSync('ss', args, { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, 'ss', ...args], { encoding: 'utf8' });
+  const stdout =
+    ns === undefined ? execFileSync('ss', args, { encoding: 'utf8' }) : execFileSync('ip', ['netns', 'exec', ns, 'ss', ...args], { encoding: 'utf8' });
   const out = new Map<number, number>();
   for (const line of stdout.split('\n')) {
     const local = line.trim().split(/\s+/)[3];
@@ -373,10 +380,19 @@ export function expectRecipePolicy(arm: Arm, sockets: SsSocket[], what: string, 
       expect(set.TCP_KEEPIDLE === undefined || set.TCP_KEEPIDLE * 1000 > recipeKeepAlive.idle, `${what}: TCP_KEEPIDLE ${set.TCP_KEEPIDLE}`).toBe(true);
       continue;
     }
-    const options = { SO_KEEPALIVE: set.SO_KEEPALIVE, TCP_KEEPIDLE: set.TCP_KEEPIDLE, TCP_KEEPINTVL: set.TCP_KEEPINTVL, TCP_KEEPCNT: set.TCP_KEEPCNT, TCP_USER_TIMEOUT: set.TCP_USER_TIMEOUT };
+    const options = {
+      SO_KEEPALIVE: set.SO_KEEPALIVE,
+      TCP_KEEPIDLE: set.TCP_KEEPIDLE,
+      TCP_KEEPINTVL: set.TCP_KEEPINTVL,
+      TCP_KEEPCNT: set.TCP_KEEPCNT,
+      TCP_USER_TIMEOUT: set.TCP_USER_TIMEOUT,
+    };
     expect(options, what).toEqual({
-      SO_KEEPALIVE: 1, TCP_KEEPIDLE: recipeKeepAlive.idle / 1000, TCP_KEEPINTVL: recipeKeepAlive.interval / 1000,
-      TCP_KEEPCNT: recipeKeepAlive.count, TCP_USER_TIMEOUT: recipeBudget,
+      SO_KEEPALIVE: 1,
+      TCP_KEEPIDLE: recipeKeepAlive.idle / 1000,
+      TCP_KEEPINTVL: recipeKeepAlive.interval / 1000,
+      TCP_KEEPCNT: recipeKeepAlive.count,
+      TCP_USER_TIMEOUT: recipeBudget,
     });
     expect(socket.keepAliveTimer, `${what}: keepalive timer`).toBeDefined();
     expect(socket.keepAliveTimer!, `${what}: keepalive timer`).toBeLessThanOrEqual(recipeKeepAlive.idle + 500);

@@ -42,16 +42,28 @@ export interface Exit {
 /** Runs `args` under the runtime to its end. */
 export function runUnder(rt: Runtime, args: string[], options: { cwd?: string; env?: Record<string, string>; timeout?: number } = {}): Promise<Exit> {
   return new Promise((resolve) => {
-    execFile(rt.bin, args, { cwd: options.cwd, env: { ...process.env, ...rt.env, ...options.env }, timeout: options.timeout ?? 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
-    });
+    execFile(
+      rt.bin,
+      args,
+      { cwd: options.cwd, env: { ...process.env, ...rt.env, ...options.env }, timeout: options.timeout ?? 60_000, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
 /** A Node binary of `version` (a major, or an exact version) from the npm registry (scripts/lib.mjs's fetchNode), or undefined (with a warning) outside CI. */
 export function nodeBinary(version: string): string | undefined {
   try {
-    return execFileSync(process.execPath, ['--input-type=module', '-e', `const l = await import('./scripts/lib.mjs'); console.log(l.fetchNode(process.cwd(), ${JSON.stringify(version)}))`], { cwd: root, encoding: 'utf8', timeout: 600_000 }).trim().split('\n').at(-1);
+    return execFileSync(
+      process.execPath,
+      ['--input-type=module', '-e', `const l = await import('./scripts/lib.mjs'); console.log(l.fetchNode(process.cwd(), ${JSON.stringify(version)}))`],
+      { cwd: root, encoding: 'utf8', timeout: 600_000 },
+    )
+      .trim()
+      .split('\n')
+      .at(-1);
   } catch (err) {
     if (inCI) throw err;
     console.warn(`skipping: Node ${version} cannot be had here (${(err as Error).message.split('\n')[0]})`);

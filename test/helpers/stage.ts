@@ -32,7 +32,20 @@ export async function traceSyscalls(fixture: string, args: string[], syscalls: s
   try {
     ({ stdout } = await run(
       'strace',
-      ['-f', '-qq', '-o', out, '-e', `trace=${[...syscalls, 'access', 'faccessat', 'faccessat2'].join(',')}`, '-e', 'signal=none', ...extra, process.execPath, fixtures + fixture, ...args],
+      [
+        '-f',
+        '-qq',
+        '-o',
+        out,
+        '-e',
+        `trace=${[...syscalls, 'access', 'faccessat', 'faccessat2'].join(',')}`,
+        '-e',
+        'signal=none',
+        ...extra,
+        process.execPath,
+        fixtures + fixture,
+        ...args,
+      ],
       { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 },
     ));
     text = readFileSync(out, 'utf8');
@@ -69,7 +82,20 @@ export async function traceServer(
   try {
     const child = spawn(
       'strace',
-      ['-f', '-qq', '-o', out, '-e', `trace=${[...syscalls, 'access', 'faccessat', 'faccessat2'].join(',')}`, '-e', 'signal=none', process.execPath, ...(options.nodeArgs ?? []), fixtures + fixture, ...args],
+      [
+        '-f',
+        '-qq',
+        '-o',
+        out,
+        '-e',
+        `trace=${[...syscalls, 'access', 'faccessat', 'faccessat2'].join(',')}`,
+        '-e',
+        'signal=none',
+        process.execPath,
+        ...(options.nodeArgs ?? []),
+        fixtures + fixture,
+        ...args,
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'], env: options.env ?? process.env },
     );
     let buf = '';
@@ -102,7 +128,10 @@ export async function traceServer(
       const end = text.findIndex((l) => l.includes('/socktune-mark-end'));
       if (begin < 0 || end < begin) throw new Error(`${fixture} left no marks`);
       const wanted = new RegExp(`^(${syscalls.join('|')})\\(`);
-      const calls = text.slice(begin + 1, end).map((l) => l.replace(/^(?:\[pid\s+\d+\]|\d+)\s*/, '')).filter((l) => wanted.test(l));
+      const calls = text
+        .slice(begin + 1, end)
+        .map((l) => l.replace(/^(?:\[pid\s+\d+\]|\d+)\s*/, ''))
+        .filter((l) => wanted.test(l));
       const counts: Record<string, number> = {};
       for (const c of calls) counts[c.split('(')[0]] = (counts[c.split('(')[0]] ?? 0) + 1;
       return { calls, report, counts };
@@ -124,7 +153,10 @@ export class NsPair {
   readonly cliAddr: string;
   readonly srvAddr: string;
 
-  constructor(tag: string, readonly subnet: number) {
+  constructor(
+    tag: string,
+    readonly subnet: number,
+  ) {
     this.cli = new Netns(`${tag}c`);
     this.srv = new Netns(`${tag}s`);
     this.cliAddr = `10.216.${subnet}.1`;

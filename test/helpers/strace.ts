@@ -50,7 +50,10 @@ export async function strace(fixture: string, args: string[] = [], extra: string
   const isCall = (l: string) => /(setsockopt|getsockopt|ioctl)\(/.test(l);
   // With -o, strace -f starts each line with the thread's id (`1234  setsockopt(...)`).
   const clean = (l: string) => l.replace(/^(?:\[pid\s+\d+\]|\d+)\s*/, '');
-  const calls = lines.slice(begin + 1, end).filter(isCall).map(clean);
+  const calls = lines
+    .slice(begin + 1, end)
+    .filter(isCall)
+    .map(clean);
   const setsBefore = lines.slice(0, begin).filter((l) => /setsockopt\(/.test(l)).length;
   const sections = new Map<string, string[]>();
   let current: string[] | undefined;

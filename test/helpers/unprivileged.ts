@@ -68,7 +68,10 @@ export function packageCopy(options: { addon?: boolean; prebuilds?: Record<strin
     // The prebuilds too: with PREBUILDS_ONLY=1 (the portability runs) the loader takes only those.
     if (existsSync(join(root, 'prebuilds'))) cpSync(join(root, 'prebuilds'), join(pkg, 'prebuilds'), { recursive: true });
   }
-  for (const [to, from] of Object.entries({ ...Object.fromEntries(Object.entries(options.prebuilds ?? {}).map(([k, v]) => [join('prebuilds', k), v])), ...options.files })) {
+  for (const [to, from] of Object.entries({
+    ...Object.fromEntries(Object.entries(options.prebuilds ?? {}).map(([k, v]) => [join('prebuilds', k), v])),
+    ...options.files,
+  })) {
     mkdirSync(dirname(join(pkg, to)), { recursive: true });
     copyFileSync(from, join(pkg, to));
   }

@@ -15,7 +15,10 @@ export class VethPeer {
   readonly peerAddr: string;
 
   /** @param tag short file tag (letters); @param subnet 1..250, unique per test file */
-  constructor(tag: string, readonly subnet: number) {
+  constructor(
+    tag: string,
+    readonly subnet: number,
+  ) {
     this.ns = new Netns(tag);
     // Interface names are global in the root namespace and at most 15 characters.
     this.hostIf = `st${subnet}h${process.pid % 100000}`;

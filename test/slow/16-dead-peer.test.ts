@@ -150,14 +150,18 @@ describe.runIf(canUse('ip', 'nft'))('a peer that vanishes', () => {
     }
   }, 30_000);
 
-  it('without the policy (and keepalive alone with data in flight): nothing within 60 s', async () => {
-    await sleep(Math.max(0, vanishedAt + controlWindow - performance.now()));
-    const watched = [...control, ...inFlightKeepAliveOnly];
-    for (const w of watched) {
-      expect(w.error).toBeUndefined();
-      expect(w.closedAt).toBe(0);
-      expect(tcpState(w.socket)).toBe('ESTABLISHED');
-    }
-    console.log(JSON.stringify({ control: { connections: watched.length, windowMs: Math.round(performance.now() - vanishedAt), errors: 0 } }));
-  }, controlWindow + 10_000);
+  it(
+    'without the policy (and keepalive alone with data in flight): nothing within 60 s',
+    async () => {
+      await sleep(Math.max(0, vanishedAt + controlWindow - performance.now()));
+      const watched = [...control, ...inFlightKeepAliveOnly];
+      for (const w of watched) {
+        expect(w.error).toBeUndefined();
+        expect(w.closedAt).toBe(0);
+        expect(tcpState(w.socket)).toBe('ESTABLISHED');
+      }
+      console.log(JSON.stringify({ control: { connections: watched.length, windowMs: Math.round(performance.now() - vanishedAt), errors: 0 } }));
+    },
+    controlWindow + 10_000,
+  );
 });

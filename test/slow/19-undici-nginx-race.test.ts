@@ -65,7 +65,7 @@ describe.runIf(canUse('ip', 'ss', 'nginx'))('scenario 20: real nginx, keepalive_
     return report;
   }
 
-  it('undici\'s own Agent, default options: at least one failure in 2000', async () => {
+  it("undici's own Agent, default options: at least one failure in 2000", async () => {
     const r = await race('undici');
     expect(r.failures).toBeGreaterThan(0);
   }, 120_000);

@@ -81,29 +81,33 @@ describe('heartbeat with real ws clients', () => {
     }
   }, 40_000);
 
-  it.runIf(canUse('ip', 'nft'))('a client that vanished is closed within interval + timeout + scanInterval; the others stay', async () => {
-    const peer = new VethPeer('wsv', 71).create();
-    try {
-      const { server, wss, guard, closed, url } = await wsServer(peer.hostAddr, heartbeat, scanInterval);
-      // Two client processes in the peer namespace: both stay healthy until the namespace vanishes.
-      const { child } = await peer.ns.start(clientsFixture, [url, '5']);
-      await expect.poll(() => guard.stats().tracked, { timeout: 5000, interval: 20 }).toBe(5);
-      await sleep(3000);
-      expect(closed).toEqual([]);
-      peer.vanish();
-      const vanished = performance.now();
-      const budget = heartbeat.interval + heartbeat.timeout + scanInterval;
-      await expect.poll(() => closed.length, { timeout: budget + 2000, interval: 20 }).toBe(5);
-      const took = performance.now() - vanished;
-      console.log(`ws heartbeat, vanished: all 5 closed ${Math.round(took)} ms after the drop (budget ${budget} ms)`);
-      expect(closed.every((e) => e.reason === 'heartbeat')).toBe(true);
-      // Timers and scans are not exact on a loaded machine: a scan slice is a tick late at most.
-      expect(took).toBeLessThanOrEqual(budget + scanInterval / 8 + 250);
-      child.kill('SIGKILL');
-      for (const ws of wss.clients) ws.terminate();
-      server.closeAllConnections();
-    } finally {
-      await peer.destroy();
-    }
-  }, 40_000);
+  it.runIf(canUse('ip', 'nft'))(
+    'a client that vanished is closed within interval + timeout + scanInterval; the others stay',
+    async () => {
+      const peer = new VethPeer('wsv', 71).create();
+      try {
+        const { server, wss, guard, closed, url } = await wsServer(peer.hostAddr, heartbeat, scanInterval);
+        // Two client processes in the peer namespace: both stay healthy until the namespace vanishes.
+        const { child } = await peer.ns.start(clientsFixture, [url, '5']);
+        await expect.poll(() => guard.stats().tracked, { timeout: 5000, interval: 20 }).toBe(5);
+        await sleep(3000);
+        expect(closed).toEqual([]);
+        peer.vanish();
+        const vanished = performance.now();
+        const budget = heartbeat.interval + heartbeat.timeout + scanInterval;
+        await expect.poll(() => closed.length, { timeout: budget + 2000, interval: 20 }).toBe(5);
+        const took = performance.now() - vanished;
+        console.log(`ws heartbeat, vanished: all 5 closed ${Math.round(took)} ms after the drop (budget ${budget} ms)`);
+        expect(closed.every((e) => e.reason === 'heartbeat')).toBe(true);
+        // Timers and scans are not exact on a loaded machine: a scan slice is a tick late at most.
+        expect(took).toBeLessThanOrEqual(budget + scanInterval / 8 + 250);
+        child.kill('SIGKILL');
+        for (const ws of wss.clients) ws.terminate();
+        server.closeAllConnections();
+      } finally {
+        await peer.destroy();
+      }
+    },
+    40_000,
+  );
 });

@@ -12,7 +12,16 @@ import { join } from 'node:path';
 import { canUse } from '../helpers/env.js';
 import { VethPeer } from '../helpers/veth.js';
 import {
-  expectRecipePolicy, expectVanishNoticed, fixtures, modes, recipeBudget, recipeEnv, recipeSlack, ssSockets, startApp, type Arm,
+  expectRecipePolicy,
+  expectVanishNoticed,
+  fixtures,
+  modes,
+  recipeBudget,
+  recipeEnv,
+  recipeSlack,
+  ssSockets,
+  startApp,
+  type Arm,
 } from '../helpers/register.js';
 
 const port = 8080;
@@ -40,7 +49,7 @@ describe.runIf(canUse('ip', 'nft', 'ss'))('ws and fetch recipes against a server
     rmSync(logs, { recursive: true, force: true });
   });
 
-  it('each policy client\'s connection holds the policy; the controls hold Node\'s', async () => {
+  it("each policy client's connection holds the policy; the controls hold Node's", async () => {
     const sockets = await ssSockets(undefined, ['dst', `${peer.peerAddr}:${port}`]);
     for (const arm of arms) expectRecipePolicy(arm, sockets, `${arm.lib} ${arm.mode}`);
   });

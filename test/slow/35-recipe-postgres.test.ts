@@ -16,8 +16,17 @@ import { canUse } from '../helpers/env.js';
 import { postgresBin, startPostgres } from '../helpers/postgres.js';
 import { VethPeer } from '../helpers/veth.js';
 import {
-  expectOptionsRead, expectRecipePolicy, expectVanishNoticed, fixtures, modes, recipeBudget, recipeEnv, recipeSlack, ssSockets,
-  startApp, type Arm,
+  expectOptionsRead,
+  expectRecipePolicy,
+  expectVanishNoticed,
+  fixtures,
+  modes,
+  recipeBudget,
+  recipeEnv,
+  recipeSlack,
+  ssSockets,
+  startApp,
+  type Arm,
 } from '../helpers/register.js';
 
 const port = 5432;
@@ -38,7 +47,11 @@ describe.runIf(canUse('ip', 'nft', 'ss', 'strace', 'setpriv'))('pg against a Pos
     server = await startPostgres({ dir, netns: peer.ns.name, address: peer.peerAddr, port, clients: `${peer.hostAddr}/32`, within: 15_000 });
     for (const mode of modes) {
       const strace = join(dir, `${mode}.strace`);
-      arms.push({ mode, strace, app: await startApp(join(fixtures, 'recipe-pg.mjs'), { env: recipeEnv(mode), args: [mode, peer.peerAddr, String(port)], strace }) });
+      arms.push({
+        mode,
+        strace,
+        app: await startApp(join(fixtures, 'recipe-pg.mjs'), { env: recipeEnv(mode), args: [mode, peer.peerAddr, String(port)], strace }),
+      });
     }
   }, 90_000);
 

@@ -39,7 +39,12 @@ const arms = [
 ];
 
 async function race(ns: Netns, url: string, spread: number, arm: (typeof arms)[number]): Promise<Race> {
-  const r = await runToEnd([fixture('pool-race-client.mjs'), arm.arm, url, String(GAP), String(spread), String(LANES), String(ROUNDS)], arm.env, 120_000, ns.name);
+  const r = await runToEnd(
+    [fixture('pool-race-client.mjs'), arm.arm, url, String(GAP), String(spread), String(LANES), String(ROUNDS)],
+    arm.env,
+    120_000,
+    ns.name,
+  );
   expect(r.code, r.stderr).toBe(0);
   const report = JSON.parse(r.stdout) as Race;
   expect(report.requests).toBe(LANES * ROUNDS);

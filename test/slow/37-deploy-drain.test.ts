@@ -31,7 +31,15 @@ interface Load {
 }
 
 const modes: Array<{ mode: string; restarts: number; env: Record<string, string> }> = [
-  { mode: 'socktune', restarts: 50, env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: 'gracefulHeartbeat', SOCKTUNE_SHUTDOWN: JSON.stringify({ signal: 'SIGTERM', delay: 800, timeout: 5000, spread: 200, readinessPath: '/health' }) } },
+  {
+    mode: 'socktune',
+    restarts: 50,
+    env: {
+      NODE_OPTIONS: '--import=socktune/register',
+      SOCKTUNE_POLICY: 'gracefulHeartbeat',
+      SOCKTUNE_SHUTDOWN: JSON.stringify({ signal: 'SIGTERM', delay: 800, timeout: 5000, spread: 200, readinessPath: '/health' }),
+    },
+  },
   { mode: 'close', restarts: 10, env: {} },
   { mode: 'terminator', restarts: 10, env: {} },
   { mode: 'stoppable', restarts: 10, env: {} },
@@ -95,7 +103,8 @@ describe.runIf(canUse('ip', 'ss', 'haproxy'))('restarting two backends behind HA
       const result = (await load.next()) as unknown as Load;
       console.log(`deploy, ${mode.mode}, ${mode.restarts} restarts of each backend: ${JSON.stringify(result)}`);
       expect(result.ok).toBeGreaterThan(0);
-      if (mode.mode === 'socktune') expect({ non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts }).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+      if (mode.mode === 'socktune')
+        expect({ non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts }).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
     } finally {
       await load.stop();
       for (const b of running) {

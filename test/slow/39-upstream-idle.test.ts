@@ -27,7 +27,7 @@ const GAP = 6000;
 const SPREAD = 60;
 
 const arms: Array<{ name: string; env: Record<string, string>; control: boolean }> = [
-  { name: 'the backend with Node\'s defaults', env: {}, control: true },
+  { name: "the backend with Node's defaults", env: {}, control: true },
   {
     name: 'the same backend under socktune/register, upstreamIdleTimeout 60 s',
     env: { NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', upstreamIdleTimeout: 60_000 }) },
@@ -88,20 +88,35 @@ describe.runIf(canUse('ip', 'ss', 'nginx', 'haproxy'))('a proxy with upstream ke
    * race the proxy may lose) are the TIME_WAIT sockets on the backend's port, by their peer address.
    */
   const backendClosedFirst = async (): Promise<Set<string>> =>
-    new Set((await ns.exec('ss', ['-Htan', 'state', 'time-wait', `( sport = :${BACKEND} )`])).split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/).at(-1)!));
+    new Set(
+      (await ns.exec('ss', ['-Htan', 'state', 'time-wait', `( sport = :${BACKEND} )`]))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.trim().split(/\s+/).at(-1)!),
+    );
 
-  for (const proxy of [{ name: 'nginx', port: 8081 }, { name: 'HAProxy', port: 8082 }]) {
+  for (const proxy of [
+    { name: 'nginx', port: 8081 },
+    { name: 'HAProxy', port: 8082 },
+  ]) {
     it.each(arms)(`${proxy.name}: $name`, { timeout: 180_000 }, async (arm) => {
       const backend = await startApp(fixture('plain-backend.mjs'), { ns: ns.name, env: arm.env, args: [String(BACKEND)] });
       const racesBefore = nginxRaces();
       const closedBefore = await backendClosedFirst();
       try {
-        const r = await runToEnd([fixture('burst-client.mjs'), `http://127.0.0.1:${proxy.port}/`, String(LANES), String(ROUNDS), String(GAP), String(SPREAD)], {}, 150_000, ns.name);
+        const r = await runToEnd(
+          [fixture('burst-client.mjs'), `http://127.0.0.1:${proxy.port}/`, String(LANES), String(ROUNDS), String(GAP), String(SPREAD)],
+          {},
+          150_000,
+          ns.name,
+        );
         expect(r.code, r.stderr).toBe(0);
         const report = JSON.parse(r.stdout) as { requests: number; outcomes: Record<string, number> };
         const races = proxy.name === 'nginx' ? nginxRaces() - racesBefore : undefined;
         const closed = [...(await backendClosedFirst())].filter((peer) => !closedBefore.has(peer)).length;
-        console.log(`${proxy.name}, ${arm.name}: ${JSON.stringify({ ...report, backendClosedIdle: closed, ...(races === undefined ? {} : { racesInNginxLog: races }) })}`);
+        console.log(
+          `${proxy.name}, ${arm.name}: ${JSON.stringify({ ...report, backendClosedIdle: closed, ...(races === undefined ? {} : { racesInNginxLog: races }) })}`,
+        );
         expect(report.requests).toBe(LANES * ROUNDS);
         if (!arm.control) {
           expect(report.outcomes).toEqual({ 200: LANES * ROUNDS });
@@ -112,7 +127,8 @@ describe.runIf(canUse('ip', 'ss', 'nginx', 'haproxy'))('a proxy with upstream ke
           // connections the proxy still held. HAProxy then answers some requests 502; nginx hides
           // them by sending again (its log shows those it met; how many varies from run to run).
           expect(closed, 'the backend never closed an idle connection first: nothing to race').toBeGreaterThan(0);
-          if (races === undefined) expect(report.outcomes['200'] ?? 0, 'the proxy answered every request: the race did not happen').toBeLessThan(LANES * ROUNDS);
+          if (races === undefined)
+            expect(report.outcomes['200'] ?? 0, 'the proxy answered every request: the race did not happen').toBeLessThan(LANES * ROUNDS);
         }
       } finally {
         await backend.stop();
@@ -133,7 +149,8 @@ describe('upstreamIdleTimeout: the server keeps idle connections longer than the
     expect(catchError(() => presets.gracefulHeartbeat({ upstreamIdleTimeout: -1 }))).toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
   });
 
-  const registered = (policy: unknown, app: string) => runToEnd(['-e', app], { NODE_OPTIONS: '--require=socktune/register', SOCKTUNE_POLICY: JSON.stringify(policy) });
+  const registered = (policy: unknown, app: string) =>
+    runToEnd(['-e', app], { NODE_OPTIONS: '--require=socktune/register', SOCKTUNE_POLICY: JSON.stringify(policy) });
   const serve = (keepAlive: string, headers: string) => `
     const http = require('node:http');
     const server = http.createServer((req, res) => res.end('ok'));
@@ -150,7 +167,9 @@ describe('upstreamIdleTimeout: the server keeps idle connections longer than the
     expect({ out: raised.stdout.trim(), err: raised.stderr }).toEqual({ out: '31000', err: '' });
     const own = await registered({ preset: 'gracefulHeartbeat', upstreamIdleTimeout: 30_000 }, serve('server.keepAliveTimeout = 8000;', '{}'));
     expect(own.stdout.trim()).toBe('8000');
-    expect(own.stderr).toMatch(/\[SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM\] Warning: the HTTP server on 127\.0\.0\.1:\d+ keeps idle keep-alive connections 8000 ms \(its own keepAliveTimeout\), not longer than the proxy in front \(upstreamIdleTimeout 30000 ms\)/);
+    expect(own.stderr).toMatch(
+      /\[SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM\] Warning: the HTTP server on 127\.0\.0\.1:\d+ keeps idle keep-alive connections 8000 ms \(its own keepAliveTimeout\), not longer than the proxy in front \(upstreamIdleTimeout 30000 ms\)/,
+    );
     expect(own.stderr.match(/SOCKTUNE_KEEPALIVE_BELOW_UPSTREAM/g)).toHaveLength(1);
   });
 

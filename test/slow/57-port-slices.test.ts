@@ -26,11 +26,17 @@ describe.runIf(canUse('ip', 'sysctl'))('IP_LOCAL_PORT_RANGE: 1,000,000 short con
     const ports = (JSON.parse(ready) as { ports: number[] }).ports;
     const results = await Promise.all(
       ['40000-40499', '40500-40999'].map(async (slice) => {
-        const out = await pair!.cli.exec(process.execPath, [fixture('port-churn.mjs'), pair!.cliAddr, pair!.srvAddr, JSON.stringify(ports), String(EACH), slice, '32'], { timeout: 900_000 });
+        const out = await pair!.cli.exec(
+          process.execPath,
+          [fixture('port-churn.mjs'), pair!.cliAddr, pair!.srvAddr, JSON.stringify(ports), String(EACH), slice, '32'],
+          { timeout: 900_000 },
+        );
         return JSON.parse(out) as { done: number; errors: Record<string, number>; outside: number; seconds: number };
       }),
     );
-    console.log(`port slices: ${results.map((r) => `${r.done} connections in ${r.seconds.toFixed(0)} s, errors ${JSON.stringify(r.errors)}, outside ${r.outside}`).join('; ')}`);
+    console.log(
+      `port slices: ${results.map((r) => `${r.done} connections in ${r.seconds.toFixed(0)} s, errors ${JSON.stringify(r.errors)}, outside ${r.outside}`).join('; ')}`,
+    );
     for (const r of results) expect(r).toMatchObject({ done: EACH, errors: {}, outside: 0 });
   }, 960_000);
 });

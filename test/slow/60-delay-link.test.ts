@@ -49,7 +49,8 @@ class Peer {
   async next<T>(timeout = 20_000): Promise<T> {
     const deadline = Date.now() + timeout;
     while (this.lines.length === 0) {
-      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`peer exited (${this.child.exitCode ?? this.child.signalCode}) without a line`);
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`peer exited (${this.child.exitCode ?? this.child.signalCode}) without a line`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no line from the peer within ${timeout} ms`);
       await new Promise<void>((resolve) => {
@@ -90,7 +91,11 @@ function tcpInfo(end: LinkEnd, filter: string): Record<string, string> {
   const sockets = lines.filter((l) => !/^\s/.test(l));
   if (sockets.length !== 1) throw new Error(`ss ${filter} in ${end.name}: ${sockets.length} connections:\n${out}`);
   const info: Record<string, string> = {};
-  for (const token of lines.filter((l) => /^\s/.test(l)).join(' ').trim().split(/\s+/)) {
+  for (const token of lines
+    .filter((l) => /^\s/.test(l))
+    .join(' ')
+    .trim()
+    .split(/\s+/)) {
     const colon = token.indexOf(':');
     if (colon > 0) info[token.slice(0, colon)] = token.slice(colon + 1);
   }
@@ -195,10 +200,13 @@ describe.runIf(usable)('a delay link between two namespaces', () => {
     const senderInfo = (): Record<string, string> => tcpInfo(link!.client, `( sport = :${localPort} )`);
     const receiverInfo = (): Record<string, string> => tcpInfo(link!.server, `( dport = :${localPort} )`);
     // The server's end is established one way after the client's.
-    await vi.waitFor(async () => {
-      expect(await ssCount('established', `( dport = :${localPort} )`, link!.server)).toBeGreaterThan(0);
-      expect(counter(receiverInfo(), 'bytes_received')).toBeGreaterThanOrEqual(1 * MiB);
-    }, { timeout: 30_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        expect(await ssCount('established', `( dport = :${localPort} )`, link!.server)).toBeGreaterThan(0);
+        expect(counter(receiverInfo(), 'bytes_received')).toBeGreaterThanOrEqual(1 * MiB);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
 
     await link!.drop();
     const rx0 = counter(receiverInfo(), 'bytes_received');

@@ -25,28 +25,33 @@ describe.runIf(canUse('ip', 'python3'))('a writer whose peer vanished, over a 20
   });
   afterAll(() => link?.destroy());
 
-  it(`under the policy the writer fails with ETIMEDOUT within ${budget} ms + ${slack} ms of the vanish, ${TRIALS} of ${TRIALS} times (the kernel options alone, measured beside it)`, { timeout: 600_000 }, async () => {
-    const late: Record<string, number[]> = { kernel: [], policy: [] };
-    for (let trial = 0; trial < TRIALS; trial++) {
-      const apps: Record<string, App> = {};
-      for (const mode of ['kernel', 'policy']) apps[mode] = await startApp(fixture('stream-writer.mjs'), { ns: link.client.name, args: [link.server.addr, String(port), mode] });
-      try {
-        // Writing for a while first: the retransmission timer then runs on the link's round trip.
-        await new Promise((r) => setTimeout(r, 1500));
-        const t0 = Date.now();
-        await link.drop();
-        const seen = await Promise.all(Object.values(apps).map((a) => a.until((l) => l.event === 'error', budget + 60_000)));
-        Object.keys(apps).forEach((mode, i) => {
-          console.log(`trial ${trial} ${mode}: ${JSON.stringify(seen[i])} after ${seen[i] ? (seen[i]!.at as number) - t0 : '-'} ms`);
-          expect(seen[i]?.code, mode).toBe('ETIMEDOUT');
-          late[mode].push((seen[i]!.at as number) - t0);
-        });
-      } finally {
-        await link.pass();
-        for (const a of Object.values(apps)) await a.stop();
+  it(
+    `under the policy the writer fails with ETIMEDOUT within ${budget} ms + ${slack} ms of the vanish, ${TRIALS} of ${TRIALS} times (the kernel options alone, measured beside it)`,
+    { timeout: 600_000 },
+    async () => {
+      const late: Record<string, number[]> = { kernel: [], policy: [] };
+      for (let trial = 0; trial < TRIALS; trial++) {
+        const apps: Record<string, App> = {};
+        for (const mode of ['kernel', 'policy'])
+          apps[mode] = await startApp(fixture('stream-writer.mjs'), { ns: link.client.name, args: [link.server.addr, String(port), mode] });
+        try {
+          // Writing for a while first: the retransmission timer then runs on the link's round trip.
+          await new Promise((r) => setTimeout(r, 1500));
+          const t0 = Date.now();
+          await link.drop();
+          const seen = await Promise.all(Object.values(apps).map((a) => a.until((l) => l.event === 'error', budget + 60_000)));
+          Object.keys(apps).forEach((mode, i) => {
+            console.log(`trial ${trial} ${mode}: ${JSON.stringify(seen[i])} after ${seen[i] ? (seen[i]!.at as number) - t0 : '-'} ms`);
+            expect(seen[i]?.code, mode).toBe('ETIMEDOUT');
+            late[mode].push((seen[i]!.at as number) - t0);
+          });
+        } finally {
+          await link.pass();
+          for (const a of Object.values(apps)) await a.stop();
+        }
       }
-    }
-    console.log('writer to a vanished peer, ms from the vanish to ETIMEDOUT:', JSON.stringify(late));
-    for (const t of late.policy) expect(t).toBeLessThanOrEqual(budget + slack);
-  });
+      console.log('writer to a vanished peer, ms from the vanish to ETIMEDOUT:', JSON.stringify(late));
+      for (const t of late.policy) expect(t).toBeLessThanOrEqual(budget + slack);
+    },
+  );
 });

@@ -60,14 +60,21 @@ describe.runIf(canUse('ip', 'ss', 'prometheus'))('OpenTelemetry SDK → Promethe
       env: { SOCKTUNE_POLICY: 'gracefulHeartbeat' },
       args: [peer.peerAddr, `http://${peer.hostAddr}:4318/v1/metrics`],
     });
-    writeFileSync(join(dir, 'prometheus.yml'), [
-      'global: { scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }',
-      'scrape_configs:',
-      '  - job_name: app',
-      `    static_configs: [{ targets: ['${peer.peerAddr}:9464'] }]`,
-      '',
-    ].join('\n'));
-    const prometheus = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=${peer.hostAddr}:9090`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      [
+        'global: { scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }',
+        'scrape_configs:',
+        '  - job_name: app',
+        `    static_configs: [{ targets: ['${peer.peerAddr}:9464'] }]`,
+        '',
+      ].join('\n'),
+    );
+    const prometheus = spawn(
+      'prometheus',
+      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=${peer.hostAddr}:9090`],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     children.push(prometheus);
     let log = '';
     prometheus.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
@@ -146,6 +153,7 @@ describe.runIf(canUse('ip', 'ss', 'prometheus'))('OpenTelemetry SDK → Promethe
     }
     expect(matched).toBe(3);
     const names = new Set(exports.at(-1)!.points.map((p) => p.name));
-    for (const name of ['socktune.connection.count', 'socktune.guard.tracked', 'socktune.kernel.tcp.events', 'socktune.sockstat']) expect(names).toContain(name);
+    for (const name of ['socktune.connection.count', 'socktune.guard.tracked', 'socktune.kernel.tcp.events', 'socktune.sockstat'])
+      expect(names).toContain(name);
   }, 60_000);
 });

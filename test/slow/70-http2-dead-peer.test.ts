@@ -65,7 +65,11 @@ describe.runIf(canUse('ip', 'nft'))('HTTP/2 sessions whose peer froze or vanishe
   }
 
   async function peerApp(fault: Fault, args: string[], env?: Record<string, string>): Promise<App> {
-    const app = await startApp(join(fixtures, args[0] === 'server' || args[0] === 'client' ? 'h2-node.mjs' : args.shift()!), { ns: peers[fault].ns.name, args, env });
+    const app = await startApp(join(fixtures, args[0] === 'server' || args[0] === 'client' ? 'h2-node.mjs' : args.shift()!), {
+      ns: peers[fault].ns.name,
+      args,
+      env,
+    });
     apps.push(app);
     peerApps[fault].push(app);
     return app;
@@ -82,11 +86,16 @@ describe.runIf(canUse('ip', 'nft'))('HTTP/2 sessions whose peer froze or vanishe
       apps.push(client);
       expect(await client.send('watch')).toEqual({ watching: true });
       const a = arm(fault, 'grpc-js client', socktune);
-      void client.until((e) => e.event === 'error', 10 * controlWindow).then((e) => {
-        if (e === undefined) return;
-        a.endedAt = e.at as number;
-        a.error = e.code as string;
-      }, () => {}); // the app stops at the end
+      void client
+        .until((e) => e.event === 'error', 10 * controlWindow)
+        .then(
+          (e) => {
+            if (e === undefined) return;
+            a.endedAt = e.at as number;
+            a.error = e.code as string;
+          },
+          () => {},
+        ); // the app stops at the end
       exchanges[fault].push(() => client.send('unary'));
     }
     // node:http2 clients here, a server in the peer namespace.
@@ -152,26 +161,43 @@ describe.runIf(canUse('ip', 'nft'))('HTTP/2 sessions whose peer froze or vanishe
     for (const peer of Object.values(peers)) await peer.destroy();
   });
 
-  it.each(['frozen', 'vanished'] as const)(`%s peer: every socktune session closed within I + C·V + ${2 * tick + slack} ms`, async (fault) => {
-    const mine = arms.filter((a) => a.fault === fault && a.socktune);
-    const deadline = faultAt[fault] + bound + 3000;
-    while (mine.some((a) => a.endedAt === 0) && Date.now() < deadline) await sleep(50);
-    const figures = Object.fromEntries(mine.map((a) => [a.what, { afterMs: a.endedAt === 0 ? null : a.endedAt - faultAt[fault], error: a.error }]));
-    console.log(JSON.stringify({ [fault]: { budget, socktune: figures } }));
-    for (const a of mine) {
-      expect(a.endedAt, `${fault} ${a.what}: still open`).not.toBe(0);
-      expect(a.endedAt - faultAt[fault], `${fault} ${a.what}`).toBeLessThanOrEqual(bound);
-      expect(a.endedAt - faultAt[fault], `${fault} ${a.what}`).toBeGreaterThanOrEqual(keepAlive.count * keepAlive.interval - tick);
-    }
-    // What the applications saw: gRPC's UNAVAILABLE, a dead peer's ETIMEDOUT on the client session.
-    expect(mine.find((a) => a.what === 'grpc-js client')!.error).toBe('UNAVAILABLE');
-    expect(mine.find((a) => a.what === 'node:http2 client')!.error).toBe('ETIMEDOUT');
-  }, 30_000);
+  it.each(['frozen', 'vanished'] as const)(
+    `%s peer: every socktune session closed within I + C·V + ${2 * tick + slack} ms`,
+    async (fault) => {
+      const mine = arms.filter((a) => a.fault === fault && a.socktune);
+      const deadline = faultAt[fault] + bound + 3000;
+      while (mine.some((a) => a.endedAt === 0) && Date.now() < deadline) await sleep(50);
+      const figures = Object.fromEntries(mine.map((a) => [a.what, { afterMs: a.endedAt === 0 ? null : a.endedAt - faultAt[fault], error: a.error }]));
+      console.log(JSON.stringify({ [fault]: { budget, socktune: figures } }));
+      for (const a of mine) {
+        expect(a.endedAt, `${fault} ${a.what}: still open`).not.toBe(0);
+        expect(a.endedAt - faultAt[fault], `${fault} ${a.what}`).toBeLessThanOrEqual(bound);
+        expect(a.endedAt - faultAt[fault], `${fault} ${a.what}`).toBeGreaterThanOrEqual(keepAlive.count * keepAlive.interval - tick);
+      }
+      // What the applications saw: gRPC's UNAVAILABLE, a dead peer's ETIMEDOUT on the client session.
+      expect(mine.find((a) => a.what === 'grpc-js client')!.error).toBe('UNAVAILABLE');
+      expect(mine.find((a) => a.what === 'node:http2 client')!.error).toBe('ETIMEDOUT');
+    },
+    30_000,
+  );
 
-  it(`without socktune: every control session still open ${controlWindow / 1000} s after the fault`, async () => {
-    await sleep(Math.max(0, Math.min(faultAt.frozen, faultAt.vanished) + controlWindow - Date.now()));
-    const controls = arms.filter((a) => !a.socktune);
-    console.log(JSON.stringify({ controls: Object.fromEntries(controls.map((a) => [`${a.fault} ${a.what}`, a.endedAt === 0 ? `open after ${Math.round((Date.now() - faultAt[a.fault]) / 1000)} s` : `ended after ${a.endedAt - faultAt[a.fault]} ms`])) }));
-    for (const a of controls) expect(a.endedAt, `${a.fault} ${a.what}`).toBe(0);
-  }, controlWindow + 30_000);
+  it(
+    `without socktune: every control session still open ${controlWindow / 1000} s after the fault`,
+    async () => {
+      await sleep(Math.max(0, Math.min(faultAt.frozen, faultAt.vanished) + controlWindow - Date.now()));
+      const controls = arms.filter((a) => !a.socktune);
+      console.log(
+        JSON.stringify({
+          controls: Object.fromEntries(
+            controls.map((a) => [
+              `${a.fault} ${a.what}`,
+              a.endedAt === 0 ? `open after ${Math.round((Date.now() - faultAt[a.fault]) / 1000)} s` : `ended after ${a.endedAt - faultAt[a.fault]} ms`,
+            ]),
+          ),
+        }),
+      );
+      for (const a of controls) expect(a.endedAt, `${a.fault} ${a.what}`).toBe(0);
+    },
+    controlWindow + 30_000,
+  );
 });

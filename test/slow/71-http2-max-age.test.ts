@@ -35,7 +35,11 @@ describe.runIf(canUse('ip'))(`${rotations} max-age rotations of grpc-js channels
   });
 
   async function grpcServer(env: Record<string, string>, options?: object): Promise<App> {
-    const app = await startApp(join(fixtures, 'h2-grpc.mjs'), { ns: peer.ns.name, env, args: ['server', peer.peerAddr, '0', ...(options ? [JSON.stringify(options)] : [])] });
+    const app = await startApp(join(fixtures, 'h2-grpc.mjs'), {
+      ns: peer.ns.name,
+      env,
+      args: ['server', peer.peerAddr, '0', ...(options ? [JSON.stringify(options)] : [])],
+    });
     apps.push(app);
     return app;
   }
@@ -58,7 +62,10 @@ describe.runIf(canUse('ip'))(`${rotations} max-age rotations of grpc-js channels
   }
 
   it(`socktune/register with http2.maxAge ${maxAge} ms: at least ${rotations} rotations, 0 failed RPCs; the same load without maxAge: 0 failed, 0 rotations`, async () => {
-    const policy = (http2?: object) => ({ NODE_OPTIONS: '--import=socktune/register', SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', ...(http2 ? { http2 } : {}) }) });
+    const policy = (http2?: object) => ({
+      NODE_OPTIONS: '--import=socktune/register',
+      SOCKTUNE_POLICY: JSON.stringify({ preset: 'gracefulHeartbeat', ...(http2 ? { http2 } : {}) }),
+    });
     const rotating = await grpcServer(policy({ maxAge, maxAgeGrace: 5000 }));
     const steady = await grpcServer(policy());
     // 16 channels each rotating every ~maxAge plus a reconnect: a thousand rotations in well under a minute.
@@ -68,7 +75,20 @@ describe.runIf(canUse('ip'))(`${rotations} max-age rotations of grpc-js channels
     const without = await load(steady, ms);
     const closed = ((await rotating.send('stats')) as { closed: Record<string, number> }).closed;
     const steadyClosed = ((await steady.send('stats')) as { closed: Record<string, number> }).closed;
-    console.log(JSON.stringify({ maxAgeRotations: { maxAge, loadMs: ms, channels: 2 * channels, rotated: closed['max-age'], rpcs: withAge.ok, failed: withAge.failed, errors: withAge.errors }, control: { rotated: steadyClosed['max-age'], rpcs: without.ok, failed: without.failed } }));
+    console.log(
+      JSON.stringify({
+        maxAgeRotations: {
+          maxAge,
+          loadMs: ms,
+          channels: 2 * channels,
+          rotated: closed['max-age'],
+          rpcs: withAge.ok,
+          failed: withAge.failed,
+          errors: withAge.errors,
+        },
+        control: { rotated: steadyClosed['max-age'], rpcs: without.ok, failed: without.failed },
+      }),
+    );
     expect(closed['max-age']).toBeGreaterThanOrEqual(rotations);
     expect(withAge).toMatchObject({ failed: 0, errors: {} });
     expect(without).toMatchObject({ failed: 0 });

@@ -4,11 +4,12 @@
  * surface only: every number comes from the diagnostics layer, the guards and the close channel.
  * @module
  */
-import { codes, invalidArgType, invalidArgValue, outOfRange, readArgument, socktuneError } from './errors.js';
+import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from './errors.js';
 /** @ts-ignore prom-client is an optional peer: without it, `Registry` is `any` (the line stays in the published .d.ts). */
 import type { Registry } from 'prom-client';
-import { Guard } from './guard/guard.js';
+import type { Guard } from './guard/guard.js';
 import { collectionContext, metrics, type Labels, type PoolCounters } from './metrics/table.js';
+import { exportOptions } from './metrics/options.js';
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
@@ -58,31 +59,14 @@ const knownOptions = ['registry', 'prefix', 'namespace', 'process', 'audit', 'au
 /** Prometheus metric names: https://prometheus.io/docs/concepts/data_model/ */
 const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
-/** Pools by name, each with a numeric `retried` (and `staleDropped`, when it has one), read at every collection. */
-export function validPools(name: string, pools: unknown): Record<string, PoolCounters> {
-  if (typeof pools !== 'object' || pools === null || Array.isArray(pools)) throw invalidArgType(name, 'an object of pools by name', pools);
-  const named: Record<string, unknown> = { ...pools };
-  for (const [key, p] of Object.entries(named)) {
-    if (typeof p !== 'object' || p === null || typeof (p as PoolCounters).retried !== 'number') {
-      throw invalidArgType(`${name}.${key}`, 'a pool with a numeric retried count (createAgent, createDispatcher)', p);
-    }
-  }
-  return named as Record<string, PoolCounters>;
-}
-
 /** Checks every option (own properties, each read once) before anything is registered. */
 function validCollectorOptions(options: unknown): CollectorOptions {
   return readArgument('options', options, () => parseCollectorOptions(options));
 }
 
 function parseCollectorOptions(options: unknown): CollectorOptions {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
-  const o: Record<string, unknown> = { ...options };
-  for (const key of Object.keys(o)) {
-    if (!knownOptions.includes(key)) throw invalidArgValue('options', key, `has no option '${key}'; known: ${knownOptions.join(', ')}`);
-  }
-  const { registry, prefix, auditMaxAge, guards } = o;
+  const o = exportOptions(options, knownOptions);
+  const { registry, prefix } = o;
   if (registry !== undefined && (typeof registry !== 'object' || registry === null || typeof (registry as Registry).registerMetric !== 'function')) {
     throw invalidArgType('options.registry', 'a prom-client Registry', registry);
   }
@@ -91,23 +75,6 @@ function parseCollectorOptions(options: unknown): CollectorOptions {
     if (prefix !== '' && !metricName.test(prefix))
       throw invalidArgValue('options.prefix', prefix, 'must start a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)');
   }
-  for (const key of ['namespace', 'process', 'audit', 'closes']) {
-    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgType(`options.${key}`, 'of type boolean', o[key]);
-  }
-  if (auditMaxAge !== undefined) {
-    if (typeof auditMaxAge !== 'number') throw invalidArgType('options.auditMaxAge', 'of type number', auditMaxAge);
-    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1)
-      throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
-  }
-  if (guards !== undefined) {
-    if (typeof guards !== 'object' || guards === null || Array.isArray(guards)) throw invalidArgType('options.guards', 'an object of Guards by name', guards);
-    const named: Record<string, Guard> = { ...(guards as Record<string, unknown>) } as Record<string, Guard>;
-    for (const [name, g] of Object.entries(named)) {
-      if (!(g instanceof Guard)) throw invalidArgType(`options.guards.${name}`, 'an instance of Guard', g);
-    }
-    o.guards = named;
-  }
-  if (o.pools !== undefined) o.pools = validPools('options.pools', o.pools);
   return o as CollectorOptions;
 }
 

@@ -14,10 +14,10 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 /** @ts-ignore @opentelemetry/api is an optional peer: without it, these are `any` (the line stays in the published .d.ts). */
 import type { MeterProvider, ObservableCallback, ObservableCounter, ObservableGauge } from '@opentelemetry/api';
-import { codes, invalidArgType, invalidArgValue, outOfRange, readArgument, socktuneError } from './errors.js';
-import { Guard } from './guard/guard.js';
+import { codes, invalidArgType, invalidArgValue, readArgument, socktuneError } from './errors.js';
+import type { Guard } from './guard/guard.js';
 import { collectionContext, metrics, otelSamples, type CollectionContext, type PoolCounters } from './metrics/table.js';
-import { validPools } from './metrics.js';
+import { exportOptions } from './metrics/options.js';
 
 /** Options of {@link createInstruments}. */
 export interface InstrumentOptions {
@@ -133,36 +133,14 @@ async function loadApi(): Promise<Api> {
 const knownOptions = ['meterProvider', 'namespace', 'process', 'audit', 'auditMaxAge', 'guards', 'pools', 'closes'];
 
 function parseOptions(options: unknown): InstrumentOptions {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidArgType('options', 'of type object', options);
-  const o: Record<string, unknown> = { ...options };
-  for (const key of Object.keys(o)) {
-    if (!knownOptions.includes(key)) throw invalidArgValue('options', key, `has no option '${key}'; known: ${knownOptions.join(', ')}`);
-  }
-  const { meterProvider, auditMaxAge, guards } = o;
+  const o = exportOptions(options, knownOptions);
+  const { meterProvider } = o;
   if (
     meterProvider !== undefined &&
     (typeof meterProvider !== 'object' || meterProvider === null || typeof (meterProvider as MeterProvider).getMeter !== 'function')
   ) {
     throw invalidArgType('options.meterProvider', 'an OpenTelemetry MeterProvider', meterProvider);
   }
-  for (const key of ['namespace', 'process', 'audit', 'closes']) {
-    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalidArgType(`options.${key}`, 'of type boolean', o[key]);
-  }
-  if (auditMaxAge !== undefined) {
-    if (typeof auditMaxAge !== 'number') throw invalidArgType('options.auditMaxAge', 'of type number', auditMaxAge);
-    if (!Number.isInteger(auditMaxAge) || auditMaxAge < 0 || auditMaxAge > 2 ** 31 - 1)
-      throw outOfRange('options.auditMaxAge', 'an integer >= 0 and <= 2147483647', auditMaxAge);
-  }
-  if (guards !== undefined) {
-    if (typeof guards !== 'object' || guards === null || Array.isArray(guards)) throw invalidArgType('options.guards', 'an object of Guards by name', guards);
-    const named: Record<string, unknown> = { ...guards };
-    for (const [name, g] of Object.entries(named)) {
-      if (!(g instanceof Guard)) throw invalidArgType(`options.guards.${name}`, 'an instance of Guard', g);
-    }
-    o.guards = named;
-  }
-  if (o.pools !== undefined) o.pools = validPools('options.pools', o.pools);
   return o as InstrumentOptions;
 }
 

@@ -104,20 +104,32 @@ describe.runIf(canUse('ip', 'ss', 'nginx', 'haproxy'))('a proxy with upstream ke
       const racesBefore = nginxRaces();
       const closedBefore = await backendClosedFirst();
       try {
-        const r = await runToEnd(
-          [fixture('burst-client.mjs'), `http://127.0.0.1:${proxy.port}/`, String(LANES), String(ROUNDS), String(GAP), String(SPREAD)],
-          {},
-          150_000,
-          ns.name,
-        );
-        expect(r.code, r.stderr).toBe(0);
-        const report = JSON.parse(r.stdout) as { requests: number; outcomes: Record<string, number> };
+        const burst = async (): Promise<{ requests: number; outcomes: Record<string, number> }> => {
+          const r = await runToEnd(
+            [fixture('burst-client.mjs'), `http://127.0.0.1:${proxy.port}/`, String(LANES), String(ROUNDS), String(GAP), String(SPREAD)],
+            {},
+            150_000,
+            ns.name,
+          );
+          expect(r.code, r.stderr).toBe(0);
+          const report = JSON.parse(r.stdout) as { requests: number; outcomes: Record<string, number> };
+          expect(report.requests).toBe(LANES * ROUNDS);
+          return report;
+        };
+        const reports = [await burst()];
+        // The control shows the harm HAProxy passes on (502s). Whether a closing connection meets
+        // a request is a race: on a loaded machine one burst of 500 can miss it, so the control
+        // runs up to two more bursts until one does. The treatment arm gets one burst, where the
+        // precondition of every race (the backend closing an idle connection first) must not occur.
+        if (arm.control && proxy.name === 'HAProxy') {
+          while (reports.length < 3 && reports.every((r) => (r.outcomes['200'] ?? 0) === r.requests)) reports.push(await burst());
+        }
+        const report = reports.at(-1)!;
         const races = proxy.name === 'nginx' ? nginxRaces() - racesBefore : undefined;
         const closed = [...(await backendClosedFirst())].filter((peer) => !closedBefore.has(peer)).length;
         console.log(
-          `${proxy.name}, ${arm.name}: ${JSON.stringify({ ...report, backendClosedIdle: closed, ...(races === undefined ? {} : { racesInNginxLog: races }) })}`,
+          `${proxy.name}, ${arm.name}: ${JSON.stringify({ ...report, bursts: reports.length, backendClosedIdle: closed, ...(races === undefined ? {} : { racesInNginxLog: races }) })}`,
         );
-        expect(report.requests).toBe(LANES * ROUNDS);
         if (!arm.control) {
           expect(report.outcomes).toEqual({ 200: LANES * ROUNDS });
           expect(closed, 'the backend closed an idle connection the proxy held').toBe(0);
@@ -128,7 +140,7 @@ describe.runIf(canUse('ip', 'ss', 'nginx', 'haproxy'))('a proxy with upstream ke
           // them by sending again (its log shows those it met; how many varies from run to run).
           expect(closed, 'the backend never closed an idle connection first: nothing to race').toBeGreaterThan(0);
           if (races === undefined)
-            expect(report.outcomes['200'] ?? 0, 'the proxy answered every request: the race did not happen').toBeLessThan(LANES * ROUNDS);
+            expect(report.outcomes['200'] ?? 0, 'the proxy answered every request of 3 bursts: the race did not happen').toBeLessThan(LANES * ROUNDS);
         }
       } finally {
         await backend.stop();

@@ -134,6 +134,8 @@ describe('without @opentelemetry/api', () => {
     cpSync(join(repoRoot, 'dist'), join(pkg, 'dist'), { recursive: true });
     cpSync(join(repoRoot, 'package.json'), join(pkg, 'package.json'));
     symlinkSync(join(repoRoot, 'build'), join(pkg, 'build'), 'dir');
+    // The prebuilds too: with PREBUILDS_ONLY=1 (the portability runs) the loader takes only those.
+    symlinkSync(join(repoRoot, 'prebuilds'), join(pkg, 'prebuilds'), 'dir');
     symlinkSync(join(repoRoot, 'node_modules', 'node-gyp-build'), join(dir, 'node_modules', 'node-gyp-build'), 'dir');
     const api = join(repoRoot, 'node_modules', '@opentelemetry', 'api', 'build', 'src', 'index.js');
     const sdk = join(repoRoot, 'node_modules', '@opentelemetry', 'sdk-metrics', 'build', 'src', 'index.js');
